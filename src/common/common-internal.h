@@ -1,0 +1,77 @@
+/* Internal helpers shared by every module. Never installed. */
+#ifndef HUSH_COMMON_INTERNAL_H
+#define HUSH_COMMON_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hush/common.h>
+
+/* Leave with the error when an expression fails (s2n-tls style guards). */
+#define HUSH_GUARD(expr)                \
+	do {                            \
+		int hush__rc_ = (expr); \
+		if (hush__rc_ < 0) {    \
+			return hush__rc_; \
+		}                       \
+	} while (0)
+
+/* Leave with err unless cond holds. */
+#define HUSH_ENSURE(cond, err)   \
+	do {                     \
+		if (!(cond)) {   \
+			return (err); \
+		}                \
+	} while (0)
+
+#define HUSH_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HUSH_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HUSH_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define HUSH_LIKELY(x) (x)
+#define HUSH_UNLIKELY(x) (x)
+#endif
+
+/* AddressSanitizer hooks: poison memory that must not be touched. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HUSH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HUSH_ASAN 1
+#endif
+#endif
+#ifdef HUSH_ASAN
+#include <sanitizer/asan_interface.h>
+#define HUSH_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define HUSH_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define HUSH_POISON(p, n) ((void)(p), (void)(n))
+#define HUSH_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* The process allocator (src/mem/alloc.c). */
+void *hush__alloc(size_t size);
+void *hush__calloc(size_t size);
+void hush__free(void *ptr, size_t size);
+/* Wipes size bytes with OPENSSL_cleanse, then frees. */
+void hush__free_secret(void *ptr, size_t size);
+
+/* Little-endian loads and stores. */
+static inline uint32_t hush__load_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
+}
+
+static inline void hush__store_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+#endif /* HUSH_COMMON_INTERNAL_H */

@@ -1,0 +1,111 @@
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testlib.h"
+
+static _Atomic uint64_t n_calls, n_frees, n_live, n_live_bytes;
+static _Atomic uint64_t fail_at, fail_from;
+
+static void *counting_alloc(void *ctx, size_t size)
+{
+	(void)ctx;
+	uint64_t call = atomic_fetch_add(&n_calls, 1) + 1;
+	uint64_t at = atomic_load(&fail_at);
+	uint64_t from = atomic_load(&fail_from);
+	if ((at != 0 && call == at) || (from != 0 && call >= from)) {
+		return NULL;
+	}
+	void *p = malloc(size);
+	if (p != NULL) {
+		atomic_fetch_add(&n_live, 1);
+		atomic_fetch_add(&n_live_bytes, size);
+	}
+	return p;
+}
+
+static void counting_release(void *ctx, void *ptr, size_t size)
+{
+	(void)ctx;
+	atomic_fetch_add(&n_frees, 1);
+	atomic_fetch_sub(&n_live, 1);
+	atomic_fetch_sub(&n_live_bytes, size);
+	free(ptr);
+}
+
+void testlib_alloc_install(void)
+{
+	static const struct hush_allocator a = {counting_alloc, counting_release, NULL};
+	atomic_store(&n_calls, 0);
+	atomic_store(&n_frees, 0);
+	atomic_store(&n_live, 0);
+	atomic_store(&n_live_bytes, 0);
+	atomic_store(&fail_at, 0);
+	atomic_store(&fail_from, 0);
+	hush_set_allocator(&a);
+}
+
+void testlib_alloc_uninstall(void)
+{
+	hush_set_allocator(NULL);
+}
+
+void testlib_alloc_fail_at(uint64_t k)
+{
+	atomic_store(&fail_at, k == 0 ? 0 : atomic_load(&n_calls) + k);
+}
+
+void testlib_alloc_fail_from(uint64_t k)
+{
+	atomic_store(&fail_from, k == 0 ? 0 : atomic_load(&n_calls) + k);
+}
+
+void testlib_alloc_get(struct testlib_alloc_stats *out)
+{
+	out->calls = atomic_load(&n_calls);
+	out->frees = atomic_load(&n_frees);
+	out->live = atomic_load(&n_live);
+	out->live_bytes = atomic_load(&n_live_bytes);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9') {
+		return c - '0';
+	}
+	if (c >= 'a' && c <= 'f') {
+		return c - 'a' + 10;
+	}
+	if (c >= 'A' && c <= 'F') {
+		return c - 'A' + 10;
+	}
+	return -1;
+}
+
+long testlib_unhex(const char *hex, uint8_t *out, size_t cap)
+{
+	size_t n = strlen(hex);
+	if (n % 2 != 0 || n / 2 > cap) {
+		return -1;
+	}
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hexval(hex[2 * i]);
+		int lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			return -1;
+		}
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return (long)(n / 2);
+}
+
+void testlib_fill(uint8_t *buf, size_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+}

@@ -1,0 +1,39 @@
+/*
+ * Helpers shared by hush's tests: a counting allocator that can be told to fail the
+ * k-th allocation, and small byte utilities.
+ */
+#ifndef HUSH_TESTLIB_H
+#define HUSH_TESTLIB_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <hush/common.h>
+
+struct testlib_alloc_stats {
+	uint64_t calls;      /* allocation calls (successful or failed) */
+	uint64_t frees;
+	uint64_t live;       /* allocations not yet freed */
+	uint64_t live_bytes;
+};
+
+/* Installs the counting allocator with counters at zero and no failure planned. */
+void testlib_alloc_install(void);
+/* Restores hush's default allocator. */
+void testlib_alloc_uninstall(void);
+/* Makes the k-th allocation from now fail (1 = the next one); 0 cancels. */
+void testlib_alloc_fail_at(uint64_t k);
+/* Makes every allocation from the k-th on fail; 0 cancels. */
+void testlib_alloc_fail_from(uint64_t k);
+void testlib_alloc_get(struct testlib_alloc_stats *out);
+
+/* Decodes hex into out (capacity cap). Returns the byte count, or -1 on bad input. */
+long testlib_unhex(const char *hex, uint8_t *out, size_t cap);
+
+/* Fills buf with bytes from a simple deterministic generator seeded by seed. */
+void testlib_fill(uint8_t *buf, size_t len, uint64_t seed);
+
+#endif /* HUSH_TESTLIB_H */
