@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 # Build tools, libraries, and what the interoperability tests use (Go and Debian's
 # grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer).
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
-libcmocka-dev golang-go golang-google-grpc-dev"
+libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev"
 
 missing=""
 for p in $PACKAGES; do

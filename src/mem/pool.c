@@ -1,0 +1,721 @@
+/*
+ * The tiered buffer pool: see include/hush/pool.h for the contract and docs/DESIGN.md
+ * for why the tiers have the sizes they have.
+ *
+ * Hot path: one uncontended mutex (the calling thread's own shard of the tier) and
+ * three atomic counters that share one cache line (budget and lifetime, buffers out,
+ * the tier's state). No global lock is ever taken by acquire or release. The shared
+ * counters are the price of exact pool-wide peaks and of the budget: under two threads
+ * hammering one pool that line moves between cores on every call (bench-pool measures
+ * it); in a server, calls are separated by system calls and that cost shrinks.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "common/common-internal.h"
+#include "mem/pool-internal.h"
+
+_Static_assert(sizeof(struct hush_buf) % 16 == 0, "buffer data must stay 16-byte aligned");
+_Static_assert((HUSH__POOL_SHARDS & (HUSH__POOL_SHARDS - 1)) == 0, "shards: power of two");
+_Static_assert(HUSH_POOL_MAX_TIERS < HUSH__POOL_OVERSIZE, "tier index must fit in a byte");
+
+#define KNOWN_FLAGS (HUSH_POOL_WIPE)
+
+/*
+ * Each thread takes the next number from this counter the first time it touches any
+ * pool and keeps it: consecutive threads land on different shards, and a thread keeps
+ * finding its own recently released (cache-warm) buffers.
+ */
+static atomic_uint next_thread_index;
+static _Thread_local unsigned thread_shard = UINT_MAX;
+
+static inline unsigned my_shard(void)
+{
+	if (HUSH_UNLIKELY(thread_shard == UINT_MAX)) {
+		unsigned n = atomic_fetch_add_explicit(&next_thread_index, 1, memory_order_relaxed);
+		thread_shard = n & (HUSH__POOL_SHARDS - 1);
+	}
+	return thread_shard;
+}
+
+/*
+ * A reference or magic error means the caller's program is already corrupting memory;
+ * carrying on would hand one buffer to two owners. Stop with a message instead.
+ */
+static void buf_fatal(const struct hush_buf *buf, const char *what)
+{
+	fprintf(stderr, "hush: %s (buffer %p)\n", what, (const void *)buf);
+	abort();
+}
+
+/* Raises *max to v unless it already is at least v. Relaxed: statistics only. */
+static inline void max_u64(_Atomic uint64_t *max, uint64_t v)
+{
+	uint64_t cur = atomic_load_explicit(max, memory_order_relaxed);
+	while (cur < v && !atomic_compare_exchange_weak_explicit(max, &cur, v, memory_order_relaxed,
+								 memory_order_relaxed)) {
+	}
+}
+
+void hush_pool_config_init(struct hush_pool_config *cfg)
+{
+	/*
+	 * The caps bound the idle memory the pool keeps by default to about 11.3 MiB
+	 * (1024 x 256 B + 256 x 4160 + 128 x 16448 + 64 x 33280 + 32 x 64 KiB + 4 x
+	 * (1 MiB + 64)), well under 16 MiB, while still covering a burst of a few hundred
+	 * busy connections in the record-sized tiers without calling the allocator.
+	 */
+	static const size_t sizes[] = {
+	    256,			  /* control messages, a frame's first bytes */
+	    4096 + HUSH_POOL_HEADROOM,	  /* one 4 KiB frame */
+	    16384 + HUSH_POOL_HEADROOM,	  /* one 16 KiB frame */
+	    32768 + 512,		  /* two 16 KiB frames: the default read */
+	    65536,			  /* bulk reads and writes */
+	    1048576 + HUSH_POOL_HEADROOM, /* the largest frame a peer may send */
+	};
+	static const size_t retain[] = {1024, 256, 128, 64, 32, 4};
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->ntiers = HUSH_ARRAY_SIZE(sizes);
+	for (unsigned i = 0; i < cfg->ntiers; i++) {
+		cfg->tier_size[i] = sizes[i];
+		cfg->tier_retain[i] = retain[i];
+	}
+}
+
+static int config_check(const struct hush_pool_config *cfg)
+{
+	HUSH_ENSURE(cfg->ntiers >= 1 && cfg->ntiers <= HUSH_POOL_MAX_TIERS, HUSH_EINVAL);
+	HUSH_ENSURE((cfg->flags & ~(unsigned)KNOWN_FLAGS) == 0, HUSH_EINVAL);
+	for (unsigned i = 0; i < cfg->ntiers; i++) {
+		size_t size = cfg->tier_size[i];
+		HUSH_ENSURE(size != 0, HUSH_EINVAL);
+		/* The header is added to every allocation, so it must not wrap. */
+		HUSH_ENSURE(size <= SIZE_MAX - sizeof(struct hush_buf), HUSH_EINVAL);
+		HUSH_ENSURE(size < HUSH__POOL_MAX_REQUEST, HUSH_EINVAL);
+		HUSH_ENSURE(i == 0 || size > cfg->tier_size[i - 1], HUSH_EINVAL);
+	}
+	return 0;
+}
+
+/* Destroys the first n shard locks of tier t (all of them when n is the shard count). */
+static void tier_locks_destroy(struct hush__pool_tier *t, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		pthread_mutex_destroy(&t->shard[i].lock);
+	}
+}
+
+int hush_pool_new(struct hush_pool **out, const struct hush_pool_config *cfg)
+{
+	struct hush_pool_config defaults;
+	struct hush_pool *pool = NULL;
+	unsigned tiers_done = 0;
+	unsigned shards_done = 0;
+	bool cb_lock_done = false;
+	int rc;
+
+	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
+	if (cfg == NULL) {
+		hush_pool_config_init(&defaults);
+		cfg = &defaults;
+	}
+	HUSH_GUARD(config_check(cfg));
+
+	/*
+	 * The allocator promises only max_align_t alignment; over-allocate by a cache line
+	 * so that the counters different threads write really sit on lines of their own.
+	 */
+	size_t size = sizeof(struct hush_pool) + cfg->ntiers * sizeof(struct hush__pool_tier);
+	size_t raw_size = size + HUSH__CACHE_LINE - 1;
+	void *raw = hush__alloc(raw_size);
+	HUSH_ENSURE(raw != NULL, HUSH_ENOMEM);
+	uintptr_t addr =
+	    ((uintptr_t)raw + HUSH__CACHE_LINE - 1) & ~(uintptr_t)(HUSH__CACHE_LINE - 1);
+	pool = (struct hush_pool *)addr;
+	memset(pool, 0, size);
+	pool->raw = raw;
+	pool->raw_size = raw_size;
+	pool->budget = cfg->budget;
+	pool->flags = cfg->flags;
+	pool->ntiers = cfg->ntiers;
+
+	rc = HUSH_ENOMEM;
+	if (pthread_mutex_init(&pool->cb_lock, NULL) != 0) {
+		goto out;
+	}
+	cb_lock_done = true;
+	for (tiers_done = 0; tiers_done < cfg->ntiers; tiers_done++) {
+		struct hush__pool_tier *t = &pool->tier[tiers_done];
+		t->size = cfg->tier_size[tiers_done];
+		/* The kept count has 32 bits; a larger cap means "no cap" just the same. */
+		t->retain = cfg->tier_retain[tiers_done] > UINT32_MAX
+				? UINT32_MAX
+				: cfg->tier_retain[tiers_done];
+		for (shards_done = 0; shards_done < HUSH__POOL_SHARDS; shards_done++) {
+			if (pthread_mutex_init(&t->shard[shards_done].lock, NULL) != 0) {
+				goto out;
+			}
+		}
+	}
+	*out = pool;
+	pool = NULL;
+	rc = 0;
+out:
+	if (pool != NULL) {
+		/* Undo exactly the initialisations that succeeded. */
+		if (tiers_done < cfg->ntiers) {
+			tier_locks_destroy(&pool->tier[tiers_done], shards_done);
+		}
+		for (unsigned i = 0; i < tiers_done; i++) {
+			tier_locks_destroy(&pool->tier[i], HUSH__POOL_SHARDS);
+		}
+		if (cb_lock_done) {
+			pthread_mutex_destroy(&pool->cb_lock);
+		}
+		hush__free(raw, raw_size);
+	}
+	return rc;
+}
+
+/* Gives one buffer's memory back to the allocator; touches nothing of the pool. */
+static void buf_free(struct hush_buf *buf)
+{
+	size_t cap = buf->capacity;
+	HUSH_UNPOISON(buf->data, cap);
+	buf->magic = HUSH__BUF_DEAD;
+	hush__free(buf, sizeof(*buf) + cap);
+}
+
+/* Gives one buffer back to the allocator and counts it. */
+static void buf_destroy(struct hush_pool *pool, struct hush_buf *buf)
+{
+	atomic_fetch_add_explicit(&pool->frees, 1, memory_order_relaxed);
+	buf_free(buf);
+}
+
+size_t hush_pool_trim(struct hush_pool *pool)
+{
+	size_t bytes = 0;
+
+	if (pool == NULL) {
+		return 0;
+	}
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		struct hush__pool_tier *t = &pool->tier[i];
+		for (unsigned s = 0; s < HUSH__POOL_SHARDS; s++) {
+			struct hush__pool_shard *sh = &t->shard[s];
+			/* Detach the whole list under the lock; free outside it. */
+			pthread_mutex_lock(&sh->lock);
+			struct hush_buf *list = sh->head;
+			uint64_t n = sh->count;
+			sh->head = NULL;
+			sh->count = 0;
+			pthread_mutex_unlock(&sh->lock);
+			if (n == 0) {
+				continue;
+			}
+			atomic_fetch_sub_explicit(&pool->state[i], n * HUSH__TIER_ONE_KEPT,
+						  memory_order_relaxed);
+			while (list != NULL) {
+				struct hush_buf *next = list->next;
+				buf_destroy(pool, list);
+				list = next;
+			}
+			bytes += (size_t)n * t->size;
+		}
+	}
+	return bytes;
+}
+
+static void pool_destroy(struct hush_pool *pool)
+{
+	/* Buffers released while hush_pool_free ran may have been retained after its trim. */
+	hush_pool_trim(pool);
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		tier_locks_destroy(&pool->tier[i], HUSH__POOL_SHARDS);
+	}
+	pthread_mutex_destroy(&pool->cb_lock);
+	hush__free(pool->raw, pool->raw_size);
+}
+
+void hush_pool_free(struct hush_pool *pool)
+{
+	if (pool == NULL) {
+		return;
+	}
+	/*
+	 * Trim first: once CLOSING is set, the last release may destroy the pool at any
+	 * moment, so this call must not touch it after the flag goes up unless it is the
+	 * one that destroys it. A buffer retained between the trim and the flag is freed
+	 * by the destroy; releases that see the flag keep nothing.
+	 */
+	hush_pool_trim(pool);
+	uint64_t old =
+	    atomic_fetch_or_explicit(&pool->word, HUSH__POOL_CLOSING, memory_order_acq_rel);
+	if ((old & HUSH__POOL_BYTES) == 0) {
+		pool_destroy(pool);
+	}
+}
+
+void hush_pool_set_available_cb(struct hush_pool *pool, hush_pool_available_fn fn, void *arg)
+{
+	if (pool == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&pool->cb_lock);
+	pool->cb = fn;
+	pool->cb_arg = arg;
+	pthread_mutex_unlock(&pool->cb_lock);
+}
+
+/*
+ * Reserves cap bytes of the budget. Without a budget this is one atomic add. With one,
+ * a compare-and-swap loop never lets the count pass the budget, not even for a moment,
+ * so a concurrent acquire is never refused because of a reservation about to be undone.
+ *
+ * A refusal is committed by a compare-and-swap that raises WAITING on the very value
+ * that was judged too high. Every release after it therefore finds the flag (the first
+ * one clears it and calls back), and a release before it changed the value, which makes
+ * the swap fail and the budget be judged again: no wake-up can be lost.
+ */
+static int budget_reserve(struct hush_pool *pool, uint64_t cap)
+{
+	uint64_t budget = pool->budget;
+	uint64_t old;
+
+	if (budget == 0) {
+		old = atomic_fetch_add_explicit(&pool->word, cap, memory_order_relaxed);
+	} else {
+		old = atomic_load_explicit(&pool->word, memory_order_relaxed);
+		for (;;) {
+			uint64_t bytes = old & HUSH__POOL_BYTES;
+			if (cap > budget || bytes > budget - cap) {
+				if (atomic_compare_exchange_weak_explicit(
+					&pool->word, &old, old | HUSH__POOL_WAITING,
+					memory_order_relaxed, memory_order_relaxed)) {
+					return HUSH_ENOBUFS;
+				}
+				continue;
+			}
+			if (atomic_compare_exchange_weak_explicit(&pool->word, &old, old + cap,
+								  memory_order_relaxed,
+								  memory_order_relaxed)) {
+				break;
+			}
+		}
+	}
+	max_u64(&pool->bytes_high_water, (old & HUSH__POOL_BYTES) + cap);
+	uint64_t n = atomic_fetch_add_explicit(&pool->live, 1, memory_order_relaxed) + 1;
+	max_u64(&pool->live_high_water, n);
+	return 0;
+}
+
+/*
+ * Undoes a reservation whose allocation failed. It does not call the available
+ * callback: that would run application code from inside a failing acquire. A waiter,
+ * if any, is woken by the next release.
+ */
+static void budget_unreserve(struct hush_pool *pool, uint64_t cap)
+{
+	atomic_fetch_sub_explicit(&pool->live, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&pool->word, cap, memory_order_relaxed);
+}
+
+/* What a release must do once it no longer touches the pool. */
+struct after_return {
+	bool destroy;		   /* it emptied a closing pool */
+	bool closing;		   /* hush_pool_free has been called */
+	hush_pool_available_fn fn; /* the callback to call, or NULL */
+	void *arg;
+};
+
+/*
+ * Gives cap bytes back. The caller holds a shard lock, which pins the pool: a destroy
+ * must take every shard lock in its trim. Whoever empties a closing pool destroys it,
+ * after dropping that lock.
+ *
+ * The refusal's compare-and-swap raised WAITING on the value it judged; a subtraction
+ * after it sees the flag, one before it made that swap fail. Whoever then clears the
+ * flag (fetch-and, so exactly one) owes the callback; a refusal that raised it again
+ * meanwhile is answered by the same call, which comes after it.
+ */
+static struct after_return pool_return(struct hush_pool *pool, uint64_t cap)
+{
+	struct after_return r = {false, false, NULL, NULL};
+
+	atomic_fetch_sub_explicit(&pool->live, 1, memory_order_relaxed);
+	uint64_t old = atomic_fetch_sub_explicit(&pool->word, cap, memory_order_acq_rel);
+	r.closing = (old & HUSH__POOL_CLOSING) != 0;
+	r.destroy = r.closing && (old & HUSH__POOL_BYTES) == cap;
+	/* After hush_pool_free nobody may acquire, so nobody needs waking. */
+	if (HUSH_UNLIKELY(old & HUSH__POOL_WAITING) && !r.closing) {
+		old = atomic_fetch_and_explicit(&pool->word, ~HUSH__POOL_WAITING,
+						memory_order_acq_rel);
+		if (old & HUSH__POOL_WAITING) {
+			pthread_mutex_lock(&pool->cb_lock);
+			r.fn = pool->cb;
+			r.arg = pool->cb_arg;
+			pthread_mutex_unlock(&pool->cb_lock);
+		}
+	}
+	return r;
+}
+
+static void after_return_run(struct hush_pool *pool, const struct after_return *r)
+{
+	if (r->destroy) {
+		pool_destroy(pool);
+	} else if (r->fn != NULL) {
+		r->fn(r->arg);
+	}
+}
+
+static struct hush_buf *buf_alloc(struct hush_pool *pool, size_t cap, uint8_t tier)
+{
+	struct hush_buf *buf = hush__alloc(sizeof(*buf) + cap);
+	if (buf == NULL) {
+		return NULL;
+	}
+	buf->pool = pool;
+	buf->next = NULL;
+	buf->capacity = cap;
+	buf->tier = tier;
+	buf->unused = 0;
+	return buf;
+}
+
+/* Pops one buffer from a shard's list, or returns NULL when it is empty. */
+static struct hush_buf *shard_pop(struct hush__pool_shard *sh)
+{
+	pthread_mutex_lock(&sh->lock);
+	struct hush_buf *buf = sh->head;
+	if (buf != NULL) {
+		sh->head = buf->next;
+		sh->count--;
+		sh->hits++;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return buf;
+}
+
+/*
+ * Takes an idle buffer of tier i: from the thread's own shard, else (when the tier's
+ * state says some shard holds one) from the others in turn.
+ */
+static struct hush_buf *tier_take(struct hush_pool *pool, unsigned i)
+{
+	struct hush__pool_tier *t = &pool->tier[i];
+	unsigned own = my_shard();
+	struct hush_buf *buf = shard_pop(&t->shard[own]);
+
+	if (buf == NULL &&
+	    HUSH__TIER_KEPT(atomic_load_explicit(&pool->state[i], memory_order_relaxed)) != 0) {
+		for (unsigned k = 1; k < HUSH__POOL_SHARDS && buf == NULL; k++) {
+			buf = shard_pop(&t->shard[(own + k) & (HUSH__POOL_SHARDS - 1)]);
+		}
+	}
+	return buf;
+}
+
+/* Puts back a buffer just taken, for an acquire the budget refused. Rare. */
+static void tier_untake(struct hush__pool_tier *t, struct hush_buf *buf)
+{
+	struct hush__pool_shard *sh = &t->shard[my_shard()];
+
+	pthread_mutex_lock(&sh->lock);
+	buf->next = sh->head;
+	sh->head = buf;
+	sh->count++;
+	sh->hits--;
+	pthread_mutex_unlock(&sh->lock);
+}
+
+static int acquire_oversize(struct hush_pool *pool, size_t min_size, struct hush_buf **out)
+{
+	struct hush__pool_oversize *o = &pool->oversize;
+
+	if (min_size >= HUSH__POOL_MAX_REQUEST) {
+		atomic_fetch_add_explicit(&o->failures, 1, memory_order_relaxed);
+		return HUSH_ENOMEM;
+	}
+	if (budget_reserve(pool, min_size) < 0) {
+		atomic_fetch_add_explicit(&o->failures, 1, memory_order_relaxed);
+		return HUSH_ENOBUFS;
+	}
+	struct hush_buf *buf = buf_alloc(pool, min_size, HUSH__POOL_OVERSIZE);
+	if (buf == NULL) {
+		budget_unreserve(pool, min_size);
+		atomic_fetch_add_explicit(&o->failures, 1, memory_order_relaxed);
+		return HUSH_ENOMEM;
+	}
+	atomic_init(&buf->refs, 1);
+	buf->magic = HUSH__BUF_LIVE;
+	atomic_fetch_add_explicit(&o->acquisitions, 1, memory_order_relaxed);
+	uint64_t n = atomic_fetch_add_explicit(&o->in_use, 1, memory_order_relaxed) + 1;
+	max_u64(&o->high_water, n);
+	uint64_t b = atomic_fetch_add_explicit(&o->bytes_in_use, min_size, memory_order_relaxed);
+	max_u64(&o->bytes_high_water, b + min_size);
+	*out = buf;
+	return 0;
+}
+
+int hush_pool_acquire(struct hush_pool *pool, size_t min_size, struct hush_buf **out)
+{
+	HUSH_ENSURE(pool != NULL && out != NULL, HUSH_EINVAL);
+
+	/* At most eight tiers: a linear scan beats anything cleverer. */
+	unsigned i = 0;
+	while (i < pool->ntiers && pool->tier[i].size < min_size) {
+		i++;
+	}
+	if (HUSH_UNLIKELY(i == pool->ntiers)) {
+		return acquire_oversize(pool, min_size, out);
+	}
+
+	struct hush__pool_tier *t = &pool->tier[i];
+	size_t cap = t->size;
+	/*
+	 * Take the buffer first, then do every shared update together (budget, count,
+	 * tier state): the line that holds them then moves between cores once per call.
+	 */
+	struct hush_buf *buf = tier_take(pool, i);
+	if (HUSH_UNLIKELY(budget_reserve(pool, cap) < 0)) {
+		if (buf != NULL) {
+			tier_untake(t, buf);
+		}
+		atomic_fetch_add_explicit(&t->failures, 1, memory_order_relaxed);
+		return HUSH_ENOBUFS;
+	}
+	uint64_t state;
+	if (HUSH_LIKELY(buf != NULL)) {
+		/* One more out, one fewer kept, in one operation. */
+		state = atomic_fetch_add_explicit(&pool->state[i],
+						  HUSH__TIER_ONE_OUT - HUSH__TIER_ONE_KEPT,
+						  memory_order_relaxed);
+		HUSH_UNPOISON(buf->data, cap);
+		if (HUSH_UNLIKELY(buf->magic != HUSH__BUF_IDLE)) {
+			buf_fatal(buf, "pool free list corrupted: idle buffer header overwritten");
+		}
+	} else {
+		buf = buf_alloc(pool, cap, (uint8_t)i);
+		if (buf == NULL) {
+			budget_unreserve(pool, cap);
+			atomic_fetch_add_explicit(&t->failures, 1, memory_order_relaxed);
+			return HUSH_ENOMEM;
+		}
+		atomic_fetch_add_explicit(&t->misses, 1, memory_order_relaxed);
+		state = atomic_fetch_add_explicit(&pool->state[i], HUSH__TIER_ONE_OUT,
+						  memory_order_relaxed);
+	}
+	max_u64(&pool->tier_high_water[i], HUSH__TIER_OUT(state) + 1);
+	buf->next = NULL;
+	buf->magic = HUSH__BUF_LIVE;
+	atomic_store_explicit(&buf->refs, 1, memory_order_relaxed);
+	*out = buf;
+	return 0;
+}
+
+uint8_t *hush_buf_data(const struct hush_buf *buf)
+{
+	return (uint8_t *)buf->data;
+}
+
+size_t hush_buf_capacity(const struct hush_buf *buf)
+{
+	return buf->capacity;
+}
+
+void hush_buf_ref(struct hush_buf *buf)
+{
+	if (HUSH_UNLIKELY(buf->magic != HUSH__BUF_LIVE)) {
+		buf_fatal(buf, "hush_buf_ref on a buffer that is not out (already released?)");
+	}
+	uint32_t old = atomic_fetch_add_explicit(&buf->refs, 1, memory_order_relaxed);
+	if (HUSH_UNLIKELY(old == 0 || old == UINT32_MAX)) {
+		buf_fatal(buf, "hush_buf_ref: reference count was zero or overflowed");
+	}
+}
+
+/*
+ * Drops the caller's reference. Returns true when it was the last one. The common
+ * case, a single owner, needs no read-modify-write: holding the only reference, the
+ * caller is the only one who could add another.
+ */
+static inline bool buf_unref(struct hush_buf *buf)
+{
+	uint32_t refs = atomic_load_explicit(&buf->refs, memory_order_acquire);
+	if (HUSH_LIKELY(refs == 1)) {
+		atomic_store_explicit(&buf->refs, 0, memory_order_relaxed);
+		return true;
+	}
+	if (HUSH_UNLIKELY(refs == 0)) {
+		buf_fatal(buf, "hush_buf_release: reference count already zero (double release)");
+	}
+	refs = atomic_fetch_sub_explicit(&buf->refs, 1, memory_order_acq_rel);
+	if (HUSH_UNLIKELY(refs == 0)) {
+		buf_fatal(buf, "hush_buf_release: reference count already zero (double release)");
+	}
+	return refs == 1;
+}
+
+/*
+ * Counts the buffer back in and claims a place under the retention cap in the same
+ * operation. Returns true when the buffer is to be kept. An add, not a compare-and-swap
+ * loop: under contention every failed swap is one more transfer of the cache line. A
+ * tier at its cap pays a second add to give the claim back (it frees a buffer anyway).
+ */
+static bool tier_count_back(struct hush_pool *pool, unsigned i)
+{
+	uint64_t old = atomic_fetch_add_explicit(
+	    &pool->state[i], HUSH__TIER_ONE_KEPT - HUSH__TIER_ONE_OUT, memory_order_relaxed);
+	if (HUSH_LIKELY(HUSH__TIER_KEPT(old) < pool->tier[i].retain)) {
+		return true;
+	}
+	atomic_fetch_sub_explicit(&pool->state[i], HUSH__TIER_ONE_KEPT, memory_order_relaxed);
+	return false;
+}
+
+/*
+ * A tier buffer's last release. It holds the thread's own shard lock from the tier's
+ * count to the push, so that the shared counters move back to back and the pool cannot
+ * be destroyed under it: the destroy's trim must take that lock too.
+ */
+static void release_to_tier(struct hush_pool *pool, struct hush_buf *buf)
+{
+	unsigned i = buf->tier;
+	size_t cap = buf->capacity;
+	struct hush__pool_shard *sh = &pool->tier[i].shard[my_shard()];
+
+	/* Poison first, outside the lock; a buffer that is freed is unpoisoned again. */
+	HUSH_POISON(buf->data, cap);
+	pthread_mutex_lock(&sh->lock);
+	bool keep = tier_count_back(pool, i);
+	struct after_return r = pool_return(pool, cap);
+	if (HUSH_UNLIKELY(r.closing) && keep) {
+		/* hush_pool_free has trimmed already: keep nothing more. */
+		atomic_fetch_sub_explicit(&pool->state[i], HUSH__TIER_ONE_KEPT,
+					  memory_order_relaxed);
+		keep = false;
+	}
+	if (HUSH_LIKELY(keep)) {
+		buf->magic = HUSH__BUF_IDLE;
+		buf->next = sh->head;
+		sh->head = buf;
+		sh->count++;
+	} else {
+		atomic_fetch_add_explicit(&pool->frees, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&sh->lock);
+	if (!keep) {
+		buf_free(buf);
+	}
+	after_return_run(pool, &r);
+}
+
+void hush_buf_release(struct hush_buf *buf)
+{
+	if (buf == NULL) {
+		return;
+	}
+	if (HUSH_UNLIKELY(buf->magic != HUSH__BUF_LIVE)) {
+		buf_fatal(buf, "hush_buf_release on a buffer that is not out (double release?)");
+	}
+	if (!buf_unref(buf)) {
+		return;
+	}
+
+	struct hush_pool *pool = buf->pool;
+	size_t cap = buf->capacity;
+	if (pool->flags & HUSH_POOL_WIPE) {
+		OPENSSL_cleanse(buf->data, cap);
+	}
+	if (HUSH_LIKELY(buf->tier != HUSH__POOL_OVERSIZE)) {
+		release_to_tier(pool, buf);
+		return;
+	}
+	struct hush__pool_oversize *o = &pool->oversize;
+	atomic_fetch_sub_explicit(&o->in_use, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&o->bytes_in_use, cap, memory_order_relaxed);
+	buf_destroy(pool, buf);
+	/* Any shard lock pins the pool for pool_return; take this thread's of tier 0. */
+	struct hush__pool_shard *sh = &pool->tier[0].shard[my_shard()];
+	pthread_mutex_lock(&sh->lock);
+	struct after_return r = pool_return(pool, cap);
+	pthread_mutex_unlock(&sh->lock);
+	after_return_run(pool, &r);
+}
+
+static void fill_tier_row(struct hush_pool_tier_stats *row, struct hush_pool *pool, unsigned i)
+{
+	struct hush__pool_tier *t = &pool->tier[i];
+	uint64_t retained = 0;
+	uint64_t hits = 0;
+
+	for (unsigned s = 0; s < HUSH__POOL_SHARDS; s++) {
+		struct hush__pool_shard *sh = &t->shard[s];
+		pthread_mutex_lock(&sh->lock);
+		retained += sh->count;
+		hits += sh->hits;
+		pthread_mutex_unlock(&sh->lock);
+	}
+	row->size = t->size;
+	row->in_use = HUSH__TIER_OUT(atomic_load_explicit(&pool->state[i], memory_order_relaxed));
+	row->retained = retained;
+	row->high_water = atomic_load_explicit(&pool->tier_high_water[i], memory_order_relaxed);
+	row->misses = atomic_load_explicit(&t->misses, memory_order_relaxed);
+	row->acquisitions = hits + row->misses;
+	row->failures = atomic_load_explicit(&t->failures, memory_order_relaxed);
+	row->bytes_in_use = row->in_use * t->size;
+	row->bytes_retained = retained * t->size;
+	row->bytes_high_water = row->high_water * t->size;
+}
+
+void hush_pool_stats(const struct hush_pool *cpool, struct hush_pool_stats *out)
+{
+	/* The locks and atomics are not part of the pool's logical state. */
+	struct hush_pool *pool = (struct hush_pool *)cpool;
+	struct hush_pool_tier_stats *tot = &out->total;
+	struct hush__pool_oversize *o = &pool->oversize;
+
+	memset(out, 0, sizeof(*out));
+	out->ntiers = pool->ntiers;
+	out->budget = pool->budget;
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		struct hush_pool_tier_stats *row = &out->tier[i];
+		fill_tier_row(row, pool, i);
+		tot->in_use += row->in_use;
+		tot->retained += row->retained;
+		tot->acquisitions += row->acquisitions;
+		tot->misses += row->misses;
+		tot->failures += row->failures;
+		tot->bytes_retained += row->bytes_retained;
+	}
+
+	/* Every oversize acquire calls the allocator, so its misses are its acquisitions. */
+	out->oversize.in_use = atomic_load_explicit(&o->in_use, memory_order_relaxed);
+	out->oversize.high_water = atomic_load_explicit(&o->high_water, memory_order_relaxed);
+	out->oversize.acquisitions = atomic_load_explicit(&o->acquisitions, memory_order_relaxed);
+	out->oversize.misses = out->oversize.acquisitions;
+	out->oversize.failures = atomic_load_explicit(&o->failures, memory_order_relaxed);
+	out->oversize.bytes_in_use = atomic_load_explicit(&o->bytes_in_use, memory_order_relaxed);
+	out->oversize.bytes_high_water =
+	    atomic_load_explicit(&o->bytes_high_water, memory_order_relaxed);
+
+	tot->in_use += out->oversize.in_use;
+	tot->acquisitions += out->oversize.acquisitions;
+	tot->misses += out->oversize.misses;
+	tot->failures += out->oversize.failures;
+	/* Tiers and oversize together, from the one counter the budget uses. */
+	tot->bytes_in_use =
+	    atomic_load_explicit(&pool->word, memory_order_relaxed) & HUSH__POOL_BYTES;
+	tot->high_water = atomic_load_explicit(&pool->live_high_water, memory_order_relaxed);
+	tot->bytes_high_water = atomic_load_explicit(&pool->bytes_high_water, memory_order_relaxed);
+
+	out->allocator_calls = tot->misses;
+	out->allocator_frees = atomic_load_explicit(&pool->frees, memory_order_relaxed);
+}
