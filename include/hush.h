@@ -5,5 +5,6 @@
 #include <hush/common.h>
 #include <hush/pool.h>
 #include <hush/record.h>
+#include <hush/conn.h>
 
 #endif /* HUSH_H */

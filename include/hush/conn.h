@@ -1,0 +1,190 @@
+/*
+ * hush/conn.h: secure connections on libevent, with the ReadOnReady read path.
+ *
+ * A hush_conn carries ALTS-format records (hush/record.h) over a connected,
+ * non-blocking stream socket (TCP or AF_UNIX). While idle it owns no read or write
+ * buffer and no cipher context: when the socket becomes readable it borrows a buffer
+ * from the pool, reads, decrypts every complete record in place, hands the plaintext to
+ * the application and gives the buffer back at once. Writes are sealed straight into
+ * borrowed buffers, which go back to the pool as soon as their bytes are sent.
+ *
+ * Threads: one struct hush_loop per event_base, used only from the thread that runs that
+ * base; every connection belongs to one loop; one hush_pool may be shared by the loops
+ * of every thread. Nothing here may be called on a connection from a thread other than
+ * its loop's, except hush_buf_release() on plaintext buffers the application kept.
+ */
+#ifndef HUSH_CONN_H
+#define HUSH_CONN_H
+
+#include <hush/common.h>
+#include <hush/pool.h>
+#include <hush/record.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+struct hush_loop;
+struct hush_conn;
+
+/*
+ * Creates the per-event_base state hush keeps: the list of connections waiting to flush
+ * coalesced writes, a cache of cipher contexts lent to active connections, and the
+ * wake-up used when pool buffers come back after the pool's budget ran out. pool is
+ * borrowed, not owned, and must outlive the loop; base likewise.
+ * For the budget wake-up to work across threads, call evthread_use_pthreads() before
+ * creating the base (libevent_pthreads).
+ * Returns 0, HUSH_EINVAL or HUSH_ENOMEM; *out untouched on failure.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_loop_new(struct hush_loop **out, struct event_base *base,
+					      struct hush_pool *pool);
+
+/* Frees the loop. Every connection on it must have been freed first. NULL is a no-op. */
+HUSH_EXTERN void hush_loop_free(struct hush_loop *loop);
+
+/* Flags for hush_conn_config.flags. */
+enum {
+	/* Close the socket when the connection is freed. */
+	HUSH_CONN_CLOSE_ON_FREE = 1u << 0,
+	/* The classic design, as a baseline: the connection keeps its own read buffer,
+	 * write buffer and cipher contexts for its whole life. */
+	HUSH_CONN_PINNED = 1u << 1,
+};
+
+struct hush_conn_config {
+	size_t max_send_frame;      /* largest record sent, total bytes; default 16384 */
+	size_t recv_limit;          /* largest LENGTH accepted; default 1 MiB */
+	size_t read_size;           /* bytes borrowed for a read when no frame is pending;
+				       default 32 KiB + 512 (two 16 KiB records) */
+	size_t max_read_per_event;  /* fairness: bytes read per readiness event; default
+				       256 KiB */
+	size_t write_high_water;    /* queued bytes above which the application is told to
+				       stop writing (hush_conn_write still accepts); default
+				       256 KiB */
+	size_t write_low_water;     /* on_writable fires when the queue falls to this after
+				       passing the high watermark; default 0 */
+	uint32_t read_timeout_ms;   /* no bytes received for this long: HUSH_ETIMEDOUT; 0 =
+				       none (default) */
+	uint32_t write_timeout_ms;  /* queued bytes made no progress for this long:
+				       HUSH_ETIMEDOUT; 0 = none (default) */
+	unsigned flags;             /* HUSH_CONN_* flags; default HUSH_CONN_CLOSE_ON_FREE */
+};
+
+/* Fills cfg with the defaults above. */
+HUSH_EXTERN void hush_conn_config_init(struct hush_conn_config *cfg);
+
+enum hush_conn_event {
+	/* Records may flow: keys are in place (raw keys or a finished handshake). */
+	HUSH_CONN_EV_OPEN = 1,
+	/* The peer closed its write side cleanly at a record boundary. Writing may go on. */
+	HUSH_CONN_EV_EOF = 2,
+	/* The connection failed with err (a HUSH_E* code); it is dead: free it. */
+	HUSH_CONN_EV_ERROR = 3,
+	/* hush_conn_shutdown() finished: everything queued was sent and the write side of
+	 * the socket is shut down. */
+	HUSH_CONN_EV_SHUTDOWN = 4,
+};
+
+struct hush_conn_callbacks {
+	/*
+	 * Plaintext of one record, viewing a pool buffer: valid until the callback returns,
+	 * unless the application keeps it with hush_conn_keep_data(). Empty records are not
+	 * reported. May be NULL (data is dropped).
+	 */
+	void (*on_data)(struct hush_conn *c, const uint8_t *data, size_t len, void *arg);
+	/* Queued bytes fell to the low watermark after passing the high one. May be NULL. */
+	void (*on_writable)(struct hush_conn *c, void *arg);
+	/* One of enum hush_conn_event; err is 0 except for HUSH_CONN_EV_ERROR. */
+	void (*on_event)(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg);
+};
+
+/*
+ * Creates a connection over fd, a connected stream socket (made non-blocking here), on
+ * loop. cfg may be NULL for defaults; cfg and cb are copied; arg is passed to the
+ * callbacks. Nothing happens until a start function gives it keys. With
+ * HUSH_CONN_CLOSE_ON_FREE the connection owns fd from this call on, even when it fails.
+ * Returns 0, HUSH_EINVAL (bad fd, config or callbacks), HUSH_ENOMEM or HUSH_ESYS.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_new(struct hush_conn **out, struct hush_loop *loop,
+					      int fd, const struct hush_conn_config *cfg,
+					      const struct hush_conn_callbacks *cb, void *arg);
+
+/*
+ * Starts records with key material from an external handshaker (such as gRPC's ALTS
+ * handshaker service): rp, key (copied, wiped on free), and this end's side. The OPEN
+ * event is reported from the loop, never from inside this call.
+ * Returns 0, HUSH_ESTATE (already started), or hush_record_new()'s errors.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_start_raw(struct hush_conn *c,
+						    enum hush_record_protocol rp,
+						    const uint8_t *key, size_t key_len,
+						    enum hush_side side);
+
+/*
+ * Queues len bytes of plaintext, copied now. Writes made in one callback are coalesced
+ * into as few records as possible and sent at the end of the loop iteration (or at once
+ * by hush_conn_flush(), or as soon as a full buffer's worth is queued). All or nothing:
+ * on failure nothing was queued.
+ * Returns 0; 1 when the data was queued but the queue is now above the high watermark
+ * (stop writing until on_writable); HUSH_ESTATE (not open yet, or shut down);
+ * HUSH_ENOBUFS (pool budget exhausted: retry later); HUSH_ENOMEM; or the connection's
+ * stored error.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_write(struct hush_conn *c, const void *data,
+						size_t len);
+
+/* Seals what is queued and tries to send it now. Returns 0 or the stored error. */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_flush(struct hush_conn *c);
+
+/* Bytes queued and not yet sent (sealed records plus unsealed plaintext). */
+HUSH_EXTERN size_t hush_conn_queued(const struct hush_conn *c);
+
+/* Stops and resumes reading. Reading starts enabled. */
+HUSH_EXTERN void hush_conn_pause_reading(struct hush_conn *c);
+HUSH_EXTERN void hush_conn_resume_reading(struct hush_conn *c);
+
+/*
+ * From inside on_data only: returns the pool buffer holding the current plaintext with
+ * a new reference owned by the caller, who may keep the data past the callback and
+ * must drop the reference with hush_buf_release() (from any thread). Returns NULL
+ * outside on_data. The connection never writes over plaintext that was kept, and never
+ * reads into a kept buffer again.
+ */
+HUSH_EXTERN struct hush_buf *hush_conn_keep_data(struct hush_conn *c);
+
+/*
+ * Graceful close of the write side: everything queued is sealed and sent, then the
+ * socket's write side is shut down and HUSH_CONN_EV_SHUTDOWN is reported. Reading goes
+ * on until the peer's EOF. Later writes return HUSH_ESTATE.
+ * Returns 0, HUSH_ESTATE (not open) or the stored error.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_shutdown(struct hush_conn *c);
+
+/*
+ * Aborts: frees the connection at once, dropping anything queued, and closes fd with
+ * HUSH_CONN_CLOSE_ON_FREE. Safe from inside any of the connection's callbacks (the
+ * memory goes when the callback returns). NULL is a no-op.
+ */
+HUSH_EXTERN void hush_conn_free(struct hush_conn *c);
+
+/* The stored error of a failed connection, or 0. */
+HUSH_EXTERN int hush_conn_error(const struct hush_conn *c);
+
+/* The socket. */
+HUSH_EXTERN int hush_conn_fd(const struct hush_conn *c);
+
+/* Pool buffers this connection holds right now (0 when idle in ready-read mode). */
+HUSH_EXTERN unsigned hush_conn_buffers_held(const struct hush_conn *c);
+
+struct hush_conn_stats {
+	uint64_t bytes_in;     /* plaintext delivered */
+	uint64_t bytes_out;    /* plaintext accepted by hush_conn_write */
+};
+HUSH_EXTERN void hush_conn_get_stats(const struct hush_conn *c, struct hush_conn_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HUSH_CONN_H */

@@ -1,0 +1,1063 @@
+/*
+ * Secure connections: the ReadOnReady read path and the sealed write queue.
+ *
+ * An idle connection holds its struct, its record context (keys and counters only) and
+ * one struct event; no buffer and no cipher context. See docs/DESIGN.md, "Transport".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "record/record-internal.h"
+#include "transport/transport-internal.h"
+
+enum conn_state {
+	ST_NEW = 0,   /* created, no keys yet */
+	ST_OPEN,      /* records flow */
+	ST_FAILED,    /* error reported; only free is left */
+};
+
+/* Connection flags (struct hush_conn.flags). */
+enum {
+	F_PAUSED = 1u << 0,        /* the application paused reading */
+	F_STARVED = 1u << 1,       /* reading waits for pool buffers */
+	F_EOF = 1u << 2,           /* the peer's EOF was seen */
+	F_WANT_WRITE = 1u << 3,    /* the socket refused bytes; wait for EV_WRITE */
+	F_SHUT_REQ = 1u << 4,      /* hush_conn_shutdown() was called */
+	F_SHUT_DONE = 1u << 5,     /* the write side is shut down */
+	F_PENDING = 1u << 6,       /* on the loop's pending list */
+	F_OPEN_REPORT = 1u << 7,   /* OPEN still to be reported */
+	F_OVER_HIGH = 1u << 8,     /* queue passed the high watermark */
+	F_FREEING = 1u << 9,       /* freed from inside a callback */
+	F_RBUF_KEPT = 1u << 10,    /* the application kept the read buffer */
+	F_IN_DATA = 1u << 11,      /* inside on_data */
+	F_CIPHERS = 1u << 12,      /* the record context holds lent cipher contexts */
+	F_ERR_REPORT = 1u << 13,   /* ERROR still to be reported */
+	F_REPLAY = 1u << 14,       /* records already read wait for delivery (resume) */
+};
+
+struct hush_conn {
+	struct hush_loop *loop;
+	struct hush_record *rec;
+	const struct conn_cfg *cfg;
+	struct hush_conn_callbacks cb;
+	void *arg;
+	/* Read state: bytes [rstart, rstart + rlen) of rbuf hold the start of the next,
+	 * incomplete record. rbuf is NULL whenever no record is pending. */
+	struct hush_buf *rbuf;
+	uint32_t rstart;
+	uint32_t rlen;
+	/* Write queue: pool buffers, each starting with a struct wq_hdr. */
+	struct hush_buf *wq_head;
+	struct hush_buf *wq_tail;
+	size_t queued;
+	struct hush_conn_stats stats;
+	int fd;
+	int err;
+	uint32_t flags;
+	uint16_t depth;  /* callbacks on the stack; free is deferred while > 0 */
+	uint8_t state;
+	uint8_t interest; /* EV_READ / EV_WRITE the event is added with */
+	/* Activity times (now_ms) for the read and write timeouts. */
+	uint32_t last_read;
+	uint32_t last_write;
+	struct event ev;
+};
+
+/*
+ * Each write buffer begins with this header; records follow it. Records in
+ * [sent, sealed) are sealed and not yet sent; [sealed, end) holds unsealed records, laid
+ * out as header, payload and room for the tag, whose LENGTH field already says the
+ * payload's size. The last of them, at last, may still grow while open is set.
+ */
+struct wq_hdr {
+	struct hush_buf *next;
+	uint32_t sent;
+	uint32_t sealed;
+	uint32_t end;
+	uint32_t last;
+	uint32_t open;
+	uint32_t pad;
+};
+#define WQ_HDR_SIZE ((uint32_t)sizeof(struct wq_hdr))
+/* Largest buffer a write borrows at once: the 64 KiB tier. */
+#define WQ_MAX_BUF 65536u
+
+static struct wq_hdr *wq_hdr(struct hush_buf *b)
+{
+	return (struct wq_hdr *)(void *)hush_buf_data(b);
+}
+
+static void conn_destroy(struct hush_conn *c);
+static void conn_fail(struct hush_conn *c, int err);
+static void update_interest(struct hush_conn *c);
+static int flush_queue(struct hush_conn *c);
+static void on_socket(evutil_socket_t fd, short what, void *arg);
+
+void hush_conn_config_init(struct hush_conn_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
+	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
+	cfg->read_size = 32768 + 512;
+	cfg->max_read_per_event = 256 * 1024;
+	cfg->write_high_water = 256 * 1024;
+	cfg->write_low_water = 0;
+	cfg->flags = HUSH_CONN_CLOSE_ON_FREE;
+}
+
+/* Milliseconds of the loop's cached clock, modulo 2^32 (differences stay right). */
+static uint32_t now_ms(struct hush_conn *c)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(c->loop->base, &tv);
+	return (uint32_t)((uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u);
+}
+
+/* Callback guards: depth counts callbacks on the stack so a free from inside one is
+ * carried out when the outermost returns. leave() says whether c is still alive. */
+static void enter(struct hush_conn *c)
+{
+	c->depth++;
+}
+
+static bool leave(struct hush_conn *c)
+{
+	if (--c->depth == 0 && (c->flags & F_FREEING)) {
+		conn_destroy(c);
+		return false;
+	}
+	return true;
+}
+
+static bool dead(const struct hush_conn *c)
+{
+	return (c->flags & F_FREEING) != 0 || c->state == ST_FAILED;
+}
+
+static void emit(struct hush_conn *c, enum hush_conn_event ev, int err)
+{
+	if (c->cb.on_event != NULL && !(c->flags & F_FREEING)) {
+		c->cb.on_event(c, ev, err, c->arg);
+	}
+}
+
+/* Cipher contexts: borrowed from the loop while the connection moves bytes. */
+static int ciphers_attach(struct hush_conn *c)
+{
+	if ((c->flags & F_CIPHERS) || (c->cfg->c.flags & HUSH_CONN_PINNED)) {
+		return 0;
+	}
+	EVP_CIPHER_CTX *s = hush__loop_ctx_borrow(c->loop);
+	EVP_CIPHER_CTX *o = hush__loop_ctx_borrow(c->loop);
+	if (s == NULL || o == NULL) {
+		hush__loop_ctx_return(c->loop, s);
+		hush__loop_ctx_return(c->loop, o);
+		return HUSH_ENOMEM;
+	}
+	hush__record_give_ciphers(c->rec, s, o);
+	c->flags |= F_CIPHERS;
+	return 0;
+}
+
+static void ciphers_detach(struct hush_conn *c)
+{
+	if (!(c->flags & F_CIPHERS)) {
+		return;
+	}
+	EVP_CIPHER_CTX *s = NULL;
+	EVP_CIPHER_CTX *o = NULL;
+	hush__record_take_ciphers(c->rec, &s, &o);
+	hush__loop_ctx_return(c->loop, s);
+	hush__loop_ctx_return(c->loop, o);
+	c->flags &= ~(uint32_t)F_CIPHERS;
+}
+
+
+static int schedule(struct hush_conn *c)
+{
+	if (c->flags & F_PENDING) {
+		return 0;
+	}
+	HUSH_GUARD(hush__loop_add_pending(c->loop, c));
+	c->flags |= F_PENDING;
+	return 0;
+}
+
+/* ---- Creation and teardown ---- */
+
+int hush_conn_new(struct hush_conn **out, struct hush_loop *loop, int fd,
+		  const struct hush_conn_config *cfg, const struct hush_conn_callbacks *cb,
+		  void *arg)
+{
+	struct hush_conn_config defaults;
+	if (cfg == NULL) {
+		hush_conn_config_init(&defaults);
+		cfg = &defaults;
+	}
+	bool close_fd = (cfg->flags & HUSH_CONN_CLOSE_ON_FREE) != 0;
+	int rc = HUSH_EINVAL;
+	struct hush_conn *c = NULL;
+
+	if (out == NULL || loop == NULL || fd < 0 || cfg->read_size == 0 ||
+	    cfg->read_size > UINT32_MAX / 2 || cfg->max_read_per_event == 0 ||
+	    cfg->write_low_water > cfg->write_high_water || cfg->max_send_frame == 0 ||
+	    cfg->recv_limit == 0) {
+		goto fail;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		rc = fl < 0 ? HUSH_EINVAL : HUSH_ESYS;
+		goto fail;
+	}
+	c = hush__calloc(sizeof(*c));
+	if (c == NULL) {
+		rc = HUSH_ENOMEM;
+		goto fail;
+	}
+	struct conn_cfg *k;
+	rc = hush__loop_cfg_get(loop, cfg, &k);
+	if (rc < 0) {
+		hush__free(c, sizeof(*c));
+		goto fail;
+	}
+	c->loop = loop;
+	c->cfg = k;
+	if (cb != NULL) {
+		c->cb = *cb;
+	}
+	c->arg = arg;
+	c->fd = fd;
+	event_assign(&c->ev, loop->base, fd, 0, NULL, NULL);
+	loop->nconns++;
+	*out = c;
+	return 0;
+fail:
+	if (close_fd && fd >= 0) {
+		close(fd);
+	}
+	return rc;
+}
+
+int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const uint8_t *key,
+			size_t key_len, enum hush_side side)
+{
+	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
+	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	bool pinned = (cfg->flags & HUSH_CONN_PINNED) != 0;
+	struct hush_record *rec = NULL;
+	int rc = pinned ? hush_record_new(&rec, rp, key, key_len, side)
+			: hush__record_new_bare(&rec, rp, key, key_len, side);
+	HUSH_GUARD(rc);
+	rc = hush_record_set_limits(rec, cfg->max_send_frame, cfg->recv_limit);
+	if (rc < 0) {
+		hush_record_free(rec);
+		return rc;
+	}
+	if (pinned) {
+		/* The classic design: buffers for the connection's whole life. */
+		rc = hush_pool_acquire(c->loop->pool, cfg->read_size, &c->rbuf);
+		if (rc == 0) {
+			rc = hush_pool_acquire(c->loop->pool, cfg->max_send_frame + WQ_HDR_SIZE,
+					       &c->wq_head);
+		}
+		if (rc < 0) {
+			hush_buf_release(c->rbuf);
+			c->rbuf = NULL;
+			hush_record_free(rec);
+			return rc;
+		}
+		c->wq_tail = c->wq_head;
+		struct wq_hdr *h = wq_hdr(c->wq_head);
+		memset(h, 0, sizeof(*h));
+		h->sent = h->sealed = h->end = h->last = WQ_HDR_SIZE;
+	}
+	rc = schedule(c);
+	if (rc < 0) {
+		hush_record_free(rec);
+		return rc;
+	}
+	c->rec = rec;
+	c->state = ST_OPEN;
+	c->flags |= F_OPEN_REPORT;
+	c->last_read = c->last_write = now_ms(c);
+	return 0;
+}
+
+static void release_buffers(struct hush_conn *c)
+{
+	hush_buf_release(c->rbuf);
+	c->rbuf = NULL;
+	c->rlen = c->rstart = 0;
+	for (struct hush_buf *b = c->wq_head; b != NULL;) {
+		struct hush_buf *next = wq_hdr(b)->next;
+		hush_buf_release(b);
+		b = next;
+	}
+	c->wq_head = c->wq_tail = NULL;
+	c->queued = 0;
+}
+
+static void conn_destroy(struct hush_conn *c)
+{
+	event_del(&c->ev);
+	if (c->flags & (F_PENDING | F_STARVED)) {
+		hush__loop_forget(c->loop, c);
+	}
+	release_buffers(c);
+	ciphers_detach(c);
+	hush_record_free(c->rec);
+	if (c->cfg->c.flags & HUSH_CONN_CLOSE_ON_FREE) {
+		close(c->fd);
+	}
+	c->loop->nconns--;
+	hush__loop_cfg_put(c->loop, (struct conn_cfg *)c->cfg);
+	hush__free(c, sizeof(*c));
+}
+
+void hush_conn_free(struct hush_conn *c)
+{
+	if (c == NULL) {
+		return;
+	}
+	if (c->depth > 0) {
+		c->flags |= F_FREEING;
+		event_del(&c->ev);
+		return;
+	}
+	conn_destroy(c);
+}
+
+/* Fails the connection for good: stops its event, drops its buffers, reports err. */
+static void conn_fail(struct hush_conn *c, int err)
+{
+	if (c->state == ST_FAILED) {
+		return;
+	}
+	c->state = ST_FAILED;
+	c->err = err;
+	event_del(&c->ev);
+	c->interest = 0;
+	release_buffers(c);
+	ciphers_detach(c);
+	/* Reported from the loop, so no API call ever calls back into the application. */
+	c->flags |= F_ERR_REPORT;
+	if (schedule(c) < 0) {
+		c->flags &= ~(uint32_t)F_ERR_REPORT;
+		emit(c, HUSH_CONN_EV_ERROR, err);
+	}
+}
+
+/* ---- Event interest ---- */
+
+static void update_interest(struct hush_conn *c)
+{
+	uint8_t want = 0;
+	if (c->state == ST_OPEN && !(c->flags & (F_PAUSED | F_STARVED | F_EOF | F_FREEING))) {
+		want |= EV_READ;
+	}
+	if (c->state == ST_OPEN && (c->flags & F_WANT_WRITE)) {
+		want |= EV_WRITE;
+	}
+	if (want == c->interest) {
+		return;
+	}
+	event_del(&c->ev);
+	c->interest = want;
+	if (want == 0) {
+		return;
+	}
+	event_assign(&c->ev, c->loop->base, c->fd, (short)(want | EV_PERSIST), on_socket, c);
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	uint32_t t = 0;
+	if ((want & EV_READ) && cfg->read_timeout_ms != 0) {
+		t = cfg->read_timeout_ms;
+	}
+	if ((want & EV_WRITE) && cfg->write_timeout_ms != 0 &&
+	    (t == 0 || cfg->write_timeout_ms < t)) {
+		t = cfg->write_timeout_ms;
+	}
+	if (t != 0) {
+		/* Check at a quarter of the shortest timeout so expiry is found within 25%. */
+		uint32_t tick = t / 4 ? t / 4 : 1;
+		struct timeval tv = {tick / 1000, (tick % 1000) * 1000};
+		event_add(&c->ev, &tv);
+	} else {
+		event_add(&c->ev, NULL);
+	}
+}
+
+/* ---- Read path (ReadOnReady) ---- */
+
+/* Delivers one record's plaintext; false when the connection went away or failed. */
+static bool deliver(struct hush_conn *c, const struct hush_iovec *pt)
+{
+	c->stats.bytes_in += pt->len;
+	if (pt->len == 0 || c->cb.on_data == NULL) {
+		return true;
+	}
+	c->flags |= F_IN_DATA;
+	c->cb.on_data(c, pt->base, pt->len, c->arg);
+	c->flags &= ~(uint32_t)F_IN_DATA;
+	return !dead(c);
+}
+
+struct hush_buf *hush_conn_keep_data(struct hush_conn *c)
+{
+	if (c == NULL || !(c->flags & F_IN_DATA) || c->rbuf == NULL) {
+		return NULL;
+	}
+	hush_buf_ref(c->rbuf);
+	c->flags |= F_RBUF_KEPT;
+	return c->rbuf;
+}
+
+/*
+ * Opens and delivers every complete record in rbuf, stopping early when the
+ * application pauses reading. *need is the size of the next record when known.
+ * Returns false when the connection failed or went away.
+ */
+static bool drain(struct hush_conn *c, size_t *need)
+{
+	uint8_t *base = hush_buf_data(c->rbuf);
+	*need = 0;
+	while (c->rlen > 0 && !(c->flags & F_PAUSED)) {
+		int rc = hush_record_parse(c->rec, base + c->rstart, c->rlen, need);
+		if (rc == HUSH_EAGAIN) {
+			return true;
+		}
+		if (rc == 0) {
+			struct hush_iovec pt;
+			rc = hush_record_open(c->rec, base + c->rstart, *need, &pt);
+			if (rc == 0) {
+				c->rstart += (uint32_t)*need;
+				c->rlen -= (uint32_t)*need;
+				*need = 0;
+				if (!deliver(c, &pt)) {
+					return false;
+				}
+				continue;
+			}
+		}
+		conn_fail(c, rc);
+		return false;
+	}
+	return true;
+}
+
+static void starve(struct hush_conn *c)
+{
+	if (hush__loop_add_starved(c->loop, c) == 0) {
+		c->flags |= F_STARVED;
+		update_interest(c);
+	}
+	/* If even the list could not grow, reading stays enabled and the next readiness
+	 * event tries again: slower, but nothing is lost. */
+}
+
+/*
+ * Decides where the pending partial record lives, once the complete records before it
+ * were delivered. need is its total size (the 4-byte length is in) or 0 / 4 when not
+ * known yet. The record must fit its buffer from rstart on, so the next recv has room;
+ * a buffer the application kept is never written over below rstart; and at the end of
+ * a readiness event (final) a record waiting for more bytes sits in a buffer sized for
+ * it, not in a large one. Returns 0, or an acquire error with nothing changed.
+ */
+static int settle_partial(struct hush_conn *c, size_t need, bool final)
+{
+	bool kept = (c->flags & F_RBUF_KEPT) != 0;
+	if (c->rlen == 0) {
+		c->rstart = 0;
+		if (kept) {
+			hush_buf_release(c->rbuf);
+			c->rbuf = NULL;
+			c->flags &= ~(uint32_t)F_RBUF_KEPT;
+		}
+		return 0;
+	}
+	size_t cap = hush_buf_capacity(c->rbuf);
+	size_t total = need > c->rlen ? need : c->rlen;
+	bool pinned = (c->cfg->c.flags & HUSH_CONN_PINNED) != 0;
+	/* Much larger than the record: a smaller tier would hold it. */
+	bool oversized = final && !pinned && cap > 2 * total + HUSH_POOL_HEADROOM;
+	if (!kept && total <= cap && !oversized) {
+		if (c->rstart > 0) {
+			memmove(hush_buf_data(c->rbuf), hush_buf_data(c->rbuf) + c->rstart, c->rlen);
+			c->rstart = 0;
+		}
+		return 0;
+	}
+	if (kept && !final && c->rstart + total <= cap) {
+		return 0; /* appending after the kept plaintext overwrites none of it */
+	}
+	struct hush_buf *nb;
+	int rc = hush_pool_acquire(c->loop->pool, total, &nb);
+	if (rc < 0) {
+		/* Without a new buffer the current one still works if the record fits. */
+		if (!kept && total <= cap) {
+			memmove(hush_buf_data(c->rbuf), hush_buf_data(c->rbuf) + c->rstart, c->rlen);
+			c->rstart = 0;
+			return 0;
+		}
+		if (c->rstart + total <= cap) {
+			return 0;
+		}
+		return rc;
+	}
+	memcpy(hush_buf_data(nb), hush_buf_data(c->rbuf) + c->rstart, c->rlen);
+	hush_buf_release(c->rbuf);
+	c->rbuf = nb;
+	c->rstart = 0;
+	c->flags &= ~(uint32_t)F_RBUF_KEPT;
+	return 0;
+}
+
+/*
+ * Delivers the records already in rbuf and makes room for the rest of a partial one.
+ * Returns false when the connection stopped (failed, freed, or starved for buffers).
+ */
+static bool prepare_rbuf(struct hush_conn *c, bool final)
+{
+	size_t need;
+	if (!drain(c, &need)) {
+		return false;
+	}
+	int rc = settle_partial(c, need, final);
+	if (rc == HUSH_ENOBUFS) {
+		starve(c);
+		return false;
+	}
+	if (rc < 0) {
+		conn_fail(c, rc);
+		return false;
+	}
+	return true;
+}
+
+/* The end of a readiness event: the buffer goes back at once unless it holds part of a
+ * record (or, in pinned mode, for the connection's life). */
+static void rbuf_idle(struct hush_conn *c)
+{
+	if (c->rbuf == NULL || dead(c)) {
+		return;
+	}
+	if (c->rlen == 0 && !(c->cfg->c.flags & HUSH_CONN_PINNED)) {
+		hush_buf_release(c->rbuf);
+		c->rbuf = NULL;
+		c->rstart = 0;
+		c->flags &= ~(uint32_t)F_RBUF_KEPT;
+		return;
+	}
+	if (!(c->flags & F_PAUSED)) {
+		prepare_rbuf(c, true);
+	}
+}
+
+static void on_readable(struct hush_conn *c)
+{
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	size_t budget = cfg->max_read_per_event;
+
+	while (budget > 0 && !(c->flags & (F_PAUSED | F_EOF | F_STARVED)) && !dead(c)) {
+		if (c->rbuf == NULL) {
+			int rc = hush_pool_acquire(c->loop->pool, cfg->read_size, &c->rbuf);
+			if (rc == HUSH_ENOBUFS) {
+				starve(c);
+				return;
+			}
+			if (rc < 0) {
+				conn_fail(c, rc);
+				return;
+			}
+			c->rstart = c->rlen = 0;
+		} else if (!prepare_rbuf(c, false) || (c->flags & F_PAUSED)) {
+			break;
+		}
+		uint8_t *base = hush_buf_data(c->rbuf);
+		size_t off = c->rstart + c->rlen;
+		size_t room = hush_buf_capacity(c->rbuf) - off;
+		if (room > budget) {
+			room = budget;
+		}
+		ssize_t n = recv(c->fd, base + off, room, 0);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				break;
+			}
+			conn_fail(c, errno == ECONNRESET ? HUSH_ECONNRESET : HUSH_EIO);
+			return;
+		}
+		if (n == 0) {
+			if (c->rlen > 0) {
+				conn_fail(c, HUSH_ETRUNCATED);
+				return;
+			}
+			c->flags |= F_EOF;
+			update_interest(c);
+			emit(c, HUSH_CONN_EV_EOF, 0);
+			break;
+		}
+		c->last_read = now_ms(c);
+		budget -= (size_t)n;
+		c->rlen += (uint32_t)n;
+		size_t need;
+		if (!drain(c, &need)) {
+			return;
+		}
+	}
+	rbuf_idle(c);
+}
+
+/* ---- Write path ---- */
+
+static size_t max_payload(const struct hush_conn *c)
+{
+	return hush_record_max_payload(c->rec);
+}
+
+/* Seals every unsealed record in the queue. */
+static int seal_all(struct hush_conn *c)
+{
+	for (struct hush_buf *b = c->wq_head; b != NULL; b = wq_hdr(b)->next) {
+		struct wq_hdr *h = wq_hdr(b);
+		uint8_t *d = hush_buf_data(b);
+		size_t cap = hush_buf_capacity(b);
+		while (h->sealed < h->end) {
+			uint32_t len = hush__load_le32(d + h->sealed);
+			size_t plen = len - (HUSH_RECORD_TAG_SIZE + 4);
+			size_t flen;
+			HUSH_GUARD(hush_record_seal(c->rec, d + h->sealed, cap - h->sealed, plen,
+						    &flen));
+			h->sealed += (uint32_t)flen;
+		}
+		h->open = 0;
+	}
+	return 0;
+}
+
+/* Sends sealed bytes until the socket refuses or nothing is left. */
+static int send_sealed(struct hush_conn *c)
+{
+	const bool pinned = (c->cfg->c.flags & HUSH_CONN_PINNED) != 0;
+	for (;;) {
+		struct iovec iov[64];
+		int cnt = 0;
+		for (struct hush_buf *b = c->wq_head; b != NULL && cnt < 64; b = wq_hdr(b)->next) {
+			struct wq_hdr *h = wq_hdr(b);
+			if (h->sealed > h->sent) {
+				iov[cnt].iov_base = hush_buf_data(b) + h->sent;
+				iov[cnt].iov_len = h->sealed - h->sent;
+				cnt++;
+			}
+			if (h->sealed < h->end) {
+				break; /* records after this are not sealed yet */
+			}
+		}
+		if (cnt == 0) {
+			c->flags &= ~(uint32_t)F_WANT_WRITE;
+			return 0;
+		}
+		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				c->flags |= F_WANT_WRITE;
+				return 0;
+			}
+			return errno == EPIPE ? HUSH_EPIPE
+			       : errno == ECONNRESET ? HUSH_ECONNRESET
+						     : HUSH_EIO;
+		}
+		c->last_write = now_ms(c);
+		size_t left = (size_t)n;
+		c->queued -= left;
+		while (c->wq_head != NULL) {
+			struct hush_buf *b = c->wq_head;
+			struct wq_hdr *h = wq_hdr(b);
+			size_t avail = h->sealed - h->sent;
+			size_t k = left < avail ? left : avail;
+			h->sent += (uint32_t)k;
+			left -= k;
+			if (h->sent < h->end || h->open) {
+				break;
+			}
+			/* Every byte of this buffer is out: it goes back to the pool now. */
+			if (pinned && b == c->wq_tail) {
+				h->sent = h->sealed = h->end = h->last = WQ_HDR_SIZE;
+				break;
+			}
+			c->wq_head = h->next;
+			if (c->wq_head == NULL) {
+				c->wq_tail = NULL;
+			}
+			hush_buf_release(b);
+		}
+	}
+}
+
+static void after_send_progress(struct hush_conn *c)
+{
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	if ((c->flags & F_OVER_HIGH) && c->queued <= cfg->write_low_water) {
+		c->flags &= ~(uint32_t)F_OVER_HIGH;
+		if (c->cb.on_writable != NULL && !dead(c)) {
+			c->cb.on_writable(c, c->arg);
+		}
+	}
+	if (!dead(c) && (c->flags & F_SHUT_REQ) && !(c->flags & F_SHUT_DONE) &&
+	    c->queued == 0) {
+		c->flags |= F_SHUT_DONE;
+		if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+			conn_fail(c, HUSH_EIO);
+			return;
+		}
+		emit(c, HUSH_CONN_EV_SHUTDOWN, 0);
+	}
+}
+
+/* Seals and sends what is queued; failures fail the connection. */
+static int flush_queue(struct hush_conn *c)
+{
+	if (c->state != ST_OPEN) {
+		return c->err;
+	}
+	int rc = ciphers_attach(c);
+	if (rc == 0) {
+		rc = seal_all(c);
+	}
+	if (rc == 0) {
+		rc = send_sealed(c);
+	}
+	if (rc < 0) {
+		conn_fail(c, rc);
+		return rc;
+	}
+	update_interest(c);
+	return 0;
+}
+
+/* Starts a new unsealed record at the end of b. */
+static void record_begin(struct wq_hdr *h, uint8_t *d)
+{
+	h->last = h->end;
+	hush__store_le32(d + h->end, HUSH_RECORD_TAG_SIZE + 4);
+	hush__store_le32(d + h->end + 4, HUSH_RECORD_TYPE);
+	h->end += HUSH_RECORD_OVERHEAD;
+	h->open = 1;
+}
+
+int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
+{
+	HUSH_ENSURE(c != NULL && (data != NULL || len == 0), HUSH_EINVAL);
+	if (c->state == ST_FAILED) {
+		return c->err;
+	}
+	HUSH_ENSURE(c->state == ST_OPEN && !(c->flags & (F_SHUT_REQ | F_FREEING)), HUSH_ESTATE);
+	if (len == 0) {
+		return 0;
+	}
+	const uint8_t *src = data;
+	const size_t maxp = max_payload(c);
+	/* Remember the tail so that a failure part-way undoes everything. */
+	struct hush_buf *tail0 = c->wq_tail;
+	struct wq_hdr save;
+	uint32_t len0 = 0;
+	if (tail0 != NULL) {
+		save = *wq_hdr(tail0);
+		if (save.open) {
+			len0 = hush__load_le32(hush_buf_data(tail0) + save.last);
+		}
+	}
+	size_t left = len;
+	while (left > 0) {
+		struct hush_buf *b = c->wq_tail;
+		if (b != NULL) {
+			struct wq_hdr *h = wq_hdr(b);
+			uint8_t *d = hush_buf_data(b);
+			size_t cap = hush_buf_capacity(b);
+			if (h->open) {
+				size_t plen = h->end - h->last - HUSH_RECORD_OVERHEAD;
+				size_t room = maxp - plen;
+				if (room > cap - h->end) {
+					room = cap - h->end;
+				}
+				if (room > 0) {
+					size_t k = left < room ? left : room;
+					/* The payload ends where the tag room began. */
+					memcpy(d + h->end - HUSH_RECORD_TAG_SIZE, src, k);
+					h->end += (uint32_t)k;
+					hush__store_le32(d + h->last,
+							 (uint32_t)(plen + k + HUSH_RECORD_TAG_SIZE + 4));
+					src += k;
+					left -= k;
+					continue;
+				}
+				h->open = 0;
+			}
+			if (cap - h->end > HUSH_RECORD_OVERHEAD) {
+				record_begin(h, d);
+				continue;
+			}
+		}
+		/* A new buffer, large enough for the rest when it is small, else the 64 KiB
+		 * tier; never smaller than one full record so small writes coalesce. */
+		size_t recs = (left + maxp - 1) / maxp;
+		size_t want = WQ_HDR_SIZE + left + recs * HUSH_RECORD_OVERHEAD;
+		size_t floor = WQ_HDR_SIZE + maxp + HUSH_RECORD_OVERHEAD;
+		want = want < floor ? floor : want;
+		want = want > WQ_MAX_BUF && floor <= WQ_MAX_BUF ? WQ_MAX_BUF : want;
+		struct hush_buf *nb;
+		int arc = hush_pool_acquire(c->loop->pool, want, &nb);
+		if (arc < 0) {
+			/* Undo: drop new buffers, restore the old tail. */
+			struct hush_buf *first = tail0 ? wq_hdr(tail0)->next : c->wq_head;
+			while (first != NULL) {
+				struct hush_buf *next = wq_hdr(first)->next;
+				hush_buf_release(first);
+				first = next;
+			}
+			if (tail0 != NULL) {
+				*wq_hdr(tail0) = save;
+				wq_hdr(tail0)->next = NULL;
+				if (save.open) {
+					hush__store_le32(hush_buf_data(tail0) + save.last, len0);
+				}
+			} else {
+				c->wq_head = NULL;
+			}
+			c->wq_tail = tail0;
+			return arc;
+		}
+		struct wq_hdr *h = wq_hdr(nb);
+		memset(h, 0, sizeof(*h));
+		h->sent = h->sealed = h->end = h->last = WQ_HDR_SIZE;
+		if (c->wq_tail != NULL) {
+			wq_hdr(c->wq_tail)->next = nb;
+		} else {
+			c->wq_head = nb;
+		}
+		c->wq_tail = nb;
+	}
+	c->stats.bytes_out += len;
+	c->queued = 0;
+	for (struct hush_buf *b = c->wq_head; b != NULL; b = wq_hdr(b)->next) {
+		c->queued += wq_hdr(b)->end - wq_hdr(b)->sent;
+	}
+
+	/* Sent at the end of this loop iteration, so that writes made in one callback share
+	 * records; at once when a buffer's worth is waiting. */
+	int rc = schedule(c);
+	if (rc == 0 && c->queued >= WQ_MAX_BUF / 2 && !(c->flags & F_WANT_WRITE)) {
+		rc = hush_conn_flush(c);
+	}
+	if (rc < 0) {
+		return rc;
+	}
+	if (c->queued > c->cfg->c.write_high_water) {
+		c->flags |= F_OVER_HIGH;
+		return 1;
+	}
+	return 0;
+}
+
+int hush_conn_flush(struct hush_conn *c)
+{
+	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
+	if (c->state != ST_OPEN) {
+		return c->state == ST_FAILED ? c->err : HUSH_ESTATE;
+	}
+	/* Inside one of this connection's callbacks the read path may be using the cipher
+	 * contexts, so only the outermost caller gives them back. */
+	enter(c);
+	int rc = flush_queue(c);
+	if (c->depth == 1 && !(c->flags & F_PENDING)) {
+		ciphers_detach(c);
+	}
+	leave(c);
+	return rc;
+}
+
+size_t hush_conn_queued(const struct hush_conn *c)
+{
+	return c->queued;
+}
+
+int hush_conn_shutdown(struct hush_conn *c)
+{
+	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
+	if (c->state == ST_FAILED) {
+		return c->err;
+	}
+	HUSH_ENSURE(c->state == ST_OPEN, HUSH_ESTATE);
+	if (c->flags & F_SHUT_REQ) {
+		return 0;
+	}
+	HUSH_GUARD(schedule(c));
+	c->flags |= F_SHUT_REQ;
+	return 0;
+}
+
+/* ---- Event handlers ---- */
+
+static void check_timeouts(struct hush_conn *c)
+{
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	uint32_t now = now_ms(c);
+	if ((c->interest & EV_READ) && cfg->read_timeout_ms != 0 &&
+	    now - c->last_read >= cfg->read_timeout_ms) {
+		conn_fail(c, HUSH_ETIMEDOUT);
+		return;
+	}
+	if ((c->flags & F_WANT_WRITE) && cfg->write_timeout_ms != 0 &&
+	    now - c->last_write >= cfg->write_timeout_ms) {
+		conn_fail(c, HUSH_ETIMEDOUT);
+	}
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct hush_conn *c = arg;
+	(void)fd;
+	enter(c);
+	if (what & EV_TIMEOUT) {
+		check_timeouts(c);
+	}
+	if (!dead(c) && (what & EV_WRITE)) {
+		if (flush_queue(c) == 0) {
+			after_send_progress(c);
+		}
+	}
+	if (!dead(c) && (what & EV_READ)) {
+		int rc = ciphers_attach(c);
+		if (rc < 0) {
+			conn_fail(c, rc);
+		} else {
+			on_readable(c);
+		}
+	}
+	if (!dead(c)) {
+		update_interest(c);
+		if (!(c->flags & F_PENDING)) {
+			ciphers_detach(c);
+		}
+	}
+	leave(c);
+}
+
+/* Delivers records that were read before the application paused. */
+static void replay(struct hush_conn *c)
+{
+	if (c->rbuf == NULL || (c->flags & F_PAUSED)) {
+		return;
+	}
+	int rc = ciphers_attach(c);
+	if (rc < 0) {
+		conn_fail(c, rc);
+		return;
+	}
+	if (prepare_rbuf(c, false)) {
+		rbuf_idle(c);
+	}
+}
+
+void hush__conn_on_pending(struct hush_conn *c)
+{
+	c->flags &= ~(uint32_t)F_PENDING;
+	enter(c);
+	if (c->flags & F_ERR_REPORT) {
+		c->flags &= ~(uint32_t)F_ERR_REPORT;
+		emit(c, HUSH_CONN_EV_ERROR, c->err);
+		leave(c);
+		return;
+	}
+	if (c->flags & F_OPEN_REPORT) {
+		c->flags &= ~(uint32_t)F_OPEN_REPORT;
+		update_interest(c);
+		emit(c, HUSH_CONN_EV_OPEN, 0);
+	}
+	if (!dead(c) && (c->flags & F_REPLAY)) {
+		c->flags &= ~(uint32_t)F_REPLAY;
+		replay(c);
+	}
+	if (!dead(c) && c->state == ST_OPEN) {
+		if (flush_queue(c) == 0) {
+			after_send_progress(c);
+		}
+	}
+	if (!dead(c) && !(c->flags & F_PENDING)) {
+		ciphers_detach(c);
+	}
+	leave(c);
+}
+
+void hush__conn_on_wake(struct hush_conn *c)
+{
+	c->flags &= ~(uint32_t)F_STARVED;
+	if (!dead(c)) {
+		update_interest(c);
+	}
+}
+
+void hush_conn_pause_reading(struct hush_conn *c)
+{
+	c->flags |= F_PAUSED;
+	if (c->state == ST_OPEN) {
+		update_interest(c);
+	}
+}
+
+void hush_conn_resume_reading(struct hush_conn *c)
+{
+	if (!(c->flags & F_PAUSED)) {
+		return;
+	}
+	c->flags &= ~(uint32_t)F_PAUSED;
+	if (c->state != ST_OPEN) {
+		return;
+	}
+	/* Records already read are delivered now, without waiting for more bytes from
+	 * the socket. */
+	if (c->rbuf != NULL && c->rlen > 0 && schedule(c) == 0) {
+		c->flags |= F_REPLAY;
+	}
+	update_interest(c);
+}
+
+int hush_conn_error(const struct hush_conn *c)
+{
+	return c->err;
+}
+
+int hush_conn_fd(const struct hush_conn *c)
+{
+	return c->fd;
+}
+
+unsigned hush_conn_buffers_held(const struct hush_conn *c)
+{
+	unsigned n = c->rbuf != NULL;
+	for (struct hush_buf *b = c->wq_head; b != NULL; b = wq_hdr(b)->next) {
+		n++;
+	}
+	return n;
+}
+
+void hush_conn_get_stats(const struct hush_conn *c, struct hush_conn_stats *out)
+{
+	*out = c->stats;
+}
+
+size_t hush__conn_size(void)
+{
+	return sizeof(struct hush_conn);
+}

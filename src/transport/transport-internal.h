@@ -1,0 +1,75 @@
+/* Internal interfaces between the transport's files. Never installed. */
+#ifndef HUSH_TRANSPORT_INTERNAL_H
+#define HUSH_TRANSPORT_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/evp.h>
+
+#include <hush/conn.h>
+
+#include "common/common-internal.h"
+
+/* A growable array of connections, owned by a loop. Slots are NULLed, never removed,
+ * while the loop walks it, so a connection freed during the walk is skipped. */
+struct conn_vec {
+	struct hush_conn **v;
+	size_t n;
+	size_t cap;
+};
+
+/* Cipher contexts kept for lending; beyond this many, returned ones are freed. */
+#define HUSH_LOOP_CTX_CACHE 32
+
+struct hush_loop {
+	struct event_base *base;
+	struct hush_pool *pool;
+	/* Activated whenever a connection needs attention at the end of this loop
+	 * iteration: coalesced writes to flush, a deferred OPEN or SHUTDOWN to report. */
+	struct event *pending_ev;
+	struct conn_vec pending;
+	/* Connections whose reading stopped because the pool's budget ran out. wake_ev is
+	 * activated from whatever thread releases a buffer (see pool_available). */
+	struct event *wake_ev;
+	struct conn_vec starved;
+	atomic_bool has_starved;
+	/* Cipher contexts lent to connections while they move bytes. */
+	EVP_CIPHER_CTX *ctx_cache[HUSH_LOOP_CTX_CACHE];
+	unsigned nctx;
+	/* Distinct connection configurations, shared by the connections that use them. */
+	struct conn_cfg *cfgs;
+	unsigned nconns;
+	struct hush_loop *next_loop; /* process-wide registry, for pool wake-ups */
+};
+
+/* A connection configuration, interned per loop so each connection holds a pointer. */
+struct conn_cfg {
+	struct hush_conn_config c;
+	unsigned refs;
+	struct conn_cfg *next;
+};
+
+int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cfg,
+		       struct conn_cfg **out);
+void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg);
+
+/* Marks c as needing end-of-iteration attention (idempotent through c's flag). */
+int hush__loop_add_pending(struct hush_loop *loop, struct hush_conn *c);
+int hush__loop_add_starved(struct hush_loop *loop, struct hush_conn *c);
+/* Forgets c in both lists (a connection being freed). */
+void hush__loop_forget(struct hush_loop *loop, struct hush_conn *c);
+
+/* Lends a cipher context (NULL when none can be made) and takes one back. */
+EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop);
+void hush__loop_ctx_return(struct hush_loop *loop, EVP_CIPHER_CTX *ctx);
+
+/* Entry points from the loop into a connection. */
+void hush__conn_on_pending(struct hush_conn *c);
+void hush__conn_on_wake(struct hush_conn *c);
+/* sizeof(struct hush_conn), for the idle-memory breakdown. */
+size_t hush__conn_size(void);
+
+#endif /* HUSH_TRANSPORT_INTERNAL_H */

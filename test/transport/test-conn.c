@@ -1,0 +1,907 @@
+/*
+ * Tests for src/transport: hush_conn over socketpairs and loopback TCP, against a "raw
+ * peer" that frames records with hush_record directly and writes ciphertext with any
+ * split it likes. Every test ends with no event left on the loop and every pool buffer
+ * back in the pool.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "testlib.h"
+#include "transport/transport-internal.h"
+
+static const uint8_t KEY44[44] = {
+	1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+	23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44};
+
+/* ---- Fixture ---- */
+
+struct env {
+	struct event_base *base;
+	struct hush_pool *pool;
+	struct hush_loop *loop;
+};
+
+/* What a connection under test saw. */
+struct sink {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	int opened;
+	int eof;
+	int shut;
+	int err;
+	int writable;
+	int free_on_data;   /* free the connection from inside on_data */
+	int free_on_event;  /* free it from inside on_event */
+	int stop_after;     /* break the loop once len reaches this (0: never) */
+	int pause_on_data;  /* pause reading from inside on_data */
+	struct hush_conn *conn;
+	struct event_base *base;
+};
+
+static void sink_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct sink *s = arg;
+	if (s->len + len > s->cap) {
+		size_t cap = (s->len + len) * 2;
+		s->data = realloc(s->data, cap);
+		assert_non_null(s->data);
+		s->cap = cap;
+	}
+	memcpy(s->data + s->len, data, len);
+	s->len += len;
+	if (s->free_on_data) {
+		hush_conn_free(c);
+		s->conn = NULL;
+		event_base_loopbreak(s->base);
+		return;
+	}
+	if (s->pause_on_data) {
+		hush_conn_pause_reading(c);
+	}
+	if (s->stop_after != 0 && s->len >= (size_t)s->stop_after) {
+		event_base_loopbreak(s->base);
+	}
+}
+
+static void sink_on_writable(struct hush_conn *c, void *arg)
+{
+	struct sink *s = arg;
+	(void)c;
+	s->writable++;
+}
+
+static void sink_on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg)
+{
+	struct sink *s = arg;
+	switch (ev) {
+	case HUSH_CONN_EV_OPEN:
+		s->opened++;
+		break;
+	case HUSH_CONN_EV_EOF:
+		s->eof++;
+		event_base_loopbreak(s->base);
+		break;
+	case HUSH_CONN_EV_SHUTDOWN:
+		s->shut++;
+		break;
+	case HUSH_CONN_EV_ERROR:
+		s->err = err;
+		event_base_loopbreak(s->base);
+		break;
+	}
+	if (s->free_on_event) {
+		hush_conn_free(c);
+		s->conn = NULL;
+	}
+}
+
+static const struct hush_conn_callbacks sink_cb = {sink_on_data, sink_on_writable,
+						   sink_on_event};
+
+static void env_init(struct env *e, const struct hush_pool_config *pcfg)
+{
+	evthread_use_pthreads();
+	e->base = event_base_new();
+	assert_non_null(e->base);
+	assert_int_equal(hush_pool_new(&e->pool, pcfg), 0);
+	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
+}
+
+/* Checks the clean end every test must reach, then frees the fixture. */
+static void env_done(struct env *e)
+{
+	struct hush_pool_stats st;
+	/* Run what is still pending (deferred reports) so nothing is left behind. */
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	assert_int_equal(e->loop->nconns, 0);
+	hush_pool_stats(e->pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	hush_loop_free(e->loop);
+	/* With the loop gone nothing may remain registered on the base. */
+	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
+	hush_pool_free(e->pool);
+	event_base_free(e->base);
+}
+
+static void run_for_ms(struct env *e, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_loopexit(e->base, &tv);
+	event_base_dispatch(e->base);
+}
+
+static void pair(int sv[2])
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+}
+
+/* A hush connection on fd with the sink s, started as side. */
+static struct hush_conn *open_conn(struct env *e, int fd, struct sink *s,
+				   const struct hush_conn_config *cfg, enum hush_side side)
+{
+	struct hush_conn *c;
+	s->base = e->base;
+	assert_int_equal(hush_conn_new(&c, e->loop, fd, cfg, &sink_cb, s), 0);
+	assert_int_equal(hush_conn_start_raw(c, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
+					     sizeof(KEY44), side),
+			 0);
+	s->conn = c;
+	return c;
+}
+
+/* ---- The raw peer: blocking I/O and hush_record, any split ---- */
+
+struct peer {
+	int fd;
+	struct hush_record *rec;
+};
+
+static void peer_init(struct peer *p, int fd, enum hush_side side, size_t frame)
+{
+	p->fd = fd;
+	assert_int_equal(hush_record_new(&p->rec, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
+					 sizeof(KEY44), side),
+			 0);
+	if (frame != 0) {
+		assert_int_equal(hush_record_set_limits(p->rec, frame, 0), 0);
+	}
+}
+
+static void peer_done(struct peer *p)
+{
+	hush_record_free(p->rec);
+	if (p->fd >= 0) {
+		close(p->fd);
+	}
+}
+
+/* Seals data into records (of the peer's frame size) and returns the wire bytes. */
+static uint8_t *peer_seal(struct peer *p, const uint8_t *data, size_t len, size_t *wire_len)
+{
+	size_t maxp = hush_record_max_payload(p->rec);
+	size_t nrec = len == 0 ? 1 : (len + maxp - 1) / maxp;
+	uint8_t *w = malloc(len + nrec * HUSH_RECORD_OVERHEAD);
+	assert_non_null(w);
+	size_t off = 0;
+	size_t done = 0;
+	do {
+		size_t k = len - done < maxp ? len - done : maxp;
+		memcpy(w + off + HUSH_RECORD_HEADER_SIZE, data + done, k);
+		size_t flen;
+		assert_int_equal(hush_record_seal(p->rec, w + off, k + HUSH_RECORD_OVERHEAD, k,
+						  &flen),
+				 0);
+		off += flen;
+		done += k;
+	} while (done < len);
+	*wire_len = off;
+	return w;
+}
+
+static void write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR) {
+			continue;
+		}
+		assert_true(k > 0);
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+/* Reads and opens records from the peer's socket until want plaintext bytes arrived;
+ * the event loop runs between reads so the connection under test can send. */
+static void peer_recv(struct env *e, struct peer *p, uint8_t *out, size_t want)
+{
+	size_t cap = 2 * 1024 * 1024;
+	uint8_t *buf = malloc(cap);
+	size_t have = 0;
+	size_t got = 0;
+	int idle = 0;
+	assert_non_null(buf);
+	fcntl(p->fd, F_SETFL, fcntl(p->fd, F_GETFL) | O_NONBLOCK);
+	while (got < want) {
+		ssize_t k = read(p->fd, buf + have, cap - have);
+		if (k <= 0) {
+			assert_true(idle++ < 20000);
+			event_base_loop(e->base, EVLOOP_NONBLOCK | EVLOOP_ONCE);
+			if (k < 0) {
+				struct pollfd pfd = {p->fd, POLLIN, 0};
+				poll(&pfd, 1, 1);
+			}
+			assert_true(k != 0);
+			continue;
+		}
+		idle = 0;
+		have += (size_t)k;
+		size_t need;
+		int rc;
+		while ((rc = hush_record_parse(p->rec, buf, have, &need)) == 0) {
+			struct hush_iovec pt;
+			assert_int_equal(hush_record_open(p->rec, buf, need, &pt), 0);
+			assert_true(got + pt.len <= want);
+			memcpy(out + got, pt.base, pt.len);
+			got += pt.len;
+			memmove(buf, buf + need, have - need);
+			have -= need;
+		}
+		assert_int_equal(rc, HUSH_EAGAIN);
+	}
+	free(buf);
+}
+
+/* ---- Tests ---- */
+
+static void conn_idle_connection_holds_no_buffers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
+	run_for_ms(&e, 20);
+	assert_int_equal(s.opened, 1);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	hush_conn_free(c);
+	close(sv[1]);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_records_one_byte_per_write_are_delivered_whole(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	uint8_t msg[3000];
+	testlib_fill(msg, sizeof(msg), 1);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	for (size_t i = 0; i < wl; i++) {
+		write_all(p.fd, w + i, 1);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		if (i + 1 < wl) {
+			/* Between bytes the connection holds at most the partial record. */
+			assert_true(hush_conn_buffers_held(c) <= 1);
+		}
+	}
+	assert_int_equal(s.len, sizeof(msg));
+	assert_memory_equal(s.data, msg, sizeof(msg));
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_random_split_points_deliver_exact_bytes(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 1000);
+	size_t n = 200000;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 2);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, n, &wl);
+	srand(7);
+	for (size_t off = 0; off < wl;) {
+		size_t k = 1 + (size_t)rand() % 3000;
+		if (k > wl - off) {
+			k = wl - off;
+		}
+		write_all(p.fd, w + off, k);
+		off += k;
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	while (s.len < n) {
+		event_base_loop(e.base, EVLOOP_ONCE);
+	}
+	assert_memory_equal(s.data, msg, n);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	free(msg);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_large_records_from_peer_are_accepted(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	/* 1 MiB records: LENGTH = 1 MiB exactly, the largest a gRPC peer may send. */
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4);
+	size_t n = 3 * (HUSH_RECORD_DEFAULT_RECV_LIMIT - 20);
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 3);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, n, &wl);
+	fcntl(p.fd, F_SETFL, fcntl(p.fd, F_GETFL) | O_NONBLOCK);
+	size_t off = 0;
+	while (s.len < n) {
+		if (off < wl) {
+			ssize_t k = write(p.fd, w + off, wl - off);
+			if (k > 0) {
+				off += (size_t)k;
+			}
+		}
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	assert_memory_equal(s.data, msg, n);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	free(msg);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_eight_mib_message_round_trips(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&e, 1);
+	size_t n = 8u << 20;
+	uint8_t *msg = malloc(n);
+	uint8_t *got = malloc(n);
+	testlib_fill(msg, n, 4);
+	int rc = hush_conn_write(c, msg, n);
+	assert_true(rc == 0 || rc == 1);
+	peer_recv(&e, &p, got, n);
+	assert_memory_equal(got, msg, n);
+	/* Everything sent: the write buffers went back to the pool. */
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(hush_conn_queued(c), 0);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(msg);
+	free(got);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_small_writes_in_one_callback_share_one_record(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
+	run_for_ms(&e, 1);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(hush_conn_write(c, "0123456789", 10), 0);
+	}
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	/* One record: 24 bytes of overhead around 1000 bytes. */
+	uint8_t buf[4096];
+	ssize_t k = read(sv[1], buf, sizeof(buf));
+	assert_int_equal(k, 1000 + HUSH_RECORD_OVERHEAD);
+	assert_int_equal(hush__load_le32(buf), 1000 + 20);
+	hush_conn_free(c);
+	close(sv[1]);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_eof_inside_record_reports_truncated(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	uint8_t msg[100] = {0};
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	write_all(p.fd, w, wl - 1);
+	shutdown(p.fd, SHUT_WR);
+	event_base_dispatch(e.base);
+	assert_int_equal(s.err, HUSH_ETRUNCATED);
+	assert_int_equal(hush_conn_error(c), HUSH_ETRUNCATED);
+	assert_int_equal(s.len, 0);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_eof_at_record_boundary_is_clean(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	uint8_t msg[100] = {1};
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	write_all(p.fd, w, wl);
+	shutdown(p.fd, SHUT_WR);
+	event_base_dispatch(e.base);
+	assert_int_equal(s.eof, 1);
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.len, sizeof(msg));
+	free(w);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_tampered_record_fails_only_that_connection(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int a[2], b[2];
+	pair(a);
+	pair(b);
+	struct sink sa = {0}, sb = {0};
+	struct hush_conn *ca = open_conn(&e, a[0], &sa, NULL, HUSH_SIDE_SERVER);
+	struct hush_conn *cb = open_conn(&e, b[0], &sb, NULL, HUSH_SIDE_SERVER);
+	struct peer pa, pb;
+	peer_init(&pa, a[1], HUSH_SIDE_CLIENT, 0);
+	peer_init(&pb, b[1], HUSH_SIDE_CLIENT, 0);
+	uint8_t msg[500];
+	testlib_fill(msg, sizeof(msg), 5);
+	size_t wla, wlb;
+	uint8_t *wa = peer_seal(&pa, msg, sizeof(msg), &wla);
+	uint8_t *wb = peer_seal(&pb, msg, sizeof(msg), &wlb);
+	wa[20] ^= 1;
+	write_all(pa.fd, wa, wla);
+	write_all(pb.fd, wb, wlb);
+	sb.stop_after = (int)sizeof(msg);
+	event_base_dispatch(e.base);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(sa.err, HUSH_EAUTH);
+	assert_int_equal(sa.len, 0);
+	assert_int_equal(sb.err, 0);
+	assert_int_equal(sb.len, sizeof(msg));
+	assert_memory_equal(sb.data, msg, sizeof(msg));
+	free(wa);
+	free(wb);
+	hush_conn_free(ca);
+	hush_conn_free(cb);
+	peer_done(&pa);
+	peer_done(&pb);
+	env_done(&e);
+	free(sa.data);
+	free(sb.data);
+}
+
+static void conn_peer_reset_reports_connreset(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	getsockname(lfd, (struct sockaddr *)&sin, &sl);
+	int cfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	int sfd = accept(lfd, NULL, NULL);
+	close(lfd);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sfd, &s, NULL, HUSH_SIDE_SERVER);
+	run_for_ms(&e, 1);
+	/* Unread data plus SO_LINGER 0 makes close() send a reset. */
+	struct linger lg = {1, 0};
+	setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	assert_int_equal(hush_conn_write(c, "x", 1), 0);
+	run_for_ms(&e, 5);
+	close(cfd);
+	event_base_dispatch(e.base);
+	assert_int_equal(s.err, HUSH_ECONNRESET);
+	hush_conn_free(c);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_free_from_data_callback_is_safe(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	s.free_on_data = 1;
+	open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 100);
+	uint8_t msg[1000];
+	testlib_fill(msg, sizeof(msg), 6);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	write_all(p.fd, w, wl); /* many records in one read: freed after the first */
+	event_base_dispatch(e.base);
+	assert_int_equal(s.len, 76);
+	assert_null(s.conn);
+	free(w);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_free_from_event_callback_is_safe(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	s.free_on_event = 1;
+	open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	run_for_ms(&e, 1); /* OPEN is reported and the connection freed there */
+	assert_int_equal(s.opened, 1);
+	assert_null(s.conn);
+	close(sv[1]);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_peer_not_reading_is_bounded_by_watermarks(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.write_high_water = 128 * 1024;
+	cfg.write_low_water = 16 * 1024;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	run_for_ms(&e, 1);
+	uint8_t chunk[16384];
+	memset(chunk, 7, sizeof(chunk));
+	size_t written = 0;
+	int rc;
+	/* Write until told to stop: the peer never reads. */
+	do {
+		rc = hush_conn_write(c, chunk, sizeof(chunk));
+		assert_true(rc == 0 || rc == 1);
+		written += sizeof(chunk);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		assert_true(written < (64u << 20));
+	} while (rc == 0);
+	assert_true(hush_conn_queued(c) > cfg.write_high_water);
+	assert_true(hush_conn_queued(c) <= cfg.write_high_water + sizeof(chunk) + 4096);
+	assert_int_equal(s.writable, 0);
+	/* The peer drains: on_writable fires and the queue empties. */
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	uint8_t *got = malloc(written);
+	peer_recv(&e, &p, got, written);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(s.writable, 1);
+	assert_int_equal(hush_conn_queued(c), 0);
+	free(got);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_budget_exhaustion_pauses_and_loses_nothing(void **state)
+{
+	(void)state;
+	struct hush_pool_config pc;
+	hush_pool_config_init(&pc);
+	/* Room for one read buffer (32 KiB + 512) and a little more, not two. */
+	pc.budget = 40000;
+	struct env e;
+	env_init(&e, &pc);
+	enum { N = 4 };
+	int sv[N][2];
+	struct sink s[N];
+	struct peer p[N];
+	struct hush_conn *c[N];
+	size_t n = 100000;
+	uint8_t *msg = malloc(n);
+	uint8_t *w[N];
+	size_t wl[N];
+	testlib_fill(msg, n, 8);
+	memset(s, 0, sizeof(s));
+	for (int i = 0; i < N; i++) {
+		pair(sv[i]);
+		c[i] = open_conn(&e, sv[i][0], &s[i], NULL, HUSH_SIDE_SERVER);
+		peer_init(&p[i], sv[i][1], HUSH_SIDE_CLIENT, 0);
+		w[i] = peer_seal(&p[i], msg, n, &wl[i]);
+	}
+	run_for_ms(&e, 1);
+	/* Each peer sends one and a half records: every connection then holds a partial
+	 * record between readiness events, so the budget binds. */
+	size_t first = HUSH_RECORD_DEFAULT_SEND_FRAME + HUSH_RECORD_DEFAULT_SEND_FRAME / 2;
+	for (int i = 0; i < N; i++) {
+		write_all(p[i].fd, w[i], first);
+	}
+	run_for_ms(&e, 20);
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	assert_true(st.total.failures > 0);
+	assert_true(st.total.bytes_in_use <= pc.budget);
+	for (int i = 0; i < N; i++) {
+		fcntl(p[i].fd, F_SETFL, fcntl(p[i].fd, F_GETFL) | O_NONBLOCK);
+		ssize_t k = write(p[i].fd, w[i] + first, wl[i] - first);
+		assert_int_equal(k, (ssize_t)(wl[i] - first));
+	}
+	for (int round = 0; round < 4000; round++) {
+		int done = 0;
+		for (int i = 0; i < N; i++) {
+			done += s[i].len == n;
+		}
+		if (done == N) {
+			break;
+		}
+		event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		usleep(100);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(s[i].err, 0);
+		assert_int_equal(s[i].len, n);
+		assert_memory_equal(s[i].data, msg, n);
+		hush_conn_free(c[i]);
+		peer_done(&p[i]);
+		free(s[i].data);
+		free(w[i]);
+	}
+	free(msg);
+	env_done(&e);
+}
+
+static void conn_thousands_idle_hold_zero_pool_buffers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	enum { N = 2000 };
+	int(*sv)[2] = calloc(N, sizeof(*sv));
+	struct sink *s = calloc(N, sizeof(*s));
+	struct peer *p = calloc(N, sizeof(*p));
+	struct hush_conn **c = calloc(N, sizeof(*c));
+	for (int i = 0; i < N; i++) {
+		pair(sv[i]);
+		c[i] = open_conn(&e, sv[i][0], &s[i], NULL, HUSH_SIDE_SERVER);
+		peer_init(&p[i], sv[i][1], HUSH_SIDE_CLIENT, 0);
+	}
+	run_for_ms(&e, 5);
+	/* Each gets one message, is echoed one back, then goes idle. */
+	uint8_t msg[300];
+	testlib_fill(msg, sizeof(msg), 9);
+	for (int i = 0; i < N; i++) {
+		size_t wl;
+		uint8_t *w = peer_seal(&p[i], msg, sizeof(msg), &wl);
+		write_all(p[i].fd, w, wl);
+		free(w);
+		assert_int_equal(hush_conn_write(c[i], msg, sizeof(msg)), 0);
+	}
+	for (int round = 0; round < 100; round++) {
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	uint8_t got[300];
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(s[i].len, sizeof(msg));
+		peer_recv(&e, &p[i], got, sizeof(got));
+		assert_memory_equal(got, msg, sizeof(msg));
+	}
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(hush_conn_buffers_held(c[i]), 0);
+		hush_conn_free(c[i]);
+		peer_done(&p[i]);
+		free(s[i].data);
+	}
+	free(sv);
+	free(s);
+	free(p);
+	free(c);
+	env_done(&e);
+}
+
+static void conn_pinned_mode_keeps_its_buffers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.flags |= HUSH_CONN_PINNED;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&e, 1);
+	assert_int_equal(hush_conn_write(c, "hello", 5), 0);
+	uint8_t got[5];
+	peer_recv(&e, &p, got, 5);
+	assert_memory_equal(got, "hello", 5);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(hush_conn_buffers_held(c), 2);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_shutdown_flushes_then_reports(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&e, 1);
+	assert_int_equal(hush_conn_write(c, "bye", 3), 0);
+	assert_int_equal(hush_conn_shutdown(c), 0);
+	assert_int_equal(hush_conn_write(c, "x", 1), HUSH_ESTATE);
+	run_for_ms(&e, 5);
+	assert_int_equal(s.shut, 1);
+	uint8_t got[3];
+	peer_recv(&e, &p, got, 3);
+	assert_memory_equal(got, "bye", 3);
+	uint8_t tmp[1];
+	assert_int_equal(read(p.fd, tmp, 1), 0); /* the write side is shut down */
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_pause_then_resume_delivers_buffered_records(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	s.stop_after = 1;
+	s.pause_on_data = 1;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_MIN_SEND_FRAME);
+	uint8_t msg[200]; /* five records of 40 bytes */
+	testlib_fill(msg, sizeof(msg), 10);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	run_for_ms(&e, 1);
+	write_all(p.fd, w, wl); /* all five in one read */
+	event_base_dispatch(e.base); /* on_data pauses after the first record */
+	s.pause_on_data = 0;
+	size_t before = s.len;
+	assert_true(before < sizeof(msg));
+	run_for_ms(&e, 5);
+	assert_int_equal(s.len, before);
+	s.stop_after = 0;
+	/* No more socket bytes arrive: the buffered records must still come. */
+	hush_conn_resume_reading(c);
+	run_for_ms(&e, 5);
+	assert_int_equal(s.len, sizeof(msg));
+	assert_memory_equal(s.data, msg, sizeof(msg));
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(conn_idle_connection_holds_no_buffers),
+		cmocka_unit_test(conn_records_one_byte_per_write_are_delivered_whole),
+		cmocka_unit_test(conn_random_split_points_deliver_exact_bytes),
+		cmocka_unit_test(conn_large_records_from_peer_are_accepted),
+		cmocka_unit_test(conn_eight_mib_message_round_trips),
+		cmocka_unit_test(conn_small_writes_in_one_callback_share_one_record),
+		cmocka_unit_test(conn_eof_inside_record_reports_truncated),
+		cmocka_unit_test(conn_eof_at_record_boundary_is_clean),
+		cmocka_unit_test(conn_tampered_record_fails_only_that_connection),
+		cmocka_unit_test(conn_peer_reset_reports_connreset),
+		cmocka_unit_test(conn_free_from_data_callback_is_safe),
+		cmocka_unit_test(conn_free_from_event_callback_is_safe),
+		cmocka_unit_test(conn_peer_not_reading_is_bounded_by_watermarks),
+		cmocka_unit_test(conn_budget_exhaustion_pauses_and_loses_nothing),
+		cmocka_unit_test(conn_thousands_idle_hold_zero_pool_buffers),
+		cmocka_unit_test(conn_pinned_mode_keeps_its_buffers),
+		cmocka_unit_test(conn_shutdown_flushes_then_reports),
+		cmocka_unit_test(conn_pause_then_resume_delivers_buffered_records),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
