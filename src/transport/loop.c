@@ -76,6 +76,12 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	loop->pending.n = 0;
+	/* After a burst (thousands of connections opening at once) give the list's memory
+	 * back, so that it does not stay on the books of every idle connection; small lists
+	 * are kept so steady traffic allocates nothing. */
+	if (loop->pending.cap > 1024) {
+		vec_free(&loop->pending);
+	}
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
