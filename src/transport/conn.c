@@ -563,6 +563,11 @@ static void on_readable(struct hush_conn *c)
 	size_t budget = cfg->max_read_per_event;
 
 	while (budget > 0 && !(c->flags & (F_PAUSED | F_EOF | F_STARVED)) && !dead(c)) {
+		/* Deliver what is already here and make room for the rest of a partial
+		 * record; this may also give back a buffer the application kept. */
+		if (c->rbuf != NULL && (!prepare_rbuf(c, false) || (c->flags & F_PAUSED))) {
+			break;
+		}
 		if (c->rbuf == NULL) {
 			int rc = hush_pool_acquire(c->loop->pool, cfg->read_size, &c->rbuf);
 			if (rc == HUSH_ENOBUFS) {
@@ -574,8 +579,6 @@ static void on_readable(struct hush_conn *c)
 				return;
 			}
 			c->rstart = c->rlen = 0;
-		} else if (!prepare_rbuf(c, false) || (c->flags & F_PAUSED)) {
-			break;
 		}
 		uint8_t *base = hush_buf_data(c->rbuf);
 		size_t off = c->rstart + c->rlen;

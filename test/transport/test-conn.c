@@ -9,6 +9,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -135,11 +137,21 @@ static void env_done(struct env *e)
 	event_base_free(e->base);
 }
 
+static void on_run_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
+/* Runs the loop for ms, or less if a callback breaks it; leaves no timer behind. */
 static void run_for_ms(struct env *e, int ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	event_base_loopexit(e->base, &tv);
+	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
+	evtimer_add(t, &tv);
 	event_base_dispatch(e->base);
+	event_free(t);
 }
 
 static void pair(int sv[2])
@@ -881,6 +893,263 @@ static void conn_pause_then_resume_delivers_buffered_records(void **state)
 	free(s.data);
 }
 
+/* on_data that keeps every record's buffer past the callback. */
+struct keeper {
+	struct sink s;
+	struct hush_buf *kept[64];
+	const uint8_t *view[64];
+	size_t len[64];
+	int n;
+};
+
+static void keeper_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct keeper *k = arg;
+	assert_true(k->n < 64);
+	k->kept[k->n] = hush_conn_keep_data(c);
+	assert_non_null(k->kept[k->n]);
+	k->view[k->n] = data;
+	k->len[k->n] = len;
+	k->n++;
+	sink_on_data(c, data, len, &k->s);
+}
+
+static void conn_kept_plaintext_survives_later_reads(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct keeper k;
+	memset(&k, 0, sizeof(k));
+	k.s.base = e.base;
+	static const struct hush_conn_callbacks cb = {keeper_on_data, NULL, sink_on_event};
+	struct hush_conn *c;
+	assert_int_equal(hush_conn_new(&c, e.loop, sv[0], NULL, &cb, &k), 0);
+	assert_int_equal(hush_conn_start_raw(c, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
+					     sizeof(KEY44), HUSH_SIDE_SERVER),
+			 0);
+	assert_null(hush_conn_keep_data(c)); /* outside on_data */
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 1000);
+	size_t n = 20000;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 11);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, n, &wl);
+	/* Split so that records straddle reads, then let everything arrive. */
+	for (size_t off = 0; off < wl; off += 777) {
+		write_all(p.fd, w + off, off + 777 < wl ? 777 : wl - off);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	run_for_ms(&e, 5);
+	assert_int_equal(k.s.len, n);
+	/* Every kept view still holds its record's plaintext. */
+	size_t off = 0;
+	for (int i = 0; i < k.n; i++) {
+		assert_memory_equal(k.view[i], msg + off, k.len[i]);
+		off += k.len[i];
+	}
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	assert_true(st.total.in_use > 0); /* the application holds them */
+	for (int i = 0; i < k.n; i++) {
+		hush_buf_release(k.kept[i]);
+	}
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(w);
+	free(msg);
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(k.s.data);
+}
+
+static void conn_busy_peer_cannot_starve_another(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.max_read_per_event = 64 * 1024;
+	int a[2], b[2];
+	pair(a);
+	pair(b);
+	/* Large socket buffers so the busy peer's whole burst is waiting at once. */
+	int big = 4 << 20;
+	setsockopt(a[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	setsockopt(a[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	struct sink sa = {0}, sb = {0};
+	struct hush_conn *ca = open_conn(&e, a[0], &sa, &cfg, HUSH_SIDE_SERVER);
+	struct hush_conn *cb = open_conn(&e, b[0], &sb, &cfg, HUSH_SIDE_SERVER);
+	struct peer pa, pb;
+	peer_init(&pa, a[1], HUSH_SIDE_CLIENT, 0);
+	peer_init(&pb, b[1], HUSH_SIDE_CLIENT, 0);
+	run_for_ms(&e, 1);
+	size_t n = 1 << 20;
+	uint8_t *msg = calloc(1, n);
+	size_t wla, wlb;
+	uint8_t *wa = peer_seal(&pa, msg, n, &wla);
+	uint8_t *wb = peer_seal(&pb, msg, 100, &wlb);
+	fcntl(pa.fd, F_SETFL, fcntl(pa.fd, F_GETFL) | O_NONBLOCK);
+	ssize_t put = write(pa.fd, wa, wla);
+	assert_true(put > 256 * 1024);
+	write_all(pb.fd, wb, wlb);
+	/* One pass of the loop: the quiet connection is served, and the busy one read no
+	 * more than its per-event share (plus the record that share ended in). */
+	event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(sb.len, 100);
+	assert_true(sa.len <= cfg.max_read_per_event + HUSH_RECORD_DEFAULT_SEND_FRAME);
+	free(wa);
+	free(wb);
+	free(msg);
+	hush_conn_free(ca);
+	hush_conn_free(cb);
+	peer_done(&pa);
+	peer_done(&pb);
+	env_done(&e);
+	free(sa.data);
+	free(sb.data);
+}
+
+static void conn_read_idle_timeout_fails_with_timedout(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.read_timeout_ms = 100;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	uint64_t t0 = 0;
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	t0 = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	run_for_ms(&e, 2000); /* the error breaks the loop early */
+	gettimeofday(&tv, NULL);
+	uint64_t t1 = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	assert_int_equal(s.err, HUSH_ETIMEDOUT);
+	/* t0 is read a little after the connection stamped its start: allow 5 ms. */
+	assert_true(t1 - t0 >= 95);
+	assert_true(t1 - t0 < 1000);
+	hush_conn_free(c);
+	close(sv[1]);
+	env_done(&e);
+	free(s.data);
+}
+
+static void conn_stalled_write_times_out(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.write_timeout_ms = 100;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	run_for_ms(&e, 1);
+	uint8_t chunk[65536] = {0};
+	for (int i = 0; i < 64 && s.err == 0; i++) {
+		int rc = hush_conn_write(c, chunk, sizeof(chunk));
+		assert_true(rc >= 0);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	run_for_ms(&e, 2000);
+	assert_int_equal(s.err, HUSH_ETIMEDOUT);
+	assert_int_equal(hush_conn_write(c, "x", 1), HUSH_ETIMEDOUT);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	hush_conn_free(c);
+	close(sv[1]);
+	env_done(&e);
+	free(s.data);
+}
+
+/* Two threads, each with its own event_base and loop, sharing one pool. */
+struct worker {
+	struct hush_pool *pool;
+	int fds[2][2];
+	size_t n;
+	size_t got[2];
+	int ok;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct event_base *base = event_base_new();
+	struct hush_loop *loop;
+	assert_int_equal(hush_loop_new(&loop, base, w->pool), 0);
+	struct sink s[2];
+	struct hush_conn *c[2];
+	memset(s, 0, sizeof(s));
+	for (int i = 0; i < 2; i++) {
+		s[i].base = base;
+		assert_int_equal(hush_conn_new(&c[i], loop, w->fds[i][0], NULL, &sink_cb, &s[i]), 0);
+		assert_int_equal(hush_conn_start_raw(c[i], HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
+						     sizeof(KEY44),
+						     i == 0 ? HUSH_SIDE_CLIENT : HUSH_SIDE_SERVER),
+				 0);
+	}
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	uint8_t *msg = malloc(w->n);
+	testlib_fill(msg, w->n, 12);
+	assert_true(hush_conn_write(c[0], msg, w->n) >= 0);
+	assert_true(hush_conn_write(c[1], msg, w->n) >= 0);
+	for (int round = 0; round < 100000 && (s[0].len < w->n || s[1].len < w->n); round++) {
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+	w->got[0] = s[0].len;
+	w->got[1] = s[1].len;
+	w->ok = s[0].len == w->n && s[1].len == w->n && memcmp(s[0].data, msg, w->n) == 0 &&
+		memcmp(s[1].data, msg, w->n) == 0;
+	for (int i = 0; i < 2; i++) {
+		hush_conn_free(c[i]);
+		free(s[i].data);
+	}
+	free(msg);
+	hush_loop_free(loop);
+	event_base_free(base);
+	return NULL;
+}
+
+static void conn_two_threads_share_one_pool(void **state)
+{
+	(void)state;
+	evthread_use_pthreads();
+	struct hush_pool *pool;
+	assert_int_equal(hush_pool_new(&pool, NULL), 0);
+	struct worker w[2];
+	pthread_t th[2];
+	memset(w, 0, sizeof(w));
+	for (int t = 0; t < 2; t++) {
+		w[t].pool = pool;
+		w[t].n = 4 << 20;
+		int sv[2];
+		pair(sv);
+		/* Each thread holds both ends of its own pair: two connections talking. */
+		w[t].fds[0][0] = sv[0];
+		w[t].fds[1][0] = sv[1];
+		assert_int_equal(pthread_create(&th[t], NULL, worker_main, &w[t]), 0);
+	}
+	for (int t = 0; t < 2; t++) {
+		pthread_join(th[t], NULL);
+		assert_true(w[t].ok);
+	}
+	struct hush_pool_stats st;
+	hush_pool_stats(pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	assert_true(st.total.acquisitions > 0);
+	hush_pool_free(pool);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -902,6 +1171,11 @@ int main(void)
 		cmocka_unit_test(conn_pinned_mode_keeps_its_buffers),
 		cmocka_unit_test(conn_shutdown_flushes_then_reports),
 		cmocka_unit_test(conn_pause_then_resume_delivers_buffered_records),
+		cmocka_unit_test(conn_kept_plaintext_survives_later_reads),
+		cmocka_unit_test(conn_busy_peer_cannot_starve_another),
+		cmocka_unit_test(conn_read_idle_timeout_fails_with_timedout),
+		cmocka_unit_test(conn_stalled_write_times_out),
+		cmocka_unit_test(conn_two_threads_share_one_pool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
