@@ -6,5 +6,6 @@
 #include <hush/pool.h>
 #include <hush/record.h>
 #include <hush/conn.h>
+#include <hush/bufferevent.h>
 
 #endif /* HUSH_H */

@@ -1,0 +1,481 @@
+/*
+ * hush bufferevents: a libevent filter bufferevent whose filters open and seal ALTS
+ * records. See include/hush/bufferevent.h for the contract and docs/DESIGN.md for why
+ * it is a filter.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <hush/bufferevent.h>
+
+#include "record/record-internal.h"
+#include "transport/transport-internal.h"
+
+struct hbev {
+	struct bufferevent *bev;        /* the filter the application holds */
+	struct bufferevent *underlying;
+	struct hush_record *rec;
+	struct hush_pool *pool;
+	/* The filter's own callbacks on the underlying bufferevent, which we wrap. */
+	bufferevent_event_cb inner_event;
+	int err;
+	bool error_reported;
+	bool connected_pending;
+	bool freed;                     /* the application freed bev */
+	struct hbev *next;              /* registry chain */
+};
+
+/* ---- Registry: which bufferevents are ours (public API takes only the pointer) ---- */
+
+#define REG_BUCKETS 4096
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hbev *reg[REG_BUCKETS];
+
+static size_t reg_slot(const struct bufferevent *bev)
+{
+	return ((uintptr_t)bev >> 4) % REG_BUCKETS;
+}
+
+static void reg_add(struct hbev *h)
+{
+	pthread_mutex_lock(&reg_lock);
+	size_t i = reg_slot(h->bev);
+	h->next = reg[i];
+	reg[i] = h;
+	pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct hbev *h)
+{
+	pthread_mutex_lock(&reg_lock);
+	for (struct hbev **p = &reg[reg_slot(h->bev)]; *p != NULL; p = &(*p)->next) {
+		if (*p == h) {
+			*p = h->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+}
+
+/* bev's state; the caller holds reg_lock. NULL if bev is not ours. */
+static struct hbev *reg_find_locked(const struct bufferevent *bev)
+{
+	for (struct hbev *h = reg[reg_slot(bev)]; h != NULL; h = h->next) {
+		if (h->bev == bev) {
+			return h;
+		}
+	}
+	return NULL;
+}
+
+/* ---- Cipher contexts lent per call, from a per-thread cache ---- */
+
+#define CTX_CACHE 8
+struct ctx_cache {
+	EVP_CIPHER_CTX *c[CTX_CACHE];
+	unsigned n;
+};
+static _Thread_local struct ctx_cache *tcache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_destroy(void *p)
+{
+	struct ctx_cache *cc = p;
+	for (unsigned i = 0; i < cc->n; i++) {
+		EVP_CIPHER_CTX_free(cc->c[i]);
+	}
+	hush__free(cc, sizeof(*cc));
+}
+
+static void cache_key_init(void)
+{
+	(void)pthread_key_create(&cache_key, cache_destroy);
+}
+
+static EVP_CIPHER_CTX *ctx_borrow(void)
+{
+	if (tcache != NULL && tcache->n > 0) {
+		return tcache->c[--tcache->n];
+	}
+	return EVP_CIPHER_CTX_new();
+}
+
+static void ctx_return(EVP_CIPHER_CTX *c)
+{
+	if (c == NULL) {
+		return;
+	}
+	if (tcache == NULL) {
+		pthread_once(&cache_once, cache_key_init);
+		tcache = hush__calloc(sizeof(*tcache));
+		if (tcache != NULL) {
+			/* Freed with the thread; the main thread's lives until exit. */
+			(void)pthread_setspecific(cache_key, tcache);
+		}
+	}
+	if (tcache != NULL && tcache->n < CTX_CACHE) {
+		tcache->c[tcache->n++] = c;
+		return;
+	}
+	EVP_CIPHER_CTX_free(c);
+}
+
+static int ciphers_lend(struct hbev *h)
+{
+	EVP_CIPHER_CTX *s = ctx_borrow();
+	EVP_CIPHER_CTX *o = ctx_borrow();
+	if (s == NULL || o == NULL) {
+		ctx_return(s);
+		ctx_return(o);
+		return HUSH_ENOMEM;
+	}
+	hush__record_give_ciphers(h->rec, s, o);
+	return 0;
+}
+
+static void ciphers_back(struct hbev *h)
+{
+	EVP_CIPHER_CTX *s, *o;
+	hush__record_take_ciphers(h->rec, &s, &o);
+	ctx_return(s);
+	ctx_return(o);
+}
+
+/* ---- Filters ---- */
+
+/* An evbuffer reference's cleanup: the pool buffer goes back. */
+static void buf_cleanup(const void *data, size_t len, void *arg)
+{
+	(void)data;
+	(void)len;
+	struct hush_buf *b = arg;
+	hush_buf_release(b);
+}
+
+static void fail(struct hbev *h, int err)
+{
+	if (h->err == 0) {
+		h->err = err;
+	}
+}
+
+/*
+ * libevent's filter ignores an input filter's BEV_ERROR, so the error is reported
+ * here, once, from the loop (deferred), and reading stops.
+ */
+static void report_error(struct hbev *h)
+{
+	if (h->error_reported) {
+		return;
+	}
+	h->error_reported = true;
+	bufferevent_disable(h->bev, EV_READ);
+	bufferevent_trigger_event(h->bev, BEV_EVENT_ERROR | BEV_EVENT_READING,
+				  BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/*
+ * Opens every complete record in src into dst (the application's input), up to lim
+ * bytes when lim > 0 (the read high watermark). Plaintext goes by reference to the
+ * pool buffer it was opened in.
+ */
+static enum bufferevent_filter_result open_records(struct evbuffer *src, struct evbuffer *dst,
+						   ev_ssize_t lim, enum bufferevent_flush_mode mode,
+						   void *arg)
+{
+	struct hbev *h = arg;
+	(void)mode;
+	if (h->err != 0) {
+		return BEV_ERROR;
+	}
+	if (ciphers_lend(h) < 0) {
+		fail(h, HUSH_ENOMEM);
+		return BEV_ERROR;
+	}
+	size_t produced = 0;
+	for (;;) {
+		if (lim > 0 && produced >= (size_t)lim) {
+			break;
+		}
+		uint8_t hdr[HUSH_RECORD_HEADER_SIZE];
+		size_t have = evbuffer_get_length(src);
+		size_t peek = have < sizeof(hdr) ? have : sizeof(hdr);
+		if (evbuffer_copyout(src, hdr, peek) != (ev_ssize_t)peek) {
+			fail(h, HUSH_ECRYPTO);
+			break;
+		}
+		size_t need = 0;
+		int rc = hush_record_parse(h->rec, hdr, peek, &need);
+		if (rc == HUSH_EAGAIN && (have < HUSH_RECORD_LENGTH_SIZE || have < need)) {
+			break;
+		}
+		if (rc < 0 && rc != HUSH_EAGAIN) {
+			fail(h, rc);
+			break;
+		}
+		struct hush_buf *b;
+		rc = hush_pool_acquire(h->pool, need, &b);
+		if (rc < 0) {
+			/* No pool buffer (budget or memory): open inside libevent's own buffer
+			 * and copy the plaintext out, so the stream never stalls. */
+			uint8_t *frame = evbuffer_pullup(src, (ev_ssize_t)need);
+			struct hush_iovec pt;
+			if (frame == NULL) {
+				fail(h, HUSH_ENOMEM);
+				break;
+			}
+			rc = hush_record_open(h->rec, frame, need, &pt);
+			if (rc == 0 && pt.len > 0 && evbuffer_add(dst, pt.base, pt.len) < 0) {
+				rc = HUSH_ENOMEM;
+			}
+			if (rc < 0) {
+				fail(h, rc);
+				break;
+			}
+			evbuffer_drain(src, need);
+			produced += pt.len;
+			continue;
+		}
+		uint8_t *frame = hush_buf_data(b);
+		struct hush_iovec pt;
+		if (evbuffer_remove(src, frame, need) != (int)need) {
+			hush_buf_release(b);
+			fail(h, HUSH_ENOMEM);
+			break;
+		}
+		rc = hush_record_open(h->rec, frame, need, &pt);
+		if (rc < 0) {
+			hush_buf_release(b);
+			fail(h, rc);
+			break;
+		}
+		if (pt.len == 0) {
+			hush_buf_release(b);
+			continue;
+		}
+		if (evbuffer_add_reference(dst, pt.base, pt.len, buf_cleanup, b) < 0) {
+			hush_buf_release(b);
+			fail(h, HUSH_ENOMEM);
+			break;
+		}
+		produced += pt.len;
+	}
+	ciphers_back(h);
+	if (h->err != 0) {
+		report_error(h);
+		return BEV_ERROR;
+	}
+	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
+}
+
+/* Seals what the application wrote (src) into records on the underlying output. */
+static enum bufferevent_filter_result seal_records(struct evbuffer *src, struct evbuffer *dst,
+						   ev_ssize_t lim, enum bufferevent_flush_mode mode,
+						   void *arg)
+{
+	struct hbev *h = arg;
+	(void)mode;
+	if (h->err != 0) {
+		return BEV_ERROR;
+	}
+	size_t maxp = hush_record_max_payload(h->rec);
+	size_t produced = 0;
+	if (evbuffer_get_length(src) == 0) {
+		return BEV_NEED_MORE;
+	}
+	if (ciphers_lend(h) < 0) {
+		fail(h, HUSH_ENOMEM);
+		return BEV_ERROR;
+	}
+	size_t left;
+	while ((left = evbuffer_get_length(src)) > 0 && (lim <= 0 || produced < (size_t)lim)) {
+		size_t plen = left < maxp ? left : maxp;
+		struct hush_buf *b;
+		int rc = hush_pool_acquire(h->pool, plen + HUSH_RECORD_OVERHEAD, &b);
+		if (rc < 0) {
+			/* Leave the rest queued in the application's output; it is sealed on
+			 * the next write or flush. */
+			break;
+		}
+		uint8_t *frame = hush_buf_data(b);
+		size_t flen;
+		if (evbuffer_remove(src, frame + HUSH_RECORD_HEADER_SIZE, plen) != (int)plen) {
+			hush_buf_release(b);
+			fail(h, HUSH_ENOMEM);
+			break;
+		}
+		rc = hush_record_seal(h->rec, frame, hush_buf_capacity(b), plen, &flen);
+		if (rc == 0 && evbuffer_add_reference(dst, frame, flen, buf_cleanup, b) < 0) {
+			rc = HUSH_ENOMEM;
+		}
+		if (rc < 0) {
+			hush_buf_release(b);
+			fail(h, rc);
+			break;
+		}
+		produced += flen;
+	}
+	ciphers_back(h);
+	if (h->err != 0) {
+		report_error(h);
+		return BEV_ERROR;
+	}
+	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
+}
+
+/* ---- Events ---- */
+
+/*
+ * Wraps the filter's event callback on the underlying bufferevent: a stream that ends
+ * with part of a record unread is truncation, not a clean EOF. libevent gives one
+ * argument to all three callbacks, and the filter's read and write callbacks need
+ * theirs (the filter bufferevent itself), so our state is found in the registry.
+ */
+static void on_underlying_event(struct bufferevent *under, short what, void *arg)
+{
+	bufferevent_event_cb inner = NULL;
+	pthread_mutex_lock(&reg_lock);
+	struct hbev *h = reg_find_locked(arg);
+	if (h != NULL) {
+		inner = h->inner_event;
+		if ((what & BEV_EVENT_EOF) &&
+		    evbuffer_get_length(bufferevent_get_input(under)) > 0) {
+			fail(h, HUSH_ETRUNCATED);
+			what |= BEV_EVENT_ERROR;
+		} else if ((what & BEV_EVENT_ERROR) && h->err == 0) {
+			fail(h, HUSH_EIO);
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (inner != NULL) {
+		inner(under, what, arg);
+	}
+}
+
+static void free_state(void *arg)
+{
+	struct hbev *h = arg;
+	reg_remove(h);
+	hush_record_free(h->rec);
+	if (h->connected_pending) {
+		h->freed = true; /* the deferred CONNECTED report frees it */
+		return;
+	}
+	hush__free(h, sizeof(*h));
+}
+
+static void report_connected(evutil_socket_t fd, short what, void *arg)
+{
+	struct hbev *h = arg;
+	(void)fd;
+	(void)what;
+	h->connected_pending = false;
+	if (h->freed) {
+		hush__free(h, sizeof(*h));
+		return;
+	}
+	bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+}
+
+/* ---- Construction ---- */
+
+void hush_bufferevent_config_init(struct hush_bufferevent_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->rp = HUSH_RP_ALTS_AES128_GCM_REKEY;
+	cfg->side = HUSH_SIDE_CLIENT;
+}
+
+int hush_bufferevent_config_check(const struct hush_bufferevent_config *cfg)
+{
+	HUSH_ENSURE(cfg != NULL && cfg->pool != NULL && cfg->key != NULL, HUSH_EINVAL);
+	HUSH_ENSURE(hush_record_protocol_name(cfg->rp) != NULL, HUSH_EPROTO_UNKNOWN);
+	HUSH_ENSURE(cfg->key_len == hush_record_key_size(cfg->rp), HUSH_EKEYLEN);
+	return 0;
+}
+
+static struct bufferevent *wrap(struct bufferevent *underlying,
+				const struct hush_bufferevent_config *cfg, int options)
+{
+	struct hbev *h = hush__calloc(sizeof(*h));
+	if (h == NULL) {
+		return NULL;
+	}
+	h->pool = cfg->pool;
+	h->underlying = underlying;
+	if (hush__record_new_bare(&h->rec, cfg->rp, cfg->key, cfg->key_len, cfg->side) < 0 ||
+	    hush_record_set_limits(h->rec, cfg->max_send_frame, cfg->recv_limit) < 0) {
+		hush_record_free(h->rec);
+		hush__free(h, sizeof(*h));
+		return NULL;
+	}
+	h->bev = bufferevent_filter_new(underlying, open_records, seal_records, options,
+					free_state, h);
+	if (h->bev == NULL) {
+		hush_record_free(h->rec);
+		hush__free(h, sizeof(*h));
+		return NULL;
+	}
+	/* Slip our EOF check in front of the filter's own event handling. */
+	bufferevent_data_cb r, w;
+	void *filter_arg;
+	bufferevent_getcb(underlying, &r, &w, &h->inner_event, &filter_arg);
+	reg_add(h);
+	bufferevent_setcb(underlying, r, w, on_underlying_event, filter_arg);
+	/* Keys are in place: report CONNECTED from the loop, once the application has had
+	 * the chance to set its callbacks. */
+	if (event_base_once(bufferevent_get_base(underlying), -1, EV_TIMEOUT, report_connected,
+			    h, NULL) == 0) {
+		h->connected_pending = true;
+	}
+	return h->bev;
+}
+
+struct bufferevent *hush_bufferevent_filter_new(struct bufferevent *underlying,
+						const struct hush_bufferevent_config *cfg,
+						int options)
+{
+	if (underlying == NULL || hush_bufferevent_config_check(cfg) < 0) {
+		return NULL;
+	}
+	return wrap(underlying, cfg, options);
+}
+
+struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
+						const struct hush_bufferevent_config *cfg,
+						int options)
+{
+	if (base == NULL || hush_bufferevent_config_check(cfg) < 0) {
+		return NULL;
+	}
+	/* The socket bufferevent is ours and always goes with the filter; it closes fd
+	 * only if the application asked for BEV_OPT_CLOSE_ON_FREE. */
+	struct bufferevent *sock =
+		bufferevent_socket_new(base, fd, options & ~(int)BEV_OPT_DEFER_CALLBACKS);
+	if (sock == NULL) {
+		return NULL;
+	}
+	struct bufferevent *bev = wrap(sock, cfg, options | BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		/* Not ours yet: the caller keeps fd. */
+		bufferevent_setfd(sock, -1);
+		bufferevent_free(sock);
+		return NULL;
+	}
+	return bev;
+}
+
+int hush_bufferevent_get_error(struct bufferevent *bev)
+{
+	pthread_mutex_lock(&reg_lock);
+	struct hbev *h = reg_find_locked(bev);
+	int err = h != NULL ? h->err : HUSH_EINVAL;
+	pthread_mutex_unlock(&reg_lock);
+	return err;
+}
+
