@@ -179,6 +179,17 @@ static void report_error(struct hbev *h)
 				  BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/* The end of a filter call: the contexts go back, and the outcome is told to libevent. */
+static enum bufferevent_filter_result filter_done(struct hbev *h, size_t produced)
+{
+	ciphers_back(h);
+	if (h->err != 0) {
+		report_error(h);
+		return BEV_ERROR;
+	}
+	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
+}
+
 /*
  * Opens every complete record in src into dst (the application's input), up to lim
  * bytes when lim > 0 (the read high watermark). Plaintext goes by reference to the
@@ -265,12 +276,7 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 		}
 		produced += pt.len;
 	}
-	ciphers_back(h);
-	if (h->err != 0) {
-		report_error(h);
-		return BEV_ERROR;
-	}
-	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
+	return filter_done(h, produced);
 }
 
 /* Seals what the application wrote (src) into records on the underlying output. */
@@ -320,12 +326,7 @@ static enum bufferevent_filter_result seal_records(struct evbuffer *src, struct 
 		}
 		produced += flen;
 	}
-	ciphers_back(h);
-	if (h->err != 0) {
-		report_error(h);
-		return BEV_ERROR;
-	}
-	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
+	return filter_done(h, produced);
 }
 
 /* ---- Events ---- */
