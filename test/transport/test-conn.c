@@ -1150,6 +1150,101 @@ static void conn_two_threads_share_one_pool(void **state)
 	hush_pool_free(pool);
 }
 
+/*
+ * Fails the k-th hush allocation, for every k, through a whole connection's life: loop
+ * and connection setup, start, a write, a read, shutdown and free. Every failure must
+ * come back as an error (or a failed connection), nothing may crash, and at the end no
+ * hush allocation may be left.
+ */
+static int lifecycle_with_failure(uint64_t k)
+{
+	struct event_base *base = event_base_new();
+	struct hush_pool *pool = NULL;
+	struct hush_loop *loop = NULL;
+	struct hush_conn *c = NULL;
+	struct sink s = {0};
+	struct peer p = {-1, NULL};
+	int sv[2];
+	int failed = 0;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	s.base = base;
+	/* The raw peer's record context is made before the failure is armed. */
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	testlib_alloc_fail_at(k);
+	if (hush_pool_new(&pool, NULL) != 0) {
+		failed = 1;
+		close(sv[0]);
+		goto out;
+	}
+	if (hush_loop_new(&loop, base, pool) != 0) {
+		failed = 1;
+		close(sv[0]);
+		goto out;
+	}
+	if (hush_conn_new(&c, loop, sv[0], NULL, &sink_cb, &s) != 0) {
+		failed = 1; /* it closed sv[0] (CLOSE_ON_FREE) */
+		goto out;
+	}
+	if (hush_conn_start_raw(c, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44, sizeof(KEY44),
+				HUSH_SIDE_CLIENT) != 0) {
+		failed = 1;
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	uint8_t msg[3000];
+	testlib_fill(msg, sizeof(msg), 31);
+	if (hush_conn_write(c, msg, sizeof(msg)) < 0) {
+		failed = 1;
+	}
+	size_t wl;
+	testlib_alloc_fail_at(0);
+	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	testlib_alloc_fail_at(k > 8 ? k - 8 : 1);
+	write_all(p.fd, w, wl);
+	free(w);
+	for (int i = 0; i < 10; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	if (s.err != 0 || s.len != sizeof(msg)) {
+		failed = 1;
+	}
+	if (hush_conn_shutdown(c) < 0) {
+		failed = 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+out:
+	testlib_alloc_fail_at(0);
+	hush_conn_free(c);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	hush_loop_free(loop);
+	hush_pool_free(pool);
+	peer_done(&p);
+	event_base_free(base);
+	free(s.data);
+	return failed;
+}
+
+static void conn_allocation_failure_at_every_step_is_contained(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	int failures = 0;
+	uint64_t k;
+	for (k = 1; k < 200; k++) {
+		failures += lifecycle_with_failure(k);
+		struct testlib_alloc_stats st;
+		testlib_alloc_get(&st);
+		assert_int_equal(st.live, 0);
+	}
+	/* Some steps did fail (the injection reached them), and a late k runs clean. */
+	assert_true(failures > 5);
+	testlib_alloc_uninstall();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1176,6 +1271,7 @@ int main(void)
 		cmocka_unit_test(conn_read_idle_timeout_fails_with_timedout),
 		cmocka_unit_test(conn_stalled_write_times_out),
 		cmocka_unit_test(conn_two_threads_share_one_pool),
+		cmocka_unit_test(conn_allocation_failure_at_every_step_is_contained),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
