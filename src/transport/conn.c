@@ -42,8 +42,7 @@ enum {
 struct hush_conn {
 	struct hush_loop *loop;
 	struct hush_record *rec;
-	const struct conn_cfg *cfg;
-	struct hush_conn_callbacks cb;
+	const struct conn_cfg *cfg; /* configuration and callbacks, shared */
 	void *arg;
 	/* Read state: bytes [rstart, rstart + rlen) of rbuf hold the start of the next,
 	 * incomplete record. rbuf is NULL whenever no record is pending. */
@@ -140,8 +139,8 @@ static bool dead(const struct hush_conn *c)
 
 static void emit(struct hush_conn *c, enum hush_conn_event ev, int err)
 {
-	if (c->cb.on_event != NULL && !(c->flags & F_FREEING)) {
-		c->cb.on_event(c, ev, err, c->arg);
+	if (c->cfg->cb.on_event != NULL && !(c->flags & F_FREEING)) {
+		c->cfg->cb.on_event(c, ev, err, c->arg);
 	}
 }
 
@@ -218,17 +217,15 @@ int hush_conn_new(struct hush_conn **out, struct hush_loop *loop, int fd,
 		rc = HUSH_ENOMEM;
 		goto fail;
 	}
+	struct hush_conn_callbacks none = {NULL, NULL, NULL};
 	struct conn_cfg *k;
-	rc = hush__loop_cfg_get(loop, cfg, &k);
+	rc = hush__loop_cfg_get(loop, cfg, cb != NULL ? cb : &none, &k);
 	if (rc < 0) {
 		hush__free(c, sizeof(*c));
 		goto fail;
 	}
 	c->loop = loop;
 	c->cfg = k;
-	if (cb != NULL) {
-		c->cb = *cb;
-	}
 	c->arg = arg;
 	c->fd = fd;
 	event_assign(&c->ev, loop->base, fd, 0, NULL, NULL);
@@ -397,11 +394,11 @@ static void update_interest(struct hush_conn *c)
 static bool deliver(struct hush_conn *c, const struct hush_iovec *pt)
 {
 	c->stats.bytes_in += pt->len;
-	if (pt->len == 0 || c->cb.on_data == NULL) {
+	if (pt->len == 0 || c->cfg->cb.on_data == NULL) {
 		return true;
 	}
 	c->flags |= F_IN_DATA;
-	c->cb.on_data(c, pt->base, pt->len, c->arg);
+	c->cfg->cb.on_data(c, pt->base, pt->len, c->arg);
 	c->flags &= ~(uint32_t)F_IN_DATA;
 	return !dead(c);
 }
@@ -713,8 +710,8 @@ static void after_send_progress(struct hush_conn *c)
 	const struct hush_conn_config *cfg = &c->cfg->c;
 	if ((c->flags & F_OVER_HIGH) && c->queued <= cfg->write_low_water) {
 		c->flags &= ~(uint32_t)F_OVER_HIGH;
-		if (c->cb.on_writable != NULL && !dead(c)) {
-			c->cb.on_writable(c, c->arg);
+		if (c->cfg->cb.on_writable != NULL && !dead(c)) {
+			c->cfg->cb.on_writable(c, c->arg);
 		}
 	}
 	if (!dead(c) && (c->flags & F_SHUT_REQ) && !(c->flags & F_SHUT_DONE) &&

@@ -171,10 +171,10 @@ void hush_loop_free(struct hush_loop *loop)
 }
 
 int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cfg,
-		       struct conn_cfg **out)
+		       const struct hush_conn_callbacks *cb, struct conn_cfg **out)
 {
 	for (struct conn_cfg *k = loop->cfgs; k != NULL; k = k->next) {
-		if (memcmp(&k->c, cfg, sizeof(*cfg)) == 0) {
+		if (memcmp(&k->c, cfg, sizeof(*cfg)) == 0 && memcmp(&k->cb, cb, sizeof(*cb)) == 0) {
 			k->refs++;
 			*out = k;
 			return 0;
@@ -183,6 +183,7 @@ int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cf
 	struct conn_cfg *k = hush__calloc(sizeof(*k));
 	HUSH_ENSURE(k != NULL, HUSH_ENOMEM);
 	k->c = *cfg;
+	k->cb = *cb;
 	k->refs = 1;
 	k->next = loop->cfgs;
 	loop->cfgs = k;

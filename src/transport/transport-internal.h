@@ -45,15 +45,17 @@ struct hush_loop {
 	struct hush_loop *next_loop; /* process-wide registry, for pool wake-ups */
 };
 
-/* A connection configuration, interned per loop so each connection holds a pointer. */
+/* A connection configuration and callback table, interned per loop so that each
+ * connection holds one pointer: applications give most connections the same ones. */
 struct conn_cfg {
 	struct hush_conn_config c;
+	struct hush_conn_callbacks cb;
 	unsigned refs;
 	struct conn_cfg *next;
 };
 
 int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cfg,
-		       struct conn_cfg **out);
+		       const struct hush_conn_callbacks *cb, struct conn_cfg **out);
 void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg);
 
 /* Marks c as needing end-of-iteration attention (idempotent through c's flag). */
