@@ -1,0 +1,117 @@
+/*
+ * The Noise Protocol Framework (revision 34), sans I/O, for the patterns hush uses:
+ * XX, XXpsk3 and NNpsk0 over 25519, AESGCM or ChaChaPoly, and SHA256. Section numbers
+ * refer to the Noise specification. Never installed: hush's public handshake API is
+ * built on it (include/hush/handshake.h, with the framing, prologue and parameters
+ * of docs/PROTOCOL.md).
+ */
+#ifndef HUSH_NOISE_INTERNAL_H
+#define HUSH_NOISE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NOISE_DHLEN 32
+#define NOISE_HASHLEN 32
+#define NOISE_KEYLEN 32
+#define NOISE_TAGLEN 16
+#define NOISE_PSKLEN 32
+/* Section 3: every Noise message is at most 65535 bytes. */
+#define NOISE_MAX_MSG 65535
+
+enum noise_pattern {
+	NOISE_XX,
+	NOISE_XXPSK3,
+	NOISE_NNPSK0,
+};
+
+enum noise_cipher {
+	NOISE_AESGCM,
+	NOISE_CHACHAPOLY,
+};
+
+/* Section 5.1. */
+struct noise_cipherstate {
+	uint8_t k[NOISE_KEYLEN];
+	uint64_t n;
+	bool has_key;
+	uint8_t cipher; /* enum noise_cipher */
+};
+
+/* Section 5.3. */
+struct noise_handshake {
+	uint8_t ck[NOISE_HASHLEN];
+	uint8_t h[NOISE_HASHLEN];
+	struct noise_cipherstate cs;
+	uint8_t s_priv[NOISE_DHLEN], s_pub[NOISE_DHLEN]; /* local static */
+	uint8_t e_priv[NOISE_DHLEN], e_pub[NOISE_DHLEN]; /* local ephemeral */
+	uint8_t rs[NOISE_DHLEN], re[NOISE_DHLEN];        /* remote static, ephemeral */
+	uint8_t psk[NOISE_PSKLEN];
+	bool has_s, has_e, has_rs, has_re, has_psk;
+	bool initiator;
+	bool fixed_e;          /* tests: e_priv was given, do not generate one */
+	uint8_t pattern;       /* enum noise_pattern */
+	uint8_t msg_index;     /* next message of the pattern */
+	int err;               /* sticky */
+};
+
+/*
+ * Starts a handshake. s_priv may be NULL for patterns without a static key; psk NULL
+ * for patterns without one. The protocol name is built from pattern and cipher.
+ * Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO.
+ */
+int noise_init(struct noise_handshake *hs, enum noise_pattern pattern,
+	       enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+	       size_t prologue_len, const uint8_t *s_priv, const uint8_t *psk);
+
+/* Test hook: use e_priv as the next ephemeral instead of a random one. */
+void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN]);
+
+/* Number of messages of the pattern (3 for XX/XXpsk3, 2 for NNpsk0). */
+unsigned noise_message_count(enum noise_pattern pattern);
+
+/* Whether the next message is ours to write. */
+bool noise_my_turn(const struct noise_handshake *hs);
+
+/* Whether every message of the pattern has been written or read. */
+bool noise_done(const struct noise_handshake *hs);
+
+/*
+ * Section 5.3 WriteMessage: writes the next message, carrying payload, into out
+ * (capacity cap); *out_len is its size. Returns 0, HUSH_ESTATE (not our turn / done),
+ * HUSH_ENOSPACE, HUSH_EINVAL (payload too large), HUSH_EBADKEY (a DH result was all
+ * zero: low-order key) or HUSH_ECRYPTO. On failure the handshake is failed for good.
+ */
+int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
+			uint8_t *out, size_t cap, size_t *out_len);
+
+/*
+ * Section 5.3 ReadMessage: reads one whole message msg, writing its payload to payload
+ * (capacity cap, *payload_len its size). Returns 0, HUSH_ESTATE, HUSH_EHANDSHAKE
+ * (truncated, malformed or failed to decrypt), HUSH_EBADKEY, HUSH_ENOSPACE or
+ * HUSH_ECRYPTO. On failure the handshake is failed for good.
+ */
+int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+		       uint8_t *payload, size_t cap, size_t *payload_len);
+
+/*
+ * Section 5.2 Split, once noise_done(): the initiator-to-responder and
+ * responder-to-initiator cipher states (each with a 32-byte key, n = 0).
+ */
+int noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
+		struct noise_cipherstate *r2i);
+
+/* Section 5.1 EncryptWithAd / DecryptWithAd on a cipher state (transport messages). */
+int noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		     const uint8_t *in, size_t len, uint8_t *out);
+int noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		     const uint8_t *in, size_t len, uint8_t *out);
+
+/* X25519 public key of a private key. Returns 0 or HUSH_ECRYPTO. */
+int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN]);
+
+/* Wipes the whole handshake state. */
+void noise_wipe(struct noise_handshake *hs);
+
+#endif /* HUSH_NOISE_INTERNAL_H */

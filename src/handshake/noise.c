@@ -1,0 +1,537 @@
+/*
+ * The Noise Protocol Framework, revision 34, on OpenSSL 3: X25519, AES-256-GCM or
+ * ChaCha20-Poly1305, SHA-256 and HMAC. Sans I/O. Section numbers refer to the spec.
+ */
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "common/common-internal.h"
+#include "handshake/noise-internal.h"
+
+/* ---- Primitives (section 4) ---- */
+
+int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
+{
+	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
+	size_t len = NOISE_DHLEN;
+	int ok = k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &len) == 1 && len == NOISE_DHLEN;
+	EVP_PKEY_free(k);
+	return ok ? 0 : HUSH_ECRYPTO;
+}
+
+/* DH(priv, pub). An all-zero result means pub was a low-order point: refused. */
+static int dh(const uint8_t priv[NOISE_DHLEN], const uint8_t pub[NOISE_DHLEN],
+	      uint8_t out[NOISE_DHLEN])
+{
+	int rc = HUSH_ECRYPTO;
+	EVP_PKEY *mine = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
+	EVP_PKEY *theirs = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pub, NOISE_DHLEN);
+	EVP_PKEY_CTX *ctx = mine != NULL ? EVP_PKEY_CTX_new(mine, NULL) : NULL;
+	size_t len = NOISE_DHLEN;
+	if (ctx == NULL || theirs == NULL || EVP_PKEY_derive_init(ctx) != 1 ||
+	    EVP_PKEY_derive_set_peer(ctx, theirs) != 1) {
+		goto out;
+	}
+	/* OpenSSL itself refuses an all-zero X25519 result; either way it is an error. */
+	if (EVP_PKEY_derive(ctx, out, &len) != 1 || len != NOISE_DHLEN) {
+		rc = HUSH_EBADKEY;
+		goto out;
+	}
+	static const uint8_t zero[NOISE_DHLEN];
+	rc = CRYPTO_memcmp(out, zero, NOISE_DHLEN) == 0 ? HUSH_EBADKEY : 0;
+out:
+	if (rc != 0) {
+		OPENSSL_cleanse(out, NOISE_DHLEN);
+	}
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(mine);
+	EVP_PKEY_free(theirs);
+	return rc;
+}
+
+static int hash2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+		 uint8_t out[NOISE_HASHLEN])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(md, a, alen) && (blen == 0 || EVP_DigestUpdate(md, b, blen)) &&
+		 EVP_DigestFinal_ex(md, out, NULL);
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : HUSH_ECRYPTO;
+}
+
+static int hmac(const uint8_t key[NOISE_HASHLEN], const uint8_t *a, size_t alen,
+		const uint8_t *b, size_t blen, uint8_t out[NOISE_HASHLEN])
+{
+	uint8_t buf[NOISE_HASHLEN + 1 + NOISE_DHLEN];
+	if (alen + blen > sizeof(buf)) {
+		return HUSH_EINVAL;
+	}
+	if (alen > 0) {
+		memcpy(buf, a, alen);
+	}
+	if (blen > 0) {
+		memcpy(buf + alen, b, blen);
+	}
+	unsigned int len = 0;
+	int ok = HMAC(EVP_sha256(), key, NOISE_HASHLEN, buf, alen + blen, out, &len) != NULL &&
+		 len == NOISE_HASHLEN;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return ok ? 0 : HUSH_ECRYPTO;
+}
+
+/* Section 4.3 HKDF(chaining_key, input_key_material, num_outputs), 2 or 3 outputs. */
+static int hkdf(const uint8_t ck[NOISE_HASHLEN], const uint8_t *ikm, size_t ikm_len,
+		uint8_t out1[NOISE_HASHLEN], uint8_t out2[NOISE_HASHLEN],
+		uint8_t out3[NOISE_HASHLEN])
+{
+	static const uint8_t one = 1, two = 2, three = 3;
+	uint8_t temp_key[NOISE_HASHLEN];
+	int rc = hmac(ck, ikm, ikm_len, NULL, 0, temp_key);
+	if (rc == 0) {
+		rc = hmac(temp_key, &one, 1, NULL, 0, out1);
+	}
+	if (rc == 0) {
+		rc = hmac(temp_key, out1, NOISE_HASHLEN, &two, 1, out2);
+	}
+	if (rc == 0 && out3 != NULL) {
+		rc = hmac(temp_key, out2, NOISE_HASHLEN, &three, 1, out3);
+	}
+	OPENSSL_cleanse(temp_key, sizeof(temp_key));
+	return rc;
+}
+
+/* ---- CipherState (section 5.1) ---- */
+
+/* Section 12: AESGCM's nonce is 4 zero bytes and n big-endian; ChaChaPoly's is 4 zero
+ * bytes and n little-endian. */
+static void nonce_of(const struct noise_cipherstate *cs, uint8_t nonce[12])
+{
+	memset(nonce, 0, 12);
+	for (unsigned i = 0; i < 8; i++) {
+		uint8_t b = (uint8_t)(cs->n >> (8 * i));
+		if (cs->cipher == NOISE_AESGCM) {
+			nonce[11 - i] = b;
+		} else {
+			nonce[4 + i] = b;
+		}
+	}
+}
+
+static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		const uint8_t *in, size_t len, uint8_t *out, int enc)
+{
+	/* Section 5.1: n = 2^64 - 1 is reserved; refuse it rather than reuse a nonce. */
+	if (cs->n == UINT64_MAX) {
+		return HUSH_ECOUNTER;
+	}
+	if (!enc && len < NOISE_TAGLEN) {
+		return HUSH_EHANDSHAKE;
+	}
+	size_t plen = enc ? len : len - NOISE_TAGLEN;
+	uint8_t nonce[12];
+	nonce_of(cs, nonce);
+	const EVP_CIPHER *c = cs->cipher == NOISE_AESGCM ? EVP_aes_256_gcm()
+							  : EVP_chacha20_poly1305();
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int n = 0;
+	int rc = HUSH_ECRYPTO;
+	if (ctx == NULL || !EVP_CipherInit_ex(ctx, c, NULL, cs->k, nonce, enc) ||
+	    (ad_len > 0 && !EVP_CipherUpdate(ctx, NULL, &n, ad, (int)ad_len)) ||
+	    (plen > 0 && !EVP_CipherUpdate(ctx, out, &n, in, (int)plen))) {
+		goto out;
+	}
+	if (enc) {
+		if (EVP_CipherFinal_ex(ctx, out + plen, &n) &&
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, NOISE_TAGLEN, out + plen)) {
+			rc = 0;
+		}
+	} else {
+		if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, NOISE_TAGLEN,
+					 (void *)(in + plen))) {
+			goto out;
+		}
+		rc = EVP_CipherFinal_ex(ctx, out + plen, &n) > 0 ? 0 : HUSH_EHANDSHAKE;
+		if (rc != 0) {
+			OPENSSL_cleanse(out, plen);
+		}
+	}
+out:
+	EVP_CIPHER_CTX_free(ctx);
+	if (rc == 0) {
+		cs->n++;
+	}
+	return rc;
+}
+
+int noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		     const uint8_t *in, size_t len, uint8_t *out)
+{
+	if (!cs->has_key) {
+		if (len > 0) {
+			memmove(out, in, len);
+		}
+		return 0;
+	}
+	return aead(cs, ad, ad_len, in, len, out, 1);
+}
+
+int noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		     const uint8_t *in, size_t len, uint8_t *out)
+{
+	if (!cs->has_key) {
+		if (len > 0) {
+			memmove(out, in, len);
+		}
+		return 0;
+	}
+	return aead(cs, ad, ad_len, in, len, out, 0);
+}
+
+/* ---- SymmetricState (section 5.2) ---- */
+
+static int mix_hash(struct noise_handshake *hs, const uint8_t *data, size_t len)
+{
+	return hash2(hs->h, NOISE_HASHLEN, data, len, hs->h);
+}
+
+static void initialize_key(struct noise_handshake *hs, const uint8_t k[NOISE_KEYLEN])
+{
+	memcpy(hs->cs.k, k, NOISE_KEYLEN);
+	hs->cs.n = 0;
+	hs->cs.has_key = true;
+}
+
+static int mix_key(struct noise_handshake *hs, const uint8_t *ikm, size_t len)
+{
+	uint8_t ck[NOISE_HASHLEN], k[NOISE_HASHLEN];
+	int rc = hkdf(hs->ck, ikm, len, ck, k, NULL);
+	if (rc == 0) {
+		memcpy(hs->ck, ck, NOISE_HASHLEN);
+		initialize_key(hs, k);
+	}
+	OPENSSL_cleanse(ck, sizeof(ck));
+	OPENSSL_cleanse(k, sizeof(k));
+	return rc;
+}
+
+static int mix_key_and_hash(struct noise_handshake *hs, const uint8_t *ikm, size_t len)
+{
+	uint8_t ck[NOISE_HASHLEN], th[NOISE_HASHLEN], k[NOISE_HASHLEN];
+	int rc = hkdf(hs->ck, ikm, len, ck, th, k);
+	if (rc == 0) {
+		memcpy(hs->ck, ck, NOISE_HASHLEN);
+		rc = mix_hash(hs, th, NOISE_HASHLEN);
+		initialize_key(hs, k);
+	}
+	OPENSSL_cleanse(ck, sizeof(ck));
+	OPENSSL_cleanse(th, sizeof(th));
+	OPENSSL_cleanse(k, sizeof(k));
+	return rc;
+}
+
+static int encrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len,
+			    uint8_t *out, size_t *out_len)
+{
+	HUSH_GUARD(noise_cs_encrypt(&hs->cs, hs->h, NOISE_HASHLEN, in, len, out));
+	*out_len = len + (hs->cs.has_key ? NOISE_TAGLEN : 0);
+	return mix_hash(hs, out, *out_len);
+}
+
+static int decrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len,
+			    uint8_t *out, size_t *out_len)
+{
+	uint8_t h[NOISE_HASHLEN];
+	memcpy(h, hs->h, NOISE_HASHLEN);
+	HUSH_GUARD(mix_hash(hs, in, len));
+	int rc = noise_cs_decrypt(&hs->cs, h, NOISE_HASHLEN, in, len, out);
+	*out_len = len - (hs->cs.has_key ? NOISE_TAGLEN : 0);
+	return rc;
+}
+
+/* ---- HandshakeState (section 5.3) and the patterns (sections 7, 9) ---- */
+
+enum token { T_E, T_S, T_EE, T_ES, T_SE, T_SS, T_PSK, T_END };
+
+/* The message patterns, one row per message, initiator first. */
+static const uint8_t *pattern_message(enum noise_pattern p, unsigned i)
+{
+	static const uint8_t xx[3][4] = {{T_E, T_END}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE, T_END}};
+	static const uint8_t xxpsk3[3][4] = {
+		{T_E, T_END}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE, T_PSK, T_END}};
+	static const uint8_t nnpsk0[2][4] = {{T_PSK, T_E, T_END}, {T_E, T_EE, T_END}};
+	switch (p) {
+	case NOISE_XX:
+		return i < 3 ? xx[i] : NULL;
+	case NOISE_XXPSK3:
+		return i < 3 ? xxpsk3[i] : NULL;
+	case NOISE_NNPSK0:
+		return i < 2 ? nnpsk0[i] : NULL;
+	}
+	return NULL;
+}
+
+/* Tokens in a row of 4 that has no T_END are all used. */
+static unsigned row_len(const uint8_t *row)
+{
+	unsigned n = 0;
+	while (n < 4 && row[n] != T_END) {
+		n++;
+	}
+	return n;
+}
+
+unsigned noise_message_count(enum noise_pattern pattern)
+{
+	return pattern == NOISE_NNPSK0 ? 2 : 3;
+}
+
+bool noise_my_turn(const struct noise_handshake *hs)
+{
+	/* The initiator writes the even messages. */
+	return !noise_done(hs) && ((hs->msg_index % 2 == 0) == hs->initiator);
+}
+
+bool noise_done(const struct noise_handshake *hs)
+{
+	return hs->msg_index >= noise_message_count((enum noise_pattern)hs->pattern);
+}
+
+int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
+	       bool initiator, const uint8_t *prologue, size_t prologue_len,
+	       const uint8_t *s_priv, const uint8_t *psk)
+{
+	static const char *names[3][2] = {
+		{"Noise_XX_25519_AESGCM_SHA256", "Noise_XX_25519_ChaChaPoly_SHA256"},
+		{"Noise_XXpsk3_25519_AESGCM_SHA256", "Noise_XXpsk3_25519_ChaChaPoly_SHA256"},
+		{"Noise_NNpsk0_25519_AESGCM_SHA256", "Noise_NNpsk0_25519_ChaChaPoly_SHA256"},
+	};
+	memset(hs, 0, sizeof(*hs));
+	HUSH_ENSURE((unsigned)pattern <= NOISE_NNPSK0 && (unsigned)cipher <= NOISE_CHACHAPOLY,
+		    HUSH_EINVAL);
+	bool needs_s = pattern != NOISE_NNPSK0;
+	bool needs_psk = pattern != NOISE_XX;
+	HUSH_ENSURE((s_priv != NULL) == needs_s && (psk != NULL) == needs_psk, HUSH_EINVAL);
+	hs->pattern = (uint8_t)pattern;
+	hs->initiator = initiator;
+	hs->cs.cipher = (uint8_t)cipher;
+	/* InitializeSymmetric: names over 32 bytes are hashed. */
+	const char *name = names[pattern][cipher];
+	size_t nl = strlen(name);
+	if (nl <= NOISE_HASHLEN) {
+		memcpy(hs->h, name, nl);
+	} else {
+		HUSH_GUARD(hash2((const uint8_t *)name, nl, NULL, 0, hs->h));
+	}
+	memcpy(hs->ck, hs->h, NOISE_HASHLEN);
+	HUSH_GUARD(mix_hash(hs, prologue, prologue_len));
+	if (needs_s) {
+		memcpy(hs->s_priv, s_priv, NOISE_DHLEN);
+		HUSH_GUARD(noise_dh_public(s_priv, hs->s_pub));
+		hs->has_s = true;
+	}
+	if (needs_psk) {
+		memcpy(hs->psk, psk, NOISE_PSKLEN);
+		hs->has_psk = true;
+	}
+	return 0;
+}
+
+void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN])
+{
+	memcpy(hs->e_priv, e_priv, NOISE_DHLEN);
+	hs->fixed_e = true;
+}
+
+void noise_wipe(struct noise_handshake *hs)
+{
+	OPENSSL_cleanse(hs, sizeof(*hs));
+}
+
+/* The DH of a token, from this side's point of view (section 7.1: the first letter is
+ * the initiator's key, the second the responder's). */
+static int token_dh(struct noise_handshake *hs, enum token t)
+{
+	const uint8_t *priv, *pub;
+	bool ok;
+	switch (t) {
+	case T_EE:
+		priv = hs->e_priv, pub = hs->re, ok = hs->has_e && hs->has_re;
+		break;
+	case T_ES:
+		if (hs->initiator) {
+			priv = hs->e_priv, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+		} else {
+			priv = hs->s_priv, pub = hs->re, ok = hs->has_s && hs->has_re;
+		}
+		break;
+	case T_SE:
+		if (hs->initiator) {
+			priv = hs->s_priv, pub = hs->re, ok = hs->has_s && hs->has_re;
+		} else {
+			priv = hs->e_priv, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+		}
+		break;
+	default:
+		return HUSH_EINVAL;
+	}
+	HUSH_ENSURE(ok, HUSH_ESTATE);
+	uint8_t shared[NOISE_DHLEN];
+	int rc = dh(priv, pub, shared);
+	if (rc == 0) {
+		rc = mix_key(hs, shared, NOISE_DHLEN);
+	}
+	OPENSSL_cleanse(shared, sizeof(shared));
+	return rc;
+}
+
+static int fail(struct noise_handshake *hs, int err)
+{
+	hs->err = err;
+	return err;
+}
+
+int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
+			uint8_t *out, size_t cap, size_t *out_len)
+{
+	if (hs->err != 0) {
+		return hs->err;
+	}
+	HUSH_ENSURE(noise_my_turn(hs), HUSH_ESTATE);
+	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
+	/* Upper bound of the message: keys and tags, then the payload and its tag. */
+	size_t worst = 2 * (NOISE_DHLEN + NOISE_TAGLEN) + payload_len + NOISE_TAGLEN;
+	HUSH_ENSURE(worst <= NOISE_MAX_MSG, fail(hs, HUSH_EINVAL));
+	HUSH_ENSURE(cap >= worst, HUSH_ENOSPACE);
+	size_t off = 0, n;
+	int rc = 0;
+	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
+		switch (row[i]) {
+		case T_E: /* e */
+			if (!hs->fixed_e && RAND_bytes(hs->e_priv, NOISE_DHLEN) != 1) {
+				rc = HUSH_ECRYPTO;
+				break;
+			}
+			rc = noise_dh_public(hs->e_priv, hs->e_pub);
+			if (rc == 0) {
+				hs->has_e = true;
+				memcpy(out + off, hs->e_pub, NOISE_DHLEN);
+				off += NOISE_DHLEN;
+				rc = mix_hash(hs, hs->e_pub, NOISE_DHLEN);
+			}
+			/* Section 9.2: with a PSK, e also goes into the key. */
+			if (rc == 0 && hs->has_psk) {
+				rc = mix_key(hs, hs->e_pub, NOISE_DHLEN);
+			}
+			break;
+		case T_S: /* s */
+			rc = encrypt_and_hash(hs, hs->s_pub, NOISE_DHLEN, out + off, &n);
+			off += n;
+			break;
+		case T_PSK: /* psk */
+			rc = mix_key_and_hash(hs, hs->psk, NOISE_PSKLEN);
+			break;
+		default: /* ee, es, se */
+			rc = token_dh(hs, (enum token)row[i]);
+			break;
+		}
+	}
+	if (rc == 0) {
+		rc = encrypt_and_hash(hs, payload, payload_len, out + off, &n);
+		off += n;
+	}
+	if (rc != 0) {
+		return fail(hs, rc);
+	}
+	hs->msg_index++;
+	*out_len = off;
+	return 0;
+}
+
+int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+		       uint8_t *payload, size_t cap, size_t *payload_len)
+{
+	if (hs->err != 0) {
+		return hs->err;
+	}
+	HUSH_ENSURE(!noise_done(hs) && !noise_my_turn(hs), HUSH_ESTATE);
+	if (len > NOISE_MAX_MSG) {
+		return fail(hs, HUSH_EHANDSHAKE);
+	}
+	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
+	size_t off = 0, n;
+	int rc = 0;
+	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
+		switch (row[i]) {
+		case T_E: /* e */
+			if (len - off < NOISE_DHLEN) {
+				rc = HUSH_EHANDSHAKE;
+				break;
+			}
+			memcpy(hs->re, msg + off, NOISE_DHLEN);
+			hs->has_re = true;
+			off += NOISE_DHLEN;
+			rc = mix_hash(hs, hs->re, NOISE_DHLEN);
+			if (rc == 0 && hs->has_psk) {
+				rc = mix_key(hs, hs->re, NOISE_DHLEN);
+			}
+			break;
+		case T_S: { /* s */
+			size_t slen = NOISE_DHLEN + (hs->cs.has_key ? NOISE_TAGLEN : 0);
+			if (len - off < slen) {
+				rc = HUSH_EHANDSHAKE;
+				break;
+			}
+			rc = decrypt_and_hash(hs, msg + off, slen, hs->rs, &n);
+			if (rc == 0) {
+				hs->has_rs = true;
+			}
+			off += slen;
+			break;
+		}
+		case T_PSK: /* psk */
+			rc = mix_key_and_hash(hs, hs->psk, NOISE_PSKLEN);
+			break;
+		default: /* ee, es, se */
+			rc = token_dh(hs, (enum token)row[i]);
+			break;
+		}
+	}
+	if (rc == 0) {
+		size_t rest = len - off;
+		size_t need = rest - (hs->cs.has_key ? NOISE_TAGLEN : 0);
+		if (hs->cs.has_key && rest < NOISE_TAGLEN) {
+			rc = HUSH_EHANDSHAKE;
+		} else if (need > cap) {
+			rc = HUSH_ENOSPACE;
+		} else {
+			rc = decrypt_and_hash(hs, msg + off, rest, payload, payload_len);
+		}
+	}
+	if (rc != 0) {
+		return fail(hs, rc);
+	}
+	hs->msg_index++;
+	return 0;
+}
+
+int noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
+		struct noise_cipherstate *r2i)
+{
+	HUSH_ENSURE(hs->err == 0 && noise_done(hs), HUSH_ESTATE);
+	uint8_t k1[NOISE_HASHLEN], k2[NOISE_HASHLEN];
+	HUSH_GUARD(hkdf(hs->ck, NULL, 0, k1, k2, NULL));
+	memset(i2r, 0, sizeof(*i2r));
+	memset(r2i, 0, sizeof(*r2i));
+	memcpy(i2r->k, k1, NOISE_KEYLEN);
+	memcpy(r2i->k, k2, NOISE_KEYLEN);
+	i2r->has_key = r2i->has_key = true;
+	i2r->cipher = r2i->cipher = hs->cs.cipher;
+	OPENSSL_cleanse(k1, sizeof(k1));
+	OPENSSL_cleanse(k2, sizeof(k2));
+	return 0;
+}
