@@ -407,7 +407,7 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 	size_t worst = 2 * (NOISE_DHLEN + NOISE_TAGLEN) + payload_len + NOISE_TAGLEN;
 	HUSH_ENSURE(worst <= NOISE_MAX_MSG, fail(hs, HUSH_EINVAL));
 	HUSH_ENSURE(cap >= worst, HUSH_ENOSPACE);
-	size_t off = 0, n;
+	size_t off = 0, n = 0;
 	int rc = 0;
 	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
 		switch (row[i]) {
@@ -463,7 +463,7 @@ int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t le
 		return fail(hs, HUSH_EHANDSHAKE);
 	}
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
-	size_t off = 0, n;
+	size_t off = 0, n = 0;
 	int rc = 0;
 	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
 		switch (row[i]) {
