@@ -7,5 +7,6 @@
 #include <hush/record.h>
 #include <hush/conn.h>
 #include <hush/bufferevent.h>
+#include <hush/keys.h>
 
 #endif /* HUSH_H */
