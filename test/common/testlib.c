@@ -6,6 +6,8 @@
 
 static _Atomic uint64_t n_calls, n_frees, n_live, n_live_bytes;
 static _Atomic uint64_t fail_at, fail_from;
+static _Atomic size_t watch_size;
+static _Atomic uint64_t watch_freed, watch_zeroed;
 
 static void *counting_alloc(void *ctx, size_t size)
 {
@@ -27,6 +29,17 @@ static void *counting_alloc(void *ctx, size_t size)
 static void counting_release(void *ctx, void *ptr, size_t size)
 {
 	(void)ctx;
+	if (size != 0 && size == atomic_load(&watch_size)) {
+		const uint8_t *p = ptr;
+		size_t nz = 0;
+		for (size_t i = 0; i < size; i++) {
+			nz |= p[i];
+		}
+		atomic_fetch_add(&watch_freed, 1);
+		if (nz == 0) {
+			atomic_fetch_add(&watch_zeroed, 1);
+		}
+	}
 	atomic_fetch_add(&n_frees, 1);
 	atomic_fetch_sub(&n_live, 1);
 	atomic_fetch_sub(&n_live_bytes, size);
@@ -58,6 +71,19 @@ void testlib_alloc_fail_at(uint64_t k)
 void testlib_alloc_fail_from(uint64_t k)
 {
 	atomic_store(&fail_from, k == 0 ? 0 : atomic_load(&n_calls) + k);
+}
+
+void testlib_alloc_watch_size(size_t size)
+{
+	atomic_store(&watch_size, size);
+	atomic_store(&watch_freed, 0);
+	atomic_store(&watch_zeroed, 0);
+}
+
+void testlib_alloc_watched(uint64_t *freed, uint64_t *zeroed)
+{
+	*freed = atomic_load(&watch_freed);
+	*zeroed = atomic_load(&watch_zeroed);
 }
 
 void testlib_alloc_get(struct testlib_alloc_stats *out)

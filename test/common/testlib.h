@@ -30,6 +30,13 @@ void testlib_alloc_fail_at(uint64_t k);
 void testlib_alloc_fail_from(uint64_t k);
 void testlib_alloc_get(struct testlib_alloc_stats *out);
 
+/*
+ * Watches frees of blocks of exactly size bytes: counts them, and how many were all
+ * zero when freed (secrets must be wiped before their memory goes back). 0 stops.
+ */
+void testlib_alloc_watch_size(size_t size);
+void testlib_alloc_watched(uint64_t *freed, uint64_t *zeroed);
+
 /* Decodes hex into out (capacity cap). Returns the byte count, or -1 on bad input. */
 long testlib_unhex(const char *hex, uint8_t *out, size_t cap);
 

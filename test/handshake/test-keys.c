@@ -184,6 +184,28 @@ static void keys_psk_file_round_trip_and_rules(void **state)
 	assert_int_equal(hush_psk_load(p, a), HUSH_EBADKEY);
 }
 
+/* A key pair's memory is wiped before it goes back to the allocator. */
+static void keys_free_wipes_the_private_key(void **state)
+{
+	(void)state;
+	char p[300];
+	path_of(p, sizeof(p), "wipe");
+	testlib_alloc_install();
+	testlib_alloc_watch_size(64); /* struct hush_keypair: private and public key */
+	struct hush_keypair *a, *b;
+	assert_int_equal(hush_keypair_generate(&a), 0);
+	assert_int_equal(hush_keypair_save(a, p), 0);
+	assert_int_equal(hush_keypair_load(&b, p), 0);
+	hush_keypair_free(a);
+	hush_keypair_free(b);
+	uint64_t freed, zeroed;
+	testlib_alloc_watched(&freed, &zeroed);
+	assert_int_equal(freed, 2);
+	assert_int_equal(zeroed, 2);
+	testlib_alloc_watch_size(0);
+	testlib_alloc_uninstall();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +214,7 @@ int main(void)
 		cmocka_unit_test(keys_malformed_files_are_bad_keys),
 		cmocka_unit_test(keys_base64_round_trip_and_strictness),
 		cmocka_unit_test(keys_psk_file_round_trip_and_rules),
+		cmocka_unit_test(keys_free_wipes_the_private_key),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -723,6 +723,26 @@ static void records_make_no_hush_allocation(void **state)
 	hush_record_free(s);
 }
 
+/* Key-holding memory is wiped before it goes back to the allocator. */
+static void free_wipes_keys_and_counters(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	testlib_alloc_watch_size(hush__record_size());
+	for (size_t i = 0; i < HUSH_ARRAY_SIZE(ALL_RP); i++) {
+		struct hush_record *c = make(ALL_RP[i], HUSH_SIDE_CLIENT);
+		uint8_t frame[64];
+		seal(c, frame, sizeof(frame), "derive a key", 12);
+		hush_record_free(c);
+	}
+	uint64_t freed, zeroed;
+	testlib_alloc_watched(&freed, &zeroed);
+	assert_int_equal(freed, HUSH_ARRAY_SIZE(ALL_RP));
+	assert_int_equal(zeroed, freed);
+	testlib_alloc_watch_size(0);
+	testlib_alloc_uninstall();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +771,7 @@ int main(void)
 		cmocka_unit_test(lent_ciphers_move_between_protocols),
 		cmocka_unit_test(new_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(records_make_no_hush_allocation),
+		cmocka_unit_test(free_wipes_keys_and_counters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
