@@ -1245,6 +1245,56 @@ static void conn_allocation_failure_at_every_step_is_contained(void **state)
 	testlib_alloc_uninstall();
 }
 
+/*
+ * Churn: connections opened, used once each way and closed, over and over, for a
+ * bounded count; hush's live allocations at the end equal those at the start (the pool
+ * trimmed), and every pool buffer is back.
+ */
+static void conn_churn_returns_heap_to_its_start(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	testlib_alloc_install();
+	struct testlib_alloc_stats before, after;
+	uint8_t msg[5000];
+	testlib_fill(msg, sizeof(msg), 41);
+	for (int round = 0; round < 300; round++) {
+		int sv[2];
+		pair(sv);
+		struct sink s = {0};
+		struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
+		struct peer p;
+		peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+		size_t wl;
+		uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+		write_all(p.fd, w, wl);
+		free(w);
+		assert_true(hush_conn_write(c, msg, sizeof(msg)) >= 0);
+		while (s.len < sizeof(msg)) {
+			event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		}
+		uint8_t got[5000];
+		peer_recv(&e, &p, got, sizeof(got));
+		assert_memory_equal(got, msg, sizeof(msg));
+		hush_conn_free(c);
+		peer_done(&p);
+		free(s.data);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		if (round == 9) {
+			/* Warm: the loop's lists and the config are in place. */
+			hush_pool_trim(e.pool);
+			testlib_alloc_get(&before);
+		}
+	}
+	hush_pool_trim(e.pool);
+	testlib_alloc_get(&after);
+	assert_int_equal(after.live, before.live);
+	assert_int_equal(after.live_bytes, before.live_bytes);
+	testlib_alloc_uninstall();
+	env_done(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1272,6 +1322,7 @@ int main(void)
 		cmocka_unit_test(conn_stalled_write_times_out),
 		cmocka_unit_test(conn_two_threads_share_one_pool),
 		cmocka_unit_test(conn_allocation_failure_at_every_step_is_contained),
+		cmocka_unit_test(conn_churn_returns_heap_to_its_start),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
