@@ -1,32 +1,59 @@
 #!/bin/sh
-# Interoperability of hush's ALTS records with gRPC's own Go record code
-# (grpc-go credentials/alts/internal/conn, Debian golang-google-grpc-dev), both ways,
-# both ALTS record protocols, across the 2^16-record rekey boundary. Prints TAP.
+# Interoperability of hush's ALTS records with gRPC's own Go record code (grpc-go
+# credentials/alts/internal/conn, Debian golang-google-grpc-dev), both ways, both ALTS
+# record protocols, across the 2^16-record rekey boundary, plus the failures that must
+# be failures. Prints TAP.
+#
+# The hush ends: test/interop/record-peer (the record layer alone over a plain socket:
+# these bytes are exactly what hush_record_seal made and hush_record_open accepted) and
+# examples/altsrp-echo (the same records through hush_conn and libevent). The Go end:
+# test/interop/go/hushpeer, built here. Every end prints
+#   RESULT sent_bytes=N sent_sha256=HEX recv_bytes=N recv_sha256=HEX
+# and record-peer also "RECORDS sealed=N opened=N", which shows the rekey was crossed.
 set -u
 : "${HUSH_BUILDDIR:?}" "${HUSH_SRCDIR:?}"
-GRPC=${GRPC_GO_SRC:-/usr/share/gocode}/src/google.golang.org/grpc
+GOSRC=${GRPC_GO_SRC:-/usr/share/gocode}
+GRPC=$GOSRC/src/google.golang.org/grpc
 if ! command -v go >/dev/null 2>&1 || [ ! -d "$GRPC/credentials/alts/internal/conn" ]; then
 	echo "1..0 # SKIP go or golang-google-grpc-dev not installed"
 	exit 0
 fi
+RPEER=$HUSH_BUILDDIR/test/interop/record-peer
 ECHO=$HUSH_BUILDDIR/examples/altsrp-echo
 WORK=$HUSH_BUILDDIR/test/interop/work
 mkdir -p "$WORK"
-PEER=$WORK/hushpeer
+GOPEER=$WORK/hushpeer
+MAIN_GO=$HUSH_SRCDIR/test/interop/go/hushpeer/main.go
 
-# Go's internal-package rule: the peer must live inside the grpc tree, so build it in a
-# private GOPATH holding a copy of that tree (4 MB), in GOPATH mode, offline.
-if [ ! -x "$PEER" ] || [ "$HUSH_SRCDIR/test/interop/go/hushpeer/main.go" -nt "$PEER" ]; then
-	GP=$WORK/gopath
-	rm -rf "$GP"
-	mkdir -p "$GP/src/google.golang.org"
-	cp -r "$GRPC" "$GP/src/google.golang.org/grpc"
-	chmod -R u+w "$GP"
-	mkdir -p "$GP/src/google.golang.org/grpc/credentials/alts/hushpeer"
-	cp "$HUSH_SRCDIR/test/interop/go/hushpeer/main.go" "$GP/src/google.golang.org/grpc/credentials/alts/hushpeer/"
-	if ! GOPATH="$GP:${GRPC_GO_SRC:-/usr/share/gocode}" GO111MODULE=off GOFLAGS= GOPROXY=off \
-		GOCACHE="$WORK/gocache" go build -o "$PEER" google.golang.org/grpc/credentials/alts/hushpeer \
-		>"$WORK/go-build.log" 2>&1; then
+# Go's internal-package rule (checked on directories in GOPATH mode) only lets code under
+# .../grpc/credentials/alts/ import .../alts/internal/..., and the first GOPATH entry
+# holding a directory for an import path wins. So the private GOPATH gets a grpc tree
+# made of symlinks into the system one, with real directories only on the path down to
+# our package: grpc/ and grpc/credentials/ and grpc/credentials/alts/ link every entry but
+# the next one down, and alts/hushpeer/ holds main.go. Everything else (protobuf,
+# golang.org/x/...) comes from the system GOPATH. Built offline, in GOPATH mode, once
+# (again only when main.go changes).
+build_go_peer() {
+	gp=$WORK/gopath
+	rm -rf "$gp"
+	t=$gp/src/google.golang.org/grpc
+	mkdir -p "$t/credentials/alts/hushpeer" || return 1
+	for e in "$GRPC"/*; do
+		[ "${e##*/}" = credentials ] || ln -s "$e" "$t/${e##*/}" || return 1
+	done
+	for e in "$GRPC"/credentials/*; do
+		[ "${e##*/}" = alts ] || ln -s "$e" "$t/credentials/${e##*/}" || return 1
+	done
+	for e in "$GRPC"/credentials/alts/*; do
+		ln -s "$e" "$t/credentials/alts/${e##*/}" || return 1
+	done
+	cp "$MAIN_GO" "$t/credentials/alts/hushpeer/main.go" || return 1
+	(cd "$gp" && env GOPATH="$gp:$GOSRC" GO111MODULE=off GOFLAGS= GOPROXY=off GOENV=off \
+		CGO_ENABLED=0 GOCACHE="$WORK/gocache" \
+		go build -o "$GOPEER" google.golang.org/grpc/credentials/alts/hushpeer)
+}
+if [ ! -x "$GOPEER" ] || [ "$MAIN_GO" -nt "$GOPEER" ]; then
+	if ! build_go_peer >"$WORK/go-build.log" 2>&1; then
 		echo "1..1"
 		echo "not ok 1 - build the grpc-go peer"
 		sed 's/^/# /' "$WORK/go-build.log"
@@ -34,107 +61,231 @@ if [ ! -x "$PEER" ] || [ "$HUSH_SRCDIR/test/interop/go/hushpeer/main.go" -nt "$P
 	fi
 fi
 
-KEY44=$(od -An -tx1 -v -N44 /dev/urandom | tr -d ' \n')
-KEY16=$(od -An -tx1 -v -N16 /dev/urandom | tr -d ' \n')
-OTHER44=$(od -An -tx1 -v -N44 /dev/urandom | tr -d ' \n')
-head -c 3000000 /dev/urandom >"$WORK/data-3m"
-head -c 8388608 /dev/urandom >"$WORK/data-8m"
-SUM3=$(sha256sum "$WORK/data-3m" | cut -d' ' -f1)
-SUM8=$(sha256sum "$WORK/data-8m" | cut -d' ' -f1)
+rand_hex() { od -An -tx1 -v -N"$1" /dev/urandom | tr -d ' \n'; }
+KEY44=$(rand_hex 44)
+OTHER44=$(rand_hex 44)
+KEY16=$(rand_hex 16)
+D3=$WORK/data-3m
+D8=$WORK/data-8m
+head -c 3000000 /dev/urandom >"$D3"
+head -c 8388608 /dev/urandom >"$D8"
+REKEY=ALTSRP_GCM_AES128_REKEY
+AES=ALTSRP_GCM_AES128
+
+HAVE_ECHO=0
+[ -x "$ECHO" ] && HAVE_ECHO=1
+echo "1..$((20 + 7 * HAVE_ECHO))"
 
 n=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); echo "not ok $n - $1"; shift; for f in "$@"; do [ -f "$f" ] && sed 's/^/# /' "$f"; done; }
+notok() {
+	n=$((n + 1))
+	echo "not ok $n - $1"
+	for f in client.out client.err server.out server.err; do
+		[ -s "$WORK/$f" ] && sed "s/^/# $f: /" "$WORK/$f"
+	done
+	return 0
+}
 
-# start_server PROGRAM ARGS...: runs an echo server in the background; sets ADDR, SPID.
+# start_server PROGRAM ARGS...: an echo or send server in the background on a free
+# loopback port. Sets ADDR and SPID.
 start_server() {
-	rm -f "$WORK/ready"
-	timeout 120 "$@" --listen 127.0.0.1:0 --ready "$WORK/ready" >"$WORK/server.out" 2>"$WORK/server.err" &
+	rm -f "$WORK/ready" "$WORK/server.out" "$WORK/server.err" "$WORK/client.out" \
+		"$WORK/client.err"
+	timeout 60 "$@" --listen 127.0.0.1:0 --ready "$WORK/ready" \
+		>"$WORK/server.out" 2>"$WORK/server.err" &
 	SPID=$!
 	i=0
-	while [ ! -s "$WORK/ready" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+	while [ ! -s "$WORK/ready" ] && [ $i -lt 200 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
 	ADDR=$(cat "$WORK/ready" 2>/dev/null)
 }
 
-# exchange NAME SUM CLIENT... : the client sends a file to the echo server; both RESULT
-# lines must show the file's checksum both ways.
-exchange() {
-	name=$1 sum=$2
-	shift 2
-	timeout 120 "$@" --connect "$ADDR" >"$WORK/client.out" 2>"$WORK/client.err"
-	crc=$?
+# run_client PROGRAM ARGS...: connects to ADDR, then waits for the server. Sets CRC, SRC.
+run_client() {
+	timeout 60 "$@" --connect "${ADDR:-127.0.0.1:1}" >"$WORK/client.out" 2>"$WORK/client.err"
+	CRC=$?
 	wait $SPID
-	src=$?
-	want="sent_sha256=$sum recv_bytes=[0-9]* recv_sha256=$sum"
-	if [ $crc -eq 0 ] && [ $src -eq 0 ] && grep -q "$want" "$WORK/client.out" &&
-		grep -q "$want" "$WORK/server.out"; then
+	SRC=$?
+}
+
+# records_ok OUTFILE MIN: record-peer's RECORDS line shows at least MIN records sealed and
+# MIN opened (MIN 0: no line needed).
+records_ok() {
+	[ "$2" -eq 0 ] && return 0
+	line=$(grep '^RECORDS ' "$WORK/$1") || return 1
+	sealed=$(echo "$line" | sed 's/.*sealed=\([0-9]*\).*/\1/')
+	opened=$(echo "$line" | sed 's/.*opened=\([0-9]*\).*/\1/')
+	[ "$sealed" -ge "$2" ] && [ "$opened" -ge "$2" ]
+}
+
+# exchange NAME FILE HUSHOUT MINREC CLIENT...: the client sends FILE to the echo server
+# started before. Both ends must exit 0 and report exactly FILE's size and checksum
+# (from sha256sum) sent and received, and the hush end (HUSHOUT: client.out or
+# server.out) at least MINREC records each way.
+exchange() {
+	name=$1 file=$2 hushout=$3 minrec=$4
+	shift 4
+	size=$(wc -c <"$file" | tr -d ' ')
+	sum=$(sha256sum "$file" | cut -d' ' -f1)
+	run_client "$@" --send "$file"
+	want="RESULT sent_bytes=$size sent_sha256=$sum recv_bytes=$size recv_sha256=$sum"
+	if [ $CRC -eq 0 ] && [ $SRC -eq 0 ] && grep -qx "$want" "$WORK/client.out" &&
+		grep -qx "$want" "$WORK/server.out" && records_ok "$hushout" "$minrec"; then
 		ok "$name"
 	else
-		notok "$name (client exit $crc, server exit $src)" "$WORK/client.out" "$WORK/client.err" \
-			"$WORK/server.out" "$WORK/server.err"
+		notok "$name (client exit $CRC, server exit $SRC)"
 	fi
 }
 
-echo "1..9"
+# refused NAME FILE PATTERN: after run_client, both ends failed (exit 1) and FILE
+# (client.err or server.err) matches PATTERN.
+refused() {
+	if [ $CRC -eq 1 ] && [ $SRC -eq 1 ] && grep -q "$3" "$WORK/$2"; then
+		ok "$1"
+	else
+		notok "$1 (client exit $CRC, server exit $SRC)"
+	fi
+}
 
-# 3,000,000 bytes in 40-byte records is 75,000 records each way: past the first rekey.
-start_server "$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --echo
-exchange "REKEY: hush client (75k records) -> grpc-go echo server, rekey crossed both ways" "$SUM3" \
-	"$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-3m" --frame 64
+R=65537 # more records than one key covers: the first rekey is crossed
 
-start_server "$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --echo --frame 64
-exchange "REKEY: grpc-go client (75k records) -> hush echo server, rekey crossed both ways" "$SUM3" \
-	"$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-3m" --chunk 40
+# -- grpc-go against itself: the peer is sound before hush is judged by it.
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "grpc-go self-check: REKEY, 75,000 40-byte records each way" "$D3" - 0 \
+	"$GOPEER" --rp $REKEY --key "$KEY44" --chunk 40
 
-start_server "$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --echo
-exchange "REKEY: hush client, 8 MiB in default 16 KiB records -> grpc-go echo server" "$SUM8" \
-	"$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-8m"
+# -- hush's record layer (record-peer) against grpc-go.
+# 3,000,000 bytes in 40-byte records (--frame 64, or --chunk 40 in Go) is 75,000
+# records; each echo end sends one record back per record, so both directions cross
+# record 65536, the first rekey (and the counter's carry into byte 2).
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: hush client seals 75,000 records -> grpc-go echo, rekey crossed both ways" \
+	"$D3" client.out $R "$RPEER" --rp $REKEY --key "$KEY44" --frame 64
 
-start_server "$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --echo
-exchange "REKEY: grpc-go client, 8 MiB in grpc-go's 4 KiB records -> hush echo server" "$SUM8" \
-	"$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-8m"
+start_server "$RPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: grpc-go client seals 75,000 records -> hush echo, rekey crossed both ways" \
+	"$D3" server.out $R "$GOPEER" --rp $REKEY --key "$KEY44" --chunk 40
 
-start_server "$PEER" --rp ALTSRP_GCM_AES128 --key "$KEY16" --echo
-exchange "AES128: hush client -> grpc-go echo server" "$SUM3" \
-	"$ECHO" --rp ALTSRP_GCM_AES128 --key "$KEY16" --send "$WORK/data-3m" --frame 1024
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: hush client, 8 MiB in hush's default 16 KiB frames -> grpc-go echo" \
+	"$D8" client.out 0 "$RPEER" --rp $REKEY --key "$KEY44"
 
-start_server "$ECHO" --rp ALTSRP_GCM_AES128 --key "$KEY16" --echo
-exchange "AES128: grpc-go client -> hush echo server" "$SUM3" \
-	"$PEER" --rp ALTSRP_GCM_AES128 --key "$KEY16" --send "$WORK/data-3m" --chunk 1000
+start_server "$RPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: grpc-go client, 8 MiB in grpc-go's 4 KiB frames -> hush echo" \
+	"$D8" server.out 0 "$GOPEER" --rp $REKEY --key "$KEY44"
 
-# Negative: a different key, and the same side on both ends, fail authentication.
-start_server "$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$OTHER44" --echo
-timeout 60 "$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-3m" \
-	--connect "$ADDR" >"$WORK/client.out" 2>"$WORK/client.err"
-crc=$?
-wait $SPID
-src=$?
-if [ $crc -ne 0 ] && [ $src -ne 0 ] && grep -q "authentication failed" "$WORK/server.err"; then
-	ok "wrong key, hush sends: grpc-go fails authentication, hush fails too"
+start_server "$GOPEER" --rp $AES --key "$KEY16" --echo
+exchange "record-peer AES128: hush client seals 75,000 records -> grpc-go echo" \
+	"$D3" client.out $R "$RPEER" --rp $AES --key "$KEY16" --frame 64
+
+start_server "$RPEER" --rp $AES --key "$KEY16" --echo
+exchange "record-peer AES128: grpc-go client seals 75,000 records -> hush echo" \
+	"$D3" server.out $R "$GOPEER" --rp $AES --key "$KEY16" --chunk 40
+
+start_server "$RPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: grpc-go client, mixed Write sizes (1..4072 and split) -> hush echo" \
+	"$D3" server.out 0 "$GOPEER" --rp $REKEY --key "$KEY44" --chunk 4099
+
+# The receive limits agree: LENGTH = 1 MiB is grpc-go's largest, one more it refuses.
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+exchange "record-peer REKEY: hush frames of LENGTH 1048576 (grpc-go's limit) accepted" \
+	"$D3" client.out 0 "$RPEER" --rp $REKEY --key "$KEY44" --frame 1048580
+
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+run_client "$RPEER" --rp $REKEY --key "$KEY44" --frame 1048581 --send "$D3"
+refused "record-peer REKEY: hush frame of LENGTH 1048577 refused by grpc-go (limit 1 MiB)" \
+	server.err "larger than the limit"
+
+# -- Failures: each must be one, on both ends, with hush naming it.
+start_server "$GOPEER" --rp $REKEY --key "$OTHER44" --echo
+run_client "$RPEER" --rp $REKEY --key "$KEY44" --send "$D3"
+refused "record-peer wrong key, hush sends: grpc-go fails authentication, hush fails" \
+	server.err "message authentication failed"
+
+start_server "$GOPEER" --rp $REKEY --key "$OTHER44" --send "$D3"
+run_client "$RPEER" --rp $REKEY --key "$KEY44"
+refused "record-peer wrong key, grpc-go sends: hush client fails with EAUTH" client.err "open: EAUTH"
+
+start_server "$RPEER" --rp $REKEY --key "$OTHER44" --echo
+run_client "$GOPEER" --rp $REKEY --key "$KEY44" --send "$D3"
+refused "record-peer wrong key, grpc-go client sends: hush server fails with EAUTH" \
+	server.err "open: EAUTH"
+
+start_server "$RPEER" --rp $AES --key "$KEY16" --echo
+run_client "$GOPEER" --rp $AES --key "$(rand_hex 16)" --send "$D3"
+refused "record-peer AES128 wrong key: hush server fails with EAUTH" server.err "open: EAUTH"
+
+start_server "$RPEER" --rp $REKEY --key "$KEY44" --echo
+run_client "$GOPEER" --rp $REKEY --key "$KEY44" --side server --send "$D3"
+refused "record-peer both ends server side: hush fails with EAUTH" server.err "open: EAUTH"
+
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --side client --send "$D3"
+run_client "$RPEER" --rp $REKEY --key "$KEY44"
+refused "record-peer both ends client side: hush fails with EAUTH" client.err "open: EAUTH"
+
+start_server "$RPEER" --rp $REKEY --key "$KEY44" --echo
+run_client "$GOPEER" --rp $REKEY --key "$KEY44" --send "$D3" --cut 10000
+if [ $SRC -eq 1 ] && grep -q "recv: ETRUNCATED" "$WORK/server.err" &&
+	grep -q "1808 bytes of an incomplete record" "$WORK/server.err"; then
+	# Two whole 4096-byte records (8192 bytes) opened, then EOF 1808 bytes into the
+	# third. grpc-go's own conn would have called this a clean io.EOF (spec section 7).
+	ok "record-peer: grpc-go stream cut 1808 bytes into a record: hush reports ETRUNCATED"
 else
-	notok "wrong key, hush sends (client exit $crc, server exit $src)" "$WORK/client.err" "$WORK/server.err"
+	notok "record-peer: stream cut inside a record (client exit $CRC, server exit $SRC)"
 fi
 
-start_server "$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$OTHER44" --echo
-timeout 60 "$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --send "$WORK/data-3m" \
-	--connect "$ADDR" >"$WORK/client.out" 2>"$WORK/client.err"
-crc=$?
-wait $SPID
-src=$?
-if [ $src -ne 0 ] && grep -q EAUTH "$WORK/server.err"; then
-	ok "wrong key, grpc-go sends: hush fails authentication (EAUTH)"
-else
-	notok "wrong key, grpc-go sends (client exit $crc, server exit $src)" "$WORK/client.err" "$WORK/server.err"
-fi
+# Protocol mismatch: same 16 bytes given to both, one end rekeying. Key sizes differ,
+# so it is the 44-byte key's first 16 bytes against AES128 with those bytes.
+start_server "$RPEER" --rp $AES --key "$(echo "$KEY44" | cut -c1-32)" --echo
+run_client "$GOPEER" --rp $REKEY --key "$KEY44" --send "$D3"
+refused "record-peer AES128 vs grpc-go REKEY with the same key bytes: hush fails with EAUTH" \
+	server.err "open: EAUTH"
 
-start_server "$ECHO" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --echo
-timeout 60 "$PEER" --rp ALTSRP_GCM_AES128_REKEY --key "$KEY44" --side server \
-	--send "$WORK/data-3m" --connect "$ADDR" >"$WORK/client.out" 2>"$WORK/client.err"
-crc=$?
-wait $SPID
-src=$?
-if [ $src -ne 0 ] && grep -q EAUTH "$WORK/server.err"; then
-	ok "same side on both ends: hush fails authentication (EAUTH)"
-else
-	notok "same side (client exit $crc, server exit $src)" "$WORK/client.err" "$WORK/server.err"
+start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+run_client "$RPEER" --rp $REKEY --key "$KEY44" --send "$D3" --frame 64 --side server
+refused "record-peer both ends server side, hush sends: grpc-go fails authentication" \
+	server.err "message authentication failed"
+
+# Go's own counterpart of the EAUTH cases, so both sides are seen to refuse.
+start_server "$GOPEER" --rp $AES --key "$KEY16" --echo
+run_client "$RPEER" --rp $AES --key "$(rand_hex 16)" --send "$D3"
+refused "record-peer AES128 wrong key, hush sends: grpc-go fails authentication, hush fails" \
+	server.err "message authentication failed"
+
+# -- The same records through hush's transport (hush_conn over libevent).
+if [ $HAVE_ECHO -eq 1 ]; then
+	start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+	exchange "altsrp-echo REKEY: hush client (75,000 records) -> grpc-go echo, rekey crossed both ways" \
+		"$D3" - 0 "$ECHO" --rp $REKEY --key "$KEY44" --frame 64
+
+	start_server "$ECHO" --rp $REKEY --key "$KEY44" --echo --frame 64
+	exchange "altsrp-echo REKEY: grpc-go client (75,000 records) -> hush echo, rekey crossed both ways" \
+		"$D3" - 0 "$GOPEER" --rp $REKEY --key "$KEY44" --chunk 40
+
+	start_server "$GOPEER" --rp $REKEY --key "$KEY44" --echo
+	exchange "altsrp-echo REKEY: hush client, 8 MiB in default 16 KiB frames -> grpc-go echo" \
+		"$D8" - 0 "$ECHO" --rp $REKEY --key "$KEY44"
+
+	start_server "$ECHO" --rp $REKEY --key "$KEY44" --echo
+	exchange "altsrp-echo REKEY: grpc-go client, 8 MiB in 4 KiB frames -> hush echo" \
+		"$D8" - 0 "$GOPEER" --rp $REKEY --key "$KEY44"
+
+	start_server "$GOPEER" --rp $AES --key "$KEY16" --echo
+	exchange "altsrp-echo AES128: hush client -> grpc-go echo" \
+		"$D3" - 0 "$ECHO" --rp $AES --key "$KEY16" --frame 1024
+
+	start_server "$ECHO" --rp $AES --key "$KEY16" --echo
+	exchange "altsrp-echo AES128: grpc-go client -> hush echo" \
+		"$D3" - 0 "$GOPEER" --rp $AES --key "$KEY16" --chunk 1000
+
+	start_server "$ECHO" --rp $REKEY --key "$OTHER44" --echo
+	run_client "$GOPEER" --rp $REKEY --key "$KEY44" --send "$D3"
+	if [ $SRC -ne 0 ] && grep -q EAUTH "$WORK/server.err"; then
+		ok "altsrp-echo wrong key, grpc-go sends: hush fails with EAUTH"
+	else
+		notok "altsrp-echo wrong key, grpc-go sends (client exit $CRC, server exit $SRC)"
+	fi
 fi

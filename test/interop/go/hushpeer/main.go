@@ -1,13 +1,18 @@
 // hushpeer: gRPC's own ALTS record code (grpc-go credentials/alts/internal/conn) with
 // a fixed key, as the other end of hush's interoperability tests. Same command line
-// and RESULT line as hush's examples/altsrp-echo:
+// and RESULT line as hush's test/interop/record-peer and examples/altsrp-echo:
 //
 //	hushpeer (--listen HOST:PORT [--ready FILE] [--count N] | --connect HOST:PORT)
 //	         --rp ALTSRP_GCM_AES128_REKEY|ALTSRP_GCM_AES128 --key HEX
 //	         [--side client|server] [--echo] [--send FILE] [--out FILE] [--chunk N]
+//	         [--cut N]
 //
 // --chunk N writes the file in N-byte Write calls; grpc-go seals each small Write as
-// one record, so small chunks make many records (to cross the rekey boundary).
+// one record, so small chunks make many records (to cross the rekey boundary). Each
+// Read of grpc-go's conn returns at most one record's plaintext, so --echo sends back
+// one record per record received, up to grpc-go's 4072-byte payload limit.
+// --echo and --send exclude each other. --cut N puts only the first N bytes of what
+// grpc-go writes on the wire (the peer then sees a record cut short by EOF).
 //
 // It must be built inside the grpc source tree (Go's internal-package rule), in
 // GOPATH mode: test/interop/run-alts-interop.sh does that.
@@ -40,7 +45,29 @@ var (
 	send    = flag.String("send", "", "file to send")
 	out     = flag.String("out", "", "file to write what is received")
 	chunk   = flag.Int("chunk", 65536, "bytes per Write when sending")
+	cut     = flag.Int64("cut", -1, "stop putting bytes on the wire after this many (test truncation)")
 )
+
+// cutConn passes the first left bytes written through and silently drops the rest, so
+// that the peer sees the stream end inside a record once we shut down the write side.
+type cutConn struct {
+	net.Conn
+	left int64
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	n := int64(len(b))
+	if n > c.left {
+		n = c.left
+	}
+	if n > 0 {
+		if _, err := c.Conn.Write(b[:n]); err != nil {
+			return 0, err
+		}
+		c.left -= n
+	}
+	return len(b), nil
+}
 
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "hushpeer: "+format+"\n", args...)
@@ -48,12 +75,16 @@ func fail(format string, args ...interface{}) {
 }
 
 type result struct {
-	sent, recv     int64
+	sent, recv       int64
 	sentSum, recvSum hash.Hash
 }
 
 func serve(raw net.Conn, s core.Side, key []byte) {
-	c, err := conn.NewConn(raw, s, *rp, key, nil)
+	var wire net.Conn = raw
+	if *cut >= 0 {
+		wire = &cutConn{Conn: raw, left: *cut}
+	}
+	c, err := conn.NewConn(wire, s, *rp, key, nil)
 	if err != nil {
 		fail("NewConn: %v", err)
 	}
@@ -125,7 +156,8 @@ func serve(raw net.Conn, s core.Side, key []byte) {
 
 func main() {
 	flag.Parse()
-	if (*listen == "") == (*connect == "") || *rp == "" || *keyHex == "" {
+	if (*listen == "") == (*connect == "") || *rp == "" || *keyHex == "" ||
+		(*echo && *send != "") || *chunk < 1 || *count < 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
