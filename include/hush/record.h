@@ -45,7 +45,8 @@ enum hush_side {
 #define HUSH_RECORD_MAX_KEY_SIZE 44
 
 /* Default and bounds for the largest frame (total bytes on the wire) hush sends:
- * 16 KiB, which every gRPC peer accepts. */
+ * 16 KiB, which every gRPC peer accepts. gRPC peers refuse frames above 1 MiB + 4
+ * (LENGTH above 1 MiB); larger ones are for hush peers only. */
 #define HUSH_RECORD_DEFAULT_SEND_FRAME 16384
 #define HUSH_RECORD_MIN_SEND_FRAME 64
 /* Default and bounds for the largest LENGTH value hush accepts: 1 MiB, as gRPC. */
