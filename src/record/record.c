@@ -181,7 +181,12 @@ static int direction_prepare(const struct hush_record *r, const struct proto *p,
 		}
 	}
 	if (!d->keyed) {
-		if (!EVP_CipherInit_ex(d->ctx, cipher_of(p), NULL, d->key, NULL, enc)) {
+		/* OpenSSL 3 frees and re-creates a context's provider state whenever a cipher
+		 * is passed, even the one it already has: pass it only when the (possibly
+		 * lent) context holds another, so re-keying allocates nothing. */
+		const EVP_CIPHER *want = cipher_of(p);
+		const EVP_CIPHER *have = EVP_CIPHER_CTX_get0_cipher(d->ctx);
+		if (!EVP_CipherInit_ex(d->ctx, have == want ? NULL : want, NULL, d->key, NULL, enc)) {
 			return HUSH_ECRYPTO;
 		}
 		d->keyed = true;

@@ -10,7 +10,37 @@
 #include "record/record-internal.h"
 #include "common/common-internal.h"
 
+#include <stdatomic.h>
+
+#include <openssl/crypto.h>
+
 #define VECTORS HUSH_SRCDIR "/test/data/alts-record-vectors.txt"
+
+/* OpenSSL's own allocations, counted (hooks set first thing in main). */
+static _Atomic uint64_t ossl_allocs;
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	atomic_fetch_add(&ossl_allocs, 1);
+	return malloc(n);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	atomic_fetch_add(&ossl_allocs, 1);
+	return realloc(p, n);
+}
+
+static void ossl_free(void *p, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	free(p);
+}
 
 static const enum hush_record_protocol ALL_RP[] = {HUSH_RP_ALTS_AES128_GCM_REKEY,
 						   HUSH_RP_ALTS_AES128_GCM,
@@ -723,6 +753,42 @@ static void records_make_no_hush_allocation(void **state)
 	hush_record_free(s);
 }
 
+/*
+ * Cipher contexts lent to one record context after another (as the transport does per
+ * readiness event) are re-keyed without any allocation, OpenSSL's included.
+ */
+static void lent_ciphers_rekey_without_allocating(void **state)
+{
+	(void)state;
+	uint8_t key[44];
+	size_t klen;
+	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
+	struct hush_record *a, *b;
+	assert_int_equal(hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen,
+					       HUSH_SIDE_CLIENT),
+			 0);
+	assert_int_equal(hush__record_new_bare(&b, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen,
+					       HUSH_SIDE_SERVER),
+			 0);
+	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
+	uint8_t frame[64];
+	uint64_t before = 0;
+	for (int round = 0; round < 100; round++) {
+		if (round == 2) {
+			before = atomic_load(&ossl_allocs);
+		}
+		struct hush_record *r = round % 2 ? b : a;
+		hush__record_give_ciphers(r, x, y);
+		seal(r, frame, sizeof(frame), "rekey", 5);
+		hush__record_take_ciphers(r, &x, &y);
+	}
+	assert_int_equal(atomic_load(&ossl_allocs), before);
+	EVP_CIPHER_CTX_free(x);
+	EVP_CIPHER_CTX_free(y);
+	hush_record_free(a);
+	hush_record_free(b);
+}
+
 /* Key-holding memory is wiped before it goes back to the allocator. */
 static void free_wipes_keys_and_counters(void **state)
 {
@@ -745,6 +811,9 @@ static void free_wipes_keys_and_counters(void **state)
 
 int main(void)
 {
+	if (!CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free)) {
+		return 1;
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(vectors_rekey_aead_match_grpc),
 		cmocka_unit_test(vectors_aes128_crypter_match_grpc_go),
@@ -772,6 +841,7 @@ int main(void)
 		cmocka_unit_test(new_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(records_make_no_hush_allocation),
 		cmocka_unit_test(free_wipes_keys_and_counters),
+		cmocka_unit_test(lent_ciphers_rekey_without_allocating),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
