@@ -32,13 +32,31 @@ void bench_print(const char *name, int procs, uint64_t n, const struct bench_met
  */
 int bench_alloc_install(void);
 
+/*
+ * Blocks of at least this many bytes count as buffers in live_buffers: every
+ * record-sized buffer (OpenSSL's read and write buffers of about 16.5 KiB, hush's pool
+ * tiers from 16 KiB up) is at least this large, and no per-connection object is (the
+ * largest, OpenSSL's SSL, is about 7.5 KiB).
+ */
+#define BENCH_BUFFER_MIN 8192
+
 struct bench_alloc_counts {
 	uint64_t allocs; /* allocation calls (malloc, realloc of NULL, calloc) */
 	uint64_t frees;
 	uint64_t bytes;  /* bytes requested by allocation calls */
 	int64_t live_bytes;
+	int64_t live_buffers; /* live blocks of at least BENCH_BUFFER_MIN bytes */
 };
 void bench_alloc_read(struct bench_alloc_counts *out);
+
+/*
+ * Runs fn(args[t], n) on nthreads threads released together and waits for all of them.
+ * *ns is the wall time from the release to the last thread's return; *delta the
+ * allocations counted by the hooks meanwhile (all threads). Returns 0, or -1 if a thread
+ * could not be started (nothing was run).
+ */
+int bench_run_threads(int nthreads, void (*fn)(void *arg, uint64_t n), void *const *args,
+		      uint64_t n, uint64_t *ns, struct bench_alloc_counts *delta);
 
 /* True when argv holds flag (e.g. "--quick"). */
 int bench_has_flag(int argc, char **argv, const char *flag);
