@@ -918,6 +918,25 @@ static int open_plain(struct ep *e, struct env *env, int fd, int server)
 	return 0;
 }
 
+/* hush as a bufferevent (include/hush/bufferevent.h): CONNECTED comes from the loop. */
+static int open_hush_bev(struct ep *e, struct env *env, int fd, int server)
+{
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.key = hush_key;
+	cfg.key_len = sizeof(hush_key);
+	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
+	cfg.pool = env->pool;
+	struct bufferevent *bev =
+		hush_bufferevent_socket_new(env->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		close(fd);
+		return -1;
+	}
+	bev_attach(e, bev);
+	return 0;
+}
+
 /* Made once at start-up (before any fork); see tls_init. */
 static SSL_CTX *tls_server_ctx;
 static SSL_CTX *tls_client_ctx;
@@ -2369,6 +2388,7 @@ static void pool_run(const struct benchmark *b, const struct variant *v)
 
 static const struct variant idle_variants[] = {
     {"hush-native", open_hush, NULL},		     /* ready-read: buffers only while busy */
+    {"hush-bufferevent", open_hush_bev, NULL},	     /* hush_bufferevent_socket_new */
     {"hush-pinned", open_hush_pinned, NULL},	     /* buffers and contexts for life */
     {"openssl-tls", open_tls, NULL},		     /* OpenSSL's defaults */
     {"openssl-tls-release", open_tls_release, NULL}, /* SSL_MODE_RELEASE_BUFFERS */
