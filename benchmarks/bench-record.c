@@ -1,14 +1,29 @@
 /*
- * bench-record: seal and open throughput of hush's record layer per protocol, beside
- * the raw EVP AEAD on the same sizes in the same run (the ceiling), with allocations
- * counted through the hooks of hush, OpenSSL and libevent.
+ * bench-record: seal and open throughput of hush's record layer per protocol, beside the
+ * raw EVP AEAD doing the same work on the same sizes in the same run (the ceiling), with
+ * allocations counted through the hooks of hush, OpenSSL and libevent.
  *
  *   bench-record [--quick]
  *
+ * Sizes are payload bytes per record: 1K = 1024; 16K = 16360, the largest payload of a
+ * default 16384-byte frame; 1M = 1048556, the largest payload of a frame whose LENGTH is
+ * the default receive limit of 1048576. MB/s counts payload bytes (10^6 per MB).
+ *
+ * Both sides work alike: a batch of buffers, each sealed (or opened) in place per call,
+ * one EVP_CIPHER_CTX per direction keyed once, the nonce set per record. Opening needs
+ * frames sealed in order, so a batch is sealed untimed before it is opened timed. hush
+ * and raw EVP runs alternate in rounds so that a noisy neighbour slows both alike; the
+ * figures are totals over all rounds.
+ *
  * Output: Go benchmark format, one line per result, e.g.
+ *   BenchmarkRecord/raw-evp/seal/aes-128-gcm/16K-1  N  x ns/op  y MB/s  0 B/op  0 allocs/op
  *   BenchmarkRecord/seal/ALTSRP_GCM_AES128_REKEY/16K-1  N  x ns/op  y MB/s  0 B/op
- *   0 allocs/op  0.97 ratio-vs-raw
+ *       0 allocs/op  0.98 ratio-vs-raw
+ * ratio-vs-raw is raw EVP's ns/op over hush's for the same cipher, size and operation:
+ * 1 means no overhead. The REKEY protocols derive a key (HMAC, a few OpenSSL allocations)
+ * once per 65536 records, which shows as a small fraction in B/op on small records.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,191 +34,251 @@
 
 #include "benchlib.h"
 
+enum op { SEAL, OPEN };
+
 struct size_case {
 	const char *name;
 	size_t payload;
 };
 
-/* 16K is one default record: 16384 bytes on the wire, 16360 of payload. */
 static const struct size_case sizes[] = {
-	{"1K", 1024},
-	{"16K", 16384 - 24},
-	{"1M", 1048576 - 20},
+    {"1K", 1024},
+    {"16K", HUSH_RECORD_DEFAULT_SEND_FRAME - HUSH_RECORD_OVERHEAD},
+    {"1M", HUSH_RECORD_DEFAULT_RECV_LIMIT + HUSH_RECORD_LENGTH_SIZE - HUSH_RECORD_OVERHEAD},
 };
 
-static uint64_t target_ns;
+struct variant {
+	const char *name;	      /* wire name, or the raw cipher's name */
+	enum hush_record_protocol rp; /* 0 for raw EVP */
+	const char *cipher;	      /* OpenSSL name of the AEAD */
+	int raw_index;		      /* for hush: the raw variant it is compared with */
+};
 
-/* Raw AEAD on the same bytes: one context keyed once, per record: set the nonce,
- * encrypt or decrypt in place, produce or check the tag. */
-static double raw_aead(const EVP_CIPHER *cipher, size_t len, int enc, uint64_t *iters)
+static const struct variant variants[] = {
+    {"aes-128-gcm", 0, "AES-128-GCM", -1},
+    {"ALTSRP_GCM_AES128_REKEY", HUSH_RP_ALTS_AES128_GCM_REKEY, "AES-128-GCM", 0},
+    {"ALTSRP_GCM_AES128", HUSH_RP_ALTS_AES128_GCM, "AES-128-GCM", 0},
+    {"chacha20-poly1305", 0, "ChaCha20-Poly1305", -1},
+    {"HUSHRP_CHACHA20_POLY1305_REKEY", HUSH_RP_CHACHA20_POLY1305_REKEY, "ChaCha20-Poly1305", 3},
+};
+#define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
+
+/* One variant's state for one size and operation, and what it measured. */
+struct run {
+	const struct variant *v;
+	size_t len; /* payload bytes */
+	size_t cap; /* frame bytes: len + 24 */
+	size_t batch;
+	uint8_t **bufs;
+	/* raw EVP */
+	EVP_CIPHER *cipher;
+	EVP_CIPHER_CTX *enc, *dec;
+	uint64_t nonce_seq, open_seq;
+	/* hush */
+	struct hush_record *client, *server;
+	/* results */
+	uint64_t n, ns, allocs, bytes;
+};
+
+static void die(const char *what)
 {
-	static const uint8_t key[32] = {1};
-	uint8_t nonce[12] = {0};
-	uint8_t tag[16];
-	uint8_t *buf = calloc(1, len + 16);
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	EVP_CipherInit_ex(ctx, cipher, NULL, key, NULL, 1);
-	int n;
-	/* For decryption, a valid tag for the zero plaintext is needed at each nonce; the
-	 * decrypt loop therefore checks the tag of its own encryption under the same
-	 * nonce, which costs what a receiver pays. */
-	uint64_t count = 0;
-	uint64_t start = bench_now_ns();
-	uint64_t now = start;
-	while (now - start < target_ns) {
-		for (int k = 0; k < 16; k++) {
-			nonce[0] = (uint8_t)count;
-			nonce[1] = (uint8_t)(count >> 8);
-			if (enc) {
-				EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1);
-				EVP_CipherUpdate(ctx, buf, &n, buf, (int)len);
-				EVP_CipherFinal_ex(ctx, buf + n, &n);
-				EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag);
-			} else {
-				EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0);
-				EVP_CipherUpdate(ctx, buf, &n, buf, (int)len);
-				EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, tag);
-				EVP_CipherFinal_ex(ctx, buf + n, &n); /* fails: timing is the same */
-			}
-			count++;
-		}
-		now = bench_now_ns();
-	}
-	EVP_CIPHER_CTX_free(ctx);
-	free(buf);
-	*iters = count;
-	return (double)(now - start) / (double)count;
+	fprintf(stderr, "bench-record: %s\n", what);
+	exit(1);
 }
 
-/* hush: seal (or seal then open, timing only the open) records of len bytes. */
-static double hush_records(enum hush_record_protocol rp, size_t len, int seal_only,
-			   uint64_t *iters, struct bench_alloc_counts *delta)
+static void nonce_of(uint64_t seq, uint8_t nonce[12])
 {
-	uint8_t key[44] = {7};
-	struct hush_record *c = NULL, *s = NULL;
-	if (hush_record_new(&c, rp, key, hush_record_key_size(rp), HUSH_SIDE_CLIENT) < 0 ||
-	    hush_record_new(&s, rp, key, hush_record_key_size(rp), HUSH_SIDE_SERVER) < 0 ||
-	    hush_record_set_limits(c, len + 24, 0) < 0) {
-		fprintf(stderr, "bench-record: setup failed\n");
-		exit(1);
+	memset(nonce, 0, 12);
+	for (int i = 0; i < 8; i++) {
+		nonce[i] = (uint8_t)(seq >> (8 * i));
 	}
-	size_t cap = len + 24;
-	uint8_t *frame = calloc(1, cap);
-	uint8_t *copy = calloc(1, cap);
-	size_t flen = 0;
+}
+
+/* Raw EVP seal of one buffer: payload at +8 encrypted in place, tag after it. */
+static void raw_seal(struct run *r, uint8_t *buf)
+{
+	uint8_t nonce[12];
+	uint8_t *p = buf + HUSH_RECORD_HEADER_SIZE;
+	int n = 0;
+	nonce_of(r->nonce_seq++, nonce);
+	if (EVP_CipherInit_ex(r->enc, NULL, NULL, NULL, nonce, 1) != 1 ||
+	    EVP_CipherUpdate(r->enc, p, &n, p, (int)r->len) != 1 ||
+	    EVP_CipherFinal_ex(r->enc, p + n, &n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(r->enc, EVP_CTRL_AEAD_GET_TAG, 16, p + r->len) != 1) {
+		die("raw seal failed");
+	}
+}
+
+/* Raw EVP open of one buffer sealed by raw_seal, in the same order. */
+static void raw_open(struct run *r, uint8_t *buf)
+{
+	uint8_t nonce[12];
+	uint8_t *p = buf + HUSH_RECORD_HEADER_SIZE;
+	int n = 0;
+	nonce_of(r->open_seq++, nonce);
+	if (EVP_CipherInit_ex(r->dec, NULL, NULL, NULL, nonce, 0) != 1 ||
+	    EVP_CipherUpdate(r->dec, p, &n, p, (int)r->len) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(r->dec, EVP_CTRL_AEAD_SET_TAG, 16, p + r->len) != 1 ||
+	    EVP_CipherFinal_ex(r->dec, p + n, &n) != 1) {
+		die("raw open failed");
+	}
+}
+
+static void hush_seal(struct run *r, uint8_t *buf)
+{
+	size_t flen;
+	if (hush_record_seal(r->client, buf, r->cap, r->len, &flen) != 0) {
+		die("hush seal failed");
+	}
+}
+
+static void hush_open(struct run *r, uint8_t *buf)
+{
 	struct hush_iovec pt;
-	/* Warm up: derive the first key, touch the buffers. */
-	for (int k = 0; k < 4; k++) {
-		if (hush_record_seal(c, frame, cap, len, &flen) < 0 ||
-		    hush_record_open(s, frame, flen, &pt) < 0) {
-			fprintf(stderr, "bench-record: warm-up failed\n");
-			exit(1);
+	if (hush_record_open(r->server, buf, r->cap, &pt) != 0) {
+		die("hush open failed");
+	}
+}
+
+static void run_setup(struct run *r, const struct variant *v, size_t len)
+{
+	memset(r, 0, sizeof(*r));
+	r->v = v;
+	r->len = len;
+	r->cap = len + HUSH_RECORD_OVERHEAD;
+	/* About 1 MiB of buffers: past L1 and L2 as a stream of records would be. */
+	r->batch = ((size_t)1 << 20) / r->cap;
+	r->batch = r->batch < 4 ? 4 : r->batch > 64 ? 64 : r->batch;
+	r->bufs = calloc(r->batch, sizeof(*r->bufs));
+	if (r->bufs == NULL) {
+		die("out of memory");
+	}
+	for (size_t k = 0; k < r->batch; k++) {
+		r->bufs[k] = calloc(1, r->cap);
+		if (r->bufs[k] == NULL) {
+			die("out of memory");
 		}
 	}
-	/* Opening needs frames sealed in order: seal a batch (not timed), then time
-	 * opening it. Sealing is timed in a loop of its own. */
-	size_t batch = (4u << 20) / cap;
-	batch = batch < 1 ? 1 : batch > 64 ? 64 : batch;
-	uint8_t **frames = calloc(batch, sizeof(*frames));
-	for (size_t k = 0; k < batch; k++) {
-		frames[k] = calloc(1, cap);
-	}
-	struct bench_alloc_counts a0, a1;
-	bench_alloc_read(&a0);
-	uint64_t count = 0, spent = 0;
-	uint64_t start = bench_now_ns();
-	int rc = 0;
-	while (spent < target_ns && bench_now_ns() - start < 4 * target_ns) {
-		if (seal_only) {
-			uint64_t t0 = bench_now_ns();
-			for (size_t k = 0; k < batch; k++) {
-				rc |= hush_record_seal(c, frame, cap, len, &flen);
-			}
-			spent += bench_now_ns() - t0;
-		} else {
-			for (size_t k = 0; k < batch; k++) {
-				rc |= hush_record_seal(c, frames[k], cap, len, &flen);
-			}
-			uint64_t t0 = bench_now_ns();
-			for (size_t k = 0; k < batch; k++) {
-				rc |= hush_record_open(s, frames[k], flen, &pt);
-			}
-			spent += bench_now_ns() - t0;
+	static const uint8_t key[44] = {7, 1, 2, 3};
+	if (v->rp == 0) {
+		r->cipher = EVP_CIPHER_fetch(NULL, v->cipher, NULL);
+		r->enc = EVP_CIPHER_CTX_new();
+		r->dec = EVP_CIPHER_CTX_new();
+		if (r->cipher == NULL || r->enc == NULL || r->dec == NULL ||
+		    EVP_CipherInit_ex(r->enc, r->cipher, NULL, key, NULL, 1) != 1 ||
+		    EVP_CipherInit_ex(r->dec, r->cipher, NULL, key, NULL, 0) != 1) {
+			die("raw EVP setup failed");
 		}
-		if (rc < 0) {
-			fprintf(stderr, "bench-record: record failed\n");
-			exit(1);
+		return;
+	}
+	size_t klen = hush_record_key_size(v->rp);
+	if (hush_record_new(&r->client, v->rp, key, klen, HUSH_SIDE_CLIENT) != 0 ||
+	    hush_record_new(&r->server, v->rp, key, klen, HUSH_SIDE_SERVER) != 0 ||
+	    hush_record_set_limits(r->client, r->cap, 0) != 0 ||
+	    hush_record_max_frame(r->server) < r->cap) {
+		die("hush setup failed");
+	}
+}
+
+static void run_teardown(struct run *r)
+{
+	for (size_t k = 0; k < r->batch; k++) {
+		free(r->bufs[k]);
+	}
+	free(r->bufs);
+	EVP_CIPHER_CTX_free(r->enc);
+	EVP_CIPHER_CTX_free(r->dec);
+	EVP_CIPHER_free(r->cipher);
+	hush_record_free(r->client);
+	hush_record_free(r->server);
+}
+
+/* Runs whole batches of op until budget_ns of timed work; counts only timed work. */
+static void run_for(struct run *r, enum op op, uint64_t budget_ns, int count)
+{
+	bool raw = r->v->rp == 0;
+	uint64_t spent = 0;
+	while (spent < budget_ns) {
+		if (op == OPEN) {
+			for (size_t k = 0; k < r->batch; k++) {
+				if (raw) {
+					raw_seal(r, r->bufs[k]);
+				} else {
+					hush_seal(r, r->bufs[k]);
+				}
+			}
 		}
-		count += batch;
+		struct bench_alloc_counts a0, a1;
+		bench_alloc_read(&a0);
+		uint64_t t0 = bench_now_ns();
+		for (size_t k = 0; k < r->batch; k++) {
+			if (raw) {
+				(op == SEAL ? raw_seal : raw_open)(r, r->bufs[k]);
+			} else {
+				(op == SEAL ? hush_seal : hush_open)(r, r->bufs[k]);
+			}
+		}
+		uint64_t t1 = bench_now_ns();
+		bench_alloc_read(&a1);
+		spent += t1 - t0;
+		if (count) {
+			r->ns += t1 - t0;
+			r->n += r->batch;
+			r->allocs += a1.allocs - a0.allocs;
+			r->bytes += a1.bytes - a0.bytes;
+		}
 	}
-	bench_alloc_read(&a1);
-	delta->allocs = a1.allocs - a0.allocs;
-	delta->bytes = a1.bytes - a0.bytes;
-	for (size_t k = 0; k < batch; k++) {
-		free(frames[k]);
-	}
-	free(frames);
-	free(frame);
-	free(copy);
-	hush_record_free(c);
-	hush_record_free(s);
-	*iters = count;
-	return (double)spent / (double)count;
 }
 
 int main(int argc, char **argv)
 {
 	if (bench_alloc_install() < 0) {
-		fprintf(stderr, "bench-record: cannot hook OpenSSL's allocator\n");
-		return 1;
+		die("cannot hook OpenSSL's allocator");
 	}
-	target_ns = bench_has_flag(argc, argv, "--quick") ? 150000000u : 1000000000u;
-	static const struct {
-		enum hush_record_protocol rp;
-		const char *raw;
-		const char *cipher;
-	} protos[] = {
-		{HUSH_RP_ALTS_AES128_GCM_REKEY, "aes-128-gcm", "AES-128-GCM"},
-		{HUSH_RP_ALTS_AES128_GCM, "aes-128-gcm", "AES-128-GCM"},
-		{HUSH_RP_CHACHA20_POLY1305_REKEY, "chacha20-poly1305", "ChaCha20-Poly1305"},
-	};
+	int quick = bench_has_flag(argc, argv, "--quick");
+	uint64_t per_variant_ns = quick ? 150000000u : 1000000000u;
+	int rounds = 10;
+	static const char *opnames[] = {"seal", "open"};
 	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
-		size_t len = sizes[z].payload;
-		for (int op = 0; op < 2; op++) {
-			const char *opname = op == 0 ? "seal" : "open";
-			double raw_ns[2] = {0, 0};
-			const char *raw_seen[2] = {NULL, NULL};
-			for (size_t p = 0; p < sizeof(protos) / sizeof(protos[0]); p++) {
-				int ci = protos[p].rp == HUSH_RP_CHACHA20_POLY1305_REKEY;
-				if (raw_seen[ci] == NULL) {
-					EVP_CIPHER *ciph = EVP_CIPHER_fetch(NULL, protos[p].cipher, NULL);
-					uint64_t it;
-					raw_ns[ci] = raw_aead(ciph, len, op == 0, &it);
-					EVP_CIPHER_free(ciph);
-					raw_seen[ci] = protos[p].raw;
-					char name[128];
-					snprintf(name, sizeof(name), "Record/raw-evp-%s/%s/%s", opname,
-						 protos[p].raw, sizes[z].name);
-					struct bench_metric m[] = {
-						{raw_ns[ci], "ns/op"},
-						{(double)len / raw_ns[ci] * 1e3, "MB/s"},
-					};
-					bench_print(name, 1, it, m, 2);
+		for (int op = SEAL; op <= OPEN; op++) {
+			struct run runs[NVARIANTS];
+			for (size_t i = 0; i < NVARIANTS; i++) {
+				run_setup(&runs[i], &variants[i], sizes[z].payload);
+				/* Warm up: first keys derived, buffers paged in. */
+				run_for(&runs[i], (enum op)op, 1, 0);
+			}
+			for (int round = 0; round < rounds; round++) {
+				for (size_t i = 0; i < NVARIANTS; i++) {
+					run_for(&runs[i], (enum op)op, per_variant_ns / rounds, 1);
 				}
-				uint64_t it;
-				struct bench_alloc_counts d;
-				double ns = hush_records(protos[p].rp, len, op == 0, &it, &d);
+			}
+			for (size_t i = 0; i < NVARIANTS; i++) {
+				struct run *r = &runs[i];
+				double ns = (double)r->ns / (double)r->n;
 				char name[128];
-				snprintf(name, sizeof(name), "Record/%s/%s/%s", opname,
-					 hush_record_protocol_name(protos[p].rp), sizes[z].name);
-				struct bench_metric m[] = {
-					{ns, "ns/op"},
-					{(double)len / ns * 1e3, "MB/s"},
-					{(double)d.bytes / (double)it, "B/op"},
-					{(double)d.allocs / (double)it, "allocs/op"},
-					{raw_ns[ci] / ns, "ratio-vs-raw"},
+				struct bench_metric m[5] = {
+				    {ns, "ns/op"},
+				    {(double)r->len / ns * 1e3, "MB/s"},
+				    {(double)r->bytes / (double)r->n, "B/op"},
+				    {(double)r->allocs / (double)r->n, "allocs/op"},
+				    {0, "ratio-vs-raw"},
 				};
-				bench_print(name, 1, it, m, 5);
+				size_t nm = 4;
+				if (r->v->rp == 0) {
+					snprintf(name, sizeof(name), "Record/raw-evp/%s/%s/%s",
+						 opnames[op], r->v->name, sizes[z].name);
+				} else {
+					const struct run *raw = &runs[r->v->raw_index];
+					double raw_ns = (double)raw->ns / (double)raw->n;
+					m[4].value = raw_ns / ns;
+					nm = 5;
+					snprintf(name, sizeof(name), "Record/%s/%s/%s", opnames[op],
+						 r->v->name, sizes[z].name);
+				}
+				bench_print(name, 1, r->n, m, nm);
+			}
+			for (size_t i = 0; i < NVARIANTS; i++) {
+				run_teardown(&runs[i]);
 			}
 		}
 	}

@@ -1,74 +1,89 @@
 /*
  * ALTS records, sans I/O: framing, counters, the REKEY key schedule and the AEAD.
- * Section numbers refer to docs/PROTOCOL.md, which restates gRPC's ALTS record
- * protocol (grpc-go credentials/alts/internal/conn, grpc C++ tsi/alts).
+ *
+ * "Section N" refers to docs/PROTOCOL.md, which restates gRPC's ALTS record protocol
+ * (grpc-go credentials/alts/internal/conn, grpc C++ src/core/tsi/alts) and specifies
+ * hush's ChaCha20-Poly1305 variant.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "common/common-internal.h"
 #include "record/record-internal.h"
 
-#define NONCE_SIZE 12
-#define KDF_KEY_SIZE 32
-#define MASK_SIZE 12
-#define KDF_COUNTER_SIZE 6
-#define FRAMES_PER_KEY_LOG2 16 /* counter bytes 0..1 vary under one key */
+#define NONCE_SIZE	  12
+#define KDF_KEY_SIZE	  32
+#define MASK_SIZE	  12
+#define KDF_COUNTER_SIZE  6
+#define MAX_AEAD_KEY_SIZE 32
+#define SERVER_SIDE_BIT	  0x80
+/* Counter bytes 0 and 1 vary under one derived key; bytes 2..7 select it (section 3.2). */
+#define FRAMES_PER_KEY_LOG2 16
+/* key_epoch of a REKEY direction whose key is not derived yet: epochs fit in 48 bits. */
+#define NO_EPOCH UINT64_MAX
 
-/* One direction's state: the next frame index, and the AEAD key for its epoch. */
+enum dir { SEAL = 0, OPEN = 1 };
+
+/* Bits of hush_record.flags. */
+#define F_SERVER	   0x01u
+#define F_KEYED(which)	   (0x02u << (which)) /* dir[which].ctx holds dir[which].key */
+#define F_EXHAUSTED(which) (0x08u << (which)) /* the last counter value was used */
+
+/* One direction: the next frame's index and the AEAD key of its epoch. 56 bytes. */
 struct direction {
-	uint64_t index;      /* counter value of the next frame, without the side bit */
-	uint64_t epoch;      /* index >> 16 that key[] was derived for (REKEY protocols) */
-	EVP_CIPHER_CTX *ctx; /* NULL while none is lent */
-	uint8_t key[32];     /* current AEAD key: 16 bytes for AES-128, 32 for ChaCha20 */
-	bool exhausted;      /* the last counter value was used */
-	bool keyed;          /* ctx holds key[] */
-	bool epoch_valid;
+	uint64_t index;			/* counter of the next frame, without the side bit */
+	uint64_t key_epoch;		/* index >> 16 that key[] belongs to; NO_EPOCH before any */
+	EVP_CIPHER_CTX *ctx;		/* NULL while none is lent */
+	uint8_t key[MAX_AEAD_KEY_SIZE]; /* 16 bytes used for AES-128, 32 for ChaCha20 */
 };
 
+/*
+ * An idle context is exactly this: 2 x 56 bytes of direction state, the 32-byte KDF key
+ * and 12-byte nonce mask shared by both directions (section 3.2: both walk the same key
+ * sequence, the side bit keeps them apart), limits, the sticky error, the protocol and
+ * flags. 168 bytes on LP64, no pointers besides the lent cipher contexts.
+ */
 struct hush_record {
-	/* REKEY protocols: the KDF key and the nonce mask, shared by both directions
-	 * (section 5: both walk the same key sequence; the side bit separates them).
-	 * ALTSRP_GCM_AES128: the key in secret[0..16). */
-	uint8_t secret[KDF_KEY_SIZE];
+	struct direction dir[2];       /* [SEAL], [OPEN] */
+	uint8_t kdf_key[KDF_KEY_SIZE]; /* REKEY protocols only; ALTSRP_GCM_AES128 keeps
+					* its key in dir[].key */
 	uint8_t mask[MASK_SIZE];
-	uint8_t rp;
-	uint8_t side;
-	int err;                 /* sticky error, 0 while healthy */
 	uint32_t max_send_frame; /* total wire bytes of the largest frame sealed */
-	uint32_t recv_limit;     /* largest LENGTH accepted */
-	struct direction seal;
-	struct direction open;
+	uint32_t recv_limit;	 /* largest LENGTH accepted */
+	int16_t err;		 /* sticky error, 0 while healthy */
+	uint8_t rp;
+	uint8_t flags;
 };
 
 /* ---- Protocol table ---- */
 
 struct proto {
 	const char *name;
-	size_t key_size;
-	unsigned overflow_len; /* counter bytes that carry (section 3) */
-	bool rekey;
-	bool chacha;
+	uint8_t key_size;      /* key material given to hush_record_new */
+	uint8_t aead_key_size; /* key of the AEAD itself */
+	uint8_t chacha;	       /* ChaCha20-Poly1305, else AES-128-GCM */
+	uint8_t rekey;	       /* section 3.2 key schedule and nonce mask */
+	uint64_t last_index;   /* last counter value: 2^(8 * overflow_len) - 1 (section 2) */
+};
+
+static const struct proto protos[] = {
+    [HUSH_RP_ALTS_AES128_GCM_REKEY] = {"ALTSRP_GCM_AES128_REKEY", 44, 16, 0, 1, UINT64_MAX},
+    [HUSH_RP_ALTS_AES128_GCM] = {"ALTSRP_GCM_AES128", 16, 16, 0, 0, ((uint64_t)1 << 40) - 1},
+    [HUSH_RP_CHACHA20_POLY1305_REKEY] = {"HUSHRP_CHACHA20_POLY1305_REKEY", 44, 32, 1, 1,
+					 UINT64_MAX},
 };
 
 static const struct proto *proto_of(enum hush_record_protocol rp)
 {
-	static const struct proto rekey = {"ALTSRP_GCM_AES128_REKEY", 44, 8, true, false};
-	static const struct proto plain = {"ALTSRP_GCM_AES128", 16, 5, false, false};
-	static const struct proto chacha = {"HUSHRP_CHACHA20_POLY1305_REKEY", 44, 8, true, true};
-	switch (rp) {
-	case HUSH_RP_ALTS_AES128_GCM_REKEY:
-		return &rekey;
-	case HUSH_RP_ALTS_AES128_GCM:
-		return &plain;
-	case HUSH_RP_CHACHA20_POLY1305_REKEY:
-		return &chacha;
+	if ((unsigned)rp >= HUSH_ARRAY_SIZE(protos) || protos[rp].name == NULL) {
+		return NULL;
 	}
-	return NULL;
+	return &protos[rp];
 }
 
 const char *hush_record_protocol_name(enum hush_record_protocol rp)
@@ -79,13 +94,10 @@ const char *hush_record_protocol_name(enum hush_record_protocol rp)
 
 int hush_record_protocol_from_name(const char *name, enum hush_record_protocol *out)
 {
-	static const enum hush_record_protocol all[] = {HUSH_RP_ALTS_AES128_GCM_REKEY,
-							HUSH_RP_ALTS_AES128_GCM,
-							HUSH_RP_CHACHA20_POLY1305_REKEY};
 	HUSH_ENSURE(name != NULL && out != NULL, HUSH_EINVAL);
-	for (size_t i = 0; i < HUSH_ARRAY_SIZE(all); i++) {
-		if (strcmp(name, proto_of(all[i])->name) == 0) {
-			*out = all[i];
+	for (size_t i = 0; i < HUSH_ARRAY_SIZE(protos); i++) {
+		if (protos[i].name != NULL && strcmp(name, protos[i].name) == 0) {
+			*out = (enum hush_record_protocol)i;
 			return 0;
 		}
 	}
@@ -98,107 +110,132 @@ size_t hush_record_key_size(enum hush_record_protocol rp)
 	return p != NULL ? p->key_size : 0;
 }
 
-/* The ciphers, fetched once per process: implicit fetches per call would cost a lookup
- * on every record. */
-static pthread_once_t ciphers_once = PTHREAD_ONCE_INIT;
+/* ---- Algorithms, fetched once per process ---- */
+
+/*
+ * An implicit fetch (EVP_aes_128_gcm() and friends) costs a method-store lookup on every
+ * keyed EVP_CipherInit_ex, so the ciphers and HMAC are fetched once and kept for the
+ * life of the process. A failed fetch (out of memory) is retried by the next
+ * hush_record_new rather than remembered. The pointers are written under the lock before
+ * `fetched` is released, and read only after it was acquired.
+ */
+static pthread_mutex_t fetch_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool fetched;
 static EVP_CIPHER *aes128gcm;
 static EVP_CIPHER *chacha20poly1305;
+static EVP_MAC *hmac;
 
-static void fetch_ciphers(void)
+static int fetch_algorithms(void)
 {
-	aes128gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
-	chacha20poly1305 = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+	if (atomic_load_explicit(&fetched, memory_order_acquire)) {
+		return 0;
+	}
+	pthread_mutex_lock(&fetch_lock);
+	if (aes128gcm == NULL) {
+		aes128gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+	}
+	if (chacha20poly1305 == NULL) {
+		chacha20poly1305 = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+	}
+	if (hmac == NULL) {
+		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	}
+	bool ok = aes128gcm != NULL && chacha20poly1305 != NULL && hmac != NULL;
+	if (ok) {
+		atomic_store_explicit(&fetched, true, memory_order_release);
+	}
+	pthread_mutex_unlock(&fetch_lock);
+	return ok ? 0 : HUSH_ECRYPTO;
 }
 
 static const EVP_CIPHER *cipher_of(const struct proto *p)
 {
-	pthread_once(&ciphers_once, fetch_ciphers);
 	return p->chacha ? chacha20poly1305 : aes128gcm;
 }
 
 /* ---- Counters and keys ---- */
 
-bool hush__record_counter(uint64_t index, enum hush_side side, unsigned overflow_len,
-			  uint8_t out[12])
+/*
+ * Section 2: the counter of frame i is i as a 96-bit little-endian integer, whose carry
+ * never leaves the first overflow_len bytes, with bit 7 of byte 11 set in the server's
+ * direction. side_bit is 0 or SERVER_SIDE_BIT.
+ */
+static void build_counter(uint64_t index, uint8_t side_bit, uint8_t out[NONCE_SIZE])
 {
-	if (overflow_len < 8 && (index >> (8 * overflow_len)) != 0) {
-		return false;
-	}
-	/* Section 3: a 96-bit little-endian frame counter; the server's direction has bit 7
-	 * of byte 11 set. Bytes past overflow_len stay zero. */
-	memset(out, 0, NONCE_SIZE);
 	for (unsigned i = 0; i < 8; i++) {
 		out[i] = (uint8_t)(index >> (8 * i));
 	}
-	if (side == HUSH_SIDE_SERVER) {
-		out[11] = 0x80;
+	out[8] = 0;
+	out[9] = 0;
+	out[10] = 0;
+	out[11] = side_bit;
+}
+
+bool hush__record_counter(uint64_t index, enum hush_side side, unsigned overflow_len,
+			  uint8_t out[12])
+{
+	if (overflow_len == 0 || overflow_len > 8 ||
+	    (overflow_len < 8 && (index >> (8 * overflow_len)) != 0)) {
+		return false;
 	}
+	build_counter(index, side == HUSH_SIDE_SERVER ? SERVER_SIDE_BIT : 0, out);
 	return true;
 }
 
 /*
- * Section 5: the AEAD key for counter bytes 2..7 (the epoch) is
- * HMAC-SHA256(kdf_key, epoch as 6 little-endian bytes || 0x01), truncated to the
- * cipher's key size: the first block of HKDF-Expand(kdf_key, epoch, L).
+ * Section 3.2: the AEAD key of epoch e (counter bytes 2..7, i.e. frame index >> 16) is
+ * HMAC-SHA256(kdf_key, e as 6 little-endian bytes || 0x01), truncated to the AEAD's key
+ * size: 16 bytes for AES-128-GCM, all 32 for ChaCha20-Poly1305 (section 3.3). This is the
+ * first block of HKDF-Expand(kdf_key, info = e, L). It runs once per 2^16 frames and
+ * allocates inside OpenSSL, never per record.
  */
 static int derive_key(const uint8_t kdf_key[KDF_KEY_SIZE], uint64_t epoch, uint8_t *key,
 		      size_t key_len)
 {
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+	    OSSL_PARAM_construct_end(),
+	};
 	uint8_t msg[KDF_COUNTER_SIZE + 1];
 	uint8_t mac[32];
-	unsigned int mac_len = 0;
+	size_t mac_len = 0;
+	int rc = HUSH_ECRYPTO;
 	for (unsigned i = 0; i < KDF_COUNTER_SIZE; i++) {
 		msg[i] = (uint8_t)(epoch >> (8 * i));
 	}
 	msg[KDF_COUNTER_SIZE] = 0x01;
-	if (HMAC(EVP_sha256(), kdf_key, KDF_KEY_SIZE, msg, sizeof(msg), mac, &mac_len) == NULL ||
-	    mac_len != sizeof(mac)) {
-		OPENSSL_cleanse(mac, sizeof(mac));
-		return HUSH_ECRYPTO;
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac);
+	if (ctx == NULL || EVP_MAC_init(ctx, kdf_key, KDF_KEY_SIZE, params) != 1 ||
+	    EVP_MAC_update(ctx, msg, sizeof(msg)) != 1 ||
+	    EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac)) != 1 || mac_len != sizeof(mac)) {
+		goto out;
 	}
 	memcpy(key, mac, key_len);
+	rc = 0;
+out:
+	EVP_MAC_CTX_free(ctx);
 	OPENSSL_cleanse(mac, sizeof(mac));
-	return 0;
+	return rc;
 }
 
-static size_t aead_key_size(const struct proto *p)
+/* The side bit of frames going in direction which: ours when sealing, the peer's when
+ * opening (section 2). */
+static uint8_t side_bit_of(const struct hush_record *r, enum dir which)
 {
-	return p->chacha ? 32 : 16;
+	bool server = (r->flags & F_SERVER) != 0;
+	return (server != (which == OPEN)) ? SERVER_SIDE_BIT : 0;
 }
 
-/* Makes d's context ready to seal or open frame d->index: derives the epoch's key when
- * it changed (every 2^16 frames) and keys the context when it is not. */
-static int direction_prepare(const struct hush_record *r, const struct proto *p,
-			     struct direction *d, int enc)
+/*
+ * The nonce of the next frame in direction which: its counter (section 2), XORed byte by
+ * byte with the 12-byte mask for the REKEY protocols (sections 3.2, 3.3), used as is for
+ * ALTSRP_GCM_AES128 (section 3.1). The exhaustion check keeps an ALTSRP_GCM_AES128 index
+ * below 2^40, so bytes 5..10 are zero there as the 5-byte counter requires.
+ */
+static void build_nonce(const struct hush_record *r, const struct proto *p, enum dir which,
+			uint8_t nonce[NONCE_SIZE])
 {
-	if (p->rekey) {
-		uint64_t epoch = d->index >> FRAMES_PER_KEY_LOG2;
-		if (!d->epoch_valid || epoch != d->epoch) {
-			HUSH_GUARD(derive_key(r->secret, epoch, d->key, aead_key_size(p)));
-			d->epoch = epoch;
-			d->epoch_valid = true;
-			d->keyed = false;
-		}
-	}
-	if (!d->keyed) {
-		/* OpenSSL 3 frees and re-creates a context's provider state whenever a cipher
-		 * is passed, even the one it already has: pass it only when the (possibly
-		 * lent) context holds another, so re-keying allocates nothing. */
-		const EVP_CIPHER *want = cipher_of(p);
-		const EVP_CIPHER *have = EVP_CIPHER_CTX_get0_cipher(d->ctx);
-		if (!EVP_CipherInit_ex(d->ctx, have == want ? NULL : want, NULL, d->key, NULL, enc)) {
-			return HUSH_ECRYPTO;
-		}
-		d->keyed = true;
-	}
-	return 0;
-}
-
-/* The nonce of frame d->index: the counter, XORed with the mask for REKEY protocols. */
-static void direction_nonce(const struct hush_record *r, const struct proto *p,
-			    const struct direction *d, enum hush_side side, uint8_t nonce[12])
-{
-	(void)hush__record_counter(d->index, side, p->overflow_len, nonce);
+	build_counter(r->dir[which].index, side_bit_of(r, which), nonce);
 	if (p->rekey) {
 		for (unsigned i = 0; i < NONCE_SIZE; i++) {
 			nonce[i] ^= r->mask[i];
@@ -206,13 +243,41 @@ static void direction_nonce(const struct hush_record *r, const struct proto *p,
 	}
 }
 
-/* Section 6: the frame that uses the last counter value succeeds; the next call fails. */
-static void direction_advance(const struct proto *p, struct direction *d)
+/* Makes dir[which].ctx ready for the next frame: derives the epoch's key when the
+ * epoch changed (every 2^16 frames), and keys the context when it is not keyed. */
+static int direction_ready(struct hush_record *r, const struct proto *p, enum dir which)
 {
-	uint64_t last = p->overflow_len >= 8 ? UINT64_MAX
-					     : (((uint64_t)1 << (8 * p->overflow_len)) - 1);
-	if (d->index == last) {
-		d->exhausted = true;
+	struct direction *d = &r->dir[which];
+	if (p->rekey) {
+		uint64_t epoch = d->index >> FRAMES_PER_KEY_LOG2;
+		if (epoch != d->key_epoch) {
+			HUSH_GUARD(derive_key(r->kdf_key, epoch, d->key, p->aead_key_size));
+			d->key_epoch = epoch;
+			r->flags &= (uint8_t)~F_KEYED(which);
+		}
+	}
+	if ((r->flags & F_KEYED(which)) == 0) {
+		/* OpenSSL 3 frees and re-creates a context's provider state whenever a cipher
+		 * is passed, even the one it already has: pass it only when the (possibly
+		 * lent) context holds another, so that re-keying allocates nothing. */
+		const EVP_CIPHER *want = cipher_of(p);
+		const EVP_CIPHER *have = EVP_CIPHER_CTX_get0_cipher(d->ctx);
+		if (EVP_CipherInit_ex(d->ctx, have == want ? NULL : want, NULL, d->key, NULL,
+				      which == SEAL) != 1) {
+			return HUSH_ECRYPTO;
+		}
+		r->flags |= F_KEYED(which);
+	}
+	return 0;
+}
+
+/* Section 2, overflow: the frame that used the last counter value succeeded; the next
+ * seal or open in this direction fails with HUSH_ECOUNTER. */
+static void direction_advance(struct hush_record *r, const struct proto *p, enum dir which)
+{
+	struct direction *d = &r->dir[which];
+	if (d->index == p->last_index) {
+		r->flags |= F_EXHAUSTED(which);
 	} else {
 		d->index++;
 	}
@@ -220,40 +285,44 @@ static void direction_advance(const struct proto *p, struct direction *d)
 
 static int fail(struct hush_record *r, int err)
 {
-	r->err = err;
+	r->err = (int16_t)err;
 	return err;
 }
 
-/* ---- Creation ---- */
+/* ---- Creation and lending ---- */
 
-static int record_create(struct hush_record **out, enum hush_record_protocol rp,
-			 const uint8_t *key, size_t key_len, enum hush_side side, bool ciphers)
+static int record_create(struct hush_record **out, enum hush_record_protocol rp, const uint8_t *key,
+			 size_t key_len, enum hush_side side, bool ciphers)
 {
-	HUSH_ENSURE(out != NULL && (key != NULL || key_len == 0), HUSH_EINVAL);
+	HUSH_ENSURE(out != NULL && key != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(side == HUSH_SIDE_CLIENT || side == HUSH_SIDE_SERVER, HUSH_EINVAL);
 	const struct proto *p = proto_of(rp);
 	HUSH_ENSURE(p != NULL, HUSH_EPROTO_UNKNOWN);
 	HUSH_ENSURE(key_len == p->key_size, HUSH_EKEYLEN);
-	HUSH_ENSURE(cipher_of(p) != NULL, HUSH_ECRYPTO);
+	HUSH_GUARD(fetch_algorithms());
 
 	struct hush_record *r = hush__calloc(sizeof(*r));
 	HUSH_ENSURE(r != NULL, HUSH_ENOMEM);
 	r->rp = (uint8_t)rp;
-	r->side = (uint8_t)side;
+	r->flags = side == HUSH_SIDE_SERVER ? F_SERVER : 0;
 	r->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
 	r->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
 	if (p->rekey) {
-		memcpy(r->secret, key, KDF_KEY_SIZE);
+		/* Section 3.2: K[0..32) is the KDF key, K[32..44) the nonce mask. Keys are
+		 * derived on first use, as grpc-go does. */
+		memcpy(r->kdf_key, key, KDF_KEY_SIZE);
 		memcpy(r->mask, key + KDF_KEY_SIZE, MASK_SIZE);
+		r->dir[SEAL].key_epoch = NO_EPOCH;
+		r->dir[OPEN].key_epoch = NO_EPOCH;
 	} else {
-		memcpy(r->secret, key, key_len);
-		memcpy(r->seal.key, key, key_len);
-		memcpy(r->open.key, key, key_len);
+		/* Section 3.1: one key for the whole connection, both directions. */
+		memcpy(r->dir[SEAL].key, key, key_len);
+		memcpy(r->dir[OPEN].key, key, key_len);
 	}
 	if (ciphers) {
-		r->seal.ctx = EVP_CIPHER_CTX_new();
-		r->open.ctx = EVP_CIPHER_CTX_new();
-		if (r->seal.ctx == NULL || r->open.ctx == NULL) {
+		r->dir[SEAL].ctx = EVP_CIPHER_CTX_new();
+		r->dir[OPEN].ctx = EVP_CIPHER_CTX_new();
+		if (r->dir[SEAL].ctx == NULL || r->dir[OPEN].ctx == NULL) {
 			hush_record_free(r);
 			return HUSH_ENOMEM;
 		}
@@ -279,29 +348,26 @@ void hush_record_free(struct hush_record *r)
 	if (r == NULL) {
 		return;
 	}
-	EVP_CIPHER_CTX_free(r->seal.ctx);
-	EVP_CIPHER_CTX_free(r->open.ctx);
+	/* EVP_CIPHER_CTX_free wipes the key schedule; hush__free_secret wipes the keys. */
+	EVP_CIPHER_CTX_free(r->dir[SEAL].ctx);
+	EVP_CIPHER_CTX_free(r->dir[OPEN].ctx);
 	hush__free_secret(r, sizeof(*r));
 }
 
-void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal,
-			       EVP_CIPHER_CTX *open)
+void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal, EVP_CIPHER_CTX *open)
 {
-	r->seal.ctx = seal;
-	r->open.ctx = open;
-	r->seal.keyed = false;
-	r->open.keyed = false;
+	r->dir[SEAL].ctx = seal;
+	r->dir[OPEN].ctx = open;
+	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
 }
 
-void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal,
-			       EVP_CIPHER_CTX **open)
+void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal, EVP_CIPHER_CTX **open)
 {
-	*seal = r->seal.ctx;
-	*open = r->open.ctx;
-	r->seal.ctx = NULL;
-	r->open.ctx = NULL;
-	r->seal.keyed = false;
-	r->open.keyed = false;
+	*seal = r->dir[SEAL].ctx;
+	*open = r->dir[OPEN].ctx;
+	r->dir[SEAL].ctx = NULL;
+	r->dir[OPEN].ctx = NULL;
+	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
 }
 
 size_t hush__record_size(void)
@@ -311,20 +377,30 @@ size_t hush__record_size(void)
 
 void hush__record_set_counters(struct hush_record *r, uint64_t seal_index, uint64_t open_index)
 {
-	r->seal.index = seal_index;
-	r->open.index = open_index;
-	r->seal.exhausted = false;
-	r->open.exhausted = false;
+	const struct proto *p = proto_of((enum hush_record_protocol)r->rp);
+	r->dir[SEAL].index = seal_index;
+	r->dir[OPEN].index = open_index;
+	r->flags &= (uint8_t) ~(F_EXHAUSTED(SEAL) | F_EXHAUSTED(OPEN));
+	if (seal_index > p->last_index) {
+		r->flags |= F_EXHAUSTED(SEAL);
+	}
+	if (open_index > p->last_index) {
+		r->flags |= F_EXHAUSTED(OPEN);
+	}
 }
+
+/* ---- Limits and state ---- */
 
 int hush_record_set_limits(struct hush_record *r, size_t max_send_frame, size_t recv_limit)
 {
 	HUSH_ENSURE(r != NULL, HUSH_EINVAL);
-	HUSH_ENSURE(max_send_frame == 0 || (max_send_frame >= HUSH_RECORD_MIN_SEND_FRAME &&
-					    max_send_frame <= HUSH_RECORD_MAX_RECV_LIMIT + 4),
+	HUSH_ENSURE(max_send_frame == 0 ||
+			(max_send_frame >= HUSH_RECORD_MIN_SEND_FRAME &&
+			 max_send_frame <= HUSH_RECORD_MAX_RECV_LIMIT + HUSH_RECORD_LENGTH_SIZE),
 		    HUSH_EINVAL);
-	HUSH_ENSURE(recv_limit == 0 || (recv_limit >= HUSH_RECORD_OVERHEAD - 4 &&
-					recv_limit <= HUSH_RECORD_MAX_RECV_LIMIT),
+	HUSH_ENSURE(recv_limit == 0 ||
+			(recv_limit >= HUSH_RECORD_OVERHEAD - HUSH_RECORD_LENGTH_SIZE &&
+			 recv_limit <= HUSH_RECORD_MAX_RECV_LIMIT),
 		    HUSH_EINVAL);
 	if (max_send_frame != 0) {
 		r->max_send_frame = (uint32_t)max_send_frame;
@@ -359,37 +435,48 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 	if (r->err != 0) {
 		return r->err;
 	}
+	/* Caller errors: nothing is touched and the context stays usable. */
 	HUSH_ENSURE(payload_len <= hush_record_max_payload(r), HUSH_EMSGSIZE);
 	HUSH_ENSURE(frame_cap >= payload_len + HUSH_RECORD_OVERHEAD, HUSH_ENOSPACE);
-	struct direction *d = &r->seal;
-	HUSH_ENSURE(d->ctx != NULL, HUSH_ESTATE);
-	if (d->exhausted) {
+	HUSH_ENSURE(r->dir[SEAL].ctx != NULL, HUSH_ESTATE);
+	if ((r->flags & F_EXHAUSTED(SEAL)) != 0) {
 		return fail(r, HUSH_ECOUNTER);
 	}
+
 	const struct proto *p = proto_of((enum hush_record_protocol)r->rp);
-	int rc = direction_prepare(r, p, d, 1);
-	if (rc < 0) {
-		return fail(r, rc);
-	}
-	uint8_t nonce[NONCE_SIZE];
-	direction_nonce(r, p, d, (enum hush_side)r->side, nonce);
+	EVP_CIPHER_CTX *ctx = r->dir[SEAL].ctx;
 	uint8_t *payload = frame + HUSH_RECORD_HEADER_SIZE;
+	uint8_t nonce[NONCE_SIZE];
 	int n = 0;
-	int ok = EVP_CipherInit_ex(d->ctx, NULL, NULL, NULL, nonce, 1) &&
-		 (payload_len == 0 ||
-		  EVP_CipherUpdate(d->ctx, payload, &n, payload, (int)payload_len)) &&
-		 EVP_CipherFinal_ex(d->ctx, payload + n, &n) &&
-		 EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
-				     payload + payload_len);
-	if (!ok) {
-		return fail(r, HUSH_ECRYPTO);
+	int rc = direction_ready(r, p, SEAL);
+	if (rc < 0) {
+		goto out;
 	}
-	/* Section 1: LENGTH counts TYPE, ciphertext and tag; no AAD covers the header. */
-	hush__store_le32(frame, (uint32_t)(payload_len + HUSH_RECORD_OVERHEAD - 4));
-	hush__store_le32(frame + 4, HUSH_RECORD_TYPE);
-	direction_advance(p, d);
+	build_nonce(r, p, SEAL, nonce);
+	/*
+	 * Section 1: no associated data. Any failure past this point is sticky: the payload
+	 * may already be encrypted under this nonce, which therefore must never be used
+	 * again, and a failed context never seals another frame.
+	 */
+	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1 ||
+	    (payload_len > 0 &&
+	     EVP_CipherUpdate(ctx, payload, &n, payload, (int)payload_len) != 1) ||
+	    EVP_CipherFinal_ex(ctx, payload + n, &n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
+				payload + payload_len) != 1) {
+		rc = HUSH_ECRYPTO;
+		goto out;
+	}
+	/* Section 1: LENGTH counts TYPE, ciphertext and tag. */
+	hush__store_le32(frame,
+			 (uint32_t)(payload_len + HUSH_RECORD_OVERHEAD - HUSH_RECORD_LENGTH_SIZE));
+	hush__store_le32(frame + HUSH_RECORD_LENGTH_SIZE, HUSH_RECORD_TYPE);
+	direction_advance(r, p, SEAL);
 	*frame_len = payload_len + HUSH_RECORD_OVERHEAD;
-	return 0;
+out:
+	/* The nonce reveals the mask to anyone who knows the frame index. */
+	OPENSSL_cleanse(nonce, sizeof(nonce));
+	return rc < 0 ? fail(r, rc) : 0;
 }
 
 int hush_record_parse(struct hush_record *r, const uint8_t *buf, size_t len, size_t *need)
@@ -402,19 +489,22 @@ int hush_record_parse(struct hush_record *r, const uint8_t *buf, size_t len, siz
 		*need = HUSH_RECORD_LENGTH_SIZE;
 		return HUSH_EAGAIN;
 	}
-	/* Section 7: validate LENGTH before any memory is reserved for the frame. */
+	/* Section 5: LENGTH is judged as soon as it is in, before the caller reserves room
+	 * for the frame; TYPE once it is in, all 32 bits of it. */
 	uint32_t length = hush__load_le32(buf);
-	if (length < HUSH_RECORD_OVERHEAD - 4) {
+	if (length < HUSH_RECORD_OVERHEAD - HUSH_RECORD_LENGTH_SIZE) {
 		return fail(r, HUSH_EFRAME_SHORT);
 	}
 	if (length > r->recv_limit) {
 		return fail(r, HUSH_EFRAME_LONG);
 	}
-	if (len >= HUSH_RECORD_HEADER_SIZE && hush__load_le32(buf + 4) != HUSH_RECORD_TYPE) {
+	if (len >= HUSH_RECORD_HEADER_SIZE &&
+	    hush__load_le32(buf + HUSH_RECORD_LENGTH_SIZE) != HUSH_RECORD_TYPE) {
 		return fail(r, HUSH_EFRAME_TYPE);
 	}
-	*need = (size_t)length + HUSH_RECORD_LENGTH_SIZE;
-	return len >= *need ? 0 : HUSH_EAGAIN;
+	size_t total = (size_t)length + HUSH_RECORD_LENGTH_SIZE;
+	*need = total;
+	return len >= total ? 0 : HUSH_EAGAIN;
 }
 
 int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
@@ -424,105 +514,123 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	if (r->err != 0) {
 		return r->err;
 	}
-	size_t need;
+	HUSH_ENSURE(r->dir[OPEN].ctx != NULL, HUSH_ESTATE);
+	size_t need = 0;
 	int rc = hush_record_parse(r, frame, frame_len, &need);
 	if (rc == HUSH_EAGAIN || (rc == 0 && need != frame_len)) {
-		return HUSH_EFRAME_PARTIAL;
+		return fail(r, HUSH_EFRAME_PARTIAL);
 	}
-	HUSH_GUARD(rc);
-	struct direction *d = &r->open;
-	HUSH_ENSURE(d->ctx != NULL, HUSH_ESTATE);
-	if (d->exhausted) {
+	HUSH_GUARD(rc); /* a framing error, already stored by parse */
+	if ((r->flags & F_EXHAUSTED(OPEN)) != 0) {
 		return fail(r, HUSH_ECOUNTER);
 	}
+
 	const struct proto *p = proto_of((enum hush_record_protocol)r->rp);
-	rc = direction_prepare(r, p, d, 0);
-	if (rc < 0) {
-		return fail(r, rc);
-	}
-	/* The peer's frames carry the peer's side bit. */
-	enum hush_side peer = r->side == HUSH_SIDE_CLIENT ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
-	uint8_t nonce[NONCE_SIZE];
-	direction_nonce(r, p, d, peer, nonce);
-	size_t plen = frame_len - HUSH_RECORD_OVERHEAD;
+	EVP_CIPHER_CTX *ctx = r->dir[OPEN].ctx;
 	uint8_t *payload = frame + HUSH_RECORD_HEADER_SIZE;
+	size_t plen = frame_len - HUSH_RECORD_OVERHEAD;
+	uint8_t nonce[NONCE_SIZE];
 	int n = 0;
-	int ok = EVP_CipherInit_ex(d->ctx, NULL, NULL, NULL, nonce, 0) &&
-		 (plen == 0 || EVP_CipherUpdate(d->ctx, payload, &n, payload, (int)plen)) &&
-		 EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE,
-				     payload + plen);
-	if (!ok) {
-		OPENSSL_cleanse(payload, plen);
-		return fail(r, HUSH_ECRYPTO);
+	rc = direction_ready(r, p, OPEN);
+	if (rc < 0) {
+		goto out;
 	}
-	if (EVP_CipherFinal_ex(d->ctx, payload + n, &n) <= 0) {
-		/* No plaintext leaves before its tag verifies: wipe what was decrypted. */
-		OPENSSL_cleanse(payload, plen);
-		return fail(r, HUSH_EAUTH);
+	/* The peer sealed with its own side bit (section 2). */
+	build_nonce(r, p, OPEN, nonce);
+	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1 ||
+	    (plen > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)plen) != 1) ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE, payload + plen) !=
+		1) {
+		rc = HUSH_ECRYPTO;
+		goto wipe;
 	}
-	direction_advance(p, d);
+	if (EVP_CipherFinal_ex(ctx, payload + n, &n) != 1) {
+		rc = HUSH_EAUTH;
+		goto wipe;
+	}
+	direction_advance(r, p, OPEN);
 	plaintext->base = payload;
 	plaintext->len = plen;
-	return 0;
+	goto out;
+wipe:
+	/* No plaintext leaves before its tag verifies: wipe what was decrypted in place. */
+	OPENSSL_cleanse(payload, plen);
+out:
+	OPENSSL_cleanse(nonce, sizeof(nonce));
+	return rc < 0 ? fail(r, rc) : 0;
 }
 
-/* ---- Known-answer access to the AEAD ---- */
+/* ---- The AEAD alone, for known-answer vectors ---- */
 
-int hush__record_aead(enum hush_record_protocol rp, const uint8_t *key,
-		      const uint8_t counter[12], const uint8_t *aad, size_t aad_len,
-		      const uint8_t *in, size_t len, uint8_t *out, bool enc)
+int hush__record_aead(enum hush_record_protocol rp, const uint8_t *key, const uint8_t counter[12],
+		      const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t len,
+		      uint8_t *out, bool enc)
 {
 	const struct proto *p = proto_of(rp);
 	HUSH_ENSURE(p != NULL, HUSH_EPROTO_UNKNOWN);
-	uint8_t aead_key[32];
+	HUSH_ENSURE(key != NULL && counter != NULL && (aad != NULL || aad_len == 0) &&
+			(in != NULL || len == 0) && out != NULL && aad_len <= INT32_MAX &&
+			len <= INT32_MAX,
+		    HUSH_EINVAL);
+	HUSH_GUARD(fetch_algorithms());
+	if (!enc && len < HUSH_RECORD_TAG_SIZE) {
+		return HUSH_EAUTH;
+	}
+	size_t body = enc ? len : len - HUSH_RECORD_TAG_SIZE;
+	uint8_t aead_key[MAX_AEAD_KEY_SIZE];
 	uint8_t nonce[NONCE_SIZE];
-	memcpy(nonce, counter, NONCE_SIZE);
+	EVP_CIPHER_CTX *ctx = NULL;
+	int n = 0;
 	int rc = 0;
+	memcpy(nonce, counter, NONCE_SIZE);
 	if (p->rekey) {
+		/* Sections 3.2 and 3.3 with an explicit counter. */
 		uint64_t epoch = 0;
 		for (unsigned i = 0; i < KDF_COUNTER_SIZE; i++) {
 			epoch |= (uint64_t)counter[2 + i] << (8 * i);
 		}
-		HUSH_GUARD(derive_key(key, epoch, aead_key, aead_key_size(p)));
+		rc = derive_key(key, epoch, aead_key, p->aead_key_size);
+		if (rc < 0) {
+			goto out;
+		}
 		for (unsigned i = 0; i < NONCE_SIZE; i++) {
 			nonce[i] ^= key[KDF_KEY_SIZE + i];
 		}
 	} else {
-		memcpy(aead_key, key, p->key_size);
+		memcpy(aead_key, key, p->aead_key_size);
 	}
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	int n = 0;
-	if (ctx == NULL || !EVP_CipherInit_ex(ctx, cipher_of(p), NULL, aead_key, nonce, enc) ||
-	    (aad_len > 0 && !EVP_CipherUpdate(ctx, NULL, &n, aad, (int)aad_len))) {
+	ctx = EVP_CIPHER_CTX_new();
+	if (ctx == NULL || EVP_CipherInit_ex(ctx, cipher_of(p), NULL, aead_key, nonce, enc) != 1 ||
+	    (aad_len > 0 && EVP_CipherUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1) ||
+	    (body > 0 && EVP_CipherUpdate(ctx, out, &n, in, (int)body) != 1)) {
 		rc = HUSH_ECRYPTO;
-		goto out;
+		goto fail_wipe;
 	}
 	if (enc) {
-		if ((len > 0 && !EVP_CipherUpdate(ctx, out, &n, in, (int)len)) ||
-		    !EVP_CipherFinal_ex(ctx, out + n, &n) ||
-		    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
-					 out + len)) {
+		if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
+					out + body) != 1) {
 			rc = HUSH_ECRYPTO;
 		}
 		goto out;
 	}
-	if (len < HUSH_RECORD_TAG_SIZE) {
-		rc = HUSH_EAUTH;
-		goto out;
-	}
-	len -= HUSH_RECORD_TAG_SIZE;
-	if ((len > 0 && !EVP_CipherUpdate(ctx, out, &n, in, (int)len)) ||
-	    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE,
-				 (void *)(in + len))) {
+	if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE,
+				(void *)(uintptr_t)(in + body)) != 1) {
 		rc = HUSH_ECRYPTO;
-		goto out;
+		goto fail_wipe;
 	}
-	if (EVP_CipherFinal_ex(ctx, out + n, &n) <= 0) {
-		OPENSSL_cleanse(out, len);
+	if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1) {
 		rc = HUSH_EAUTH;
+		goto fail_wipe;
+	}
+	goto out;
+fail_wipe:
+	if (!enc) {
+		OPENSSL_cleanse(out, body);
 	}
 out:
 	EVP_CIPHER_CTX_free(ctx);
 	OPENSSL_cleanse(aead_key, sizeof(aead_key));
+	OPENSSL_cleanse(nonce, sizeof(nonce));
 	return rc;
 }
