@@ -16,15 +16,10 @@
 #include <hush/keys.h>
 
 #include "common/common-internal.h"
-#include "handshake/noise-internal.h"
+#include "handshake/handshake-internal.h"
 
 /* Secret files are small; anything longer is not one of ours. */
 #define MAX_FILE 4096
-
-struct hush_keypair {
-	uint8_t priv[HUSH_KEY_SIZE];
-	uint8_t pub[HUSH_KEY_SIZE];
-};
 
 void hush_key_to_base64(const uint8_t key[HUSH_KEY_SIZE], char out[HUSH_KEY_BASE64_LEN + 1])
 {
@@ -168,7 +163,9 @@ static int find_key(char *text, const char *name, uint8_t key[HUSH_KEY_SIZE])
 			if (found == 0) {
 				found = HUSH_EBADKEY;
 			} else {
-				found = hush_key_from_base64(line + nl + 1, key) == 0 ? 0 : HUSH_EBADKEY;
+				found = hush_key_from_base64(line + nl + 1, key) == 0
+					    ? 0
+					    : HUSH_EBADKEY;
 			}
 		} else if (line[0] != '#' && line[0] != '\0' && strchr(line, ':') == NULL) {
 			found = HUSH_EBADKEY; /* not a comment, not a blank, not "name: value" */

@@ -1,9 +1,9 @@
 /*
  * The Noise Protocol Framework (revision 34), sans I/O, for the patterns hush uses:
  * XX, XXpsk3 and NNpsk0 over 25519, AESGCM or ChaChaPoly, and SHA256. Section numbers
- * refer to the Noise specification. Never installed: hush's public handshake API is
- * built on it (include/hush/handshake.h, with the framing, prologue and parameters
- * of docs/PROTOCOL.md).
+ * refer to the Noise specification. Never installed: hush's handshake (handshake.c,
+ * include/hush/handshake.h) adds the framing, prologue and parameters of
+ * docs/handshake-protocol.md on top of it.
  */
 #ifndef HUSH_NOISE_INTERNAL_H
 #define HUSH_NOISE_INTERNAL_H
@@ -12,11 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NOISE_DHLEN 32
+#define NOISE_DHLEN   32
 #define NOISE_HASHLEN 32
-#define NOISE_KEYLEN 32
-#define NOISE_TAGLEN 16
-#define NOISE_PSKLEN 32
+#define NOISE_KEYLEN  32
+#define NOISE_TAGLEN  16
+#define NOISE_PSKLEN  32
 /* Section 3: every Noise message is at most 65535 bytes. */
 #define NOISE_MAX_MSG 65535
 
@@ -46,14 +46,14 @@ struct noise_handshake {
 	struct noise_cipherstate cs;
 	uint8_t s_priv[NOISE_DHLEN], s_pub[NOISE_DHLEN]; /* local static */
 	uint8_t e_priv[NOISE_DHLEN], e_pub[NOISE_DHLEN]; /* local ephemeral */
-	uint8_t rs[NOISE_DHLEN], re[NOISE_DHLEN];        /* remote static, ephemeral */
+	uint8_t rs[NOISE_DHLEN], re[NOISE_DHLEN];	 /* remote static, ephemeral */
 	uint8_t psk[NOISE_PSKLEN];
 	bool has_s, has_e, has_rs, has_re, has_psk;
 	bool initiator;
-	bool fixed_e;          /* tests: e_priv was given, do not generate one */
-	uint8_t pattern;       /* enum noise_pattern */
-	uint8_t msg_index;     /* next message of the pattern */
-	int err;               /* sticky */
+	bool fixed_e;	   /* tests: e_priv was given, do not generate one */
+	uint8_t pattern;   /* enum noise_pattern */
+	uint8_t msg_index; /* next message of the pattern */
+	int err;	   /* sticky */
 };
 
 /*
@@ -61,9 +61,13 @@ struct noise_handshake {
  * for patterns without one. The protocol name is built from pattern and cipher.
  * Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO.
  */
-int noise_init(struct noise_handshake *hs, enum noise_pattern pattern,
-	       enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
-	       size_t prologue_len, const uint8_t *s_priv, const uint8_t *psk);
+int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
+	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
+	       const uint8_t *psk);
+
+/* The protocol name (section 8), such as "Noise_XX_25519_AESGCM_SHA256"; NULL if the
+ * pair is unknown. Static string. */
+const char *noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher);
 
 /* Test hook: use e_priv as the next ephemeral instead of a random one. */
 void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN]);
@@ -77,23 +81,30 @@ bool noise_my_turn(const struct noise_handshake *hs);
 /* Whether every message of the pattern has been written or read. */
 bool noise_done(const struct noise_handshake *hs);
 
+/* Exact size of the next message of the pattern when it carries payload_len bytes of
+ * payload (0 when the pattern has no next message). */
+size_t noise_message_size(const struct noise_handshake *hs, size_t payload_len);
+
 /*
  * Section 5.3 WriteMessage: writes the next message, carrying payload, into out
- * (capacity cap); *out_len is its size. Returns 0, HUSH_ESTATE (not our turn / done),
- * HUSH_ENOSPACE, HUSH_EINVAL (payload too large), HUSH_EBADKEY (a DH result was all
- * zero: low-order key) or HUSH_ECRYPTO. On failure the handshake is failed for good.
+ * (capacity cap); *out_len is its size, noise_message_size(hs, payload_len).
+ * Returns 0; without changing anything: HUSH_ESTATE (not our turn, or done),
+ * HUSH_EINVAL (message would exceed 65535 bytes), HUSH_ENOSPACE (cap too small); or,
+ * failing the handshake for good: HUSH_EBADKEY (a DH result was all zero: low-order
+ * key), HUSH_ECOUNTER or HUSH_ECRYPTO.
  */
 int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
 			uint8_t *out, size_t cap, size_t *out_len);
 
 /*
  * Section 5.3 ReadMessage: reads one whole message msg, writing its payload to payload
- * (capacity cap, *payload_len its size). Returns 0, HUSH_ESTATE, HUSH_EHANDSHAKE
- * (truncated, malformed or failed to decrypt), HUSH_EBADKEY, HUSH_ENOSPACE or
- * HUSH_ECRYPTO. On failure the handshake is failed for good.
+ * (capacity cap, *payload_len its size). Returns 0; HUSH_ESTATE (our turn to write, or
+ * done: nothing changed); or, failing the handshake for good: HUSH_EHANDSHAKE
+ * (truncated, malformed or failed to decrypt), HUSH_EBADKEY, HUSH_ENOSPACE, HUSH_ECOUNTER
+ * or HUSH_ECRYPTO. The state changes only when the whole message was read.
  */
-int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
-		       uint8_t *payload, size_t cap, size_t *payload_len);
+int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+		       size_t cap, size_t *payload_len);
 
 /*
  * Section 5.2 Split, once noise_done(): the initiator-to-responder and

@@ -64,8 +64,8 @@ static int hash2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 
-static int hmac(const uint8_t key[NOISE_HASHLEN], const uint8_t *a, size_t alen,
-		const uint8_t *b, size_t blen, uint8_t out[NOISE_HASHLEN])
+static int hmac(const uint8_t key[NOISE_HASHLEN], const uint8_t *a, size_t alen, const uint8_t *b,
+		size_t blen, uint8_t out[NOISE_HASHLEN])
 {
 	uint8_t buf[NOISE_HASHLEN + 1 + NOISE_DHLEN];
 	if (alen + blen > sizeof(buf)) {
@@ -122,8 +122,8 @@ static void nonce_of(const struct noise_cipherstate *cs, uint8_t nonce[12])
 	}
 }
 
-static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
-		const uint8_t *in, size_t len, uint8_t *out, int enc)
+static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len, const uint8_t *in,
+		size_t len, uint8_t *out, int enc)
 {
 	/* Section 5.1: n = 2^64 - 1 is reserved; refuse it rather than reuse a nonce. */
 	if (cs->n == UINT64_MAX) {
@@ -135,8 +135,8 @@ static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 	size_t plen = enc ? len : len - NOISE_TAGLEN;
 	uint8_t nonce[12];
 	nonce_of(cs, nonce);
-	const EVP_CIPHER *c = cs->cipher == NOISE_AESGCM ? EVP_aes_256_gcm()
-							  : EVP_chacha20_poly1305();
+	const EVP_CIPHER *c =
+	    cs->cipher == NOISE_AESGCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int n = 0;
 	int rc = HUSH_ECRYPTO;
@@ -234,16 +234,16 @@ static int mix_key_and_hash(struct noise_handshake *hs, const uint8_t *ikm, size
 	return rc;
 }
 
-static int encrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len,
-			    uint8_t *out, size_t *out_len)
+static int encrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len, uint8_t *out,
+			    size_t *out_len)
 {
 	HUSH_GUARD(noise_cs_encrypt(&hs->cs, hs->h, NOISE_HASHLEN, in, len, out));
 	*out_len = len + (hs->cs.has_key ? NOISE_TAGLEN : 0);
 	return mix_hash(hs, out, *out_len);
 }
 
-static int decrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len,
-			    uint8_t *out, size_t *out_len)
+static int decrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len, uint8_t *out,
+			    size_t *out_len)
 {
 	uint8_t h[NOISE_HASHLEN];
 	memcpy(h, hs->h, NOISE_HASHLEN);
@@ -262,7 +262,7 @@ static const uint8_t *pattern_message(enum noise_pattern p, unsigned i)
 {
 	static const uint8_t xx[3][4] = {{T_E, T_END}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE, T_END}};
 	static const uint8_t xxpsk3[3][4] = {
-		{T_E, T_END}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE, T_PSK, T_END}};
+	    {T_E, T_END}, {T_E, T_EE, T_S, T_ES}, {T_S, T_SE, T_PSK, T_END}};
 	static const uint8_t nnpsk0[2][4] = {{T_PSK, T_E, T_END}, {T_E, T_EE, T_END}};
 	switch (p) {
 	case NOISE_XX:
@@ -301,18 +301,27 @@ bool noise_done(const struct noise_handshake *hs)
 	return hs->msg_index >= noise_message_count((enum noise_pattern)hs->pattern);
 }
 
-int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
-	       bool initiator, const uint8_t *prologue, size_t prologue_len,
-	       const uint8_t *s_priv, const uint8_t *psk)
+const char *noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher)
 {
-	static const char *names[3][2] = {
-		{"Noise_XX_25519_AESGCM_SHA256", "Noise_XX_25519_ChaChaPoly_SHA256"},
-		{"Noise_XXpsk3_25519_AESGCM_SHA256", "Noise_XXpsk3_25519_ChaChaPoly_SHA256"},
-		{"Noise_NNpsk0_25519_AESGCM_SHA256", "Noise_NNpsk0_25519_ChaChaPoly_SHA256"},
+	/* Section 8: pattern, then DH, cipher and hash functions. */
+	static const char *const names[3][2] = {
+	    {"Noise_XX_25519_AESGCM_SHA256", "Noise_XX_25519_ChaChaPoly_SHA256"},
+	    {"Noise_XXpsk3_25519_AESGCM_SHA256", "Noise_XXpsk3_25519_ChaChaPoly_SHA256"},
+	    {"Noise_NNpsk0_25519_AESGCM_SHA256", "Noise_NNpsk0_25519_ChaChaPoly_SHA256"},
 	};
+	if ((unsigned)pattern > NOISE_NNPSK0 || (unsigned)cipher > NOISE_CHACHAPOLY) {
+		return NULL;
+	}
+	return names[pattern][cipher];
+}
+
+int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
+	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
+	       const uint8_t *psk)
+{
 	memset(hs, 0, sizeof(*hs));
-	HUSH_ENSURE((unsigned)pattern <= NOISE_NNPSK0 && (unsigned)cipher <= NOISE_CHACHAPOLY,
-		    HUSH_EINVAL);
+	const char *name = noise_protocol_name(pattern, cipher);
+	HUSH_ENSURE(name != NULL, HUSH_EINVAL);
 	bool needs_s = pattern != NOISE_NNPSK0;
 	bool needs_psk = pattern != NOISE_XX;
 	HUSH_ENSURE((s_priv != NULL) == needs_s && (psk != NULL) == needs_psk, HUSH_EINVAL);
@@ -320,7 +329,6 @@ int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum nois
 	hs->initiator = initiator;
 	hs->cs.cipher = (uint8_t)cipher;
 	/* InitializeSymmetric: names over 32 bytes are hashed. */
-	const char *name = names[pattern][cipher];
 	size_t nl = strlen(name);
 	if (nl <= NOISE_HASHLEN) {
 		memcpy(hs->h, name, nl);
@@ -389,12 +397,47 @@ static int token_dh(struct noise_handshake *hs, enum token t)
 	return rc;
 }
 
-static int fail(struct noise_handshake *hs, int err)
+/* Bytes a token adds to a message, given whether a key is in place when it comes. */
+static size_t token_size(enum token t, bool has_key)
 {
-	hs->err = err;
-	return err;
+	switch (t) {
+	case T_E:
+		return NOISE_DHLEN;
+	case T_S:
+		return NOISE_DHLEN + (has_key ? NOISE_TAGLEN : 0);
+	default:
+		return 0;
+	}
 }
 
+/* Whether a key is in place after the token (section 5.2: MixKey and MixKeyAndHash set
+ * one; with a PSK, so does every e, section 9.2). */
+static bool keyed_after(enum token t, bool has_key, bool has_psk)
+{
+	return has_key || t == T_EE || t == T_ES || t == T_SE || t == T_SS || t == T_PSK ||
+	       (t == T_E && has_psk);
+}
+
+size_t noise_message_size(const struct noise_handshake *hs, size_t payload_len)
+{
+	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
+	if (row == NULL) {
+		return 0;
+	}
+	bool has_key = hs->cs.has_key;
+	size_t size = 0;
+	for (unsigned i = 0; i < row_len(row); i++) {
+		size += token_size((enum token)row[i], has_key);
+		has_key = keyed_after((enum token)row[i], has_key, hs->has_psk);
+	}
+	return size + payload_len + (has_key ? NOISE_TAGLEN : 0);
+}
+
+/*
+ * Section 5.3 WriteMessage. The tokens run on a copy of the state, which replaces the
+ * state only once the whole message is written: a failure leaves the state as it was,
+ * marked failed.
+ */
 int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
 			uint8_t *out, size_t cap, size_t *out_len)
 {
@@ -402,69 +445,73 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 		return hs->err;
 	}
 	HUSH_ENSURE(noise_my_turn(hs), HUSH_ESTATE);
+	HUSH_ENSURE(payload_len <= NOISE_MAX_MSG, HUSH_EINVAL);
+	size_t size = noise_message_size(hs, payload_len);
+	HUSH_ENSURE(size <= NOISE_MAX_MSG, HUSH_EINVAL);
+	HUSH_ENSURE(cap >= size, HUSH_ENOSPACE);
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
-	/* Upper bound of the message: keys and tags, then the payload and its tag. */
-	size_t worst = 2 * (NOISE_DHLEN + NOISE_TAGLEN) + payload_len + NOISE_TAGLEN;
-	HUSH_ENSURE(worst <= NOISE_MAX_MSG, fail(hs, HUSH_EINVAL));
-	HUSH_ENSURE(cap >= worst, HUSH_ENOSPACE);
+	struct noise_handshake next = *hs;
 	size_t off = 0, n = 0;
 	int rc = 0;
 	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
 		switch (row[i]) {
 		case T_E: /* e */
-			if (!hs->fixed_e && RAND_bytes(hs->e_priv, NOISE_DHLEN) != 1) {
+			if (!next.fixed_e && RAND_bytes(next.e_priv, NOISE_DHLEN) != 1) {
 				rc = HUSH_ECRYPTO;
 				break;
 			}
-			rc = noise_dh_public(hs->e_priv, hs->e_pub);
+			rc = noise_dh_public(next.e_priv, next.e_pub);
 			if (rc == 0) {
-				hs->has_e = true;
-				memcpy(out + off, hs->e_pub, NOISE_DHLEN);
+				next.has_e = true;
+				memcpy(out + off, next.e_pub, NOISE_DHLEN);
 				off += NOISE_DHLEN;
-				rc = mix_hash(hs, hs->e_pub, NOISE_DHLEN);
+				rc = mix_hash(&next, next.e_pub, NOISE_DHLEN);
 			}
 			/* Section 9.2: with a PSK, e also goes into the key. */
-			if (rc == 0 && hs->has_psk) {
-				rc = mix_key(hs, hs->e_pub, NOISE_DHLEN);
+			if (rc == 0 && next.has_psk) {
+				rc = mix_key(&next, next.e_pub, NOISE_DHLEN);
 			}
 			break;
 		case T_S: /* s */
-			rc = encrypt_and_hash(hs, hs->s_pub, NOISE_DHLEN, out + off, &n);
+			rc = encrypt_and_hash(&next, next.s_pub, NOISE_DHLEN, out + off, &n);
 			off += n;
 			break;
 		case T_PSK: /* psk */
-			rc = mix_key_and_hash(hs, hs->psk, NOISE_PSKLEN);
+			rc = mix_key_and_hash(&next, next.psk, NOISE_PSKLEN);
 			break;
-		default: /* ee, es, se */
-			rc = token_dh(hs, (enum token)row[i]);
+		default: /* ee, es, se, ss */
+			rc = token_dh(&next, (enum token)row[i]);
 			break;
 		}
 	}
 	if (rc == 0) {
-		rc = encrypt_and_hash(hs, payload, payload_len, out + off, &n);
+		rc = encrypt_and_hash(&next, payload, payload_len, out + off, &n);
 		off += n;
 	}
-	if (rc != 0) {
-		return fail(hs, rc);
+	if (rc == 0) {
+		next.msg_index++;
+		*hs = next;
+		*out_len = off;
+	} else {
+		hs->err = rc;
+		OPENSSL_cleanse(out, off);
 	}
-	hs->msg_index++;
-	*out_len = off;
-	return 0;
+	OPENSSL_cleanse(&next, sizeof(next));
+	return rc;
 }
 
-int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
-		       uint8_t *payload, size_t cap, size_t *payload_len)
+/* Section 5.3 ReadMessage, on a copy of the state like noise_write_message(). */
+int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+		       size_t cap, size_t *payload_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
 	}
 	HUSH_ENSURE(!noise_done(hs) && !noise_my_turn(hs), HUSH_ESTATE);
-	if (len > NOISE_MAX_MSG) {
-		return fail(hs, HUSH_EHANDSHAKE);
-	}
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
+	struct noise_handshake next = *hs;
 	size_t off = 0, n = 0;
-	int rc = 0;
+	int rc = len > NOISE_MAX_MSG ? HUSH_EHANDSHAKE : 0;
 	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
 		switch (row[i]) {
 		case T_E: /* e */
@@ -472,51 +519,56 @@ int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t le
 				rc = HUSH_EHANDSHAKE;
 				break;
 			}
-			memcpy(hs->re, msg + off, NOISE_DHLEN);
-			hs->has_re = true;
+			memcpy(next.re, msg + off, NOISE_DHLEN);
+			next.has_re = true;
 			off += NOISE_DHLEN;
-			rc = mix_hash(hs, hs->re, NOISE_DHLEN);
-			if (rc == 0 && hs->has_psk) {
-				rc = mix_key(hs, hs->re, NOISE_DHLEN);
+			rc = mix_hash(&next, next.re, NOISE_DHLEN);
+			if (rc == 0 && next.has_psk) {
+				rc = mix_key(&next, next.re, NOISE_DHLEN);
 			}
 			break;
 		case T_S: { /* s */
-			size_t slen = NOISE_DHLEN + (hs->cs.has_key ? NOISE_TAGLEN : 0);
+			size_t slen = token_size(T_S, next.cs.has_key);
 			if (len - off < slen) {
 				rc = HUSH_EHANDSHAKE;
 				break;
 			}
-			rc = decrypt_and_hash(hs, msg + off, slen, hs->rs, &n);
+			rc = decrypt_and_hash(&next, msg + off, slen, next.rs, &n);
 			if (rc == 0) {
-				hs->has_rs = true;
+				next.has_rs = true;
 			}
 			off += slen;
 			break;
 		}
 		case T_PSK: /* psk */
-			rc = mix_key_and_hash(hs, hs->psk, NOISE_PSKLEN);
+			rc = mix_key_and_hash(&next, next.psk, NOISE_PSKLEN);
 			break;
-		default: /* ee, es, se */
-			rc = token_dh(hs, (enum token)row[i]);
+		default: /* ee, es, se, ss */
+			rc = token_dh(&next, (enum token)row[i]);
 			break;
+		}
+	}
+	size_t plen = 0;
+	if (rc == 0) {
+		size_t rest = len - off;
+		size_t tag = next.cs.has_key ? NOISE_TAGLEN : 0;
+		if (rest < tag) {
+			rc = HUSH_EHANDSHAKE;
+		} else if (rest - tag > cap) {
+			rc = HUSH_ENOSPACE;
+		} else {
+			rc = decrypt_and_hash(&next, msg + off, rest, payload, &plen);
 		}
 	}
 	if (rc == 0) {
-		size_t rest = len - off;
-		size_t need = rest - (hs->cs.has_key ? NOISE_TAGLEN : 0);
-		if (hs->cs.has_key && rest < NOISE_TAGLEN) {
-			rc = HUSH_EHANDSHAKE;
-		} else if (need > cap) {
-			rc = HUSH_ENOSPACE;
-		} else {
-			rc = decrypt_and_hash(hs, msg + off, rest, payload, payload_len);
-		}
+		next.msg_index++;
+		*hs = next;
+		*payload_len = plen;
+	} else {
+		hs->err = rc;
 	}
-	if (rc != 0) {
-		return fail(hs, rc);
-	}
-	hs->msg_index++;
-	return 0;
+	OPENSSL_cleanse(&next, sizeof(next));
+	return rc;
 }
 
 int noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,

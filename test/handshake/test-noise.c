@@ -7,14 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "testlib.h"
 #include "handshake/noise-internal.h"
+#include "testlib.h"
 
 #define VECTORS HUSH_SRCDIR "/test/data/noise-vectors.txt"
+#define NVEC	32
 
 struct vector {
 	char name[64];
 	uint8_t init_static[32], resp_static[32], init_e[32], resp_e[32], psk[32];
+	uint8_t prologue[64];
+	long prologue_len;
 	int has_static, has_psk;
 	int nmsg;
 	uint8_t payload[8][128];
@@ -55,6 +58,9 @@ static int load_vectors(struct vector *v, int max)
 			assert_int_equal(testlib_unhex(val, c->init_e, 32), 32);
 		} else if (strcmp(key, "gen_resp_ephemeral") == 0) {
 			assert_int_equal(testlib_unhex(val, c->resp_e, 32), 32);
+		} else if (strcmp(key, "prologue") == 0) {
+			c->prologue_len = testlib_unhex(val, c->prologue, sizeof(c->prologue));
+			assert_true(c->prologue_len >= 0);
 		} else if (strcmp(key, "preshared_key") == 0) {
 			assert_int_equal(testlib_unhex(val, c->psk, 32), 32);
 			c->has_psk = 1;
@@ -77,7 +83,9 @@ static int load_vectors(struct vector *v, int max)
 
 static void protocol_of(const char *name, enum noise_pattern *p, enum noise_cipher *c)
 {
-	*p = strstr(name, "_XXpsk3_") ? NOISE_XXPSK3 : strstr(name, "_NNpsk0_") ? NOISE_NNPSK0 : NOISE_XX;
+	*p = strstr(name, "_XXpsk3_")	? NOISE_XXPSK3
+	     : strstr(name, "_NNpsk0_") ? NOISE_NNPSK0
+					: NOISE_XX;
 	*c = strstr(name, "ChaChaPoly") ? NOISE_CHACHAPOLY : NOISE_AESGCM;
 }
 
@@ -86,10 +94,13 @@ static void start(const struct vector *v, struct noise_handshake *i, struct nois
 	enum noise_pattern p;
 	enum noise_cipher c;
 	protocol_of(v->name, &p, &c);
-	assert_int_equal(noise_init(i, p, c, true, NULL, 0, v->has_static ? v->init_static : NULL,
+	size_t pl = (size_t)v->prologue_len;
+	assert_int_equal(noise_init(i, p, c, true, v->prologue, pl,
+				    v->has_static ? v->init_static : NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
-	assert_int_equal(noise_init(r, p, c, false, NULL, 0, v->has_static ? v->resp_static : NULL,
+	assert_int_equal(noise_init(r, p, c, false, v->prologue, pl,
+				    v->has_static ? v->resp_static : NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
 	noise_set_ephemeral(i, v->init_e);
@@ -99,17 +110,20 @@ static void start(const struct vector *v, struct noise_handshake *i, struct nois
 static void noise_vectors_match_flynn_noise(void **state)
 {
 	(void)state;
-	static struct vector v[8];
-	int n = load_vectors(v, 8);
-	assert_int_equal(n, 6);
+	static struct vector v[NVEC];
+	int n = load_vectors(v, NVEC);
+	/* Six protocols, four blocks each: with and without prologue and payloads. */
+	assert_int_equal(n, 24);
 	for (int k = 0; k < n; k++) {
 		struct noise_handshake i, r;
 		struct noise_cipherstate i2r[2], r2i[2];
 		start(&v[k], &i, &r);
-		int hs_msgs = (int)noise_message_count(strstr(v[k].name, "NNpsk0") ? NOISE_NNPSK0 : NOISE_XX);
+		int hs_msgs =
+		    (int)noise_message_count(strstr(v[k].name, "NNpsk0") ? NOISE_NNPSK0 : NOISE_XX);
 		for (int m = 0; m < v[k].nmsg; m++) {
-			/* Handshake messages alternate from the initiator; so do transport messages,
-			 * the initiator again sending first (as flynn/noise's vectors are made). */
+			/* Handshake messages alternate from the initiator; so do transport
+			 * messages, the initiator again sending first (as flynn/noise's vectors are
+			 * made). */
 			bool from_init = m < hs_msgs ? m % 2 == 0 : (m - hs_msgs) % 2 == 0;
 			uint8_t out[256], pt[256];
 			size_t out_len = 0, pt_len = 0;
@@ -117,10 +131,13 @@ static void noise_vectors_match_flynn_noise(void **state)
 				struct noise_handshake *w = from_init ? &i : &r;
 				struct noise_handshake *rd = from_init ? &r : &i;
 				assert_true(noise_my_turn(w));
-				assert_int_equal(noise_write_message(w, v[k].payload[m], (size_t)v[k].payload_len[m],
+				assert_int_equal(noise_write_message(w, v[k].payload[m],
+								     (size_t)v[k].payload_len[m],
 								     out, sizeof(out), &out_len),
 						 0);
-				assert_int_equal(noise_read_message(rd, out, out_len, pt, sizeof(pt), &pt_len), 0);
+				assert_int_equal(
+				    noise_read_message(rd, out, out_len, pt, sizeof(pt), &pt_len),
+				    0);
 				if (m == hs_msgs - 1) {
 					assert_true(noise_done(&i) && noise_done(&r));
 					assert_int_equal(noise_split(&i, &i2r[0], &r2i[0]), 0);
@@ -135,7 +152,8 @@ static void noise_vectors_match_flynn_noise(void **state)
 								  (size_t)v[k].payload_len[m], out),
 						 0);
 				out_len = (size_t)v[k].payload_len[m] + NOISE_TAGLEN;
-				assert_int_equal(noise_cs_decrypt(dec, NULL, 0, out, out_len, pt), 0);
+				assert_int_equal(noise_cs_decrypt(dec, NULL, 0, out, out_len, pt),
+						 0);
 				pt_len = out_len - NOISE_TAGLEN;
 			}
 			assert_int_equal(out_len, v[k].ct_len[m]);
@@ -157,9 +175,9 @@ static void noise_vectors_match_flynn_noise(void **state)
 static void noise_wrong_psk_fails_handshake(void **state)
 {
 	(void)state;
-	static struct vector v[8];
-	assert_int_equal(load_vectors(v, 8), 6);
-	for (int k = 0; k < 6; k++) {
+	static struct vector v[NVEC];
+	assert_int_equal(load_vectors(v, NVEC), 24);
+	for (int k = 0; k < 24; k++) {
 		if (!v[k].has_psk) {
 			continue;
 		}
@@ -184,10 +202,10 @@ static void noise_wrong_psk_fails_handshake(void **state)
 static void noise_tampered_or_truncated_messages_fail(void **state)
 {
 	(void)state;
-	static struct vector v[8];
-	assert_int_equal(load_vectors(v, 8), 6);
+	static struct vector v[NVEC];
+	assert_int_equal(load_vectors(v, NVEC), 24);
 	const struct vector *xx = NULL;
-	for (int k = 0; k < 6 && xx == NULL; k++) {
+	for (int k = 0; k < 24 && xx == NULL; k++) {
 		xx = strstr(v[k].name, "_XX_") ? &v[k] : NULL;
 	}
 	assert_non_null(xx);
@@ -203,12 +221,17 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 				for (int k = 0; k < m; k++) {
 					struct noise_handshake *w = k % 2 == 0 ? &i : &r;
 					struct noise_handshake *rd = k % 2 == 0 ? &r : &i;
-					assert_int_equal(noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
-					assert_int_equal(noise_read_message(rd, out, ol, pt, sizeof(pt), &pl), 0);
+					assert_int_equal(
+					    noise_write_message(w, NULL, 0, out, sizeof(out), &ol),
+					    0);
+					assert_int_equal(
+					    noise_read_message(rd, out, ol, pt, sizeof(pt), &pl),
+					    0);
 				}
 				struct noise_handshake *w = m % 2 == 0 ? &i : &r;
 				struct noise_handshake *rd = m % 2 == 0 ? &r : &i;
-				assert_int_equal(noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
+				assert_int_equal(
+				    noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
 				limit = ol;
 				if (pos >= ol) {
 					break;
@@ -221,15 +244,17 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 				}
 				int rc = noise_read_message(rd, out, len, pt, sizeof(pt), &pl);
 				if (m == 0) {
-					/* Message 1 of XX is a bare ephemeral key: a flipped bit changes the
-					 * key and is caught later; a truncated one is refused now. */
+					/* Message 1 of XX is a bare ephemeral key: a flipped bit
+					 * changes the key and is caught later; a truncated one is
+					 * refused now. */
 					if (variant == 1) {
 						assert_int_equal(rc, HUSH_EHANDSHAKE);
 					}
 					continue;
 				}
 				assert_true(rc == HUSH_EHANDSHAKE || rc == HUSH_EBADKEY);
-				assert_int_equal(noise_read_message(rd, out, ol, pt, sizeof(pt), &pl), rc);
+				assert_int_equal(
+				    noise_read_message(rd, out, ol, pt, sizeof(pt), &pl), rc);
 			}
 		}
 	}
@@ -238,14 +263,26 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 static void noise_low_order_public_keys_are_refused(void **state)
 {
 	(void)state;
-	/* The all-zero point and the order-8 point from the Curve25519 literature. */
+	/* Points of small order (0, 1, the two of order 8, p - 1, p, p + 1), and the same
+	 * with the top bit set, which X25519 ignores. */
 	static const char *bad[] = {
-		"0000000000000000000000000000000000000000000000000000000000000000",
-		"0100000000000000000000000000000000000000000000000000000000000000",
-		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+	    "0000000000000000000000000000000000000000000000000000000000000000",
+	    "0100000000000000000000000000000000000000000000000000000000000000",
+	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	    "0000000000000000000000000000000000000000000000000000000000000080",
+	    "0100000000000000000000000000000000000000000000000000000000000080",
+	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
+	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
 	};
-	static struct vector v[8];
-	assert_int_equal(load_vectors(v, 8), 6);
+	static struct vector v[NVEC];
+	assert_int_equal(load_vectors(v, NVEC), 24);
 	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
 		struct noise_handshake i, r;
 		int x = 0;
@@ -260,15 +297,16 @@ static void noise_low_order_public_keys_are_refused(void **state)
 		assert_int_equal(noise_write_message(&r, NULL, 0, out, sizeof(out), &ol), 0);
 		/* Replace the responder's ephemeral key with a low-order point. */
 		assert_int_equal(testlib_unhex(bad[b], out, 32), 32);
-		assert_int_equal(noise_read_message(&i, out, ol, pt, sizeof(pt), &pl), HUSH_EBADKEY);
+		assert_int_equal(noise_read_message(&i, out, ol, pt, sizeof(pt), &pl),
+				 HUSH_EBADKEY);
 	}
 }
 
 static void noise_out_of_turn_calls_are_refused(void **state)
 {
 	(void)state;
-	static struct vector v[8];
-	assert_int_equal(load_vectors(v, 8), 6);
+	static struct vector v[NVEC];
+	assert_int_equal(load_vectors(v, NVEC), 24);
 	struct noise_handshake i, r;
 	start(&v[0], &i, &r);
 	uint8_t out[256], pt[256];
@@ -278,17 +316,18 @@ static void noise_out_of_turn_calls_are_refused(void **state)
 	struct noise_cipherstate a, b;
 	assert_int_equal(noise_split(&i, &a, &b), HUSH_ESTATE);
 	assert_int_equal(noise_write_message(&i, NULL, 0, out, 10, &ol), HUSH_ENOSPACE);
-	assert_int_equal(noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL), HUSH_EINVAL);
+	assert_int_equal(noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL),
+			 HUSH_EINVAL);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(noise_vectors_match_flynn_noise),
-		cmocka_unit_test(noise_wrong_psk_fails_handshake),
-		cmocka_unit_test(noise_tampered_or_truncated_messages_fail),
-		cmocka_unit_test(noise_low_order_public_keys_are_refused),
-		cmocka_unit_test(noise_out_of_turn_calls_are_refused),
+	    cmocka_unit_test(noise_vectors_match_flynn_noise),
+	    cmocka_unit_test(noise_wrong_psk_fails_handshake),
+	    cmocka_unit_test(noise_tampered_or_truncated_messages_fail),
+	    cmocka_unit_test(noise_low_order_public_keys_are_refused),
+	    cmocka_unit_test(noise_out_of_turn_calls_are_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
