@@ -8,5 +8,7 @@
 #include <hush/conn.h>
 #include <hush/bufferevent.h>
 #include <hush/keys.h>
+#include <hush/handshake.h>
+#include <hush/listener.h>
 
 #endif /* HUSH_H */

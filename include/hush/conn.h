@@ -17,6 +17,7 @@
 #define HUSH_CONN_H
 
 #include <hush/common.h>
+#include <hush/handshake.h>
 #include <hush/pool.h>
 #include <hush/record.h>
 
@@ -68,6 +69,9 @@ struct hush_conn_config {
 				       none (default) */
 	uint32_t write_timeout_ms;  /* queued bytes made no progress for this long:
 				       HUSH_ETIMEDOUT; 0 = none (default) */
+	uint32_t handshake_timeout_ms; /* a handshake not finished this long after it
+				       started: HUSH_ETIMEDOUT, however slowly the peer
+				       trickles bytes; 0 = none; default 10000 */
 	unsigned flags;             /* HUSH_CONN_* flags; default HUSH_CONN_CLOSE_ON_FREE */
 };
 
@@ -77,7 +81,9 @@ HUSH_EXTERN void hush_conn_config_init(struct hush_conn_config *cfg);
 enum hush_conn_event {
 	/* Records may flow: keys are in place (raw keys or a finished handshake). */
 	HUSH_CONN_EV_OPEN = 1,
-	/* The peer closed its write side cleanly at a record boundary. Writing may go on. */
+	/* The peer finished its direction cleanly. Writing may go on. With a hush
+	 * handshake this means the peer's authenticated close record arrived (an EOF
+	 * without one is HUSH_ETRUNCATED); with raw keys, an EOF at a record boundary. */
 	HUSH_CONN_EV_EOF = 2,
 	/* The connection failed with err (a HUSH_E* code); it is dead: free it. */
 	HUSH_CONN_EV_ERROR = 3,
@@ -122,6 +128,51 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_start_raw(struct hush_conn *c,
 						    enum hush_side side);
 
 /*
+ * Starts a hush handshake (hush/handshake.h, docs/PROTOCOL.md): side HUSH_SIDE_CLIENT
+ * for the end that connected (the Noise initiator), HUSH_SIDE_SERVER for the end that
+ * accepted. hcfg is read now; what it borrows (allow-list, verify_arg) must stay valid
+ * until the handshake ends. The record protocol and the limits announced and used are
+ * hcfg's (recv_limit, max_send_frame); the connection configuration's max_send_frame
+ * and recv_limit apply to raw keys only. The handshake must finish within the
+ * configuration's handshake_timeout_ms.
+ * While it runs the connection holds the handshake state and a small buffer; when it
+ * ends, either way, they are wiped and freed, so an established connection costs what
+ * one started with raw keys does. Success is reported as HUSH_CONN_EV_OPEN, failure as
+ * HUSH_CONN_EV_ERROR with the handshake's error (HUSH_EHANDSHAKE, HUSH_EPEER,
+ * HUSH_EPARAMS, HUSH_EBADKEY, HUSH_ESTATE for records sent before the handshake ended,
+ * HUSH_ETIMEDOUT, HUSH_ETRUNCATED or HUSH_ECONNRESET when the peer went away), always
+ * from the loop. hush_conn_write() returns HUSH_ESTATE until OPEN.
+ * Connections keyed this way end each direction with hush's close record: see
+ * hush_conn_shutdown() and HUSH_CONN_EV_EOF.
+ * Returns 0, HUSH_ESTATE (already started) or hush_handshake_new()'s errors
+ * (HUSH_EINVAL, HUSH_ENOVERIFY, HUSH_EPROTO_UNKNOWN, HUSH_ENOMEM, HUSH_ECRYPTO); on
+ * failure the connection is unchanged and may be freed or started again.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_start_handshake(struct hush_conn *c,
+							  const struct hush_handshake_config *hcfg,
+							  enum hush_side side);
+
+/*
+ * The outcome of the connection's handshake: the peer's verified static key, the
+ * handshake hash (channel binding), the peer's application protocol, the record
+ * protocol and limits. Available only from inside the on_event callback reporting
+ * HUSH_CONN_EV_OPEN of a connection started with hush_conn_start_handshake(): the
+ * connection keeps none of it afterwards (copy what you need). out->key is all zero
+ * and out->key_len 0: record keys never leave the connection.
+ * Returns 0, HUSH_EINVAL (NULL arguments) or HUSH_ESTATE (not inside that callback);
+ * *out untouched on failure.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_handshake_result(const struct hush_conn *c,
+							   struct hush_handshake_result *out);
+
+/* Replaces the argument passed to the connection's callbacks (for connections made by
+ * a listener, whose arg starts as the listener's accept_arg). */
+HUSH_EXTERN void hush_conn_set_arg(struct hush_conn *c, void *arg);
+
+/* The argument passed to the connection's callbacks. */
+HUSH_EXTERN void *hush_conn_get_arg(const struct hush_conn *c);
+
+/*
  * Queues len bytes of plaintext, copied now. Writes made in one callback are coalesced
  * into as few records as possible and sent at the end of the loop iteration (or at once
  * by hush_conn_flush(), or as soon as a full buffer's worth is queued). All or nothing:
@@ -154,10 +205,13 @@ HUSH_EXTERN void hush_conn_resume_reading(struct hush_conn *c);
 HUSH_EXTERN struct hush_buf *hush_conn_keep_data(struct hush_conn *c);
 
 /*
- * Graceful close of the write side: everything queued is sealed and sent, then the
- * socket's write side is shut down and HUSH_CONN_EV_SHUTDOWN is reported. Reading goes
- * on until the peer's EOF. Later writes return HUSH_ESTATE.
- * Returns 0, HUSH_ESTATE (not open) or the stored error.
+ * Graceful close of the write side: everything queued is sealed and sent, followed on a
+ * connection keyed by a hush handshake by the close record (an authenticated empty
+ * record, docs/PROTOCOL.md), then the socket's write side is shut down and
+ * HUSH_CONN_EV_SHUTDOWN is reported. Reading goes on until the peer's EOF. Later
+ * writes return HUSH_ESTATE. Calling it again does nothing.
+ * Returns 0, HUSH_ESTATE (not open), HUSH_ENOBUFS or HUSH_ENOMEM (no room for the
+ * close record: nothing changed, try again) or the stored error.
  */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_shutdown(struct hush_conn *c);
 
