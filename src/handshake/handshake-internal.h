@@ -1,5 +1,5 @@
 /*
- * hush's handshake on the Noise core: the wire pieces of docs/handshake-protocol.md
+ * hush's handshake on the Noise core: the wire pieces of docs/PROTOCOL.md, Part II
  * (prologue, parameter block) and the test hooks. Never installed.
  */
 #ifndef HUSH_HANDSHAKE_INTERNAL_H

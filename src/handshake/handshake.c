@@ -1,5 +1,5 @@
 /*
- * hush's handshake (docs/handshake-protocol.md) on the Noise core (noise.c): framing,
+ * hush's handshake (docs/PROTOCOL.md, Part II) on the Noise core (noise.c): framing,
  * the prologue, the parameter block, peer verification and the derivation of the
  * record key material. Sans I/O: bytes in, bytes out.
  */
@@ -404,7 +404,7 @@ static int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm,
 }
 
 /*
- * The last message is through: the record key material (docs/handshake-protocol.md,
+ * The last message is through: the record key material (docs/PROTOCOL.md, Part II,
  * "Record keys"), from Noise's Split() keys and handshake hash h:
  *   k1, k2 = Split()
  *   key    = HKDF-SHA256(salt = h, IKM = k1 || k2,
@@ -449,7 +449,7 @@ out:
 	return rc;
 }
 
-/* ---- The messages (docs/handshake-protocol.md, "Messages") ---- */
+/* ---- The messages (docs/PROTOCOL.md, section 11) ---- */
 
 static void put_length(uint8_t *p, size_t len)
 {

@@ -3,7 +3,7 @@
  * XX, XXpsk3 and NNpsk0 over 25519, AESGCM or ChaChaPoly, and SHA256. Section numbers
  * refer to the Noise specification. Never installed: hush's handshake (handshake.c,
  * include/hush/handshake.h) adds the framing, prologue and parameters of
- * docs/handshake-protocol.md on top of it.
+ * docs/PROTOCOL.md, Part II on top of it.
  */
 #ifndef HUSH_NOISE_INTERNAL_H
 #define HUSH_NOISE_INTERNAL_H

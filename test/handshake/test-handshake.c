@@ -1,7 +1,7 @@
 /*
  * Tests for src/handshake/handshake.c: hush's handshake over the Noise core. Complete
  * handshakes for every protocol, fed in every split; the worked examples of
- * docs/handshake-protocol.md (test/data/hush-handshake-vectors.txt); the parameter
+ * docs/PROTOCOL.md, Part II (test/data/hush-handshake-vectors.txt); the parameter
  * block's parser; and the negative set: unknown peers, wrong PSKs, mismatched
  * configurations, oversized, truncated and tampered messages at every step, low-order
  * keys, out-of-turn bytes, configuration errors and allocation failures. Every test
