@@ -321,6 +321,7 @@ void hush_handshake_free(struct hush_handshake *hs)
 		return;
 	}
 	drop_message(hs);
+	noise_wipe(&hs->noise); /* frees its key objects; a no-op once wiped */
 	hush__free_secret(hs, sizeof(*hs));
 }
 
