@@ -8,7 +8,7 @@
 //	hushnoise (--listen HOST:PORT [--ready FILE] [--count N] | --connect HOST:PORT)
 //	          [--protocol NAME] [--key PRIVATE_KEY_FILE] [--peer PUBLIC_KEY_B64]...
 //	          [--psk FILE] [--echo] [--send FILE] [--out FILE]
-//	          [--rp RECORD_PROTOCOL] [--chunk N] [--no-close]
+//	          [--rp RECORD_PROTOCOL] [--chunk N] [--no-close] [--hello TEXT]
 //
 // Keys are hush's own files (include/hush/keys.h): a private key file holds a
 // "private: BASE64" line and may hold a "public: BASE64" line, which must match; a PSK
@@ -20,7 +20,8 @@
 // default) or ALTSRP_GCM_AES128, the two grpc-go knows (the Noise cipher, AESGCM or
 // ChaChaPoly, only protects the handshake). --chunk N writes the --send file in N-byte
 // Write calls. --no-close leaves the close record out (to test that hush reports the
-// truncation).
+// truncation). --hello TEXT sends TEXT as the hello, as a foreign peer would (Noise
+// still uses the real prologue).
 //
 // The close signal (section 7). grpc-go's conn.Write sends nothing for an empty slice,
 // so the close record cannot go through it. The record protocol is registered with
@@ -88,6 +89,7 @@ var (
 	out      = flag.String("out", "", "file to write what is received")
 	chunk    = flag.Int("chunk", 65536, "bytes per Write when sending")
 	noClose  = flag.Bool("no-close", false, "end without the close record")
+	hello    = flag.String("hello", "", "send this as the hello instead of the prologue")
 	peers    keyList
 )
 
@@ -374,7 +376,7 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 	var cs1, cs2 *noise.CipherState
 
 	// write sends one message; the initiator's first goes in one write with the hello.
-	write := func(payload []byte, hello bool) error {
+	write := func(payload []byte, first bool) error {
 		msg, a, b, err := hs.WriteMessage(nil, payload)
 		if err != nil {
 			return noiseErr(err)
@@ -383,7 +385,9 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 			cs1, cs2 = a, b
 		}
 		var wire []byte
-		if hello {
+		if first && *hello != "" {
+			wire = frame([]byte(*hello), msg)
+		} else if first {
 			wire = frame(prologue, msg)
 		} else {
 			wire = frame(msg)
@@ -426,11 +430,11 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 
 	if initiator {
 		// Flight 1: hello and message 1 (XX: empty payload; NNpsk0: our block).
-		first := []byte{}
+		payload1 := []byte{}
 		if nn {
-			first = mine
+			payload1 = mine
 		}
-		if err := write(first, true); err != nil {
+		if err := write(payload1, true); err != nil {
 			return nil, err
 		}
 		// Message 2: the responder's static key (XX), checked before our message 3
