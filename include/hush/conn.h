@@ -140,7 +140,7 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_start_raw(struct hush_conn *c,
  * one started with raw keys does. Success is reported as HUSH_CONN_EV_OPEN, failure as
  * HUSH_CONN_EV_ERROR with the handshake's error (HUSH_EHANDSHAKE, HUSH_EPEER,
  * HUSH_EPARAMS, HUSH_EBADKEY, HUSH_ESTATE for records sent before the handshake ended,
- * HUSH_ETIMEDOUT, HUSH_ETRUNCATED or HUSH_ECONNRESET when the peer went away), always
+ * HUSH_ETIMEDOUT, HUSH_ECLOSED or HUSH_ECONNRESET when the peer went away), always
  * from the loop. hush_conn_write() returns HUSH_ESTATE until OPEN.
  * Connections keyed this way end each direction with hush's close record: see
  * hush_conn_shutdown() and HUSH_CONN_EV_EOF.

@@ -1,7 +1,7 @@
 /*
  * hush/handshake.h: hush's Noise handshake, sans I/O.
  *
- * A handshake object runs one end of a hush handshake (docs/handshake-protocol.md): a
+ * A handshake object runs one end of a hush handshake (docs/PROTOCOL.md, Part II): a
  * Noise handshake (XX, XXpsk3 or NNpsk0 over 25519, AESGCM or ChaChaPoly, SHA256) with
  * a prologue that names hush's version and the Noise protocol, and a parameter block
  * that agrees on the ALTS record protocol and limits. It ends with ALTS record key

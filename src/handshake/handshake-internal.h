@@ -1,10 +1,11 @@
 /*
- * hush's handshake on the Noise core: the wire pieces of docs/handshake-protocol.md
+ * hush's handshake on the Noise core: the wire pieces of docs/PROTOCOL.md, Part II
  * (prologue, parameter block) and the test hooks. Never installed.
  */
 #ifndef HUSH_HANDSHAKE_INTERNAL_H
 #define HUSH_HANDSHAKE_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,7 +57,14 @@ struct hush__params {
 struct hush_keypair {
 	uint8_t priv[HUSH_KEY_SIZE];
 	uint8_t pub[HUSH_KEY_SIZE];
+	/* priv as an OpenSSL key, made by the first handshake that uses the pair and
+	 * shared by the rest (hush__keypair_pkey), so each handshake saves one scalar
+	 * multiplication. Freed with the pair. */
+	_Atomic(EVP_PKEY *) pkey;
 };
+
+/* The pair's EVP_PKEY (borrowed), made on first use; thread-safe. NULL on failure. */
+EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp);
 
 /* One end of a handshake (handshake.c). */
 struct hush_handshake {

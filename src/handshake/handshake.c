@@ -1,5 +1,5 @@
 /*
- * hush's handshake (docs/handshake-protocol.md) on the Noise core (noise.c): framing,
+ * hush's handshake (docs/PROTOCOL.md, Part II) on the Noise core (noise.c): framing,
  * the prologue, the parameter block, peer verification and the derivation of the
  * record key material. Sans I/O: bytes in, bytes out.
  */
@@ -273,15 +273,36 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	hs->verify_arg = cfg->verify_arg;
 	uint8_t prologue[HUSH_HS_PROLOGUE_MAX];
 	size_t prologue_len = hush__handshake_prologue(cfg->protocol, prologue);
+	/* The pair is shared read-only; its key object is a cache, made once. */
+	struct hush_keypair *kp = (struct hush_keypair *)cfg->keypair;
 	int rc = noise_init(&hs->noise, protocols[cfg->protocol].pattern,
 			    protocols[cfg->protocol].cipher, hs->initiator, prologue, prologue_len,
-			    cfg->keypair != NULL ? cfg->keypair->priv : NULL, cfg->psk);
+			    kp != NULL ? kp->priv : NULL, kp != NULL ? hush__keypair_pkey(kp) : NULL,
+			    cfg->psk);
 	if (rc != 0) {
 		hush_handshake_free(hs);
 		return rc;
 	}
 	*out = hs;
 	return 0;
+}
+
+EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp)
+{
+	EVP_PKEY *k = atomic_load(&kp->pkey);
+	if (k != NULL) {
+		return k;
+	}
+	uint8_t pub[HUSH_KEY_SIZE];
+	if (noise_dh_key(kp->priv, &k, pub) != 0) {
+		return NULL; /* noise_init then makes its own */
+	}
+	EVP_PKEY *none = NULL;
+	if (!atomic_compare_exchange_strong(&kp->pkey, &none, k)) {
+		EVP_PKEY_free(k); /* another thread was first */
+		k = none;
+	}
+	return k;
 }
 
 /* Wipes and frees the copy of a message that came in pieces. */
@@ -383,7 +404,7 @@ static int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm,
 }
 
 /*
- * The last message is through: the record key material (docs/handshake-protocol.md,
+ * The last message is through: the record key material (docs/PROTOCOL.md, Part II,
  * "Record keys"), from Noise's Split() keys and handshake hash h:
  *   k1, k2 = Split()
  *   key    = HKDF-SHA256(salt = h, IKM = k1 || k2,
@@ -428,7 +449,7 @@ out:
 	return rc;
 }
 
-/* ---- The messages (docs/handshake-protocol.md, "Messages") ---- */
+/* ---- The messages (docs/PROTOCOL.md, section 11) ---- */
 
 static void put_length(uint8_t *p, size_t len)
 {

@@ -71,6 +71,10 @@ void hush_keypair_public(const struct hush_keypair *kp, uint8_t pub[HUSH_KEY_SIZ
 
 void hush_keypair_free(struct hush_keypair *kp)
 {
+	if (kp == NULL) {
+		return;
+	}
+	EVP_PKEY_free(atomic_load(&kp->pkey));
 	hush__free_secret(kp, sizeof(*kp));
 }
 
@@ -188,7 +192,7 @@ int hush_keypair_load(struct hush_keypair **out, const char *path)
 	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
 	char text[MAX_FILE + 1];
 	HUSH_GUARD(read_secret_file(path, text));
-	struct hush_keypair kp;
+	struct hush_keypair kp = {0};
 	uint8_t pub[HUSH_KEY_SIZE];
 	int rc = find_key(text, "private", kp.priv);
 	if (rc == 0) {

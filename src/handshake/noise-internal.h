@@ -3,7 +3,7 @@
  * XX, XXpsk3 and NNpsk0 over 25519, AESGCM or ChaChaPoly, and SHA256. Section numbers
  * refer to the Noise specification. Never installed: hush's handshake (handshake.c,
  * include/hush/handshake.h) adds the framing, prologue and parameters of
- * docs/handshake-protocol.md on top of it.
+ * docs/PROTOCOL.md, Part II on top of it.
  */
 #ifndef HUSH_NOISE_INTERNAL_H
 #define HUSH_NOISE_INTERNAL_H
@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <openssl/evp.h>
 
 #define NOISE_DHLEN   32
 #define NOISE_HASHLEN 32
@@ -48,6 +50,10 @@ struct noise_handshake {
 	uint8_t e_priv[NOISE_DHLEN], e_pub[NOISE_DHLEN]; /* local ephemeral */
 	uint8_t rs[NOISE_DHLEN], re[NOISE_DHLEN];	 /* remote static, ephemeral */
 	uint8_t psk[NOISE_PSKLEN];
+	/* The local keys as OpenSSL objects, made once: building one from raw bytes costs
+	 * a scalar multiplication (OpenSSL derives the public key), as much as a DH. Owned
+	 * by the state (freed by noise_wipe); a copy of the state shares them. */
+	EVP_PKEY *s_key, *e_key;
 	bool has_s, has_e, has_rs, has_re, has_psk;
 	bool initiator;
 	bool fixed_e;	   /* tests: e_priv was given, do not generate one */
@@ -58,12 +64,14 @@ struct noise_handshake {
 
 /*
  * Starts a handshake. s_priv may be NULL for patterns without a static key; psk NULL
- * for patterns without one. The protocol name is built from pattern and cipher.
- * Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO.
+ * for patterns without one. s_key, when not NULL, is s_priv as an X25519 EVP_PKEY (a
+ * reference is taken), which saves computing it. The protocol name is built from
+ * pattern and cipher. Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO; on failure the state is
+ * wiped (nothing to free).
  */
 int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
 	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
-	       const uint8_t *psk);
+	       EVP_PKEY *s_key, const uint8_t *psk);
 
 /* The protocol name (section 8), such as "Noise_XX_25519_AESGCM_SHA256"; NULL if the
  * pair is unknown. Static string. */
@@ -122,7 +130,11 @@ int noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_
 /* X25519 public key of a private key. Returns 0 or HUSH_ECRYPTO. */
 int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN]);
 
-/* Wipes the whole handshake state. */
+/* The private key priv as an EVP_PKEY (*key, the caller's), and its public key.
+ * Returns 0 or HUSH_ECRYPTO (nothing to free). */
+int noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN]);
+
+/* Wipes the whole handshake state and frees the key objects it owns. */
 void noise_wipe(struct noise_handshake *hs);
 
 #endif /* HUSH_NOISE_INTERNAL_H */

@@ -14,21 +14,30 @@
 
 /* ---- Primitives (section 4) ---- */
 
-int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
+int noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
 	size_t len = NOISE_DHLEN;
-	int ok = k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &len) == 1 && len == NOISE_DHLEN;
-	EVP_PKEY_free(k);
-	return ok ? 0 : HUSH_ECRYPTO;
+	if (k == NULL || EVP_PKEY_get_raw_public_key(k, pub, &len) != 1 || len != NOISE_DHLEN) {
+		EVP_PKEY_free(k);
+		return HUSH_ECRYPTO;
+	}
+	*key = k;
+	return 0;
 }
 
-/* DH(priv, pub). An all-zero result means pub was a low-order point: refused. */
-static int dh(const uint8_t priv[NOISE_DHLEN], const uint8_t pub[NOISE_DHLEN],
-	      uint8_t out[NOISE_DHLEN])
+int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
+{
+	EVP_PKEY *k;
+	HUSH_GUARD(noise_dh_key(priv, &k, pub));
+	EVP_PKEY_free(k);
+	return 0;
+}
+
+/* DH(mine, pub). An all-zero result means pub was a low-order point: refused. */
+static int dh(EVP_PKEY *mine, const uint8_t pub[NOISE_DHLEN], uint8_t out[NOISE_DHLEN])
 {
 	int rc = HUSH_ECRYPTO;
-	EVP_PKEY *mine = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
 	EVP_PKEY *theirs = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pub, NOISE_DHLEN);
 	EVP_PKEY_CTX *ctx = mine != NULL ? EVP_PKEY_CTX_new(mine, NULL) : NULL;
 	size_t len = NOISE_DHLEN;
@@ -48,7 +57,6 @@ out:
 		OPENSSL_cleanse(out, NOISE_DHLEN);
 	}
 	EVP_PKEY_CTX_free(ctx);
-	EVP_PKEY_free(mine);
 	EVP_PKEY_free(theirs);
 	return rc;
 }
@@ -315,11 +323,29 @@ const char *noise_protocol_name(enum noise_pattern pattern, enum noise_cipher ci
 	return names[pattern][cipher];
 }
 
+static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
+		      enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
+		      const uint8_t *psk);
+
 int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
 	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
-	       const uint8_t *psk)
+	       EVP_PKEY *s_key, const uint8_t *psk)
 {
 	memset(hs, 0, sizeof(*hs));
+	int rc = init_state(hs, pattern, cipher, initiator, prologue, prologue_len, s_priv, s_key,
+			    psk);
+	if (rc != 0) {
+		noise_wipe(hs);
+	}
+	return rc;
+}
+
+static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
+		      enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
+		      const uint8_t *psk)
+{
 	const char *name = noise_protocol_name(pattern, cipher);
 	HUSH_ENSURE(name != NULL, HUSH_EINVAL);
 	bool needs_s = pattern != NOISE_NNPSK0;
@@ -339,7 +365,16 @@ int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum nois
 	HUSH_GUARD(mix_hash(hs, prologue, prologue_len));
 	if (needs_s) {
 		memcpy(hs->s_priv, s_priv, NOISE_DHLEN);
-		HUSH_GUARD(noise_dh_public(s_priv, hs->s_pub));
+		if (s_key != NULL) {
+			size_t len = NOISE_DHLEN;
+			HUSH_ENSURE(EVP_PKEY_up_ref(s_key) == 1, HUSH_ECRYPTO);
+			hs->s_key = s_key;
+			HUSH_ENSURE(EVP_PKEY_get_raw_public_key(s_key, hs->s_pub, &len) == 1 &&
+					len == NOISE_DHLEN,
+				    HUSH_ECRYPTO);
+		} else {
+			HUSH_GUARD(noise_dh_key(s_priv, &hs->s_key, hs->s_pub));
+		}
 		hs->has_s = true;
 	}
 	if (needs_psk) {
@@ -357,6 +392,9 @@ void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_
 
 void noise_wipe(struct noise_handshake *hs)
 {
+	/* EVP_PKEY_free wipes the key material it frees. */
+	EVP_PKEY_free(hs->s_key);
+	EVP_PKEY_free(hs->e_key);
 	OPENSSL_cleanse(hs, sizeof(*hs));
 }
 
@@ -364,24 +402,25 @@ void noise_wipe(struct noise_handshake *hs)
  * the initiator's key, the second the responder's). */
 static int token_dh(struct noise_handshake *hs, enum token t)
 {
-	const uint8_t *priv, *pub;
+	EVP_PKEY *priv;
+	const uint8_t *pub;
 	bool ok;
 	switch (t) {
 	case T_EE:
-		priv = hs->e_priv, pub = hs->re, ok = hs->has_e && hs->has_re;
+		priv = hs->e_key, pub = hs->re, ok = hs->has_e && hs->has_re;
 		break;
 	case T_ES:
 		if (hs->initiator) {
-			priv = hs->e_priv, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+			priv = hs->e_key, pub = hs->rs, ok = hs->has_e && hs->has_rs;
 		} else {
-			priv = hs->s_priv, pub = hs->re, ok = hs->has_s && hs->has_re;
+			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
 		}
 		break;
 	case T_SE:
 		if (hs->initiator) {
-			priv = hs->s_priv, pub = hs->re, ok = hs->has_s && hs->has_re;
+			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
 		} else {
-			priv = hs->e_priv, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+			priv = hs->e_key, pub = hs->rs, ok = hs->has_e && hs->has_rs;
 		}
 		break;
 	default:
@@ -460,7 +499,7 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 				rc = HUSH_ECRYPTO;
 				break;
 			}
-			rc = noise_dh_public(next.e_priv, next.e_pub);
+			rc = noise_dh_key(next.e_priv, &next.e_key, next.e_pub);
 			if (rc == 0) {
 				next.has_e = true;
 				memcpy(out + off, next.e_pub, NOISE_DHLEN);
@@ -493,6 +532,10 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 		*hs = next;
 		*out_len = off;
 	} else {
+		/* An ephemeral key made for this message goes with it. */
+		if (next.e_key != hs->e_key) {
+			EVP_PKEY_free(next.e_key);
+		}
 		hs->err = rc;
 		OPENSSL_cleanse(out, off);
 	}

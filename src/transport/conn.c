@@ -11,11 +11,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include <hush/handshake.h>
+
 #include "record/record-internal.h"
 #include "transport/transport-internal.h"
 
 enum conn_state {
 	ST_NEW = 0,   /* created, no keys yet */
+	ST_HANDSHAKE, /* a hush handshake runs (or finished, OPEN not yet reported) */
 	ST_OPEN,      /* records flow */
 	ST_FAILED,    /* error reported; only free is left */
 };
@@ -37,11 +42,31 @@ enum {
 	F_CIPHERS = 1u << 12,      /* the record context holds lent cipher contexts */
 	F_ERR_REPORT = 1u << 13,   /* ERROR still to be reported */
 	F_REPLAY = 1u << 14,       /* records already read wait for delivery (resume) */
+	F_HS = 1u << 15,           /* hs (not rec) is live: a handshake runs */
+	F_CLOSE_SIG = 1u << 16,    /* keyed by a hush handshake: the close record is used */
+};
+
+/*
+ * What a connection holds only while its handshake runs, freed (and wiped) when it
+ * ends. Handshake messages go out through the write queue as bytes that need no
+ * sealing, so partial sends and EV_WRITE work as for records.
+ */
+struct conn_hs {
+	struct hush_handshake *hs;     /* NULL once finished */
+	struct hush_record *rec;       /* the record context, until OPEN is reported */
+	struct hush_listener *owner;   /* whose cap this handshake counts against */
+	uint32_t started;              /* now_ms() when it started */
+	struct hush_handshake_result res; /* key wiped; reported with OPEN */
 };
 
 struct hush_conn {
 	struct hush_loop *loop;
-	struct hush_record *rec;
+	/* The record context once open; while F_HS is set, the handshake instead, so an
+	 * established connection is no larger than one started with raw keys. */
+	union {
+		struct hush_record *rec;
+		struct conn_hs *hs;
+	};
 	const struct conn_cfg *cfg; /* configuration and callbacks, shared */
 	void *arg;
 	/* Read state: bytes [rstart, rstart + rlen) of rbuf hold the start of the next,
@@ -95,6 +120,10 @@ static void conn_fail(struct hush_conn *c, int err);
 static void update_interest(struct hush_conn *c);
 static int flush_queue(struct hush_conn *c);
 static void on_socket(evutil_socket_t fd, short what, void *arg);
+static int send_sealed(struct hush_conn *c);
+static void starve(struct hush_conn *c);
+static void record_begin(struct wq_hdr *h, uint8_t *d);
+static void peer_closed(struct hush_conn *c);
 
 void hush_conn_config_init(struct hush_conn_config *cfg)
 {
@@ -105,6 +134,7 @@ void hush_conn_config_init(struct hush_conn_config *cfg)
 	cfg->max_read_per_event = 256 * 1024;
 	cfg->write_high_water = 256 * 1024;
 	cfg->write_low_water = 0;
+	cfg->handshake_timeout_ms = 10000;
 	cfg->flags = HUSH_CONN_CLOSE_ON_FREE;
 }
 
@@ -239,6 +269,33 @@ fail:
 	return rc;
 }
 
+/* The classic design: buffers for the connection's whole life (HUSH_CONN_PINNED). */
+static int pin_buffers(struct hush_conn *c)
+{
+	const struct hush_conn_config *cfg = &c->cfg->c;
+	struct hush_buf *rb = NULL;
+	struct hush_buf *wb = NULL;
+	if (c->rbuf == NULL) {
+		HUSH_GUARD(hush_pool_acquire(c->loop->pool, cfg->read_size, &rb));
+	}
+	if (c->wq_head == NULL) {
+		int rc = hush_pool_acquire(c->loop->pool, cfg->max_send_frame + WQ_HDR_SIZE, &wb);
+		if (rc < 0) {
+			hush_buf_release(rb);
+			return rc;
+		}
+		struct wq_hdr *h = wq_hdr(wb);
+		memset(h, 0, sizeof(*h));
+		h->sent = h->sealed = h->end = h->last = WQ_HDR_SIZE;
+		c->wq_head = c->wq_tail = wb;
+	}
+	if (rb != NULL) {
+		c->rbuf = rb;
+		c->rstart = c->rlen = 0;
+	}
+	return 0;
+}
+
 int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const uint8_t *key,
 			size_t key_len, enum hush_side side)
 {
@@ -256,22 +313,11 @@ int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const
 		return rc;
 	}
 	if (pinned) {
-		/* The classic design: buffers for the connection's whole life. */
-		rc = hush_pool_acquire(c->loop->pool, cfg->read_size, &c->rbuf);
-		if (rc == 0) {
-			rc = hush_pool_acquire(c->loop->pool, cfg->max_send_frame + WQ_HDR_SIZE,
-					       &c->wq_head);
-		}
+		rc = pin_buffers(c);
 		if (rc < 0) {
-			hush_buf_release(c->rbuf);
-			c->rbuf = NULL;
 			hush_record_free(rec);
 			return rc;
 		}
-		c->wq_tail = c->wq_head;
-		struct wq_hdr *h = wq_hdr(c->wq_head);
-		memset(h, 0, sizeof(*h));
-		h->sent = h->sealed = h->end = h->last = WQ_HDR_SIZE;
 	}
 	rc = schedule(c);
 	if (rc < 0) {
@@ -283,6 +329,225 @@ int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const
 	c->flags |= F_OPEN_REPORT;
 	c->last_read = c->last_write = now_ms(c);
 	return 0;
+}
+
+/* ---- The handshake phase ---- */
+
+/* Frees what the handshake phase holds, wiping it, and gives back its listener slot. */
+static void hs_end(struct hush_conn *c)
+{
+	if (!(c->flags & F_HS)) {
+		return;
+	}
+	struct conn_hs *h = c->hs;
+	if (h->owner != NULL) {
+		hush__listener_handshake_ended(h->owner);
+	}
+	hush_handshake_free(h->hs);
+	hush_record_free(h->rec);
+	OPENSSL_cleanse(h, sizeof(*h));
+	hush__free(h, sizeof(*h));
+	c->hs = NULL;
+	c->flags &= ~(uint32_t)F_HS;
+}
+
+int hush__conn_start_handshake_for(struct hush_conn *c, const struct hush_handshake_config *hcfg,
+				   enum hush_side side, struct hush_listener *owner)
+{
+	HUSH_ENSURE(c != NULL && hcfg != NULL, HUSH_EINVAL);
+	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
+	struct conn_hs *h = hush__calloc(sizeof(*h));
+	HUSH_ENSURE(h != NULL, HUSH_ENOMEM);
+	int rc = hush_handshake_new(&h->hs, hcfg, side);
+	if (rc == 0) {
+		/* The first step (the initiator's first flight) is taken from the loop. */
+		rc = schedule(c);
+	}
+	if (rc < 0) {
+		hush_handshake_free(h->hs);
+		hush__free(h, sizeof(*h));
+		return rc;
+	}
+	h->owner = owner;
+	h->started = now_ms(c);
+	c->hs = h;
+	c->flags |= F_HS;
+	c->state = ST_HANDSHAKE;
+	return 0;
+}
+
+int hush_conn_start_handshake(struct hush_conn *c, const struct hush_handshake_config *hcfg,
+			      enum hush_side side)
+{
+	return hush__conn_start_handshake_for(c, hcfg, side, NULL);
+}
+
+/* Appends n bytes that need no sealing (a handshake flight) to the write queue. */
+static int queue_plain(struct hush_conn *c, const uint8_t *p, size_t n)
+{
+	struct hush_buf *b = c->wq_tail;
+	if (b == NULL || hush_buf_capacity(b) - wq_hdr(b)->end < n) {
+		struct hush_buf *nb;
+		HUSH_GUARD(hush_pool_acquire(c->loop->pool, WQ_HDR_SIZE + n, &nb));
+		struct wq_hdr *nh = wq_hdr(nb);
+		memset(nh, 0, sizeof(*nh));
+		nh->sent = nh->sealed = nh->end = nh->last = WQ_HDR_SIZE;
+		if (b != NULL) {
+			wq_hdr(b)->next = nb;
+		} else {
+			c->wq_head = nb;
+		}
+		c->wq_tail = b = nb;
+	}
+	struct wq_hdr *h = wq_hdr(b);
+	memcpy(hush_buf_data(b) + h->end, p, n);
+	h->end += (uint32_t)n;
+	h->sealed = h->last = h->end;
+	c->queued += n;
+	return 0;
+}
+
+/*
+ * The handshake is over: make the record context from its result, keep the result
+ * (without the key) for the OPEN report, and free the Noise state at once. Records
+ * that arrived with the last message stay in rbuf until OPEN is reported.
+ */
+static int hs_finish(struct hush_conn *c)
+{
+	struct conn_hs *h = c->hs;
+	struct hush_handshake_result res;
+	struct hush_record *rec = NULL;
+	int rc = hush_handshake_result(h->hs, &res);
+	if (rc == 0) {
+		rc = (c->cfg->c.flags & HUSH_CONN_PINNED)
+			 ? hush_record_new(&rec, res.record_protocol, res.key, res.key_len, res.side)
+			 : hush__record_new_bare(&rec, res.record_protocol, res.key, res.key_len,
+						 res.side);
+	}
+	if (rc == 0) {
+		rc = hush_record_set_limits(rec, res.max_send_frame, res.recv_limit);
+	}
+	if (rc == 0) {
+		rc = schedule(c);
+	}
+	OPENSSL_cleanse(res.key, sizeof(res.key));
+	res.key_len = 0;
+	if (rc < 0) {
+		hush_record_free(rec);
+		OPENSSL_cleanse(&res, sizeof(res));
+		return rc;
+	}
+	h->res = res;
+	OPENSSL_cleanse(&res, sizeof(res));
+	h->rec = rec;
+	hush_handshake_free(h->hs);
+	h->hs = NULL;
+	if (h->owner != NULL) {
+		hush__listener_handshake_ended(h->owner);
+		h->owner = NULL;
+	}
+	c->flags |= F_OPEN_REPORT;
+	return 0;
+}
+
+/*
+ * Runs the handshake as far as the bytes at hand allow: feeds what was received, writes
+ * this end's messages into the write queue, and sends. Bytes received while it is this
+ * end's turn to write fail it with HUSH_ESTATE (the peer spoke out of turn): the
+ * handshake object judges that, since received bytes are always fed first.
+ */
+static void hs_step(struct hush_conn *c)
+{
+	struct conn_hs *h = c->hs;
+	int rc = 0;
+	while (rc == 0 && h->hs != NULL) {
+		if (c->rbuf != NULL && c->rlen > 0) {
+			size_t used = 0;
+			rc = hush_handshake_read(h->hs, hush_buf_data(c->rbuf) + c->rstart, c->rlen,
+						 &used);
+			if (rc == 0) {
+				c->rstart += (uint32_t)used;
+				c->rlen -= (uint32_t)used;
+			}
+		} else if (hush_handshake_wants_write(h->hs)) {
+			uint8_t out[HUSH_HANDSHAKE_MAX_OUTPUT];
+			size_t n = 0;
+			rc = hush_handshake_next(h->hs, out, sizeof(out), &n);
+			if (rc == 0) {
+				rc = queue_plain(c, out, n);
+			}
+		} else {
+			break;
+		}
+		if (rc == 0 && hush_handshake_done(h->hs)) {
+			rc = hs_finish(c);
+		}
+	}
+	if (rc == 0) {
+		rc = send_sealed(c);
+	}
+	if (rc < 0) {
+		conn_fail(c, rc);
+		return;
+	}
+	update_interest(c);
+}
+
+static void hs_on_readable(struct hush_conn *c)
+{
+	if (c->rbuf == NULL) {
+		int rc = hush_pool_acquire(c->loop->pool, c->cfg->c.read_size, &c->rbuf);
+		if (rc == HUSH_ENOBUFS) {
+			starve(c);
+			return;
+		}
+		if (rc < 0) {
+			conn_fail(c, rc);
+			return;
+		}
+		c->rstart = c->rlen = 0;
+	}
+	size_t off = c->rstart + c->rlen;
+	ssize_t n;
+	do {
+		n = recv(c->fd, hush_buf_data(c->rbuf) + off, hush_buf_capacity(c->rbuf) - off, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		n = 0;
+	} else if (n < 0) {
+		conn_fail(c, errno == ECONNRESET ? HUSH_ECONNRESET : HUSH_EIO);
+		return;
+	} else if (n == 0) {
+		conn_fail(c, HUSH_ECLOSED); /* the peer went away mid-handshake */
+		return;
+	}
+	c->rlen += (uint32_t)n;
+	hs_step(c);
+	/* Nothing pending (the handshake keeps partial messages itself): give the buffer
+	 * back. Records that followed the last message keep it until OPEN. */
+	if (!dead(c) && c->rbuf != NULL && c->rlen == 0) {
+		hush_buf_release(c->rbuf);
+		c->rbuf = NULL;
+		c->rstart = 0;
+	}
+}
+
+int hush_conn_handshake_result(const struct hush_conn *c, struct hush_handshake_result *out)
+{
+	HUSH_ENSURE(c != NULL && out != NULL, HUSH_EINVAL);
+	HUSH_ENSURE(c->loop->open_conn == c && c->loop->open_res != NULL, HUSH_ESTATE);
+	*out = *c->loop->open_res;
+	return 0;
+}
+
+void hush_conn_set_arg(struct hush_conn *c, void *arg)
+{
+	c->arg = arg;
+}
+
+void *hush_conn_get_arg(const struct hush_conn *c)
+{
+	return c->arg;
 }
 
 static void release_buffers(struct hush_conn *c)
@@ -307,7 +572,11 @@ static void conn_destroy(struct hush_conn *c)
 	}
 	release_buffers(c);
 	ciphers_detach(c);
-	hush_record_free(c->rec);
+	if (c->flags & F_HS) {
+		hs_end(c);
+	} else {
+		hush_record_free(c->rec);
+	}
 	if (c->cfg->c.flags & HUSH_CONN_CLOSE_ON_FREE) {
 		close(c->fd);
 	}
@@ -339,8 +608,12 @@ static void conn_fail(struct hush_conn *c, int err)
 	c->err = err;
 	event_del(&c->ev);
 	c->interest = 0;
+	/* The peer learns at once that this end is gone, before the application frees
+	 * it; nothing more is sent (no alert: docs/PROTOCOL.md). */
+	shutdown(c->fd, SHUT_RDWR);
 	release_buffers(c);
 	ciphers_detach(c);
+	hs_end(c);
 	/* Reported from the loop, so no API call ever calls back into the application. */
 	c->flags |= F_ERR_REPORT;
 	if (schedule(c) < 0) {
@@ -354,10 +627,16 @@ static void conn_fail(struct hush_conn *c, int err)
 static void update_interest(struct hush_conn *c)
 {
 	uint8_t want = 0;
+	bool hs = c->state == ST_HANDSHAKE;
 	if (c->state == ST_OPEN && !(c->flags & (F_PAUSED | F_STARVED | F_EOF | F_FREEING))) {
 		want |= EV_READ;
 	}
-	if (c->state == ST_OPEN && (c->flags & F_WANT_WRITE)) {
+	/* A handshake reads until it finishes, paused or not: its bytes are not the
+	 * application's. */
+	if (hs && c->hs->hs != NULL && !(c->flags & (F_STARVED | F_FREEING))) {
+		want |= EV_READ;
+	}
+	if ((c->state == ST_OPEN || hs) && (c->flags & F_WANT_WRITE)) {
 		want |= EV_WRITE;
 	}
 	if (want == c->interest) {
@@ -371,10 +650,12 @@ static void update_interest(struct hush_conn *c)
 	event_assign(&c->ev, c->loop->base, c->fd, (short)(want | EV_PERSIST), on_socket, c);
 	const struct hush_conn_config *cfg = &c->cfg->c;
 	uint32_t t = 0;
-	if ((want & EV_READ) && cfg->read_timeout_ms != 0) {
+	if (hs) {
+		t = cfg->handshake_timeout_ms;
+	} else if ((want & EV_READ) && cfg->read_timeout_ms != 0) {
 		t = cfg->read_timeout_ms;
 	}
-	if ((want & EV_WRITE) && cfg->write_timeout_ms != 0 &&
+	if (!hs && (want & EV_WRITE) && cfg->write_timeout_ms != 0 &&
 	    (t == 0 || cfg->write_timeout_ms < t)) {
 		t = cfg->write_timeout_ms;
 	}
@@ -401,6 +682,21 @@ static bool deliver(struct hush_conn *c, const struct hush_iovec *pt)
 	c->cfg->cb.on_data(c, pt->base, pt->len, c->arg);
 	c->flags &= ~(uint32_t)F_IN_DATA;
 	return !dead(c);
+}
+
+/*
+ * The peer's close record arrived: its direction ended cleanly. Whatever follows it is
+ * ignored, as TLS ignores data after close_notify (docs/PROTOCOL.md), and reading stops.
+ */
+static void peer_closed(struct hush_conn *c)
+{
+	hush_buf_release(c->rbuf);
+	c->rbuf = NULL;
+	c->rstart = c->rlen = 0;
+	c->flags &= ~(uint32_t)F_RBUF_KEPT;
+	c->flags |= F_EOF;
+	update_interest(c);
+	emit(c, HUSH_CONN_EV_EOF, 0);
 }
 
 struct hush_buf *hush_conn_keep_data(struct hush_conn *c)
@@ -434,6 +730,10 @@ static bool drain(struct hush_conn *c, size_t *need)
 				c->rstart += (uint32_t)*need;
 				c->rlen -= (uint32_t)*need;
 				*need = 0;
+				if (pt.len == 0 && (c->flags & F_CLOSE_SIG)) {
+					peer_closed(c);
+					return false;
+				}
 				if (!deliver(c, &pt)) {
 					return false;
 				}
@@ -595,7 +895,8 @@ static void on_readable(struct hush_conn *c)
 			return;
 		}
 		if (n == 0) {
-			if (c->rlen > 0) {
+			/* With the close signal, only the close record is a clean end. */
+			if (c->rlen > 0 || (c->flags & F_CLOSE_SIG)) {
 				conn_fail(c, HUSH_ETRUNCATED);
 				return;
 			}
@@ -892,6 +1193,34 @@ size_t hush_conn_queued(const struct hush_conn *c)
 	return c->queued;
 }
 
+/*
+ * Queues the close record (an empty record: LENGTH 20, TYPE, tag) after everything
+ * queued. It is sealed with the rest, so it is the last record of this direction.
+ */
+static int queue_close(struct hush_conn *c)
+{
+	struct hush_buf *b = c->wq_tail;
+	if (b == NULL || hush_buf_capacity(b) - wq_hdr(b)->end < HUSH_RECORD_OVERHEAD) {
+		struct hush_buf *nb;
+		HUSH_GUARD(hush_pool_acquire(c->loop->pool, WQ_HDR_SIZE + HUSH_RECORD_OVERHEAD, &nb));
+		struct wq_hdr *nh = wq_hdr(nb);
+		memset(nh, 0, sizeof(*nh));
+		nh->sent = nh->sealed = nh->end = nh->last = WQ_HDR_SIZE;
+		if (b != NULL) {
+			wq_hdr(b)->next = nb;
+		} else {
+			c->wq_head = nb;
+		}
+		c->wq_tail = b = nb;
+	}
+	struct wq_hdr *h = wq_hdr(b);
+	h->open = 0;
+	record_begin(h, hush_buf_data(b));
+	h->open = 0;
+	c->queued += HUSH_RECORD_OVERHEAD;
+	return 0;
+}
+
 int hush_conn_shutdown(struct hush_conn *c)
 {
 	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
@@ -903,6 +1232,9 @@ int hush_conn_shutdown(struct hush_conn *c)
 		return 0;
 	}
 	HUSH_GUARD(schedule(c));
+	if (c->flags & F_CLOSE_SIG) {
+		HUSH_GUARD(queue_close(c));
+	}
 	c->flags |= F_SHUT_REQ;
 	return 0;
 }
@@ -913,6 +1245,16 @@ static void check_timeouts(struct hush_conn *c)
 {
 	const struct hush_conn_config *cfg = &c->cfg->c;
 	uint32_t now = now_ms(c);
+	if (c->state == ST_HANDSHAKE) {
+		/* A deadline from the start, so a peer trickling bytes cannot extend it. */
+		/* Signed: libevent's cached clock may read a little behind the clock that
+		 * stamped the start, and that must not look like an expiry. */
+		if (c->hs->hs != NULL && cfg->handshake_timeout_ms != 0 &&
+		    (int32_t)(now - c->hs->started) >= (int32_t)cfg->handshake_timeout_ms) {
+			conn_fail(c, HUSH_ETIMEDOUT);
+		}
+		return;
+	}
 	if ((c->interest & EV_READ) && cfg->read_timeout_ms != 0 &&
 	    now - c->last_read >= cfg->read_timeout_ms) {
 		conn_fail(c, HUSH_ETIMEDOUT);
@@ -929,8 +1271,26 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 	struct hush_conn *c = arg;
 	(void)fd;
 	enter(c);
-	if (what & EV_TIMEOUT) {
+	/* The handshake's deadline is checked on every event: bytes trickling in would
+	 * otherwise keep postponing the persistent event's timeout. */
+	if ((what & EV_TIMEOUT) || c->state == ST_HANDSHAKE) {
 		check_timeouts(c);
+	}
+	if (!dead(c) && c->state == ST_HANDSHAKE) {
+		if (what & EV_WRITE) {
+			int rc = send_sealed(c);
+			if (rc < 0) {
+				conn_fail(c, rc);
+			}
+		}
+		if (!dead(c) && (what & EV_READ)) {
+			hs_on_readable(c);
+		}
+		if (!dead(c)) {
+			update_interest(c);
+		}
+		leave(c);
+		return;
 	}
 	if (!dead(c) && (what & EV_WRITE)) {
 		if (flush_queue(c) == 0) {
@@ -970,6 +1330,50 @@ static void replay(struct hush_conn *c)
 	}
 }
 
+/*
+ * Reports OPEN. For a handshake, this is where the connection switches to records: the
+ * record context replaces the handshake state, which is freed once the application has
+ * seen the result (hush_conn_handshake_result() during the callback).
+ */
+static void report_open(struct hush_conn *c)
+{
+	struct conn_hs *h = NULL;
+	if (c->flags & F_HS) {
+		h = c->hs;
+		c->flags &= ~(uint32_t)F_HS;
+		c->rec = h->rec;
+		h->rec = NULL;
+		c->state = ST_OPEN;
+		c->flags |= F_CLOSE_SIG;
+		c->last_read = c->last_write = now_ms(c);
+		if (c->rbuf != NULL && c->rlen > 0) {
+			c->flags |= F_REPLAY; /* records that came with the last message */
+		}
+		int rc = 0;
+		if (c->cfg->c.flags & HUSH_CONN_PINNED) {
+			rc = pin_buffers(c);
+		}
+		if (rc < 0) {
+			OPENSSL_cleanse(h, sizeof(*h));
+			hush__free(h, sizeof(*h));
+			conn_fail(c, rc); /* reported from the loop, as ever */
+			return;
+		}
+	}
+	update_interest(c);
+	const struct hush_conn *prev_conn = c->loop->open_conn;
+	const struct hush_handshake_result *prev_res = c->loop->open_res;
+	c->loop->open_conn = c;
+	c->loop->open_res = h != NULL ? &h->res : NULL;
+	emit(c, HUSH_CONN_EV_OPEN, 0);
+	c->loop->open_conn = prev_conn;
+	c->loop->open_res = prev_res;
+	if (h != NULL) {
+		OPENSSL_cleanse(h, sizeof(*h));
+		hush__free(h, sizeof(*h));
+	}
+}
+
 void hush__conn_on_pending(struct hush_conn *c)
 {
 	c->flags &= ~(uint32_t)F_PENDING;
@@ -980,10 +1384,12 @@ void hush__conn_on_pending(struct hush_conn *c)
 		leave(c);
 		return;
 	}
-	if (c->flags & F_OPEN_REPORT) {
+	if (c->state == ST_HANDSHAKE && c->hs->hs != NULL) {
+		hs_step(c);
+	}
+	if (!dead(c) && (c->flags & F_OPEN_REPORT)) {
 		c->flags &= ~(uint32_t)F_OPEN_REPORT;
-		update_interest(c);
-		emit(c, HUSH_CONN_EV_OPEN, 0);
+		report_open(c);
 	}
 	if (!dead(c) && (c->flags & F_REPLAY)) {
 		c->flags &= ~(uint32_t)F_REPLAY;

@@ -42,6 +42,10 @@ struct hush_loop {
 	/* Distinct connection configurations, shared by the connections that use them. */
 	struct conn_cfg *cfgs;
 	unsigned nconns;
+	/* The connection whose OPEN is being reported, and its handshake result, for
+	 * hush_conn_handshake_result(). */
+	const struct hush_conn *open_conn;
+	const struct hush_handshake_result *open_res;
 	struct hush_loop *next_loop; /* process-wide registry, for pool wake-ups */
 };
 
@@ -67,6 +71,15 @@ void hush__loop_forget(struct hush_loop *loop, struct hush_conn *c);
 /* Lends a cipher context (NULL when none can be made) and takes one back. */
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop);
 void hush__loop_ctx_return(struct hush_loop *loop, EVP_CIPHER_CTX *ctx);
+
+/* Starts a connection's handshake counted against a listener's cap; the listener is
+ * told once when the handshake ends, whichever way (hush__listener_handshake_ended). */
+struct hush_listener;
+struct hush_handshake_config;
+HUSH_MUST_CHECK int hush__conn_start_handshake_for(struct hush_conn *c,
+						   const struct hush_handshake_config *hcfg,
+						   enum hush_side side, struct hush_listener *owner);
+void hush__listener_handshake_ended(struct hush_listener *l);
 
 /* Entry points from the loop into a connection. */
 void hush__conn_on_pending(struct hush_conn *c);

@@ -1,6 +1,6 @@
 #!/bin/sh
 # hush's handshake against an independent Noise library. go/noise-xcheck implements the
-# wire protocol of docs/handshake-protocol.md again, on github.com/flynn/noise (Debian
+# wire protocol of docs/PROTOCOL.md, Part II again, on github.com/flynn/noise (Debian
 # golang-github-flynn-noise-dev) and Go's HKDF, and recomputes every output of the
 # worked examples in test/data/hush-handshake-vectors.txt from their inputs alone:
 # prologue, parameter blocks, each flight on the wire, handshake hash, Split() keys and

@@ -1,7 +1,7 @@
 /*
  * Tests for src/handshake/handshake.c: hush's handshake over the Noise core. Complete
  * handshakes for every protocol, fed in every split; the worked examples of
- * docs/handshake-protocol.md (test/data/hush-handshake-vectors.txt); the parameter
+ * docs/PROTOCOL.md, Part II (test/data/hush-handshake-vectors.txt); the parameter
  * block's parser; and the negative set: unknown peers, wrong PSKs, mismatched
  * configurations, oversized, truncated and tampered messages at every step, low-order
  * keys, out-of-turn bytes, configuration errors and allocation failures. Every test
@@ -476,11 +476,11 @@ static void handshake_worked_examples_follow_from_noise_split(void **state)
 		    strstr(x->protocol, "ChaChaPoly") ? NOISE_CHACHAPOLY : NOISE_AESGCM;
 		struct noise_handshake i, r;
 		assert_int_equal(noise_init(&i, pat, c, true, x->prologue, x->prologue_len,
-					    x->has_static ? x->init_static : NULL,
+					    x->has_static ? x->init_static : NULL, NULL,
 					    x->has_psk ? x->psk : NULL),
 				 0);
 		assert_int_equal(noise_init(&r, pat, c, false, x->prologue, x->prologue_len,
-					    x->has_static ? x->resp_static : NULL,
+					    x->has_static ? x->resp_static : NULL, NULL,
 					    x->has_psk ? x->psk : NULL),
 				 0);
 		noise_set_ephemeral(&i, x->init_e);
@@ -1577,7 +1577,7 @@ static int fake_initiator_sends(const uint8_t *block, size_t block_len, char *ap
 	size_t plen = hush__handshake_prologue(HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256, prologue);
 	struct noise_handshake n;
 	assert_int_equal(
-	    noise_init(&n, NOISE_NNPSK0, NOISE_AESGCM, true, prologue, plen, NULL, e.psk), 0);
+	    noise_init(&n, NOISE_NNPSK0, NOISE_AESGCM, true, prologue, plen, NULL, NULL, e.psk), 0);
 	buf[0] = 0;
 	buf[1] = (uint8_t)plen;
 	memcpy(buf + 2, prologue, plen);
@@ -1633,7 +1633,7 @@ static void handshake_xx_message_1_with_payload_fails(void **state)
 	size_t plen = hush__handshake_prologue(HUSH_NOISE_XX_25519_AESGCM_SHA256, prologue);
 	struct noise_handshake n;
 	assert_int_equal(
-	    noise_init(&n, NOISE_XX, NOISE_AESGCM, true, prologue, plen, e.ik.priv, NULL), 0);
+	    noise_init(&n, NOISE_XX, NOISE_AESGCM, true, prologue, plen, e.ik.priv, NULL, NULL), 0);
 	buf[0] = 0;
 	buf[1] = (uint8_t)plen;
 	memcpy(buf + 2, prologue, plen);

@@ -96,11 +96,11 @@ static void start(const struct vector *v, struct noise_handshake *i, struct nois
 	protocol_of(v->name, &p, &c);
 	size_t pl = (size_t)v->prologue_len;
 	assert_int_equal(noise_init(i, p, c, true, v->prologue, pl,
-				    v->has_static ? v->init_static : NULL,
+				    v->has_static ? v->init_static : NULL, NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
 	assert_int_equal(noise_init(r, p, c, false, v->prologue, pl,
-				    v->has_static ? v->resp_static : NULL,
+				    v->has_static ? v->resp_static : NULL, NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
 	noise_set_ephemeral(i, v->init_e);
@@ -316,7 +316,7 @@ static void noise_out_of_turn_calls_are_refused(void **state)
 	struct noise_cipherstate a, b;
 	assert_int_equal(noise_split(&i, &a, &b), HUSH_ESTATE);
 	assert_int_equal(noise_write_message(&i, NULL, 0, out, 10, &ol), HUSH_ENOSPACE);
-	assert_int_equal(noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL),
+	assert_int_equal(noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL, NULL),
 			 HUSH_EINVAL);
 }
 

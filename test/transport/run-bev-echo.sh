@@ -11,6 +11,9 @@ for v in plain hush; do
 	n=$((n + 1))
 	prog=$HUSH_BUILDDIR/examples/bev-echo
 	[ $v = plain ] && prog=$HUSH_BUILDDIR/examples/bev-echo-plain
+	# Removed first: the redirection below happens in the child, after this shell may
+	# already be reading the file, which must not still hold the last run's port.
+	rm -f "$W/server.out"
 	timeout 60 "$prog" --listen 0 --count 1 >"$W/server.out" 2>&1 &
 	spid=$!
 	i=0

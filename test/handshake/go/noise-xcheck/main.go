@@ -1,4 +1,4 @@
-// noise-xcheck: hush's handshake wire protocol (docs/handshake-protocol.md) written
+// noise-xcheck: hush's handshake wire protocol (docs/PROTOCOL.md, Part II) written
 // again from the document alone, on an independent Noise library (flynn/noise) and Go's
 // HKDF. For each block of test/data/hush-handshake-vectors.txt it takes only the inputs
 // (protocol, limits, record and application protocols, keys), runs both ends, and

@@ -1,0 +1,998 @@
+/*
+ * Tests for the handshake phase of src/transport/conn.c and for src/transport/listener.c:
+ * hush connections keyed by a hush handshake over socketpairs and loopback TCP, the
+ * close record, the handshake's timeout and failures, and the listener's cap. Every
+ * test ends with no connection, no event and no pool buffer left.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/time.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include <hush/listener.h>
+
+#include "testlib.h"
+#include "transport/transport-internal.h"
+
+/* ---- Fixture ---- */
+
+struct env {
+	struct event_base *base;
+	struct hush_pool *pool;
+	struct hush_loop *loop;
+};
+
+static void env_init(struct env *e)
+{
+	evthread_use_pthreads();
+	e->base = event_base_new();
+	assert_non_null(e->base);
+	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
+	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
+}
+
+static void env_done(struct env *e)
+{
+	struct hush_pool_stats st;
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	assert_int_equal(e->loop->nconns, 0);
+	hush_pool_stats(e->pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	hush_loop_free(e->loop);
+	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
+	hush_pool_free(e->pool);
+	event_base_free(e->base);
+}
+
+static void on_run_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
+/* Runs the loop until done() holds for both ends or ms pass. */
+static void run_until(struct env *e, int ms, bool (*done)(void *), void *arg)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
+	evtimer_add(t, &tv);
+	while (!done(arg) && evtimer_pending(t, NULL)) {
+		event_base_loop(e->base, EVLOOP_ONCE);
+	}
+	event_free(t);
+}
+
+/* What one end saw. */
+struct end {
+	struct hush_conn *conn;
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	int opened;
+	int eof;
+	int shut;
+	int err;
+	bool got_result;
+	int result_rc_outside;
+	struct hush_handshake_result res;
+	const uint8_t *greeting;   /* written from inside OPEN */
+	size_t greeting_len;
+	bool shutdown_on_eof;      /* answer the peer's close with ours */
+	bool free_on_open;
+};
+
+static void end_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct end *x = arg;
+	(void)c;
+	if (x->len + len > x->cap) {
+		x->cap = (x->len + len) * 2;
+		x->data = realloc(x->data, x->cap);
+		assert_non_null(x->data);
+	}
+	memcpy(x->data + x->len, data, len);
+	x->len += len;
+}
+
+static void end_on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg)
+{
+	struct end *x = arg;
+	switch (ev) {
+	case HUSH_CONN_EV_OPEN:
+		x->opened++;
+		x->got_result = hush_conn_handshake_result(c, &x->res) == 0;
+		if (x->free_on_open) {
+			hush_conn_free(c);
+			x->conn = NULL;
+			return;
+		}
+		if (x->greeting != NULL) {
+			assert_true(hush_conn_write(c, x->greeting, x->greeting_len) >= 0);
+		}
+		break;
+	case HUSH_CONN_EV_EOF:
+		x->eof++;
+		if (x->shutdown_on_eof) {
+			assert_int_equal(hush_conn_shutdown(c), 0);
+		}
+		break;
+	case HUSH_CONN_EV_SHUTDOWN:
+		x->shut++;
+		break;
+	case HUSH_CONN_EV_ERROR:
+		x->err = err;
+		break;
+	}
+}
+
+static const struct hush_conn_callbacks end_cb = {end_on_data, NULL, end_on_event};
+
+static void end_free(struct end *x)
+{
+	hush_conn_free(x->conn);
+	x->conn = NULL;
+	free(x->data);
+	x->data = NULL;
+}
+
+/* Identities for both ends of a protocol. */
+struct ids {
+	struct hush_keypair *kc;
+	struct hush_keypair *ks;
+	uint8_t pub_c[HUSH_KEY_SIZE];
+	uint8_t pub_s[HUSH_KEY_SIZE];
+	uint8_t psk[HUSH_KEY_SIZE];
+	struct hush_handshake_config cc;
+	struct hush_handshake_config sc;
+};
+
+static bool has_static(enum hush_noise_protocol p)
+{
+	return p != HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 &&
+	       p != HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
+}
+
+static bool has_psk(enum hush_noise_protocol p)
+{
+	return p >= HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
+}
+
+static void ids_init(struct ids *d, enum hush_noise_protocol p)
+{
+	memset(d, 0, sizeof(*d));
+	hush_handshake_config_init(&d->cc);
+	hush_handshake_config_init(&d->sc);
+	d->cc.protocol = d->sc.protocol = p;
+	if (has_static(p)) {
+		assert_int_equal(hush_keypair_generate(&d->kc), 0);
+		assert_int_equal(hush_keypair_generate(&d->ks), 0);
+		hush_keypair_public(d->kc, d->pub_c);
+		hush_keypair_public(d->ks, d->pub_s);
+		d->cc.keypair = d->kc;
+		d->sc.keypair = d->ks;
+		d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
+		d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
+		d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
+	}
+	if (has_psk(p)) {
+		testlib_fill(d->psk, sizeof(d->psk), 7);
+		d->cc.psk = d->sc.psk = d->psk;
+	}
+}
+
+static void ids_done(struct ids *d)
+{
+	hush_keypair_free(d->kc);
+	hush_keypair_free(d->ks);
+}
+
+static struct hush_conn *start(struct env *e, int fd, struct end *x,
+			       const struct hush_conn_config *cfg,
+			       const struct hush_handshake_config *hc, enum hush_side side)
+{
+	struct hush_conn *c;
+	assert_int_equal(hush_conn_new(&c, e->loop, fd, cfg, &end_cb, x), 0);
+	assert_int_equal(hush_conn_start_handshake(c, hc, side), 0);
+	x->conn = c;
+	return c;
+}
+
+struct two {
+	struct end *a;
+	struct end *b;
+};
+
+static bool both_open_or_failed(void *arg)
+{
+	struct two *t = arg;
+	return (t->a->opened || t->a->err) && (t->b->opened || t->b->err);
+}
+
+static bool both_failed_or_open(void *arg)
+{
+	return both_open_or_failed(arg);
+}
+
+static bool both_closed(void *arg)
+{
+	struct two *t = arg;
+	return (t->a->eof && t->b->eof && t->a->shut && t->b->shut) || t->a->err || t->b->err;
+}
+
+static bool one_failed(void *arg)
+{
+	struct two *t = arg;
+	return t->a->err != 0 || t->b->err != 0;
+}
+
+/* ---- Tests ---- */
+
+/*
+ * For every Noise protocol: the handshake completes over a socketpair, both ends see the
+ * same handshake hash and each other's static key, data written from inside OPEN (so
+ * that it follows the last handshake message at once) arrives intact both ways, and
+ * the close records end both directions cleanly.
+ */
+static void handshake_conn_every_protocol_opens_exchanges_and_closes(void **state)
+{
+	(void)state;
+	for (int p = HUSH_NOISE_XX_25519_AESGCM_SHA256; p <= HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
+	     p++) {
+		struct env e;
+		env_init(&e);
+		struct ids d;
+		ids_init(&d, (enum hush_noise_protocol)p);
+		uint8_t ga[70000], gb[3000];
+		testlib_fill(ga, sizeof(ga), 1);
+		testlib_fill(gb, sizeof(gb), 2);
+		struct end a = {.greeting = ga, .greeting_len = sizeof(ga)};
+		struct end b = {.greeting = gb, .greeting_len = sizeof(gb), .shutdown_on_eof = true};
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		struct two t = {&a, &b};
+		run_until(&e, 5000, both_open_or_failed, &t);
+		assert_int_equal(a.err, 0);
+		assert_int_equal(b.err, 0);
+		assert_int_equal(a.opened, 1);
+		assert_int_equal(b.opened, 1);
+		assert_true(a.got_result && b.got_result);
+		assert_memory_equal(a.res.handshake_hash, b.res.handshake_hash,
+				    HUSH_HANDSHAKE_HASH_SIZE);
+		assert_int_equal(a.res.side, HUSH_SIDE_CLIENT);
+		assert_int_equal(b.res.side, HUSH_SIDE_SERVER);
+		assert_int_equal(a.res.key_len, 0);
+		static const uint8_t zero[HUSH_RECORD_MAX_KEY_SIZE];
+		assert_memory_equal(a.res.key, zero, sizeof(zero));
+		if (has_static((enum hush_noise_protocol)p)) {
+			assert_true(a.res.has_remote_static && b.res.has_remote_static);
+			assert_memory_equal(a.res.remote_static, d.pub_s, HUSH_KEY_SIZE);
+			assert_memory_equal(b.res.remote_static, d.pub_c, HUSH_KEY_SIZE);
+		} else {
+			assert_false(a.res.has_remote_static || b.res.has_remote_static);
+		}
+		/* Outside the OPEN callback the result is gone. */
+		struct hush_handshake_result r;
+		assert_int_equal(hush_conn_handshake_result(a.conn, &r), HUSH_ESTATE);
+		assert_int_equal(hush_conn_shutdown(a.conn), 0);
+		run_until(&e, 5000, both_closed, &t);
+		assert_int_equal(a.err, 0);
+		assert_int_equal(b.err, 0);
+		assert_int_equal(b.len, sizeof(ga));
+		assert_memory_equal(b.data, ga, sizeof(ga));
+		assert_int_equal(a.len, sizeof(gb));
+		assert_memory_equal(a.data, gb, sizeof(gb));
+		assert_int_equal(a.eof, 1);
+		assert_int_equal(b.eof, 1);
+		end_free(&a);
+		end_free(&b);
+		ids_done(&d);
+		env_done(&e);
+	}
+}
+
+/* Heap held by one established, idle pair: hush's allocations only. */
+static uint64_t idle_pair_bytes(struct env *e, struct ids *d, bool handshake)
+{
+	static const uint8_t key[44] = {1, 2, 3};
+	struct testlib_alloc_stats before, after;
+	struct end a = {0}, b = {0};
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	testlib_alloc_get(&before);
+	if (handshake) {
+		start(e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+		start(e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
+	} else {
+		assert_int_equal(hush_conn_new(&a.conn, e->loop, sv[0], NULL, &end_cb, &a), 0);
+		assert_int_equal(hush_conn_new(&b.conn, e->loop, sv[1], NULL, &end_cb, &b), 0);
+		assert_int_equal(hush_conn_start_raw(a.conn, HUSH_RP_ALTS_AES128_GCM_REKEY, key,
+						     sizeof(key), HUSH_SIDE_CLIENT),
+				 0);
+		assert_int_equal(hush_conn_start_raw(b.conn, HUSH_RP_ALTS_AES128_GCM_REKEY, key,
+						     sizeof(key), HUSH_SIDE_SERVER),
+				 0);
+	}
+	struct two t = {&a, &b};
+	run_until(e, 5000, both_open_or_failed, &t);
+	assert_int_equal(a.opened + b.opened, 2);
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	assert_int_equal(hush_conn_buffers_held(a.conn), 0);
+	assert_int_equal(hush_conn_buffers_held(b.conn), 0);
+	hush_pool_trim(e->pool);
+	testlib_alloc_get(&after);
+	end_free(&a);
+	end_free(&b);
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	return after.live_bytes - before.live_bytes;
+}
+
+/* The handshake's state is freed when it ends: an established connection holds exactly
+ * what one started from raw keys holds, and no pool buffer. */
+static void handshake_conn_established_costs_what_raw_keys_cost(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	testlib_alloc_install();
+	/* Warm the loop's interned configuration and lists first. */
+	(void)idle_pair_bytes(&e, &d, false);
+	uint64_t raw = idle_pair_bytes(&e, &d, false);
+	uint64_t hs = idle_pair_bytes(&e, &d, true);
+	testlib_alloc_uninstall();
+	assert_true(raw > 0);
+	assert_int_equal(hs, raw);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/* A connection keyed by a handshake whose peer goes away without a close record was
+ * truncated, even at a record boundary. */
+static void handshake_conn_eof_without_close_record_is_truncated(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256);
+	uint8_t g[100];
+	testlib_fill(g, sizeof(g), 3);
+	struct end a = {0}, b = {.greeting = g, .greeting_len = sizeof(g)};
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	struct two t = {&a, &b};
+	run_until(&e, 5000, both_open_or_failed, &t);
+	assert_int_equal(a.opened + b.opened, 2);
+	/* b's record goes out at the end of the iteration; then b vanishes. */
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	hush_conn_free(b.conn);
+	b.conn = NULL;
+	run_until(&e, 5000, one_failed, &t);
+	assert_int_equal(a.err, HUSH_ETRUNCATED);
+	assert_int_equal(a.eof, 0);
+	assert_int_equal(a.len, sizeof(g));
+	end_free(&a);
+	end_free(&b);
+	ids_done(&d);
+	env_done(&e);
+}
+
+struct mismatch {
+	const char *what;
+	int client_err;  /* 0: any error or none */
+	int server_err;
+};
+
+/* Runs a handshake that must fail; returns both ends' errors. */
+static void run_failing(struct ids *d, int *ce, int *se)
+{
+	struct env e;
+	env_init(&e);
+	struct end a = {0}, b = {0};
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	start(&e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
+	struct two t = {&a, &b};
+	run_until(&e, 5000, both_failed_or_open, &t);
+	*ce = a.err;
+	*se = b.err;
+	assert_int_equal(a.opened + b.opened, 0);
+	end_free(&a);
+	end_free(&b);
+	env_done(&e);
+}
+
+static void handshake_conn_unknown_server_fails_with_epeer_at_client(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	uint8_t other[HUSH_KEY_SIZE];
+	testlib_fill(other, sizeof(other), 9);
+	d.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	int ce, se;
+	run_failing(&d, &ce, &se);
+	assert_int_equal(ce, HUSH_EPEER);
+	assert_int_equal(se, HUSH_ECLOSED); /* the client closed without message 3 */
+	ids_done(&d);
+}
+
+static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256);
+	uint8_t other[HUSH_KEY_SIZE];
+	testlib_fill(other, sizeof(other), 10);
+	d.sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	struct env e;
+	env_init(&e);
+	struct end a = {0}, b = {0};
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	struct two t = {&a, &b};
+	/* The client is done after message 3 and opens; the server refuses it. */
+	run_until(&e, 5000, one_failed, &t);
+	assert_int_equal(b.err, HUSH_EPEER);
+	assert_int_equal(b.opened, 0);
+	end_free(&a);
+	end_free(&b);
+	env_done(&e);
+	ids_done(&d);
+}
+
+static void handshake_conn_wrong_psk_fails_with_ehandshake(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	uint8_t other[HUSH_KEY_SIZE];
+	testlib_fill(other, sizeof(other), 11);
+	d.sc.psk = other;
+	int ce, se;
+	run_failing(&d, &ce, &se);
+	assert_int_equal(se, HUSH_EHANDSHAKE);
+	assert_int_equal(ce, HUSH_ECLOSED);
+	ids_done(&d);
+}
+
+static void handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams(void **state)
+{
+	(void)state;
+	struct ids d;
+	int ce, se;
+	/* Another Noise protocol: the server refuses the hello. */
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	d.sc.protocol = HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256;
+	run_failing(&d, &ce, &se);
+	assert_int_equal(se, HUSH_EPARAMS);
+	assert_int_equal(ce, HUSH_ECLOSED);
+	ids_done(&d);
+	/* Another record protocol: the client finds it in message 2. */
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	d.sc.record_protocol = HUSH_RP_ALTS_AES128_GCM;
+	run_failing(&d, &ce, &se);
+	assert_int_equal(ce, HUSH_EPARAMS);
+	assert_int_equal(se, HUSH_ECLOSED);
+	ids_done(&d);
+}
+
+/* A raw socket peer: what it writes, and when. */
+struct raw_peer {
+	int fd;
+	struct event *ev;
+	const uint8_t *bytes;
+	size_t len;
+	size_t off;
+	size_t step;   /* bytes per tick */
+	int tick_ms;
+};
+
+static void raw_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct raw_peer *r = arg;
+	(void)fd;
+	(void)what;
+	if (r->off < r->len) {
+		size_t k = r->len - r->off < r->step ? r->len - r->off : r->step;
+		assert_int_equal(write(r->fd, r->bytes + r->off, k), (ssize_t)k);
+		r->off += k;
+	}
+	struct timeval tv = {0, r->tick_ms * 1000};
+	evtimer_add(r->ev, &tv);
+}
+
+static bool end_failed(void *arg)
+{
+	return ((struct end *)arg)->err != 0;
+}
+
+/* A server facing a peer that stalls, or trickles bytes so slowly that the handshake
+ * cannot finish in time, fails with HUSH_ETIMEDOUT at the deadline. */
+static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	/* A real first flight, then nothing: the server waits for message 3. */
+	struct hush_handshake *hc;
+	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
+	size_t flen;
+	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
+	hush_handshake_free(hc);
+	for (int trickle = 0; trickle <= 1; trickle++) {
+		struct env e;
+		env_init(&e);
+		struct hush_conn_config cfg;
+		hush_conn_config_init(&cfg);
+		cfg.handshake_timeout_ms = 300;
+		struct end b = {0};
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct raw_peer r = {.fd = sv[0], .bytes = flight, .len = flen,
+				     .step = trickle ? 1 : flen, .tick_ms = 20};
+		r.ev = evtimer_new(e.base, raw_tick, &r);
+		raw_tick(-1, 0, &r);
+		struct timeval t0, t1;
+		gettimeofday(&t0, NULL);
+		start(&e, sv[1], &b, &cfg, &d.sc, HUSH_SIDE_SERVER);
+		run_until(&e, 3000, end_failed, &b);
+		gettimeofday(&t1, NULL);
+		long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+		assert_int_equal(b.err, HUSH_ETIMEDOUT);
+		assert_true(ms >= 290 && ms < 2000);
+		if (trickle) {
+			print_message("trickled %zu of %zu bytes\n", r.off, flen);
+			assert_true(r.off > 0 && r.off < flen); /* bytes kept coming */
+		}
+		event_free(r.ev);
+		close(sv[0]);
+		end_free(&b);
+		env_done(&e);
+	}
+	ids_done(&d);
+}
+
+/* Garbage, a peer that closes mid-handshake, and a peer that sends bytes before its
+ * turn (records before the handshake ended) each fail the server with its own code. */
+static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_handshake *hc;
+	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT + 64];
+	size_t flen;
+	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
+	hush_handshake_free(hc);
+	uint8_t early[sizeof(flight)];
+	memcpy(early, flight, flen);
+	memset(early + flen, 0x17, 40); /* "records" right after message 1 */
+	static const uint8_t garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct {
+		const uint8_t *bytes;
+		size_t len;
+		bool close_after;
+		int want;
+	} cases[] = {
+	    {garbage, sizeof(garbage) - 1, false, HUSH_EHANDSHAKE},
+	    {flight, 10, true, HUSH_ECLOSED},
+	    {early, flen + 40, false, HUSH_ESTATE},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct env e;
+		env_init(&e);
+		struct end b = {0};
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		assert_int_equal(write(sv[0], cases[i].bytes, cases[i].len), (ssize_t)cases[i].len);
+		if (cases[i].close_after) {
+			close(sv[0]);
+			sv[0] = -1;
+		}
+		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		run_until(&e, 3000, end_failed, &b);
+		assert_int_equal(b.err, cases[i].want);
+		assert_int_equal(b.opened, 0);
+		if (sv[0] >= 0) {
+			close(sv[0]);
+		}
+		end_free(&b);
+		env_done(&e);
+	}
+	ids_done(&d);
+}
+
+/* Copies a's bytes to b; after a's EOF it adds junk, then ends b's stream too. */
+struct relay {
+	int from;
+	int to;
+	struct event *ev;
+	bool done;
+};
+
+static void relay_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	uint8_t buf[4096];
+	(void)what;
+	ssize_t n = read(fd, buf, sizeof(buf));
+	if (n > 0) {
+		assert_int_equal(write(r->to, buf, (size_t)n), n);
+		return;
+	}
+	static const char junk[] = "trailing junk after the close record";
+	assert_int_equal(write(r->to, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	shutdown(r->to, SHUT_WR);
+	event_del(r->ev);
+	r->done = true;
+}
+
+/* Bytes after the peer's close record are ignored, not delivered, and do not turn the
+ * clean end into an error. */
+static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256);
+	struct end a = {0}, b = {0};
+	int sa[2], sb[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sa), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sb), 0);
+	/* a -> relay -> b; b's replies go straight to a through the other pair's end. */
+	start(&e, sa[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	struct relay r = {.from = sa[1], .to = sb[0]};
+	r.ev = event_new(e.base, sa[1], EV_READ | EV_PERSIST, relay_on_read, &r);
+	event_add(r.ev, NULL);
+	struct relay back = {.from = sb[0], .to = sa[1]};
+	back.ev = event_new(e.base, sb[0], EV_READ | EV_PERSIST, relay_on_read, &back);
+	event_add(back.ev, NULL);
+	start(&e, sb[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	struct two t = {&a, &b};
+	run_until(&e, 5000, both_open_or_failed, &t);
+	assert_int_equal(a.opened + b.opened, 2);
+	assert_int_equal(hush_conn_write(a.conn, "hi", 2), 0);
+	assert_int_equal(hush_conn_shutdown(a.conn), 0);
+	for (int i = 0; i < 20 && !(b.eof || b.err) ; i++) {
+		event_base_loop(e.base, EVLOOP_ONCE);
+	}
+	for (int i = 0; i < 5; i++) {
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	assert_true(r.done);
+	assert_int_equal(a.shut, 1);
+	assert_int_equal(b.eof, 1);
+	assert_int_equal(b.err, 0);
+	assert_int_equal(b.len, 2);
+	assert_memory_equal(b.data, "hi", 2);
+	event_free(r.ev);
+	event_free(back.ev);
+	close(sa[1]);
+	close(sb[0]);
+	end_free(&a);
+	end_free(&b);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/* Freeing a connection in the middle of its handshake, or from inside OPEN, is clean. */
+static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	testlib_alloc_install();
+	for (int mode = 0; mode < 2; mode++) {
+		struct env e;
+		env_init(&e);
+		struct end a = {.free_on_open = mode == 1}, b = {0};
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		if (mode == 0) {
+			/* Started, its first flight not even sent. */
+			hush_conn_free(a.conn);
+			a.conn = NULL;
+		}
+		run_until(&e, 3000, end_failed, &b);
+		assert_int_equal(b.err, mode == 0 ? HUSH_ECLOSED : HUSH_ETRUNCATED);
+		end_free(&a);
+		end_free(&b);
+		env_done(&e);
+		struct testlib_alloc_stats st;
+		testlib_alloc_get(&st);
+		assert_int_equal(st.live, 0);
+	}
+	testlib_alloc_uninstall();
+	ids_done(&d);
+}
+
+/*
+ * The k-th hush allocation fails, for every k, through a handshake, one write each way
+ * and a shutdown: every failure is an error on that connection, and nothing leaks.
+ */
+static int handshake_with_failure(struct ids *d, uint64_t k)
+{
+	struct event_base *base = event_base_new();
+	struct hush_pool *pool = NULL;
+	struct hush_loop *loop = NULL;
+	struct end a = {0}, b = {0};
+	int failed = 0;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	testlib_alloc_fail_at(k);
+	if (hush_pool_new(&pool, NULL) != 0 || hush_loop_new(&loop, base, pool) != 0) {
+		close(sv[0]);
+		close(sv[1]);
+		failed = 1;
+		goto out;
+	}
+	if (hush_conn_new(&a.conn, loop, sv[0], NULL, &end_cb, &a) != 0) {
+		close(sv[1]);
+		failed = 1;
+		goto out;
+	}
+	if (hush_conn_new(&b.conn, loop, sv[1], NULL, &end_cb, &b) != 0 ||
+	    hush_conn_start_handshake(a.conn, &d->cc, HUSH_SIDE_CLIENT) != 0 ||
+	    hush_conn_start_handshake(b.conn, &d->sc, HUSH_SIDE_SERVER) != 0) {
+		failed = 1;
+		goto out;
+	}
+	for (int i = 0; i < 20 && !(a.opened && b.opened) && !a.err && !b.err; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	if (!(a.opened && b.opened)) {
+		failed = 1;
+		goto out;
+	}
+	if (hush_conn_write(a.conn, "ping", 4) < 0 || hush_conn_write(b.conn, "pong", 4) < 0 ||
+	    hush_conn_shutdown(a.conn) < 0) {
+		failed = 1;
+	}
+	for (int i = 0; i < 20; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	if (a.err || b.err || b.eof != 1 || b.len != 4 || a.len != 4) {
+		failed = 1;
+	}
+out:
+	testlib_alloc_fail_at(0);
+	hush_conn_free(a.conn);
+	hush_conn_free(b.conn);
+	if (loop != NULL) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	hush_loop_free(loop);
+	hush_pool_free(pool);
+	event_base_free(base);
+	free(a.data);
+	free(b.data);
+	return failed;
+}
+
+static void handshake_conn_allocation_failure_at_every_step_is_contained(void **state)
+{
+	(void)state;
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256);
+	testlib_alloc_install();
+	int failures = 0;
+	uint64_t k;
+	for (k = 1; k < 400; k++) {
+		failures += handshake_with_failure(&d, k);
+		struct testlib_alloc_stats st;
+		testlib_alloc_get(&st);
+		assert_int_equal(st.live, 0);
+	}
+	assert_true(failures > 10);
+	/* Far enough along, nothing fails any more: the whole life was covered. */
+	assert_int_equal(handshake_with_failure(&d, 100000), 0);
+	testlib_alloc_uninstall();
+	ids_done(&d);
+}
+
+/* ---- Listener ---- */
+
+struct server {
+	struct env *e;
+	struct end ends[16];
+	int n;
+	struct hush_listener *l;
+};
+
+static void srv_on_accept(struct hush_listener *l, struct hush_conn *c,
+			  const struct sockaddr *addr, socklen_t len, void *arg)
+{
+	struct server *s = arg;
+	(void)l;
+	(void)addr;
+	(void)len;
+	assert_true(s->n < 16);
+	s->ends[s->n].conn = c;
+	hush_conn_set_arg(c, &s->ends[s->n]);
+	assert_ptr_equal(hush_conn_get_arg(c), &s->ends[s->n]);
+	s->n++;
+}
+
+static int tcp_listener(uint16_t *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int tcp_connect(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+struct cap_wait {
+	struct server *s;
+	int accepted;
+	int failed;
+	struct end *client;
+};
+
+static bool accepted_n(void *arg)
+{
+	struct cap_wait *w = arg;
+	int failed = 0;
+	for (int i = 0; i < w->s->n; i++) {
+		failed += w->s->ends[i].err != 0;
+	}
+	return w->s->n >= w->accepted && failed >= w->failed &&
+	       (w->client == NULL || w->client->opened || w->client->err);
+}
+
+/*
+ * At most max_handshakes handshakes run at once: stalled peers beyond the cap wait in
+ * the backlog, are accepted as earlier handshakes time out, and a real client then
+ * completes. A listener freed while handshakes run stays until they end.
+ */
+static void listener_caps_handshakes_in_progress(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	hush_conn_config_init(&cc);
+	cc.handshake_timeout_ms = 300;
+	struct server s = {.e = &e};
+	struct hush_listener_config lc;
+	hush_listener_config_init(&lc);
+	lc.handshake = &d.sc;
+	lc.conn = &cc;
+	lc.callbacks = &end_cb;
+	lc.on_accept = srv_on_accept;
+	lc.accept_arg = &s;
+	lc.max_handshakes = 2;
+	uint16_t port;
+	int lfd = tcp_listener(&port);
+	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	int stalled[4];
+	for (int i = 0; i < 4; i++) {
+		stalled[i] = tcp_connect(port); /* sends nothing */
+	}
+	struct cap_wait w = {.s = &s, .accepted = 2};
+	run_until(&e, 150, accepted_n, &w);
+	/* Within the timeout only two were taken. */
+	assert_int_equal(s.n, 2);
+	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	/* They time out, the next two are accepted and time out too. */
+	w.accepted = 4;
+	w.failed = 4;
+	run_until(&e, 3000, accepted_n, &w);
+	assert_int_equal(s.n, 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(s.ends[i].err, HUSH_ETIMEDOUT);
+	}
+	/* A real client gets through. */
+	struct end client = {0};
+	start(&e, tcp_connect(port), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	w.accepted = 5;
+	w.client = &client;
+	run_until(&e, 3000, accepted_n, &w);
+	assert_int_equal(client.err, 0);
+	assert_int_equal(client.opened, 1);
+	/* One more stalled peer; free the listener while its handshake runs. */
+	int late = tcp_connect(port);
+	w.accepted = 6;
+	w.client = NULL;
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(s.n, 6);
+	assert_int_equal(hush_listener_handshakes(s.l), 1);
+	hush_listener_free(s.l);
+	w.failed = 5;
+	run_until(&e, 3000, accepted_n, &w);
+	assert_int_equal(s.ends[5].err, HUSH_ETIMEDOUT);
+	for (int i = 0; i < 4; i++) {
+		close(stalled[i]);
+	}
+	close(late);
+	for (int i = 0; i < s.n; i++) {
+		end_free(&s.ends[i]);
+	}
+	end_free(&client);
+	ids_done(&d);
+	env_done(&e);
+}
+
+static void listener_bad_configuration_fails_with_einval(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_listener_config lc;
+	hush_listener_config_init(&lc);
+	struct hush_listener *l = NULL;
+	uint16_t port;
+	/* Missing handshake, callbacks and on_accept: the socket is closed anyway. */
+	int fd = tcp_listener(&port);
+	assert_int_equal(hush_listener_new(&l, e.loop, fd, &lc), HUSH_EINVAL);
+	assert_int_equal(fcntl(fd, F_GETFD), -1);
+	lc.handshake = &d.sc;
+	lc.callbacks = &end_cb;
+	lc.on_accept = srv_on_accept;
+	lc.max_handshakes = 0;
+	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	assert_null(l);
+	ids_done(&d);
+	env_done(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(handshake_conn_every_protocol_opens_exchanges_and_closes),
+		cmocka_unit_test(handshake_conn_established_costs_what_raw_keys_cost),
+		cmocka_unit_test(handshake_conn_eof_without_close_record_is_truncated),
+		cmocka_unit_test(handshake_conn_unknown_server_fails_with_epeer_at_client),
+		cmocka_unit_test(handshake_conn_unknown_client_fails_with_epeer_at_server),
+		cmocka_unit_test(handshake_conn_wrong_psk_fails_with_ehandshake),
+		cmocka_unit_test(handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams),
+		cmocka_unit_test(handshake_conn_stalling_or_trickling_peer_times_out),
+		cmocka_unit_test(handshake_conn_bad_peer_bytes_fail_with_specific_codes),
+		cmocka_unit_test(handshake_conn_bytes_after_close_record_are_ignored),
+		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
+		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
+		cmocka_unit_test(listener_caps_handshakes_in_progress),
+		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
