@@ -1,5 +1,5 @@
-// hushnoise: a hush peer written again from docs/handshake-protocol.md and
-// docs/PROTOCOL.md alone, for test/interop/run-noise-interop.sh. The handshake runs on
+// hushnoise: a hush peer written again from docs/PROTOCOL.md alone (Part II, the
+// handshake, and Part I, the records), for test/interop/run-noise-interop.sh. The handshake runs on
 // github.com/flynn/noise (Debian golang-github-flynn-noise-dev); the records after it
 // go through gRPC's own ALTS record code (grpc-go credentials/alts/internal/conn). No
 // hush code is used. Same command line, RESULT line and error form as
@@ -23,7 +23,7 @@
 // truncation). --hello TEXT sends TEXT as the hello, as a foreign peer would (Noise
 // still uses the real prologue).
 //
-// The close signal (section 7). grpc-go's conn.Write sends nothing for an empty slice,
+// The close signal (section 14). grpc-go's conn.Write sends nothing for an empty slice,
 // so the close record cannot go through it. The record protocol is registered with
 // grpc-go under a factory that wraps grpc-go's own NewAES128GCMRekey/NewAES128GCM and
 // keeps the ALTSRecordCrypto it creates for the connection: that crypter holds the
@@ -34,7 +34,7 @@
 // the peer's close; an io.EOF before it is a truncated stream, an error.
 //
 // Left out, as a test peer may: a handshake timeout, and the check for bytes sent out of
-// turn (ESTATE in section 2): this peer reads only when it expects a message.
+// turn (ESTATE in section 9): this peer reads only when it expects a message.
 //
 // It must be built inside the grpc source tree (Go's internal-package rule), in GOPATH
 // mode: run-noise-interop.sh does that.
@@ -96,8 +96,8 @@ var (
 	peers    keyList
 )
 
-// The limits of docs/handshake-protocol.md section 2 and the parameter block values
-// this peer announces (section 5). grpc-go accepts records of LENGTH up to 1 MiB and
+// The limits of docs/PROTOCOL.md section 9 and the parameter block values this peer
+// announces (section 12). grpc-go accepts records of LENGTH up to 1 MiB and
 // seals frames of 4 KiB.
 const (
 	maxHello      = 263
@@ -161,7 +161,7 @@ func readKeyFile(path string) (map[string][]byte, error) {
 }
 
 // strictDH is X25519 that refuses an all-zero result (a low-order peer key), as
-// section 4 requires of every hush peer, whatever the library underneath does.
+// section 11 requires of every hush peer, whatever the library underneath does.
 type strictDH struct{ noise.DHFunc }
 
 var errLowOrder = errf("EBADKEY", "X25519 result is all zero (low-order key)")
@@ -174,7 +174,7 @@ func (d strictDH) DH(priv, pub []byte) ([]byte, error) {
 	return out, nil
 }
 
-// The parameter block (section 5).
+// The parameter block (section 12).
 type params struct {
 	recordProtocol string
 	recvLimit      uint32
@@ -202,7 +202,7 @@ var recordKeySize = map[string]int{
 	"HUSHRP_CHACHA20_POLY1305_REKEY": 44,
 }
 
-// parseParams applies every receiver rule of section 5, in its two groups: malformed
+// parseParams applies every receiver rule of section 12, in its two groups: malformed
 // (EHANDSHAKE) first, then missing or unacceptable (EPARAMS).
 func parseParams(b []byte, want string) (params, error) {
 	var p params
@@ -268,7 +268,7 @@ func parseParams(b []byte, want string) (params, error) {
 	return p, nil
 }
 
-// Handshake framing (section 2): a 2-byte big-endian length, then the message.
+// Handshake framing (section 9): a 2-byte big-endian length, then the message.
 func frame(msgs ...[]byte) []byte {
 	var b []byte
 	for _, m := range msgs {
@@ -283,7 +283,7 @@ func frame(msgs ...[]byte) []byte {
 func readMessage(r io.Reader, max int) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(r, l[:]); err != nil {
-		return nil, errf("ETRUNCATED", "peer went away during the handshake: %v", err)
+		return nil, errf("ECLOSED", "peer went away during the handshake: %v", err)
 	}
 	n := int(binary.BigEndian.Uint16(l[:]))
 	if n == 0 || n > max {
@@ -291,7 +291,7 @@ func readMessage(r io.Reader, max int) ([]byte, error) {
 	}
 	m := make([]byte, n)
 	if _, err := io.ReadFull(r, m); err != nil {
-		return nil, errf("ETRUNCATED", "peer went away during the handshake: %v", err)
+		return nil, errf("ECLOSED", "peer went away during the handshake: %v", err)
 	}
 	return m, nil
 }
@@ -305,7 +305,7 @@ func noiseErr(err error) error {
 }
 
 // rawKey reads the key of a CipherState that Split() made: flynn/noise 1.0.0 has no
-// accessor for it, and the record key derivation needs it (section 6). Test code only.
+// accessor for it, and the record key derivation needs it (section 13). Test code only.
 func rawKey(cs *noise.CipherState) []byte {
 	v := reflect.ValueOf(cs).Elem().FieldByName("k")
 	k := *(*[32]byte)(unsafe.Pointer(v.UnsafeAddr()))
@@ -324,7 +324,7 @@ type outcome struct {
 	peer         params
 }
 
-// handshake runs this end's side of a hush/1 handshake on c (sections 1 to 6).
+// handshake runs this end's side of a hush/1 handshake on c (sections 8 to 13).
 func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 	name := *protocol
 	var pattern noise.HandshakePattern
@@ -354,7 +354,7 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 		return nil, errf("EINVAL", "%s needs: static key %v, PSK %v, --peer %v", name,
 			!nn, placement != 0 || nn, !nn)
 	}
-	// Section 3: prologue = "hush/1" 00 n name.
+	// Section 10: prologue = "hush/1" 00 n name.
 	prologue := append([]byte("hush/1\x00"), byte(len(name)))
 	prologue = append(prologue, name...)
 	cfg := noise.Config{
@@ -414,7 +414,7 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 		}
 		return payload, nil
 	}
-	// Peer verification (section 4): the static key on the allow-list, or EPEER.
+	// Peer verification (section 11): the static key on the allow-list, or EPEER.
 	verify := func() error {
 		for _, k := range peers {
 			if bytes.Equal(k, hs.PeerStatic()) {
@@ -501,7 +501,7 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 	if cs1 == nil {
 		return nil, errf("ESTATE", "handshake did not finish")
 	}
-	// Section 6: K = HKDF-SHA256(salt h, IKM k1 || k2, info "hush/1 record key " ||
+	// Section 13: K = HKDF-SHA256(salt h, IKM k1 || k2, info "hush/1 record key " ||
 	// wire name), k1 from initiator to responder.
 	o.hash = append([]byte{}, hs.ChannelBinding()...)
 	ikm := append(rawKey(cs1), rawKey(cs2)...)
@@ -525,7 +525,7 @@ func register(name string, f conn.ALTSRecordFunc) {
 	})
 }
 
-// sendClose seals the close record, an empty plaintext (section 7), with the
+// sendClose seals the close record, an empty plaintext (section 14), with the
 // connection's own crypter, so it takes the next counter after the last data record.
 func sendClose(raw net.Conn, crypter conn.ALTSRecordCrypto) error {
 	hdr := make([]byte, 8, 8+crypter.EncryptionOverhead())
