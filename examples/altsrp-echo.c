@@ -97,35 +97,31 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
+static const char *rp_name, *key_hex;
+
+static int program_option(const char *name, const char *v)
+{
+	if (strcmp(name, "--rp") == 0) {
+		rp_name = v;
+	} else if (strcmp(name, "--key") == 0) {
+		key_hex = v;
+	} else if (strcmp(name, "--side") == 0 && strcmp(v, "client") == 0) {
+		side = HUSH_SIDE_CLIENT;
+	} else if (strcmp(name, "--side") == 0 && strcmp(v, "server") == 0) {
+		side = HUSH_SIDE_SERVER;
+	} else if (strcmp(name, "--frame") == 0) {
+		frame = (size_t)atol(v);
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *rp_name = NULL, *key_hex = NULL;
 	echo_init("altsrp-echo");
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (echo_parse_option(argc, argv, &i)) {
-			continue;
-		}
-		if (v == NULL) {
-			usage();
-		}
-		i++;
-		if (strcmp(a, "--rp") == 0) {
-			rp_name = v;
-		} else if (strcmp(a, "--key") == 0) {
-			key_hex = v;
-		} else if (strcmp(a, "--side") == 0 && strcmp(v, "client") == 0) {
-			side = HUSH_SIDE_CLIENT;
-		} else if (strcmp(a, "--side") == 0 && strcmp(v, "server") == 0) {
-			side = HUSH_SIDE_SERVER;
-		} else if (strcmp(a, "--frame") == 0) {
-			frame = (size_t)atol(v);
-		} else {
-			usage();
-		}
-	}
-	if (!echo_opts_valid() || rp_name == NULL || key_hex == NULL) {
+	echo_parse_args(argc, argv, program_option, usage);
+	if (rp_name == NULL || key_hex == NULL) {
 		usage();
 	}
 	if (hush_record_protocol_from_name(rp_name, &rp) < 0) {

@@ -68,39 +68,58 @@ void echo_init(const char *name)
 	}
 }
 
-int echo_parse_option(int argc, char **argv, int *i)
+/* Takes the shared option name (with its value v, NULL if there is none). Returns 1
+ * when it took the option and its value, 0 when it took just the option, -1 when the
+ * option is not a shared one. */
+static int shared_option(const char *name, const char *v)
 {
-	const char *a = argv[*i];
-	if (strcmp(a, "--echo") == 0) {
+	if (strcmp(name, "--echo") == 0) {
 		echo_opt.echo = 1;
-		return 1;
-	}
-	if (*i + 1 >= argc) {
 		return 0;
 	}
-	const char *v = argv[*i + 1];
-	if (strcmp(a, "--listen") == 0) {
-		echo_opt.listen = v;
-	} else if (strcmp(a, "--connect") == 0) {
-		echo_opt.connect = v;
-	} else if (strcmp(a, "--ready") == 0) {
-		echo_opt.ready = v;
-	} else if (strcmp(a, "--count") == 0) {
-		echo_opt.count = atol(v);
-	} else if (strcmp(a, "--send") == 0) {
-		echo_opt.send = v;
-	} else if (strcmp(a, "--out") == 0) {
-		echo_opt.out = v;
+	const char **slot = NULL;
+	if (strcmp(name, "--listen") == 0) {
+		slot = &echo_opt.listen;
+	} else if (strcmp(name, "--connect") == 0) {
+		slot = &echo_opt.connect;
+	} else if (strcmp(name, "--ready") == 0) {
+		slot = &echo_opt.ready;
+	} else if (strcmp(name, "--send") == 0) {
+		slot = &echo_opt.send;
+	} else if (strcmp(name, "--out") == 0) {
+		slot = &echo_opt.out;
+	} else if (strcmp(name, "--count") != 0) {
+		return -1;
+	}
+	if (v == NULL) {
+		return -1;
+	}
+	if (slot != NULL) {
+		*slot = v;
 	} else {
-		return 0;
+		echo_opt.count = atol(v);
 	}
-	(*i)++;
 	return 1;
 }
 
-int echo_opts_valid(void)
+void echo_parse_args(int argc, char **argv,
+		     int (*program_option)(const char *name, const char *value),
+		     void (*usage)(void))
 {
-	return (echo_opt.listen == NULL) != (echo_opt.connect == NULL) && echo_opt.count >= 1;
+	for (int i = 1; i < argc; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int took = shared_option(argv[i], v);
+		if (took < 0) {
+			if (v == NULL || program_option(argv[i], v) < 0) {
+				usage();
+			}
+			took = 1;
+		}
+		i += took;
+	}
+	if ((echo_opt.listen == NULL) == (echo_opt.connect == NULL) || echo_opt.count < 1) {
+		usage();
+	}
 }
 
 struct echo_session *echo_session_new(void)

@@ -75,15 +75,16 @@ extern const struct hush_conn_callbacks echo_callbacks;
 void echo_init(const char *prog);
 
 /*
- * Takes the shared option at argv[*i] (--listen, --connect, --ready, --count, --echo,
- * --send, --out) and its value, advancing *i past what it used. Returns 1 when it took
- * one, 0 when argv[*i] is not one of them (or lacks its value).
+ * Parses the command line: the shared options (--listen, --connect, --ready, --count,
+ * --echo, --send, --out) into echo_opt, and every other "--name value" pair through
+ * program_option(name, value), which returns 0 when it took the option and -1 when it
+ * does not know it. Calls usage(), which must not return, for an unknown option, a
+ * missing value, or shared options that do not fit together (not exactly one of
+ * --listen and --connect, or a --count below 1).
  */
-int echo_parse_option(int argc, char **argv, int *i);
-
-/* Whether the shared options are consistent: exactly one of --listen and --connect, a
- * positive --count. */
-int echo_opts_valid(void);
+void echo_parse_args(int argc, char **argv,
+		     int (*program_option)(const char *name, const char *value),
+		     void (*usage)(void));
 
 /* Prints "PROG: WHAT: MESSAGE (NAME)" for the HUSH_E* code rc to stderr. */
 void echo_error(const char *what, int rc);

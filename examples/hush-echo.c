@@ -41,6 +41,7 @@ static struct hush_keypair *keypair;
 static uint8_t psk[HUSH_KEY_SIZE];
 static uint8_t peers[MAX_PEERS][HUSH_KEY_SIZE];
 static size_t n_peers;
+static const char *protocol, *key_file, *psk_file;
 
 static void usage(void)
 {
@@ -53,13 +54,14 @@ static void usage(void)
 	exit(2);
 }
 
-/* Prints what failed (with errno's message for HUSH_ESYS) and exits 1. */
+/* Prints what failed and exits 1. For HUSH_ESYS the message is errno's. */
 static void die(const char *what, int rc)
 {
-	int e = errno;
-	echo_error(what, rc);
 	if (rc == HUSH_ESYS) {
-		fprintf(stderr, "hush-echo: %s: %s\n", what, strerror(e));
+		fprintf(stderr, "hush-echo: %s: %s (%s)\n", what, strerror(errno),
+			hush_err_name(rc));
+	} else {
+		echo_error(what, rc);
 	}
 	exit(1);
 }
@@ -138,7 +140,7 @@ static struct hush_listener *start_listener(void)
 }
 
 /* Fills hcfg from the options, and checks it now rather than at the first peer. */
-static void configure(const char *protocol, const char *key_file, const char *psk_file)
+static void configure(void)
 {
 	hush_handshake_config_init(&hcfg);
 	if (protocol != NULL && hush_noise_protocol_from_name(protocol, &hcfg.protocol) < 0) {
@@ -165,50 +167,51 @@ static void configure(const char *protocol, const char *key_file, const char *ps
 	struct hush_handshake *probe;
 	rc = hush_handshake_new(&probe, &hcfg,
 				echo_opt.listen != NULL ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT);
+	if (rc == HUSH_EINVAL || rc == HUSH_ENOVERIFY) {
+		static const char *const needs[] = {
+		    "--key and at least one --peer, and no --psk",
+		    "--key, at least one --peer, and --psk",
+		    "--psk, and no --key or --peer",
+		};
+		/* The protocols come in pairs, AESGCM then ChaChaPoly: XX, XXpsk3, NNpsk0. */
+		fprintf(stderr, "hush-echo: %s needs %s\n", hush_noise_protocol_name(hcfg.protocol),
+			needs[(hcfg.protocol - 1) / 2]);
+	}
 	if (rc < 0) {
 		die("handshake configuration", rc);
 	}
 	hush_handshake_free(probe);
 }
 
+static int program_option(const char *name, const char *v)
+{
+	if (strcmp(name, "--protocol") == 0) {
+		protocol = v;
+	} else if (strcmp(name, "--key") == 0) {
+		key_file = v;
+	} else if (strcmp(name, "--psk") == 0) {
+		psk_file = v;
+	} else if (strcmp(name, "--peer") == 0) {
+		if (n_peers == MAX_PEERS) {
+			fprintf(stderr, "hush-echo: at most %d --peer keys\n", MAX_PEERS);
+			exit(2);
+		}
+		int rc = hush_key_from_base64(v, peers[n_peers]);
+		if (rc < 0) {
+			die("--peer", rc);
+		}
+		n_peers++;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *protocol = NULL, *key_file = NULL, *psk_file = NULL;
 	echo_init("hush-echo");
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (echo_parse_option(argc, argv, &i)) {
-			continue;
-		}
-		if (v == NULL) {
-			usage();
-		}
-		i++;
-		if (strcmp(a, "--protocol") == 0) {
-			protocol = v;
-		} else if (strcmp(a, "--key") == 0) {
-			key_file = v;
-		} else if (strcmp(a, "--psk") == 0) {
-			psk_file = v;
-		} else if (strcmp(a, "--peer") == 0) {
-			if (n_peers == MAX_PEERS) {
-				fprintf(stderr, "hush-echo: at most %d --peer keys\n", MAX_PEERS);
-				exit(2);
-			}
-			int rc = hush_key_from_base64(v, peers[n_peers]);
-			if (rc < 0) {
-				die("--peer", rc);
-			}
-			n_peers++;
-		} else {
-			usage();
-		}
-	}
-	if (!echo_opts_valid()) {
-		usage();
-	}
-	configure(protocol, key_file, psk_file);
+	echo_parse_args(argc, argv, program_option, usage);
+	configure();
 	echo_on_open = on_open;
 	struct hush_listener *l = NULL;
 	if (echo_opt.listen != NULL) {
