@@ -539,6 +539,22 @@ func sendClose(raw net.Conn, crypter conn.ALTSRecordCrypto) error {
 	return err
 }
 
+// writeChunks writes data in Write calls of at most chunk bytes (grpc-go seals each
+// small Write as records of its own).
+func writeChunks(w io.Writer, data []byte, chunk int) error {
+	for len(data) > 0 {
+		n := len(data)
+		if n > chunk {
+			n = chunk
+		}
+		if _, err := w.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
 type result struct {
 	sent, recv       int64
 	sentSum, recvSum hash.Hash
@@ -582,19 +598,13 @@ func serve(raw net.Conn, initiator bool, id identity) {
 			fail("--send", err)
 		}
 		go func() {
-			for off := 0; off < len(data); off += *chunk {
-				end := off + *chunk
-				if end > len(data) {
-					end = len(data)
-				}
-				if _, err := c.Write(data[off:end]); err != nil {
-					sendDone <- err
-					return
-				}
+			err := writeChunks(c, data, *chunk)
+			if err == nil {
+				r.sent = int64(len(data))
+				r.sentSum.Write(data)
+				err = finishWrite()
 			}
-			r.sent = int64(len(data))
-			r.sentSum.Write(data)
-			sendDone <- finishWrite()
+			sendDone <- err
 		}()
 	}
 	buf := make([]byte, 1<<20)
