@@ -320,10 +320,8 @@ void hush_handshake_free(struct hush_handshake *hs)
 	if (hs == NULL) {
 		return;
 	}
-	/* One freed before it finished or failed still holds its key objects: its
-	 * reference to the key pair's shared one and its ephemeral key. */
-	noise_wipe(&hs->noise);
 	drop_message(hs);
+	noise_wipe(&hs->noise); /* frees its key objects; a no-op once wiped */
 	hush__free_secret(hs, sizeof(*hs));
 }
 

@@ -97,6 +97,9 @@ static void free_ends(struct ends *e)
 	hush_handshake_free(e->i);
 	hush_handshake_free(e->r);
 	e->i = e->r = NULL;
+	/* The key pairs live on the stack here: drop the key objects they cached. */
+	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
+	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
 }
 
 /* May change flight number `flight` (from 1) before it is delivered: *len bytes at
@@ -402,6 +405,15 @@ static void start_example(const struct example *x, struct example_ends *e)
 	hush__handshake_set_ephemeral(e->r, x->resp_e);
 }
 
+static void free_example(struct example_ends *e)
+{
+	hush_handshake_free(e->i);
+	hush_handshake_free(e->r);
+	e->i = e->r = NULL;
+	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
+	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
+}
+
 static void check_example_result(const struct example *x, const struct example_ends *e)
 {
 	struct hush_handshake_result a, b;
@@ -453,8 +465,7 @@ static void handshake_worked_examples_reproduce_data_file(void **state)
 		}
 		assert_true(hush_handshake_done(e.i) && hush_handshake_done(e.r));
 		check_example_result(x, &e);
-		hush_handshake_free(e.i);
-		hush_handshake_free(e.r);
+		free_example(&e);
 	}
 }
 
@@ -538,8 +549,7 @@ static void handshake_any_split_of_the_bytes_gives_the_same_result(void **state)
 			char who;
 			assert_int_equal(drive(e.i, e.r, chunk, NULL, NULL, &who), 0);
 			check_example_result(&ex[k], &e);
-			hush_handshake_free(e.i);
-			hush_handshake_free(e.r);
+			free_example(&e);
 		}
 	}
 }
@@ -778,6 +788,8 @@ static void handshake_noise_protocol_mismatch_fails_with_eparams(void **state)
 			assert_int_equal(who, 'r');
 			hush_handshake_free(i);
 			hush_handshake_free(r);
+			free_ends(&ea);
+			free_ends(&eb);
 		}
 	}
 }
@@ -1297,11 +1309,13 @@ static void handshake_bad_configurations_fail_with_einval(void **state)
 	c.app_protocol = "";
 	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), HUSH_EINVAL);
 
+	free_ends(&e);
 	setup_ends(&e, HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256);
 	c = e.ci;
 	c.psk = NULL;
 	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), HUSH_EINVAL);
 
+	free_ends(&e);
 	setup_ends(&e, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
 	assert_int_equal(new_rc(&e.ci, HUSH_SIDE_CLIENT), 0);
 	c = e.ci;
@@ -1317,6 +1331,7 @@ static void handshake_bad_configurations_fail_with_einval(void **state)
 	c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])e.allow_i;
 	c.n_allowed_peers = 1;
 	assert_int_equal(new_rc(&c, HUSH_SIDE_SERVER), HUSH_EINVAL);
+	free_ends(&e);
 }
 
 static void handshake_protocol_names_round_trip(void **state)
