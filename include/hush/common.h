@@ -53,7 +53,7 @@ extern "C" {
 	XX(EFRAME_PARTIAL, -27, "buffer does not hold a complete record")                  \
 	XX(EMSGSIZE, -28, "plaintext too large for one record")                            \
 	/* Transport: the connection and its socket. */                                   \
-	XX(ETRUNCATED, -40, "stream ended inside a record")                                \
+	XX(ETRUNCATED, -40, "stream ended inside a record or before the close record")       \
 	XX(ECONNRESET, -41, "connection reset by peer")                                    \
 	XX(EPIPE, -42, "connection closed for writing")                                    \
 	XX(ETIMEDOUT, -43, "timed out")                                                    \

@@ -25,41 +25,10 @@ mkdir -p "$WORK"
 GOPEER=$WORK/hushpeer
 MAIN_GO=$HUSH_SRCDIR/test/interop/go/hushpeer/main.go
 
-# Go's internal-package rule (checked on directories in GOPATH mode) only lets code under
-# .../grpc/credentials/alts/ import .../alts/internal/..., and the first GOPATH entry
-# holding a directory for an import path wins. So the private GOPATH gets a grpc tree
-# made of symlinks into the system one, with real directories only on the path down to
-# our package: grpc/ and grpc/credentials/ and grpc/credentials/alts/ link every entry but
-# the next one down, and alts/hushpeer/ holds main.go. Everything else (protobuf,
-# golang.org/x/...) comes from the system GOPATH. Built offline, in GOPATH mode, once
-# (again only when main.go changes).
-build_go_peer() {
-	gp=$WORK/gopath
-	rm -rf "$gp"
-	t=$gp/src/google.golang.org/grpc
-	mkdir -p "$t/credentials/alts/hushpeer" || return 1
-	for e in "$GRPC"/*; do
-		[ "${e##*/}" = credentials ] || ln -s "$e" "$t/${e##*/}" || return 1
-	done
-	for e in "$GRPC"/credentials/*; do
-		[ "${e##*/}" = alts ] || ln -s "$e" "$t/credentials/${e##*/}" || return 1
-	done
-	for e in "$GRPC"/credentials/alts/*; do
-		ln -s "$e" "$t/credentials/alts/${e##*/}" || return 1
-	done
-	cp "$MAIN_GO" "$t/credentials/alts/hushpeer/main.go" || return 1
-	(cd "$gp" && env GOPATH="$gp:$GOSRC" GO111MODULE=off GOFLAGS= GOPROXY=off GOENV=off \
-		CGO_ENABLED=0 GOCACHE="$WORK/gocache" \
-		go build -o "$GOPEER" google.golang.org/grpc/credentials/alts/hushpeer)
-}
-if [ ! -x "$GOPEER" ] || [ "$MAIN_GO" -nt "$GOPEER" ]; then
-	if ! build_go_peer >"$WORK/go-build.log" 2>&1; then
-		echo "1..1"
-		echo "not ok 1 - build the grpc-go peer"
-		sed 's/^/# /' "$WORK/go-build.log"
-		exit 0
-	fi
-fi
+# The helpers, and the build of the Go peer inside grpc-go's tree (once, and again only
+# when main.go changes).
+. "$HUSH_SRCDIR/test/interop/interop-lib.sh"
+build_peer_or_bail hushpeer "$MAIN_GO" "$GOPEER" "$WORK"
 
 rand_hex() { od -An -tx1 -v -N"$1" /dev/urandom | tr -d ' \n'; }
 KEY44=$(rand_hex 44)
@@ -75,41 +44,6 @@ AES=ALTSRP_GCM_AES128
 HAVE_ECHO=0
 [ -x "$ECHO" ] && HAVE_ECHO=1
 echo "1..$((20 + 7 * HAVE_ECHO))"
-
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() {
-	n=$((n + 1))
-	echo "not ok $n - $1"
-	for f in client.out client.err server.out server.err; do
-		[ -s "$WORK/$f" ] && sed "s/^/# $f: /" "$WORK/$f"
-	done
-	return 0
-}
-
-# start_server PROGRAM ARGS...: an echo or send server in the background on a free
-# loopback port. Sets ADDR and SPID.
-start_server() {
-	rm -f "$WORK/ready" "$WORK/server.out" "$WORK/server.err" "$WORK/client.out" \
-		"$WORK/client.err"
-	timeout 60 "$@" --listen 127.0.0.1:0 --ready "$WORK/ready" \
-		>"$WORK/server.out" 2>"$WORK/server.err" &
-	SPID=$!
-	i=0
-	while [ ! -s "$WORK/ready" ] && [ $i -lt 200 ]; do
-		sleep 0.05
-		i=$((i + 1))
-	done
-	ADDR=$(cat "$WORK/ready" 2>/dev/null)
-}
-
-# run_client PROGRAM ARGS...: connects to ADDR, then waits for the server. Sets CRC, SRC.
-run_client() {
-	timeout 60 "$@" --connect "${ADDR:-127.0.0.1:1}" >"$WORK/client.out" 2>"$WORK/client.err"
-	CRC=$?
-	wait $SPID
-	SRC=$?
-}
 
 # records_ok OUTFILE MIN: record-peer's RECORDS line shows at least MIN records sealed and
 # MIN opened (MIN 0: no line needed).
@@ -137,16 +71,6 @@ exchange() {
 		ok "$name"
 	else
 		notok "$name (client exit $CRC, server exit $SRC)"
-	fi
-}
-
-# refused NAME FILE PATTERN: after run_client, both ends failed (exit 1) and FILE
-# (client.err or server.err) matches PATTERN.
-refused() {
-	if [ $CRC -eq 1 ] && [ $SRC -eq 1 ] && grep -q "$3" "$WORK/$2"; then
-		ok "$1"
-	else
-		notok "$1 (client exit $CRC, server exit $SRC)"
 	fi
 }
 
