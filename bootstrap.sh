@@ -6,10 +6,12 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Build tools, libraries, and what the interoperability tests use (Go and Debian's
-# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer).
+# Build tools, libraries, what the interoperability tests use (Go and Debian's grpc-go
+# source for gRPC's own ALTS record code; flynn/noise for the Noise peer), and the
+# analyzers .ci/static-analysis.sh runs (cppcheck, clang's static analyzer).
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
-libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev"
+libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
+cppcheck clang-14"
 
 missing=""
 for p in $PACKAGES; do
