@@ -45,8 +45,9 @@ checkers+=,alpha.core.BoolAssignment,alpha.deadcode.UnreachableCode
 checkers+=,optin.portability.UnixAPI,security.insecureAPI.strcpy,security.FloatLoopCounter
 
 echo "== clang static analyzer ($("$CLANG" --version | head -1)) over ${#files[@]} files"
-# Largest first, so the long ones do not finish last.
-# shellcheck disable=SC2046
+# Largest first, so the long ones do not finish last. The inner script's variables are
+# its own (single quotes on purpose).
+# shellcheck disable=SC2046,SC2016
 printf '%s\n' $(ls -S "${files[@]}") |
 	CLANG=$CLANG WORK=$work CHECKERS=$checkers xargs -P "$JOBS" -I{} sh -c '
 		out="$WORK/$(echo "$1" | tr / _).txt"
