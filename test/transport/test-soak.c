@@ -8,7 +8,7 @@
  * random points. A quarter of the pairs are keyed by a handshake (the six Noise
  * protocols in turn; the relay cuts the handshake's messages too), the rest by raw keys.
  * Each end sends a stream of messages of random sizes that its peer checks byte for byte
- * (streams.h), up to a random quota of 1 KiB to 4 MiB; then both ends close, the pair is
+ * (streams.h), up to a random quota of 1 KiB to 8 MiB; then both ends close, the pair is
  * checked, freed and replaced by a new one, so connections are opened, used and closed
  * all the time.
  *
@@ -261,7 +261,7 @@ static bool slot_open(struct worker *w, struct slot *s, size_t index)
 	s->b.tx_seed = stream_rand(&w->rng);
 	s->a.rng = stream_rand(&w->rng) | 1;
 	s->b.rng = stream_rand(&w->rng) | 1;
-	/* Quotas log-uniform from 1 KiB to 4 MiB. */
+	/* Quotas from 1 KiB to 8 MiB: a power of two, log-uniform, plus up to as much. */
 	s->a.tx_total = (uint64_t)1024 << (stream_rand(&w->rng) % 13);
 	s->a.tx_total += stream_rand(&w->rng) % s->a.tx_total;
 	s->b.tx_total = (uint64_t)1024 << (stream_rand(&w->rng) % 13);
