@@ -79,7 +79,8 @@ while IFS= read -r line; do
 done < <(cat "$work"/*.txt | grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error): |: error: ' || true)
 if [ "$found" -gt 0 ]; then
 	echo "clang analyzer: $found finding(s); details: $CLANG --analyze -Xclang" \
-		"-analyzer-checker=$checkers -Xclang -analyzer-output=text ${includes[*]} ${defines[*]} FILE"
+		"-analyzer-checker=$checkers -Xclang -analyzer-output=text" \
+		"${includes[*]} ${defines[*]} FILE"
 	status=1
 fi
 while IFS= read -r key; do

@@ -475,7 +475,8 @@ static void *worker_main(void *arg)
 	if (w->base != NULL) {
 		if (event_base_get_num_events(w->base, EVENT_BASE_COUNT_ADDED) != 0 &&
 		    w->why[0] == '\0') {
-			snprintf(w->why, sizeof(w->why), "thread %d: events left on the base", w->id);
+			snprintf(w->why, sizeof(w->why), "thread %d: events left on the base",
+				 w->id);
 			atomic_store(&g->failed, true);
 		}
 		event_base_free(w->base);
@@ -552,7 +553,8 @@ static void soak_two_threads_lose_nothing_and_leak_nothing(void **state)
 	testlib_alloc_install();
 	assert_int_equal(hush_pool_new(&g.pool, NULL), 0);
 	for (int p = 0; p < NPROTOCOLS; p++) {
-		ids_init(&g.ids[p], (enum hush_noise_protocol)(HUSH_NOISE_XX_25519_AESGCM_SHA256 + p));
+		ids_init(&g.ids[p],
+			 (enum hush_noise_protocol)(HUSH_NOISE_XX_25519_AESGCM_SHA256 + p));
 	}
 	struct testlib_alloc_stats a;
 	testlib_alloc_get(&a);
@@ -590,11 +592,12 @@ static void soak_two_threads_lose_nothing_and_leak_nothing(void **state)
 			conns += w[t].conns;
 			bytes += w[t].bytes;
 		}
-		print_message("# checkpoint %d at %.1f s: %llu connections opened so far, %llu "
-			      "bytes checked, pool buffers out %llu, heap %llu B (+ %llu B of lists)\n",
-			      epoch, (double)(now_ms() - t0) / 1000.0, (unsigned long long)conns,
-			      (unsigned long long)bytes, (unsigned long long)in_use[epoch],
-			      (unsigned long long)heap[epoch], (unsigned long long)lists);
+		print_message(
+		    "# checkpoint %d at %.1f s: %llu connections opened so far, %llu "
+		    "bytes checked, pool buffers out %llu, heap %llu B (+ %llu B of lists)\n",
+		    epoch, (double)(now_ms() - t0) / 1000.0, (unsigned long long)conns,
+		    (unsigned long long)bytes, (unsigned long long)in_use[epoch],
+		    (unsigned long long)heap[epoch], (unsigned long long)lists);
 		pthread_barrier_wait(&g.barrier);
 	}
 	for (int t = 0; t < THREADS; t++) {

@@ -340,7 +340,8 @@ static void print_seen(const char *what)
 		      "EINTR %llu, EAGAIN %llu, short reads %llu, short writes %llu, "
 		      "ECONNRESET %llu, EPIPE %llu, EMFILE %llu, ECONNABORTED %llu, other %llu\n",
 		      what, (unsigned long long)seen.recv_calls,
-		      (unsigned long long)seen.sendmsg_calls, (unsigned long long)seen.shutdown_calls,
+		      (unsigned long long)seen.sendmsg_calls,
+		      (unsigned long long)seen.shutdown_calls,
 		      (unsigned long long)seen.accept_calls, (unsigned long long)seen.eintr,
 		      (unsigned long long)seen.eagain, (unsigned long long)seen.short_rx,
 		      (unsigned long long)seen.short_tx, (unsigned long long)seen.reset,
@@ -395,8 +396,9 @@ struct pair {
  * Opens a pair keyed by raw keys (d NULL) or by a handshake with d's identities; each
  * end will send total bytes in messages of up to max_msg.
  */
-static void pair_open(struct env *e, struct pair *p, const struct ids *d, uint64_t total,
-		      size_t max_msg, uint64_t seed)
+static void pair_open_cfg(struct env *e, struct pair *p, const struct ids *d,
+			  const struct hush_conn_config *cfg, uint64_t total, size_t max_msg,
+			  uint64_t seed)
 {
 	memset(p, 0, sizeof(*p));
 	end_reset(&p->a);
@@ -412,19 +414,25 @@ static void pair_open(struct env *e, struct pair *p, const struct ids *d, uint64
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->sv), 0);
 	unplan_fd(p->sv[0]);
 	unplan_fd(p->sv[1]);
-	assert_int_equal(hush_conn_new(&p->a.conn, e->loop, p->sv[0], NULL, &end_cb, &p->a), 0);
-	assert_int_equal(hush_conn_new(&p->b.conn, e->loop, p->sv[1], NULL, &end_cb, &p->b), 0);
+	assert_int_equal(hush_conn_new(&p->a.conn, e->loop, p->sv[0], cfg, &end_cb, &p->a), 0);
+	assert_int_equal(hush_conn_new(&p->b.conn, e->loop, p->sv[1], cfg, &end_cb, &p->b), 0);
 	if (d == NULL) {
-		assert_int_equal(hush_conn_start_raw(p->a.conn, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
-						     sizeof(KEY44), HUSH_SIDE_CLIENT),
+		assert_int_equal(hush_conn_start_raw(p->a.conn, HUSH_RP_ALTS_AES128_GCM_REKEY,
+						     KEY44, sizeof(KEY44), HUSH_SIDE_CLIENT),
 				 0);
-		assert_int_equal(hush_conn_start_raw(p->b.conn, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
-						     sizeof(KEY44), HUSH_SIDE_SERVER),
+		assert_int_equal(hush_conn_start_raw(p->b.conn, HUSH_RP_ALTS_AES128_GCM_REKEY,
+						     KEY44, sizeof(KEY44), HUSH_SIDE_SERVER),
 				 0);
 	} else {
 		assert_int_equal(hush_conn_start_handshake(p->a.conn, &d->cc, HUSH_SIDE_CLIENT), 0);
 		assert_int_equal(hush_conn_start_handshake(p->b.conn, &d->sc, HUSH_SIDE_SERVER), 0);
 	}
+}
+
+static void pair_open(struct env *e, struct pair *p, const struct ids *d, uint64_t total,
+		      size_t max_msg, uint64_t seed)
+{
+	pair_open_cfg(e, p, d, NULL, total, max_msg, seed);
 }
 
 static void pair_close(struct pair *p)
@@ -500,11 +508,11 @@ static void assert_pair_intact(const struct pair *p)
 }
 
 /* Runs one pair under plan q to its end and checks it; returns nothing on success. */
-static void run_planned_pair(struct env *e, const struct ids *d, const struct plan *q,
-			     uint64_t total, size_t max_msg, uint64_t seed)
+static void run_planned_pair(struct env *e, const struct ids *d, const struct hush_conn_config *cfg,
+			     const struct plan *q, uint64_t total, size_t max_msg, uint64_t seed)
 {
 	struct pair p;
-	pair_open(e, &p, d, total, max_msg, seed);
+	pair_open_cfg(e, &p, d, cfg, total, max_msg, seed);
 	pair_plan(&p, q);
 	struct end *x[2] = {&p.a, &p.b};
 	drive(e, x, 2, pair_finished, &p, 20000);
@@ -581,13 +589,13 @@ static void sysfault_raw_short_io_of_every_length_loses_nothing(void **state)
 	for (unsigned i = 0; i < n; i++) {
 		struct plan q = {.eintr_every = 3, .eagain_every = 7};
 		q.cap = i < 64 ? i + 1 : big_caps[i - 64];
-		run_planned_pair(&e, NULL, &q, q.cap < 8 ? 20000 : 60000, 24000, 100 + i);
+		run_planned_pair(&e, NULL, NULL, &q, q.cap < 8 ? 20000 : 60000, 24000, 100 + i);
 	}
-	print_message("# raw: %u lengths; short reads %llu, short writes %llu, EINTR %llu, "
-		      "EAGAIN %llu\n",
-		      n, (unsigned long long)(seen.short_rx - s0),
-		      (unsigned long long)(seen.short_tx - t0), (unsigned long long)(seen.eintr - i0),
-		      (unsigned long long)(seen.eagain - a0));
+	print_message(
+	    "# raw: %u lengths; short reads %llu, short writes %llu, EINTR %llu, "
+	    "EAGAIN %llu\n",
+	    n, (unsigned long long)(seen.short_rx - s0), (unsigned long long)(seen.short_tx - t0),
+	    (unsigned long long)(seen.eintr - i0), (unsigned long long)(seen.eagain - a0));
 	assert_true(seen.short_rx - s0 > 1000 && seen.short_tx - t0 > 1000);
 	env_done(&e);
 }
@@ -611,7 +619,7 @@ static void sysfault_handshake_short_io_of_every_length_loses_nothing(void **sta
 	for (unsigned i = 0; i < n; i++) {
 		struct plan q = {.eintr_every = 3, .eagain_every = 7};
 		q.cap = i < 64 ? i + 1 : big_caps[i - 64];
-		run_planned_pair(&e, &d[i % 6], &q, q.cap < 8 ? 8000 : 30000, 12000, 200 + i);
+		run_planned_pair(&e, &d[i % 6], NULL, &q, q.cap < 8 ? 8000 : 30000, 12000, 200 + i);
 	}
 	print_message("# handshake: %u lengths; short reads %llu, short writes %llu\n", n,
 		      (unsigned long long)(seen.short_rx - s0),
@@ -637,14 +645,43 @@ static void sysfault_random_schedule_loses_nothing(void **state)
 	uint64_t i0 = seen.eintr, a0 = seen.eagain, s0 = seen.short_rx, t0 = seen.short_tx;
 	for (uint64_t seed = 1; seed <= 12; seed++) {
 		struct plan q = {.rng = seed * 0x9e3779b97f4a7c15ull};
-		run_planned_pair(&e, seed % 2 ? NULL : &d, &q, 2u << 20, 256 * 1024, 300 + seed);
+		run_planned_pair(&e, seed % 2 ? NULL : &d, NULL, &q, 2u << 20, 256 * 1024,
+				 300 + seed);
 	}
 	print_message("# random: 12 pairs, 2 MiB each way; EINTR %llu, EAGAIN %llu, short reads "
 		      "%llu, short writes %llu\n",
 		      (unsigned long long)(seen.eintr - i0), (unsigned long long)(seen.eagain - a0),
 		      (unsigned long long)(seen.short_rx - s0),
 		      (unsigned long long)(seen.short_tx - t0));
-	assert_true(seen.eintr > i0 && seen.eagain > a0 && seen.short_rx > s0 && seen.short_tx > t0);
+	assert_true(seen.eintr > i0 && seen.eagain > a0 && seen.short_rx > s0 &&
+		    seen.short_tx > t0);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/*
+ * Pinned mode (each connection keeps its own buffers, a separate write path) under the
+ * same faults: short reads and writes of 1 to 32 bytes and a random schedule, raw-key
+ * and handshake-keyed.
+ */
+static void sysfault_pinned_connections_lose_nothing(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.flags |= HUSH_CONN_PINNED;
+	for (unsigned k = 1; k <= 32; k++) {
+		struct plan q = {.cap = k, .eintr_every = 3, .eagain_every = 7};
+		run_planned_pair(&e, k % 2 ? NULL : &d, &cfg, &q, 10000, 20000, 400 + k);
+	}
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		struct plan q = {.rng = seed * 0x2545f4914f6cdd1dull};
+		run_planned_pair(&e, seed % 2 ? NULL : &d, &cfg, &q, 1u << 20, 100000, 500 + seed);
+	}
 	ids_done(&d);
 	env_done(&e);
 }
@@ -908,6 +945,7 @@ int main(void)
 		cmocka_unit_test(sysfault_raw_short_io_of_every_length_loses_nothing),
 		cmocka_unit_test(sysfault_handshake_short_io_of_every_length_loses_nothing),
 		cmocka_unit_test(sysfault_random_schedule_loses_nothing),
+		cmocka_unit_test(sysfault_pinned_connections_lose_nothing),
 		cmocka_unit_test(sysfault_connreset_fails_only_that_connection),
 		cmocka_unit_test(sysfault_epipe_fails_only_that_connection),
 		cmocka_unit_test(sysfault_shutdown_errors_are_reported),
