@@ -184,11 +184,8 @@ static int find_key(char *text, const char *name, uint8_t key[HUSH_KEY_SIZE])
 	return found;
 }
 
-int hush_keypair_load(struct hush_keypair **out, const char *path)
+int hush__keypair_parse(char *text, struct hush_keypair *out)
 {
-	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
-	char text[MAX_FILE + 1];
-	HUSH_GUARD(read_secret_file(path, text));
 	struct hush_keypair kp;
 	uint8_t pub[HUSH_KEY_SIZE];
 	int rc = find_key(text, "private", kp.priv);
@@ -203,6 +200,20 @@ int hush_keypair_load(struct hush_keypair **out, const char *path)
 			rc = HUSH_EBADKEY;
 		}
 	}
+	if (rc == 0) {
+		*out = kp;
+	}
+	OPENSSL_cleanse(&kp, sizeof(kp));
+	return rc;
+}
+
+int hush_keypair_load(struct hush_keypair **out, const char *path)
+{
+	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
+	char text[MAX_FILE + 1];
+	HUSH_GUARD(read_secret_file(path, text));
+	struct hush_keypair kp;
+	int rc = hush__keypair_parse(text, &kp);
 	if (rc == 0) {
 		struct hush_keypair *k = hush__alloc(sizeof(*k));
 		if (k == NULL) {
@@ -249,17 +260,23 @@ int hush_psk_generate_file(const char *path)
 	return rc;
 }
 
-int hush_psk_load(const char *path, uint8_t psk[HUSH_KEY_SIZE])
+int hush__psk_parse(char *text, uint8_t psk[HUSH_KEY_SIZE])
 {
-	HUSH_ENSURE(psk != NULL, HUSH_EINVAL);
-	char text[MAX_FILE + 1];
-	HUSH_GUARD(read_secret_file(path, text));
 	uint8_t k[HUSH_KEY_SIZE];
 	int rc = find_key(text, "psk", k) == 0 ? 0 : HUSH_EBADKEY;
 	if (rc == 0) {
 		memcpy(psk, k, HUSH_KEY_SIZE);
 	}
 	OPENSSL_cleanse(k, sizeof(k));
+	return rc;
+}
+
+int hush_psk_load(const char *path, uint8_t psk[HUSH_KEY_SIZE])
+{
+	HUSH_ENSURE(psk != NULL, HUSH_EINVAL);
+	char text[MAX_FILE + 1];
+	HUSH_GUARD(read_secret_file(path, text));
+	int rc = hush__psk_parse(text, psk);
 	OPENSSL_cleanse(text, sizeof(text));
 	return rc;
 }

@@ -356,7 +356,6 @@ static void keys_free_wipes_the_private_key(void **state)
 	testlib_alloc_uninstall();
 }
 
-
 /* The base64 of test key i (a deterministic 32-byte value). */
 static void key_text(unsigned i, uint8_t key[32], char b64[45])
 {
@@ -427,7 +426,7 @@ static void peers_parse_crlf_and_missing_final_newline_are_accepted(void **state
 static void peers_parse_no_keys_gives_empty_list(void **state)
 {
 	(void)state;
-	const char *texts[] = {"", "\n", "# nobody yet\n", "  \t \r\n\n#\n", "#" };
+	const char *texts[] = {"", "\n", "# nobody yet\n", "  \t \r\n\n#\n", "#"};
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
 		struct hush_peers *p = NULL;
 		unsigned bad = 99;
@@ -483,19 +482,19 @@ static void peers_parse_malformed_line_is_bad_key_with_its_number(void **state)
 	char line[200];
 	const char *bad_lines[] = {
 	    "AAAA",
-	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",	   /* 43 characters */
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",   /* 43 characters */
 	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", /* 45 characters */
 	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",  /* 31 bytes */
 	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  /* no padding */
 	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*=",  /* not base64 */
 	    "AAAAAAAAAAAAAAAAAAAAA-_AAAAAAAAAAAAAAAAAAAA=",  /* base64url */
-	    "%s#name",					   /* no blank before the name */
+	    "%s#name",					     /* no blank before the name */
 	    "%s,",
 	    "%s%s",
-	    "public: %s",				   /* a key file's line */
+	    "public: %s", /* a key file's line */
 	    "alice %s",
-	    "\v%s",					   /* only spaces and tabs are blanks */
-	    "%s\r\r",					   /* one CR only: the other joins the key */
+	    "\v%s",   /* only spaces and tabs are blanks */
+	    "%s\r\r", /* one CR only: the other joins the key */
 	};
 	for (size_t i = 0; i < sizeof(bad_lines) / sizeof(bad_lines[0]); i++) {
 		snprintf(line, sizeof(line), bad_lines[i], b, b);
