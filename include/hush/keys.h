@@ -61,8 +61,10 @@ HUSH_EXTERN void hush_keypair_free(struct hush_keypair *kp);
 HUSH_EXTERN void hush_key_to_base64(const uint8_t key[HUSH_KEY_SIZE],
 				    char out[HUSH_KEY_BASE64_LEN + 1]);
 
-/* Decodes exactly one 32-byte key from base64 (surrounding spaces allowed). Returns 0
- * or HUSH_EBADKEY, with key untouched on failure. */
+/* Decodes exactly one 32-byte key from base64 (surrounding spaces allowed), spelt as
+ * hush_key_to_base64() writes it: other texts that base64 decoders would map to the
+ * same bytes (an '=' inside, unused low bits set in the last character) are refused.
+ * Returns 0 or HUSH_EBADKEY, with key untouched on failure. */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_key_from_base64(const char *text, uint8_t key[HUSH_KEY_SIZE]);
 
 /* Writes a fresh random pre-shared key to a new file at path, mode 0600. Returns 0,

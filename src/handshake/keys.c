@@ -43,13 +43,22 @@ int hush_key_from_base64(const char *text, uint8_t key[HUSH_KEY_SIZE])
 	uint8_t buf[33];
 	/* EVP_DecodeBlock ignores padding in its count: 44 characters give 33 bytes. */
 	int got = EVP_DecodeBlock(buf, (const unsigned char *)text, (int)n);
-	if (got != 33) {
-		OPENSSL_cleanse(buf, sizeof(buf));
-		return HUSH_EBADKEY;
+	/* EVP_DecodeBlock also takes an '=' inside the text, and ignores the two bits the
+	 * last character has to spare, so many texts would give one key. Only the key's
+	 * own spelling, as hush_key_to_base64() writes it, is a key. The text may be a
+	 * secret: compare in constant time. */
+	char canon[HUSH_KEY_BASE64_LEN + 1];
+	int rc = HUSH_EBADKEY;
+	if (got == 33) {
+		hush_key_to_base64(buf, canon);
+		if (CRYPTO_memcmp(canon, text, HUSH_KEY_BASE64_LEN) == 0) {
+			memcpy(key, buf, HUSH_KEY_SIZE);
+			rc = 0;
+		}
 	}
-	memcpy(key, buf, HUSH_KEY_SIZE);
 	OPENSSL_cleanse(buf, sizeof(buf));
-	return 0;
+	OPENSSL_cleanse(canon, sizeof(canon));
+	return rc;
 }
 
 int hush_keypair_generate(struct hush_keypair **out)

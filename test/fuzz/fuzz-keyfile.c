@@ -4,8 +4,9 @@
  * hush_psk_load() run on a file's content, and hush_key_from_base64(). Every input goes
  * to all three, as the loaders see a file: up to its first zero byte. Checks that the
  * text is given back unchanged, that outputs are untouched on failure, that a parsed
- * private key comes with its own public key, and that what parses survives a round
- * trip through the format hush writes.
+ * private key comes with its own public key, that a key is accepted only in the
+ * spelling hush_key_to_base64() gives it, and that what parses survives a round trip
+ * through the format hush writes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,12 @@ static void check_base64(const char *text)
 	uint8_t again[HUSH_KEY_SIZE];
 	hush_key_to_base64(key, b64);
 	if (hush_key_from_base64(b64, again) != 0 || memcmp(again, key, sizeof(key)) != 0) {
+		abort();
+	}
+	/* What was accepted, blanks around it aside, is exactly the key's base64: one key
+	 * has one spelling, and nothing that is not base64 passes for a key. */
+	text += strspn(text, " \t");
+	if (strncmp(text, b64, HUSH_KEY_BASE64_LEN) != 0) {
 		abort();
 	}
 }

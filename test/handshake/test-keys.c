@@ -169,6 +169,67 @@ static void keys_base64_round_trip_and_strictness(void **state)
 	assert_memory_equal(back, untouched, 32);
 }
 
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/*
+ * Regression (found by fuzz-keyfile): base64 has other spellings of the same 32 bytes,
+ * which EVP_DecodeBlock accepted: an '=' in place of a character, and the two unused
+ * low bits of the last character set. Only hush_key_to_base64()'s spelling is a key.
+ */
+static void keys_base64_other_spellings_are_bad_keys(void **state)
+{
+	(void)state;
+	uint8_t k[32], out[32], untouched[32];
+	testlib_fill(k, 32, 21);
+	k[31] &= 0xf0; /* so the last character has its spare bits to set */
+	char b64[45];
+	hush_key_to_base64(k, b64);
+	memset(out, 0x6b, sizeof(out));
+	memcpy(untouched, out, sizeof(out));
+	for (size_t i = 0; i < 43; i++) {
+		char t[45];
+		memcpy(t, b64, sizeof(t));
+		t[i] = '=';
+		assert_int_equal(hush_key_from_base64(t, out), HUSH_EBADKEY);
+		assert_memory_equal(out, untouched, 32);
+	}
+	const char *at = strchr(b64_alphabet, b64[42]);
+	assert_non_null(at);
+	size_t v = (size_t)(at - b64_alphabet);
+	assert_int_equal(v & 3, 0);
+	for (size_t spare = 1; spare < 4; spare++) {
+		char t[45];
+		memcpy(t, b64, sizeof(t));
+		t[42] = b64_alphabet[v | spare];
+		assert_int_equal(hush_key_from_base64(t, out), HUSH_EBADKEY);
+		assert_memory_equal(out, untouched, 32);
+	}
+	/* The input fuzz-keyfile reported: its last character has a spare bit set. */
+	assert_int_equal(
+	    hush_key_from_base64("reTgdO1YlYpw4IFfuIAxUPPPPPPPPPPPPPPPPPSh4Di=\n", out),
+	    HUSH_EBADKEY);
+	assert_int_equal(
+	    hush_key_from_base64("reTgdO1YlYpw4IFfuIAxUPPPPPPPPPPPPPPPPPSh4Dg=\n", out), 0);
+	/* The same through the files that hold keys. */
+	char p[300], text[200];
+	char odd[45];
+	memcpy(odd, b64, sizeof(odd));
+	odd[42] = b64_alphabet[v | 1];
+	path_of(p, sizeof(p), "odd-psk");
+	snprintf(text, sizeof(text), "psk: %s\n", odd);
+	write_file(p, text, 0600);
+	memcpy(out, untouched, sizeof(out));
+	assert_int_equal(hush_psk_load(p, out), HUSH_EBADKEY);
+	assert_memory_equal(out, untouched, 32);
+	struct hush_peers *peers = NULL;
+	unsigned bad = 0;
+	snprintf(text, sizeof(text), "%s\n%s\n", b64, odd);
+	assert_int_equal(hush_peers_parse(&peers, text, strlen(text), &bad), HUSH_EBADKEY);
+	assert_int_equal(bad, 2);
+	assert_null(peers);
+}
+
 static void keys_psk_file_round_trip_and_rules(void **state)
 {
 	(void)state;
@@ -855,6 +916,7 @@ int main(void)
 	    cmocka_unit_test(keys_load_refuses_group_or_world_readable),
 	    cmocka_unit_test(keys_malformed_files_are_bad_keys),
 	    cmocka_unit_test(keys_base64_round_trip_and_strictness),
+	    cmocka_unit_test(keys_base64_other_spellings_are_bad_keys),
 	    cmocka_unit_test(keys_psk_file_round_trip_and_rules),
 	    cmocka_unit_test(keys_malformed_psk_files_are_bad_keys),
 	    cmocka_unit_test(keys_key_file_lines_are_checked),
