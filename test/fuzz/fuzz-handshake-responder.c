@@ -47,9 +47,10 @@ static int real_first_flight(const struct fuzz_case *c, struct stream *s)
 	return rc;
 }
 
-/* The hello, then (structured mode) the Noise initiator's message 1 for case c. */
-static void noise_first_flight(const struct fuzz_case *c, struct noise_handshake *n,
-			       struct stream *s)
+/* The hello, then (structured mode) the Noise initiator's message 1 for case c;
+ * returns the length of message 1. */
+static size_t noise_first_flight(const struct fuzz_case *c, struct noise_handshake *n,
+				 struct stream *s)
 {
 	size_t hello = hush__handshake_prologue(c->protocol, s->buf + HUSH_HS_LENGTH_SIZE);
 	fuzz_put_length(s->buf, hello);
@@ -69,6 +70,7 @@ static void noise_first_flight(const struct fuzz_case *c, struct noise_handshake
 	}
 	fuzz_put_length(s->buf + s->len, m);
 	s->len += HUSH_HS_LENGTH_SIZE + m;
+	return m;
 }
 
 /* The length of the first framed message at p (len bytes), with its length field. */
@@ -99,6 +101,7 @@ static void run(const struct fuzz_case *c)
 	const uint8_t *stream = c->rest;
 	size_t stream_len = c->rest_len;
 	struct fuzz_drive d;
+	size_t last_len = 0; /* structured mode: the length of the message with the payload */
 	int rc = 0;
 	if (c->mode == FUZZ_MODE_REAL_FIRST) {
 		if (real_first_flight(c, &s) != 0) {
@@ -115,7 +118,8 @@ static void run(const struct fuzz_case *c)
 		if (fuzz_noise_init(&n, c, true, me, k->init_e) != 0) {
 			abort();
 		}
-		noise_first_flight(c, &n, &s);
+		size_t m1 = noise_first_flight(c, &n, &s);
+		last_len = m1;
 		rc = fuzz_drive(r, s.buf, s.len, c->chunk, &d);
 		stream_len = 0;
 		if (rc == 0 && xx) {
@@ -135,6 +139,7 @@ static void run(const struct fuzz_case *c)
 			fuzz_put_length(s.buf, m);
 			stream = s.buf;
 			stream_len = HUSH_HS_LENGTH_SIZE + m;
+			last_len = m;
 		}
 	}
 	if (rc == 0 && stream_len > 0) {
@@ -144,6 +149,19 @@ static void run(const struct fuzz_case *c)
 	size_t used = rc == 0 ? d.used : 0;
 	bool done = fuzz_check_end(r, rc, &cfg, stream + used, stream_len - used, &res);
 	if (structured) {
+		/* The outcome the protocol document prescribes for this payload. */
+		int want;
+		size_t plen = c->rest_len > MAX_PAYLOAD ? MAX_PAYLOAD : c->rest_len;
+		if (last_len > HUSH_HANDSHAKE_MAX_MESSAGE) {
+			want = HUSH_EHANDSHAKE;
+		} else if (xx && c->opts & FUZZ_OPT_STRANGER) {
+			want = HUSH_EPEER;
+		} else {
+			want = fuzz_params_expect(c->rest, plen, c->record_protocol);
+		}
+		if (rc != HUSH_ENOMEM && (rc != want || done != (want == 0))) {
+			abort();
+		}
 		if (done) {
 			/* The Noise initiator, when done, agrees with the responder. */
 			if (!xx) {
@@ -158,10 +176,6 @@ static void run(const struct fuzz_case *c)
 			if (!noise_done(&n) ||
 			    memcmp(n.h, res.handshake_hash, NOISE_HASHLEN) != 0 ||
 			    (xx && memcmp(res.remote_static, n.s_pub, HUSH_KEY_SIZE) != 0)) {
-				abort();
-			}
-			/* A stranger is never accepted. */
-			if (c->opts & FUZZ_OPT_STRANGER && xx) {
 				abort();
 			}
 		}

@@ -133,6 +133,66 @@ int fuzz_noise_init(struct noise_handshake *n, const struct fuzz_case *c, bool i
 	return rc;
 }
 
+int fuzz_params_expect(const uint8_t *b, size_t len, enum hush_record_protocol mine)
+{
+	/* The record protocols' wire names (PROTOCOL.md section 3), by enum value. */
+	static const char *const names[] = {NULL, "ALTSRP_GCM_AES128_REKEY", "ALTSRP_GCM_AES128",
+					    "HUSHRP_CHACHA20_POLY1305_REKEY"};
+	if (len == 0) {
+		return HUSH_EHANDSHAKE;
+	}
+	if (b[0] != 1) {
+		return HUSH_EPARAMS;
+	}
+	bool seen[5] = {false};
+	int rp = 0; /* the named record protocol, 0 if unknown */
+	uint32_t recv_limit = 0, max_send_frame = 0;
+	size_t i = 1;
+	while (i < len) {
+		if (len - i < 2 || len - i - 2 < b[i + 1]) {
+			return HUSH_EHANDSHAKE; /* runs past the end */
+		}
+		unsigned type = b[i], n = b[i + 1];
+		const uint8_t *v = b + i + 2;
+		i += 2 + n;
+		if (type < 1 || type > 4) {
+			continue;
+		}
+		if (seen[type]) {
+			return HUSH_EHANDSHAKE;
+		}
+		seen[type] = true;
+		if ((type == 2 || type == 3) && n != 4) {
+			return HUSH_EHANDSHAKE;
+		}
+		if ((type == 1 || type == 4) && n == 0) {
+			return HUSH_EHANDSHAKE;
+		}
+		if (type == 4 && memchr(v, 0, n) != NULL) {
+			return HUSH_EHANDSHAKE;
+		}
+		uint32_t be = n == 4 ? (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 |
+					   (uint32_t)v[2] << 8 | v[3]
+				     : 0;
+		if (type == 1) {
+			for (int k = 1; k <= 3; k++) {
+				if (strlen(names[k]) == n && memcmp(names[k], v, n) == 0) {
+					rp = k;
+				}
+			}
+		} else if (type == 2) {
+			recv_limit = be;
+		} else if (type == 3) {
+			max_send_frame = be;
+		}
+	}
+	if (!seen[1] || !seen[2] || !seen[3] || rp == 0 || recv_limit < 60 || max_send_frame < 64) {
+		return HUSH_EPARAMS;
+	}
+	/* No negotiation: the peer must name our record protocol. */
+	return rp == (int)mine ? 0 : HUSH_EPARAMS;
+}
+
 void fuzz_put_length(uint8_t *p, size_t len)
 {
 	p[0] = (uint8_t)(len >> 8);

@@ -80,6 +80,15 @@ void fuzz_config(struct hush_handshake_config *cfg, const struct fuzz_case *c,
 int fuzz_noise_init(struct noise_handshake *n, const struct fuzz_case *c, bool initiator,
 		    const struct hush_keypair *s, const uint8_t e[NOISE_DHLEN]);
 
+/*
+ * What a receiver configured with record protocol mine must make of a peer's parameter
+ * block, worked out from docs/handshake-protocol.md section 5 alone (not from
+ * handshake.c): 0, HUSH_EHANDSHAKE or HUSH_EPARAMS. A block of another version is
+ * judged on its version byte only; otherwise a malformed block is HUSH_EHANDSHAKE
+ * before anything it says is judged.
+ */
+int fuzz_params_expect(const uint8_t *b, size_t len, enum hush_record_protocol mine);
+
 /* Writes the 2-byte length of a message of len bytes. */
 void fuzz_put_length(uint8_t *p, size_t len);
 
