@@ -6,10 +6,13 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Build tools, libraries, and what the interoperability tests use (Go and Debian's
-# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer).
+# Build tools, libraries, what the interoperability tests use (Go and Debian's
+# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer), and
+# what `make fuzz` uses: clang, and libFuzzer's runtime, which Debian 12 ships in
+# libclang-rt-14-dev (only recommended by clang, and recommends are not installed).
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
-libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev"
+libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
+clang libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do
