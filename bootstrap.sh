@@ -6,12 +6,14 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Build tools, libraries, what the interoperability tests use (Go and Debian's grpc-go
-# source for gRPC's own ALTS record code; flynn/noise for the Noise peer), and the
-# analyzers .ci/static-analysis.sh runs (cppcheck, clang's static analyzer).
+# Build tools, libraries, what the interoperability tests use (Go and Debian's
+# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer),
+# what `make fuzz` uses: clang, and libFuzzer's runtime, which Debian 12 ships in
+# libclang-rt-14-dev (only recommended by clang, and recommends are not installed),
+# and what .ci/static-analysis.sh runs: cppcheck and clang's static analyzer.
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
 libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
-cppcheck clang-14"
+clang libclang-rt-14-dev cppcheck"
 
 missing=""
 for p in $PACKAGES; do

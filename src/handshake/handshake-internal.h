@@ -66,6 +66,16 @@ struct hush_keypair {
 /* The pair's EVP_PKEY (borrowed), made on first use; thread-safe. NULL on failure. */
 EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp);
 
+/*
+ * The text parsers behind hush_keypair_load() and hush_psk_load() (keys.c), for the
+ * loaders and the fuzz harness: text is a file's content up to its first zero byte,
+ * NUL-terminated. It is written to during the call (each line's end in turn) and
+ * given back as it was. Return 0 or HUSH_EBADKEY (malformed, a line twice, a public
+ * line that does not match the private key); the output is untouched on failure.
+ */
+int hush__keypair_parse(char *text, struct hush_keypair *out);
+int hush__psk_parse(char *text, uint8_t psk[HUSH_KEY_SIZE]);
+
 /* One end of a handshake (handshake.c). */
 struct hush_handshake {
 	struct noise_handshake noise;

@@ -1,4 +1,5 @@
-/* Tests for src/handshake/keys.c: key pairs, key and PSK files, base64. */
+/* Tests for src/handshake/keys.c: key pairs, key and PSK files, base64, peers files. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hush/handshake.h>
 #include <hush/keys.h>
 
 #include "handshake/handshake-internal.h"
@@ -166,6 +168,67 @@ static void keys_base64_round_trip_and_strictness(void **state)
 	b64[10] = '*';
 	assert_int_equal(hush_key_from_base64(b64, back), HUSH_EBADKEY);
 	assert_memory_equal(back, untouched, 32);
+}
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/*
+ * Regression (found by fuzz-keyfile): base64 has other spellings of the same 32 bytes,
+ * which EVP_DecodeBlock accepted: an '=' in place of a character, and the two unused
+ * low bits of the last character set. Only hush_key_to_base64()'s spelling is a key.
+ */
+static void keys_base64_other_spellings_are_bad_keys(void **state)
+{
+	(void)state;
+	uint8_t k[32], out[32], untouched[32];
+	testlib_fill(k, 32, 21);
+	k[31] &= 0xf0; /* so the last character has its spare bits to set */
+	char b64[45];
+	hush_key_to_base64(k, b64);
+	memset(out, 0x6b, sizeof(out));
+	memcpy(untouched, out, sizeof(out));
+	for (size_t i = 0; i < 43; i++) {
+		char t[45];
+		memcpy(t, b64, sizeof(t));
+		t[i] = '=';
+		assert_int_equal(hush_key_from_base64(t, out), HUSH_EBADKEY);
+		assert_memory_equal(out, untouched, 32);
+	}
+	const char *at = strchr(b64_alphabet, b64[42]);
+	assert_non_null(at);
+	size_t v = (size_t)(at - b64_alphabet);
+	assert_int_equal(v & 3, 0);
+	for (size_t spare = 1; spare < 4; spare++) {
+		char t[45];
+		memcpy(t, b64, sizeof(t));
+		t[42] = b64_alphabet[v | spare];
+		assert_int_equal(hush_key_from_base64(t, out), HUSH_EBADKEY);
+		assert_memory_equal(out, untouched, 32);
+	}
+	/* The input fuzz-keyfile reported: its last character has a spare bit set. */
+	assert_int_equal(
+	    hush_key_from_base64("reTgdO1YlYpw4IFfuIAxUPPPPPPPPPPPPPPPPPSh4Di=\n", out),
+	    HUSH_EBADKEY);
+	assert_int_equal(
+	    hush_key_from_base64("reTgdO1YlYpw4IFfuIAxUPPPPPPPPPPPPPPPPPSh4Dg=\n", out), 0);
+	/* The same through the files that hold keys. */
+	char p[300], text[200];
+	char odd[45];
+	memcpy(odd, b64, sizeof(odd));
+	odd[42] = b64_alphabet[v | 1];
+	path_of(p, sizeof(p), "odd-psk");
+	snprintf(text, sizeof(text), "psk: %s\n", odd);
+	write_file(p, text, 0600);
+	memcpy(out, untouched, sizeof(out));
+	assert_int_equal(hush_psk_load(p, out), HUSH_EBADKEY);
+	assert_memory_equal(out, untouched, 32);
+	struct hush_peers *peers = NULL;
+	unsigned bad = 0;
+	snprintf(text, sizeof(text), "%s\n%s\n", b64, odd);
+	assert_int_equal(hush_peers_parse(&peers, text, strlen(text), &bad), HUSH_EBADKEY);
+	assert_int_equal(bad, 2);
+	assert_null(peers);
 }
 
 static void keys_psk_file_round_trip_and_rules(void **state)
@@ -355,6 +418,498 @@ static void keys_free_wipes_the_private_key(void **state)
 	testlib_alloc_uninstall();
 }
 
+/* The base64 of test key i (a deterministic 32-byte value). */
+static void key_text(unsigned i, uint8_t key[32], char b64[45])
+{
+	testlib_fill(key, 32, 100 + i);
+	hush_key_to_base64(key, b64);
+}
+
+/* A poisoned list pointer, to check that failures leave *out untouched. */
+#define PEERS_POISON ((struct hush_peers *)(uintptr_t)0x5eed)
+
+static void peers_parse_commented_file_gives_each_key_once(void **state)
+{
+	(void)state;
+	uint8_t k[4][32];
+	char b[4][45];
+	for (unsigned i = 0; i < 4; i++) {
+		key_text(i, k[i], b[i]);
+	}
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "# allowed peers\r\n"
+		 "\n"
+		 "%s alice's laptop\n"
+		 "   \t\n"
+		 "  \t# indented comment\n"
+		 "\t%s\tbob\t# tabs\r\n"
+		 "%s\n"
+		 "%s alice again, same key\n"
+		 "  %s   \n"
+		 "%s",
+		 b[0], b[1], b[2], b[0], b[3], b[1]);
+	struct hush_peers *p = NULL;
+	unsigned bad = 99;
+	assert_int_equal(hush_peers_parse(&p, text, strlen(text), &bad), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(hush_peers_count(p), 4);
+	for (unsigned i = 0; i < 4; i++) {
+		assert_true(hush_peers_contains(p, k[i]));
+	}
+	uint8_t other[32];
+	key_text(4, other, b[0]);
+	assert_false(hush_peers_contains(p, other));
+	/* Distinct and in ascending order. */
+	const uint8_t(*keys)[32] = hush_peers_keys(p);
+	for (size_t i = 1; i < 4; i++) {
+		assert_true(memcmp(keys[i - 1], keys[i], 32) < 0);
+	}
+	hush_peers_free(p);
+}
+
+static void peers_parse_crlf_and_missing_final_newline_are_accepted(void **state)
+{
+	(void)state;
+	uint8_t k[32];
+	char b[45], text[200];
+	key_text(0, k, b);
+	const char *forms[] = {"%s\r\n", "%s\r", "%s", "%s name\r\n", "%s\n\r\n"};
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		snprintf(text, sizeof(text), forms[i], b);
+		struct hush_peers *p = NULL;
+		assert_int_equal(hush_peers_parse(&p, text, strlen(text), NULL), 0);
+		assert_int_equal(hush_peers_count(p), 1);
+		assert_memory_equal(hush_peers_keys(p)[0], k, 32);
+		hush_peers_free(p);
+	}
+}
+
+static void peers_parse_no_keys_gives_empty_list(void **state)
+{
+	(void)state;
+	const char *texts[] = {"", "\n", "# nobody yet\n", "  \t \r\n\n#\n", "#"};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		struct hush_peers *p = NULL;
+		unsigned bad = 99;
+		assert_int_equal(hush_peers_parse(&p, texts[i], strlen(texts[i]), &bad), 0);
+		assert_int_equal(bad, 0);
+		assert_non_null(p);
+		assert_int_equal(hush_peers_count(p), 0);
+		uint8_t zero[32] = {0};
+		assert_false(hush_peers_contains(p, zero));
+		hush_peers_free(p);
+	}
+}
+
+static void peers_parse_null_arguments_are_einval(void **state)
+{
+	(void)state;
+	struct hush_peers *p = PEERS_POISON;
+	unsigned bad = 99;
+	assert_int_equal(hush_peers_parse(NULL, "", 0, &bad), HUSH_EINVAL);
+	assert_int_equal(bad, 0);
+	bad = 99;
+	assert_int_equal(hush_peers_parse(&p, NULL, 0, &bad), HUSH_EINVAL);
+	assert_int_equal(bad, 0);
+	assert_ptr_equal(p, PEERS_POISON);
+	assert_int_equal(hush_peers_load(NULL, "/dev/null", &bad), HUSH_EINVAL);
+	assert_int_equal(hush_peers_load(&p, NULL, &bad), HUSH_EINVAL);
+	assert_ptr_equal(p, PEERS_POISON);
+}
+
+static void peers_accessors_with_null_are_empty(void **state)
+{
+	(void)state;
+	uint8_t k[32] = {0};
+	assert_int_equal(hush_peers_count(NULL), 0);
+	assert_null(hush_peers_keys(NULL));
+	assert_false(hush_peers_contains(NULL, k));
+	struct hush_peers *p;
+	char b[45];
+	key_text(0, k, b);
+	assert_int_equal(hush_peers_parse(&p, b, strlen(b), NULL), 0);
+	assert_false(hush_peers_contains(p, NULL));
+	hush_peers_free(p);
+	hush_peers_free(NULL);
+}
+
+/* Each malformed line, as line 3 of an otherwise good file: refused, and named. */
+static void peers_parse_malformed_line_is_bad_key_with_its_number(void **state)
+{
+	(void)state;
+	uint8_t k[32];
+	char b[45];
+	key_text(0, k, b);
+	char line[200];
+	const char *bad_lines[] = {
+	    "AAAA",
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",   /* 43 characters */
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", /* 45 characters */
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",  /* 31 bytes */
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  /* no padding */
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*=",  /* not base64 */
+	    "AAAAAAAAAAAAAAAAAAAAA-_AAAAAAAAAAAAAAAAAAAA=",  /* base64url */
+	    "%s#name",					     /* no blank before the name */
+	    "%s,",
+	    "%s%s",
+	    "public: %s", /* a key file's line */
+	    "alice %s",
+	    "\v%s",   /* only spaces and tabs are blanks */
+	    "%s\r\r", /* one CR only: the other joins the key */
+	};
+	for (size_t i = 0; i < sizeof(bad_lines) / sizeof(bad_lines[0]); i++) {
+		snprintf(line, sizeof(line), bad_lines[i], b, b);
+		char text[400];
+		snprintf(text, sizeof(text), "# peers\n%s\n%s\n%s\n", b, line, b);
+		struct hush_peers *p = PEERS_POISON;
+		unsigned bad = 0;
+		assert_int_equal(hush_peers_parse(&p, text, strlen(text), &bad), HUSH_EBADKEY);
+		assert_int_equal(bad, 3);
+		assert_ptr_equal(p, PEERS_POISON);
+	}
+	/* A zero byte, even inside a comment or a name. */
+	char text[200];
+	int n = snprintf(text, sizeof(text), "%s\n# com ment\n%s name\n", b, b);
+	const size_t zero_at[] = {3, (size_t)(45 + 5), (size_t)(45 + 12 + 46)};
+	for (size_t i = 0; i < sizeof(zero_at) / sizeof(zero_at[0]); i++) {
+		char t[200];
+		memcpy(t, text, (size_t)n);
+		t[zero_at[i]] = '\0';
+		struct hush_peers *p = PEERS_POISON;
+		unsigned bad = 0;
+		assert_int_equal(hush_peers_parse(&p, t, (size_t)n, &bad), HUSH_EBADKEY);
+		assert_int_equal(bad, i + 1);
+		assert_ptr_equal(p, PEERS_POISON);
+	}
+}
+
+/* A two-key file cut at every byte: a cut inside a key is refused at that line; a cut
+ * anywhere else gives the keys whose lines are complete. */
+static void peers_parse_truncated_at_every_byte_is_refused_or_a_prefix(void **state)
+{
+	(void)state;
+	uint8_t k[2][32];
+	char b[2][45];
+	key_text(0, k[0], b[0]);
+	key_text(1, k[1], b[1]);
+	char text[300];
+	int full = snprintf(text, sizeof(text), "# two\n%s one\r\n%s two\n", b[0], b[1]);
+	const size_t key1 = 6, key2 = 6 + 44 + 6; /* where each key starts */
+	for (size_t cut = 0; cut <= (size_t)full; cut++) {
+		struct hush_peers *p = PEERS_POISON;
+		unsigned bad = 99;
+		int rc = hush_peers_parse(&p, text, cut, &bad);
+		if ((cut > key1 && cut < key1 + 44) || (cut > key2 && cut < key2 + 44)) {
+			assert_int_equal(rc, HUSH_EBADKEY);
+			assert_int_equal(bad, cut < key2 ? 2 : 3);
+			assert_ptr_equal(p, PEERS_POISON);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(bad, 0);
+		size_t want = (cut >= key1 + 44) + (cut >= key2 + 44);
+		assert_int_equal(hush_peers_count(p), want);
+		if (want >= 1) {
+			assert_true(hush_peers_contains(p, k[0]));
+		}
+		if (want == 2) {
+			assert_true(hush_peers_contains(p, k[1]));
+		}
+		hush_peers_free(p);
+	}
+}
+
+/* Every bit of a one-key file flipped: refused at line 1, or still one key (a flip in
+ * the name, or one base64 character turned into another). */
+static void peers_parse_flipped_bits_are_refused_or_one_key(void **state)
+{
+	(void)state;
+	uint8_t k[32];
+	char b[45], text[100];
+	key_text(0, k, b);
+	int n = snprintf(text, sizeof(text), "%s carol\n", b);
+	for (size_t i = 0; i < (size_t)n; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			char t[100];
+			memcpy(t, text, (size_t)n);
+			t[i] ^= (char)(1 << bit);
+			struct hush_peers *p = PEERS_POISON;
+			unsigned bad = 99;
+			int rc = hush_peers_parse(&p, t, (size_t)n, &bad);
+			if (rc != 0) {
+				assert_int_equal(rc, HUSH_EBADKEY);
+				assert_int_equal(bad, 1);
+				assert_ptr_equal(p, PEERS_POISON);
+				assert_true(i < 45); /* never for a flip in the name */
+				continue;
+			}
+			assert_int_equal(bad, 0);
+			/* A flipped LF makes a one-line file whose name runs to the end. */
+			assert_int_equal(hush_peers_count(p), 1);
+			if (i >= 45) {
+				assert_memory_equal(hush_peers_keys(p)[0], k, 32);
+			}
+			hush_peers_free(p);
+		}
+	}
+}
+
+static void peers_parse_over_one_mib_is_bad_key_line_zero(void **state)
+{
+	(void)state;
+	size_t max = HUSH_PEERS_MAX_FILE;
+	assert_int_equal(max, 1024 * 1024);
+	char *big = malloc(max + 1);
+	assert_non_null(big);
+	/* Exactly 1 MiB: a key, then comment lines. */
+	uint8_t k[32];
+	char b[45];
+	key_text(0, k, b);
+	memset(big, '#', max + 1);
+	memcpy(big, b, 44);
+	big[44] = '\n';
+	for (size_t i = 1000; i < max; i += 1000) {
+		big[i] = '\n';
+	}
+	struct hush_peers *p = PEERS_POISON;
+	unsigned bad = 99;
+	assert_int_equal(hush_peers_parse(&p, big, max, &bad), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(hush_peers_count(p), 1);
+	hush_peers_free(p);
+	p = PEERS_POISON;
+	bad = 99;
+	assert_int_equal(hush_peers_parse(&p, big, max + 1, &bad), HUSH_EBADKEY);
+	assert_int_equal(bad, 0);
+	assert_ptr_equal(p, PEERS_POISON);
+	free(big);
+}
+
+static void peers_load_reads_a_public_file(void **state)
+{
+	(void)state;
+	uint8_t k[2][32];
+	char b[2][45], text[300], p1[300];
+	key_text(0, k[0], b[0]);
+	key_text(1, k[1], b[1]);
+	snprintf(text, sizeof(text), "# peers\n%s a\n%s b\n%s a\n", b[0], b[1], b[0]);
+	path_of(p1, sizeof(p1), "peers");
+	write_file(p1, text, 0644); /* public data: any mode */
+	struct hush_peers *p;
+	unsigned bad = 99;
+	assert_int_equal(hush_peers_load(&p, p1, &bad), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(hush_peers_count(p), 2);
+	assert_true(hush_peers_contains(p, k[0]));
+	assert_true(hush_peers_contains(p, k[1]));
+	hush_peers_free(p);
+	/* Malformed: the line is named. */
+	snprintf(text, sizeof(text), "%s\n\n%.40s\n", b[0], b[1]);
+	write_file(p1, text, 0644);
+	p = PEERS_POISON;
+	assert_int_equal(hush_peers_load(&p, p1, &bad), HUSH_EBADKEY);
+	assert_int_equal(bad, 3);
+	assert_ptr_equal(p, PEERS_POISON);
+	/* Empty file. */
+	write_file(p1, "", 0600);
+	assert_int_equal(hush_peers_load(&p, p1, &bad), 0);
+	assert_int_equal(hush_peers_count(p), 0);
+	hush_peers_free(p);
+}
+
+static void peers_load_missing_file_or_directory_is_esys(void **state)
+{
+	(void)state;
+	char missing[300];
+	path_of(missing, sizeof(missing), "no-such-peers");
+	struct hush_peers *p = PEERS_POISON;
+	unsigned bad = 99;
+	errno = 0;
+	assert_int_equal(hush_peers_load(&p, missing, &bad), HUSH_ESYS);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(bad, 0);
+	assert_ptr_equal(p, PEERS_POISON);
+	errno = 0;
+	assert_int_equal(hush_peers_load(&p, dir, &bad), HUSH_ESYS);
+	assert_int_equal(errno, EISDIR);
+	assert_ptr_equal(p, PEERS_POISON);
+}
+
+/* Writes n bytes of a big peers file to path: the key of test key 0, then comments. */
+static void write_big_peers(const char *path, size_t n)
+{
+	char b[45];
+	uint8_t k[32];
+	key_text(0, k, b);
+	char *t = malloc(n + 1);
+	assert_non_null(t);
+	memset(t, '#', n);
+	memcpy(t, b, 44);
+	t[44] = '\n';
+	t[n] = '\0';
+	write_file(path, t, 0644);
+	free(t);
+}
+
+static void peers_load_over_one_mib_is_bad_key_line_zero(void **state)
+{
+	(void)state;
+	char p1[300];
+	path_of(p1, sizeof(p1), "big-peers");
+	struct hush_peers *p = PEERS_POISON;
+	unsigned bad = 99;
+	write_big_peers(p1, HUSH_PEERS_MAX_FILE);
+	assert_int_equal(hush_peers_load(&p, p1, &bad), 0);
+	assert_int_equal(hush_peers_count(p), 1);
+	hush_peers_free(p);
+	p = PEERS_POISON;
+	write_big_peers(p1, HUSH_PEERS_MAX_FILE + 1);
+	assert_int_equal(hush_peers_load(&p, p1, &bad), HUSH_EBADKEY);
+	assert_int_equal(bad, 0);
+	assert_ptr_equal(p, PEERS_POISON);
+}
+
+/* A file whose size stat does not tell (a pipe), longer than the first read buffer:
+ * the buffer grows. */
+static void peers_load_reads_a_pipe_in_growing_pieces(void **state)
+{
+	(void)state;
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	uint8_t k[32];
+	char b[45], line[60];
+	size_t total = 0;
+	for (unsigned i = 0; i < 200; i++) {
+		key_text(i % 50, k, b);
+		int n = snprintf(line, sizeof(line), "%s peer\n", b);
+		assert_int_equal(write(fds[1], line, (size_t)n), n);
+		total += (size_t)n;
+	}
+	assert_true(total > 2 * 4096);
+	close(fds[1]);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[0]);
+	struct hush_peers *p;
+	unsigned bad = 99;
+	assert_int_equal(hush_peers_load(&p, path, &bad), 0);
+	assert_int_equal(hush_peers_count(p), 50);
+	for (unsigned i = 0; i < 50; i++) {
+		key_text(i, k, b);
+		assert_true(hush_peers_contains(p, k));
+	}
+	hush_peers_free(p);
+	close(fds[0]);
+}
+
+/* Out of memory at each allocation in turn: HUSH_ENOMEM, *out untouched, nothing
+ * left allocated; then success. */
+static void peers_allocation_failure_at_every_step_is_clean(void **state)
+{
+	(void)state;
+	uint8_t k[32];
+	char b[45], text[300], p1[300];
+	key_text(0, k, b);
+	snprintf(text, sizeof(text), "%s\n%s again\n", b, b);
+	path_of(p1, sizeof(p1), "nomem-peers");
+	write_file(p1, text, 0644);
+	testlib_alloc_install();
+	struct testlib_alloc_stats st;
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t k_fail;
+		for (k_fail = 1;; k_fail++) {
+			struct hush_peers *p = PEERS_POISON;
+			unsigned bad = 99;
+			testlib_alloc_fail_at(k_fail);
+			int rc = pass == 0 ? hush_peers_parse(&p, text, strlen(text), &bad)
+					   : hush_peers_load(&p, p1, &bad);
+			testlib_alloc_fail_at(0);
+			if (rc == 0) {
+				assert_int_equal(hush_peers_count(p), 1);
+				hush_peers_free(p);
+				break;
+			}
+			assert_int_equal(rc, HUSH_ENOMEM);
+			assert_int_equal(bad, 0);
+			assert_ptr_equal(p, PEERS_POISON);
+			testlib_alloc_get(&st);
+			assert_int_equal(st.live, 0);
+		}
+		/* parse makes one allocation; load one more for the file's text. */
+		assert_int_equal(k_fail, pass == 0 ? 2 : 3);
+	}
+	/* Growing a pipe's buffer: every allocation on the way fails cleanly too. */
+	char line[60];
+	for (uint64_t k_fail = 1;; k_fail++) {
+		int fds[2];
+		assert_int_equal(pipe(fds), 0);
+		for (unsigned i = 0; i < 200; i++) {
+			int n = snprintf(line, sizeof(line), "%s peer\n", b);
+			assert_int_equal(write(fds[1], line, (size_t)n), n);
+		}
+		close(fds[1]);
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[0]);
+		struct hush_peers *p = PEERS_POISON;
+		testlib_alloc_fail_at(k_fail);
+		int rc = hush_peers_load(&p, path, NULL);
+		testlib_alloc_fail_at(0);
+		close(fds[0]);
+		if (rc == 0) {
+			assert_true(k_fail > 3); /* at least one growth happened */
+			hush_peers_free(p);
+			break;
+		}
+		assert_int_equal(rc, HUSH_ENOMEM);
+		assert_ptr_equal(p, PEERS_POISON);
+		testlib_alloc_get(&st);
+		assert_int_equal(st.live, 0);
+	}
+	testlib_alloc_get(&st);
+	assert_int_equal(st.live, 0);
+	testlib_alloc_uninstall();
+}
+
+static int accept_nobody(const uint8_t remote_static[HUSH_KEY_SIZE], void *arg)
+{
+	(void)remote_static;
+	(void)arg;
+	return -1;
+}
+
+/* The list plugs into a handshake configuration as its allow-list. */
+static void peers_keys_serve_as_handshake_allow_list(void **state)
+{
+	(void)state;
+	uint8_t k[32];
+	char b[45];
+	key_text(0, k, b);
+	struct hush_peers *p;
+	assert_int_equal(hush_peers_parse(&p, b, strlen(b), NULL), 0);
+	struct hush_keypair *kp;
+	assert_int_equal(hush_keypair_generate(&kp), 0);
+	struct hush_handshake_config cfg;
+	hush_handshake_config_init(&cfg);
+	cfg.keypair = kp;
+	cfg.allowed_peers = hush_peers_keys(p);
+	cfg.n_allowed_peers = hush_peers_count(p);
+	struct hush_handshake *hs;
+	assert_int_equal(hush_handshake_new(&hs, &cfg, HUSH_SIDE_SERVER), 0);
+	hush_handshake_free(hs);
+	/* An empty list is no verification at all: the caller must add a callback. */
+	struct hush_peers *none;
+	assert_int_equal(hush_peers_parse(&none, "", 0, NULL), 0);
+	cfg.allowed_peers = hush_peers_keys(none);
+	cfg.n_allowed_peers = hush_peers_count(none);
+	assert_int_equal(hush_handshake_new(&hs, &cfg, HUSH_SIDE_SERVER), HUSH_ENOVERIFY);
+	cfg.verify = accept_nobody;
+	assert_int_equal(hush_handshake_new(&hs, &cfg, HUSH_SIDE_SERVER), 0);
+	hush_handshake_free(hs);
+	hush_peers_free(none);
+	hush_keypair_free(kp);
+	hush_peers_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -362,11 +917,27 @@ int main(void)
 	    cmocka_unit_test(keys_load_refuses_group_or_world_readable),
 	    cmocka_unit_test(keys_malformed_files_are_bad_keys),
 	    cmocka_unit_test(keys_base64_round_trip_and_strictness),
+	    cmocka_unit_test(keys_base64_other_spellings_are_bad_keys),
 	    cmocka_unit_test(keys_psk_file_round_trip_and_rules),
 	    cmocka_unit_test(keys_malformed_psk_files_are_bad_keys),
 	    cmocka_unit_test(keys_key_file_lines_are_checked),
 	    cmocka_unit_test(keys_allocation_failures_are_clean),
 	    cmocka_unit_test(keys_free_wipes_the_private_key),
+	    cmocka_unit_test(peers_parse_commented_file_gives_each_key_once),
+	    cmocka_unit_test(peers_parse_crlf_and_missing_final_newline_are_accepted),
+	    cmocka_unit_test(peers_parse_no_keys_gives_empty_list),
+	    cmocka_unit_test(peers_parse_null_arguments_are_einval),
+	    cmocka_unit_test(peers_accessors_with_null_are_empty),
+	    cmocka_unit_test(peers_parse_malformed_line_is_bad_key_with_its_number),
+	    cmocka_unit_test(peers_parse_truncated_at_every_byte_is_refused_or_a_prefix),
+	    cmocka_unit_test(peers_parse_flipped_bits_are_refused_or_one_key),
+	    cmocka_unit_test(peers_parse_over_one_mib_is_bad_key_line_zero),
+	    cmocka_unit_test(peers_load_reads_a_public_file),
+	    cmocka_unit_test(peers_load_missing_file_or_directory_is_esys),
+	    cmocka_unit_test(peers_load_over_one_mib_is_bad_key_line_zero),
+	    cmocka_unit_test(peers_load_reads_a_pipe_in_growing_pieces),
+	    cmocka_unit_test(peers_allocation_failure_at_every_step_is_clean),
+	    cmocka_unit_test(peers_keys_serve_as_handshake_allow_list),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
