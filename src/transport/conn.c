@@ -1481,3 +1481,8 @@ size_t hush__conn_size(void)
 {
 	return sizeof(struct hush_conn);
 }
+
+size_t hush__conn_hs_size(void)
+{
+	return sizeof(struct conn_hs);
+}

@@ -86,5 +86,8 @@ void hush__conn_on_pending(struct hush_conn *c);
 void hush__conn_on_wake(struct hush_conn *c);
 /* sizeof(struct hush_conn), for the idle-memory breakdown. */
 size_t hush__conn_size(void);
+/* sizeof(struct conn_hs), the handshake phase's state, for the test that checks it is
+ * wiped before its memory goes back. */
+size_t hush__conn_hs_size(void);
 
 #endif /* HUSH_TRANSPORT_INTERNAL_H */

@@ -729,6 +729,44 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 	ids_done(&d);
 }
 
+/* The handshake phase's state (keys' result, Noise state pointers, the record context
+ * until OPEN) is zero when its memory goes back, whichever way the handshake ended. */
+static void handshake_conn_state_is_wiped_when_freed(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	testlib_alloc_watch_size(hush__conn_hs_size());
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	int ce, se;
+	/* Two that open, then a failure at each end. */
+	struct env e;
+	env_init(&e);
+	struct end a = {0}, b = {0};
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	struct two t = {&a, &b};
+	run_until(&e, 5000, both_open_or_failed, &t);
+	assert_int_equal(a.opened + b.opened, 2);
+	end_free(&a);
+	end_free(&b);
+	env_done(&e);
+	uint8_t other[HUSH_KEY_SIZE];
+	testlib_fill(other, sizeof(other), 12);
+	d.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	run_failing(&d, &ce, &se);
+	assert_int_equal(ce, HUSH_EPEER);
+	uint64_t freed, zeroed;
+	testlib_alloc_watched(&freed, &zeroed);
+	assert_int_equal(freed, 4);
+	assert_int_equal(zeroed, 4);
+	testlib_alloc_watch_size(0);
+	testlib_alloc_uninstall();
+	ids_done(&d);
+}
+
 /*
  * The k-th hush allocation fails, for every k, through a handshake, one write each way
  * and a shutdown: every failure is an error on that connection, and nothing leaks.
@@ -1058,6 +1096,7 @@ int main(void)
 		cmocka_unit_test(handshake_conn_bad_peer_bytes_fail_with_specific_codes),
 		cmocka_unit_test(handshake_conn_bytes_after_close_record_are_ignored),
 		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
+		cmocka_unit_test(handshake_conn_state_is_wiped_when_freed),
 		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
 		cmocka_unit_test(listener_caps_handshakes_in_progress),
