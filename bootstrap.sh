@@ -9,10 +9,11 @@ cd "$(dirname "$0")"
 # Build tools, libraries, what the interoperability tests use (Go and Debian's
 # grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer), and
 # what `make fuzz` uses: clang, and libFuzzer's runtime, which Debian 12 ships in
-# libclang-rt-14-dev (only recommended by clang, and recommends are not installed).
+# libclang-rt-14-dev (only recommended by clang, and recommends are not installed);
+# and the real client and server of hushpipe's end-to-end test: curl and python3.
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
 libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev curl python3"
 
 missing=""
 for p in $PACKAGES; do
