@@ -103,8 +103,8 @@ void pipe_reload_peers(void);
 
 /* ---- main.c: process-wide state ---- */
 
-/* The largest record hushpipe sends, header and tag included. */
-#define PIPE_FRAME 65536
+/* The largest record hushpipe sends, header and tag included (see identity.c). */
+#define PIPE_FRAME 32768
 
 struct pipe_options {
 	bool encrypt;		/* -e: plaintext in, hush out; -d: the reverse */

@@ -497,8 +497,6 @@ int main(int argc, char **argv)
 	/* Resume plaintext reading when a quarter of the high watermark is left, so the
 	 * hush socket never runs dry between the two. */
 	P.ccfg.write_low_water = P.ccfg.write_high_water / 4;
-	/* Reads sized for one whole frame. */
-	P.ccfg.read_size = PIPE_FRAME;
 	if (hush_pool_new(&P.pool, NULL) < 0) {
 		log_msg(LOG_ERROR, "out of memory");
 		goto out;
