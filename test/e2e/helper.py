@@ -30,6 +30,7 @@ import socket
 import socketserver
 import struct
 import sys
+import threading
 import time
 
 
@@ -255,13 +256,17 @@ def blast_server(a):
     ls.listen(16)
     write_file(a.ready, "ready\n")
     chunk = os.urandom(1 << 20)
-    while True:
-        c, _ = ls.accept()
+
+    def send_forever(c):
         try:
             while True:
                 c.sendall(chunk)
         except OSError:
             c.close()
+
+    while True:
+        c, _ = ls.accept()
+        threading.Thread(target=send_forever, args=(c,), daemon=True).start()
 
 
 def blast_client(a):
