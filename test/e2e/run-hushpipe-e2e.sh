@@ -388,7 +388,9 @@ start di -d -s "127.0.0.1:$PDI" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 2 --max-
 # One connection first, so that what the first handshake sets up once (OpenSSL's
 # algorithm fetches, the loops' cipher context caches) is not charged to the others.
 "$PY" "$HELPER" ping --port "$PEI"
+wait_until 10 stat_is ei conns 0 && wait_until 10 stat_is di conns 0
 s0_d=$(snap di) && s0_e=$(snap ei)
+done0_e=$(field "$s0_e" closed_clean) && done0_d=$(field "$s0_d" closed_clean)
 t0=$(date +%s.%N)
 background idle "$PY" "$HELPER" idle --port "$PEI" --n "$IDLE" --status "$W/echo.count" \
 	--ready "$W/idle.ready" --go "$W/idle.go"
@@ -428,7 +430,7 @@ rc=$?
 check "then every idle connection is used once and its echo checked" '[ $rc -eq 0 ]'
 diag "$(cat "$W/idle.out")"
 check "all of them close cleanly at both ends" \
-	'wait_until 30 stat_is ei closed_clean "$IDLE" && wait_until 10 stat_is di closed_clean "$IDLE"'
+	'wait_until 30 stat_is ei closed_clean $((done0_e + IDLE)) && wait_until 10 stat_is di closed_clean $((done0_d + IDLE)) && stat_is ei closed_error 0 && stat_is di closed_error 0'
 stop ei
 stop di
 
