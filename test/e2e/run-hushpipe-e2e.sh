@@ -476,14 +476,17 @@ wait "$PID_d"
 rc=$?
 check "SIGTERM: then hushpipe exits with status 0" '[ $rc -eq 0 ] && log_has d "exiting"'
 
-start dd -d -s "127.0.0.1:$PDD" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 1 --drain-timeout 1 &&
+start dd -d -s "127.0.0.1:$PDD" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 1 --drain-timeout 1 \
+	--pidfile "$W/dd.pid" &&
 	start ed -e -s "127.0.0.1:$PED" -t "127.0.0.1:$PDD" "${CLI_ID[@]}" -j 1
 background held2 "$PY" "$HELPER" idle --port "$PED" --n 2 --status "$W/echo.count" \
 	--ready "$W/held2.ready" --go "$W/held2.go"
 wait_until 20 test -f "$W/held2.ready"
+check "--pidfile holds the process id" '[ "$(cat "$W/dd.pid" 2>/dev/null)" = "$PID_dd" ]'
 kill -TERM "$PID_dd"
 check "SIGTERM with idle connections: aborted at the drain deadline, then exit" \
 	'wait_until 5 gone $PID_dd && log_has dd "drain deadline passed: aborting 2 connections"'
+check "the pidfile is removed at exit" '[ ! -e "$W/dd.pid" ]'
 kill -INT "$PID_ed"
 check "SIGINT drains too" 'wait_until 5 gone $PID_ed'
 touch "$W/held2.go"
