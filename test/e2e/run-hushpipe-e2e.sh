@@ -382,6 +382,7 @@ if [ -z "$IDLE" ]; then
 	nofile=$(ulimit -n)
 	IDLE=$(((nofile - 300) / 2))
 	[ "$IDLE" -gt 9800 ] && IDLE=9800
+	[ "$IDLE" -lt 100 ] && IDLE=100
 fi
 start di -d -s "127.0.0.1:$PDI" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 2 --max-conns "$IDLE" &&
 	start ei -e -s "127.0.0.1:$PEI" -t "127.0.0.1:$PDI" "${CLI_ID[@]}" -j 2 --max-conns "$IDLE"
