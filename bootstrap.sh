@@ -7,13 +7,14 @@ set -eu
 cd "$(dirname "$0")"
 
 # Build tools, libraries, what the interoperability tests use (Go and Debian's
-# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer), and
+# grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer),
 # what `make fuzz` uses: clang, and libFuzzer's runtime, which Debian 12 ships in
-# libclang-rt-14-dev (only recommended by clang, and recommends are not installed);
-# and the real client and server of hushpipe's end-to-end test: curl and python3.
+# libclang-rt-14-dev (only recommended by clang, and recommends are not installed),
+# what .ci/static-analysis.sh runs: cppcheck and clang's static analyzer, and the real
+# client and server of hushpipe's end-to-end test: curl and python3.
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
 libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
-clang libclang-rt-14-dev curl python3"
+clang libclang-rt-14-dev cppcheck curl python3"
 
 missing=""
 for p in $PACKAGES; do

@@ -1554,7 +1554,7 @@ static void many_run(const struct benchmark *b, const struct variant *v)
 			s.failures++;
 		}
 	}
-	uint64_t dur = (opt.quick ? 1000u : 4000u) * 1000000ull;
+	uint64_t dur = (opt.quick ? 500u : 4000u) * 1000000ull;
 	uint64_t t0 = bench_now_ns(), next = t0, now;
 	int64_t peak = 0, peak_srv = 0, peak_cli = 0;
 	while ((now = bench_now_ns()) - t0 < dur) {
@@ -1698,7 +1698,7 @@ static int duo_setup(struct duo *d, ep_open_fn open)
 
 static uint64_t target_ns(void)
 {
-	return opt.quick ? 200000000ull : 1000000000ull;
+	return opt.quick ? 100000000ull : 1000000000ull;
 }
 
 /*
@@ -2174,7 +2174,7 @@ static void large_run(const struct benchmark *b, const struct variant *v)
 	}
 	struct pair p;
 	memset(&p, 0, sizeof(p));
-	p.target = opt.quick ? 300000000ull : 2000000000ull;
+	p.target = opt.quick ? 150000000ull : 2000000000ull;
 	atomic_store(&p.total, UINT64_MAX);
 	if (pair_run(&p, v->open, &large_client_cb, &large_server_cb, large_on_check) < 0) {
 		fail(name, "the connection failed or stalled");

@@ -107,6 +107,9 @@ struct wq_hdr {
 	uint32_t pad;
 };
 #define WQ_HDR_SIZE ((uint32_t)sizeof(struct wq_hdr))
+/* Room for a partial record waiting between readiness events, at least: the 4 KiB tier.
+ * It grows with the bytes that arrive (settle_partial). */
+#define PARTIAL_IDLE_ROOM 4096u
 /* Largest buffer a write borrows at once: the 64 KiB tier. */
 #define WQ_MAX_BUF 65536u
 
@@ -778,29 +781,40 @@ static int settle_partial(struct hush_conn *c, size_t need, bool final)
 	}
 	size_t cap = hush_buf_capacity(c->rbuf);
 	size_t total = need > c->rlen ? need : c->rlen;
+	/*
+	 * The room a partial record gets grows with the bytes that actually arrived, not
+	 * with the LENGTH it announces: the header is not authenticated, so four bytes
+	 * from anyone on the path could otherwise pin a buffer of the whole receive limit
+	 * for as long as they stay silent. Doubling costs a large record at most
+	 * log2(limit / read_size) copies, about its own size in all.
+	 */
+	size_t floor = final ? PARTIAL_IDLE_ROOM : c->cfg->c.read_size;
+	size_t grow = 2 * (size_t)c->rlen > floor ? 2 * (size_t)c->rlen : floor;
+	size_t want = total < grow ? total : grow;
 	bool pinned = (c->cfg->c.flags & HUSH_CONN_PINNED) != 0;
-	/* Much larger than the record: a smaller tier would hold it. */
-	bool oversized = final && !pinned && cap > 2 * total + HUSH_POOL_HEADROOM;
-	if (!kept && total <= cap && !oversized) {
+	/* Much larger than what it is for: a smaller tier would hold it. */
+	bool oversized = final && !pinned && cap > 2 * want + HUSH_POOL_HEADROOM;
+	if (!kept && want <= cap && !oversized) {
 		if (c->rstart > 0) {
 			memmove(hush_buf_data(c->rbuf), hush_buf_data(c->rbuf) + c->rstart, c->rlen);
 			c->rstart = 0;
 		}
 		return 0;
 	}
-	if (kept && !final && c->rstart + total <= cap) {
+	if (kept && !final && c->rstart + want <= cap) {
 		return 0; /* appending after the kept plaintext overwrites none of it */
 	}
 	struct hush_buf *nb;
-	int rc = hush_pool_acquire(c->loop->pool, total, &nb);
+	int rc = hush_pool_acquire(c->loop->pool, want, &nb);
 	if (rc < 0) {
-		/* Without a new buffer the current one still works if the record fits. */
-		if (!kept && total <= cap) {
+		/* Without a new buffer the current one still works while it has room for
+		 * more of the record; once full, reading waits for the pool. */
+		if (!kept && c->rlen < cap) {
 			memmove(hush_buf_data(c->rbuf), hush_buf_data(c->rbuf) + c->rstart, c->rlen);
 			c->rstart = 0;
 			return 0;
 		}
-		if (c->rstart + total <= cap) {
+		if (c->rstart + c->rlen < cap) {
 			return 0;
 		}
 		return rc;

@@ -962,6 +962,77 @@ static char reader_of(unsigned flight)
 	return flight % 2 == 1 ? 'r' : 'i';
 }
 
+/* Rewrites flight 1's hello into the prologue of the protocol at arg. */
+static void rewrite_hello(unsigned flight, uint8_t *buf, size_t *len, size_t cap, void *arg)
+{
+	const enum hush_noise_protocol *to = arg;
+	if (flight != 1) {
+		return;
+	}
+	size_t old = (size_t)buf[0] << 8 | buf[1];
+	uint8_t hello[2 + HUSH_HS_PROLOGUE_MAX];
+	size_t n = hush__handshake_prologue(*to, hello + 2);
+	hello[0] = (uint8_t)(n >> 8);
+	hello[1] = (uint8_t)n;
+	size_t rest = *len - 2 - old;
+	assert_true(2 + n + rest <= cap);
+	memmove(buf + 2 + n, buf + 2 + old, rest);
+	memcpy(buf, hello, 2 + n);
+	*len = 2 + n + rest;
+}
+
+/*
+ * Downgrade: an attacker who rewrites the initiator's hello so that it names the
+ * protocol the responder is configured with (another cipher, or XX instead of XXpsk3:
+ * the PSK stripped) gets it past the responder's check, but each end mixed its own
+ * prologue into the handshake hash, so the first message encrypted under it fails and
+ * neither end completes: message 2 at an XX initiator; message 1 at the responder when
+ * the initiator's pattern has a PSK (its e is then mixed into the key, so message 1's
+ * empty payload carries a tag).
+ */
+static void handshake_rewritten_hello_cannot_downgrade(void **state)
+{
+	(void)state;
+	static const struct {
+		enum hush_noise_protocol initiator, responder;
+		char fails;
+	} cases[] = {
+	    {HUSH_NOISE_XX_25519_AESGCM_SHA256, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256, 'i'},
+	    {HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256, HUSH_NOISE_XX_25519_AESGCM_SHA256, 'r'},
+	    {HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256, HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256,
+	     'r'},
+	    {HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256, HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256,
+	     'r'},
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct ends e;
+		setup_ends(&e, cases[k].initiator);
+		e.cr.protocol = cases[k].responder;
+		if (!has_psk(cases[k].responder)) {
+			e.cr.psk = NULL;
+		}
+		start_ends(&e);
+		enum hush_noise_protocol to = cases[k].responder;
+		char who;
+		assert_int_equal(drive(e.i, e.r, SIZE_MAX, rewrite_hello, &to, &who),
+				 HUSH_EHANDSHAKE);
+		assert_int_equal(who, cases[k].fails);
+		assert_false(hush_handshake_done(e.i));
+		assert_false(hush_handshake_done(e.r));
+		/* Without the rewrite the responder refuses the hello itself. */
+		free_ends(&e);
+		setup_ends(&e, cases[k].initiator);
+		e.cr.protocol = cases[k].responder;
+		if (!has_psk(cases[k].responder)) {
+			e.cr.psk = NULL;
+		}
+		start_ends(&e);
+		assert_int_equal(drive(e.i, e.r, SIZE_MAX, NULL, NULL, &who), HUSH_EPARAMS);
+		assert_int_equal(who, 'r');
+		free_ends(&e);
+	}
+}
+
 static void handshake_every_flipped_byte_fails(void **state)
 {
 	(void)state;
@@ -1682,6 +1753,7 @@ int main(void)
 	    T(handshake_noise_protocol_mismatch_fails_with_eparams),
 	    T(handshake_record_protocol_mismatch_fails_with_eparams),
 	    T(handshake_hello_from_other_versions_and_strangers_fails),
+	    T(handshake_rewritten_hello_cannot_downgrade),
 	    T(handshake_every_flipped_byte_fails),
 	    T(handshake_truncated_or_extended_messages_fail),
 	    T(handshake_oversized_or_empty_lengths_fail),

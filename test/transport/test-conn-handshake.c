@@ -813,6 +813,74 @@ static void handshake_conn_allocation_failure_at_every_step_is_contained(void **
 	ids_done(&d);
 }
 
+/*
+ * Churn: handshake-keyed pairs opened, handshaken, used once each way and closed with
+ * close records, round after round through the six protocols; hush's live allocations
+ * at the end equal those after a warm-up round of each protocol (the pool trimmed), to
+ * the byte, and every pool buffer is back.
+ */
+static void handshake_conn_churn_returns_heap_to_its_start(void **state)
+{
+	(void)state;
+	enum { ROUNDS = 600, WARM = 12 };
+	testlib_alloc_install();
+	struct env e;
+	env_init(&e);
+	struct ids d[6];
+	for (int p = 0; p < 6; p++) {
+		ids_init(&d[p], (enum hush_noise_protocol)(HUSH_NOISE_XX_25519_AESGCM_SHA256 + p));
+	}
+	uint8_t ga[5000], gb[3000];
+	testlib_fill(ga, sizeof(ga), 21);
+	testlib_fill(gb, sizeof(gb), 22);
+	struct testlib_alloc_stats before = {0}, after;
+	struct timeval t0, t1;
+	gettimeofday(&t0, NULL);
+	for (int round = 0; round < ROUNDS; round++) {
+		const struct ids *id = &d[round % 6];
+		struct end a = {.greeting = ga, .greeting_len = sizeof(ga)};
+		struct end b = {.greeting = gb, .greeting_len = sizeof(gb), .shutdown_on_eof = true};
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		start(&e, sv[0], &a, NULL, &id->cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &id->sc, HUSH_SIDE_SERVER);
+		struct two t = {&a, &b};
+		run_until(&e, 5000, both_open_or_failed, &t);
+		assert_int_equal(a.opened + b.opened, 2);
+		assert_int_equal(hush_conn_shutdown(a.conn), 0);
+		run_until(&e, 5000, both_closed, &t);
+		assert_int_equal(a.err, 0);
+		assert_int_equal(b.err, 0);
+		assert_int_equal(a.eof + b.eof + a.shut + b.shut, 4);
+		assert_int_equal(b.len, sizeof(ga));
+		assert_memory_equal(b.data, ga, sizeof(ga));
+		assert_int_equal(a.len, sizeof(gb));
+		assert_memory_equal(a.data, gb, sizeof(gb));
+		end_free(&a);
+		end_free(&b);
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		if (round == WARM - 1) {
+			hush_pool_trim(e.pool);
+			testlib_alloc_get(&before);
+		}
+	}
+	gettimeofday(&t1, NULL);
+	hush_pool_trim(e.pool);
+	testlib_alloc_get(&after);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+	print_message("# churn: %d handshake-keyed pairs in %ld ms (%.0f pairs/s)\n", ROUNDS, ms,
+		      ms > 0 ? ROUNDS * 1000.0 / (double)ms : 0.0);
+	assert_int_equal(after.live, before.live);
+	assert_int_equal(after.live_bytes, before.live_bytes);
+	for (int p = 0; p < 6; p++) {
+		ids_done(&d[p]);
+	}
+	env_done(&e);
+	testlib_alloc_get(&after);
+	assert_int_equal(after.live, 0);
+	testlib_alloc_uninstall();
+}
+
 /* ---- Listener ---- */
 
 struct server {
@@ -991,6 +1059,7 @@ int main(void)
 		cmocka_unit_test(handshake_conn_bytes_after_close_record_are_ignored),
 		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
 		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
+		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
 		cmocka_unit_test(listener_caps_handshakes_in_progress),
 		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
 	};

@@ -1072,6 +1072,69 @@ static void conn_stalled_write_times_out(void **state)
 	free(s.data);
 }
 
+/*
+ * What a peer can make a connection hold with a record it never finishes: 4 bytes, a
+ * LENGTH at the receive limit, get a pool buffer sized for the whole record, and it
+ * stays while the peer is silent. The bound is the receive limit per connection, so a
+ * lower recv_limit lowers it, and a read timeout ends it.
+ */
+static void conn_unfinished_record_holds_room_for_what_arrived(void **state)
+{
+	(void)state;
+	enum { N = 20 };
+	static const size_t limits[] = {HUSH_RECORD_DEFAULT_RECV_LIMIT, 16384};
+	for (size_t l = 0; l < 2; l++) {
+		struct env e;
+		env_init(&e, NULL);
+		struct hush_conn_config cfg;
+		hush_conn_config_init(&cfg);
+		cfg.recv_limit = limits[l];
+		cfg.read_timeout_ms = 200;
+		int sv[N][2];
+		struct sink s[N];
+		struct hush_conn *c[N];
+		memset(s, 0, sizeof(s));
+		for (int i = 0; i < N; i++) {
+			pair(sv[i]);
+			c[i] = open_conn(&e, sv[i][0], &s[i], &cfg, HUSH_SIDE_SERVER);
+		}
+		run_for_ms(&e, 1);
+		uint8_t hdr[4];
+		hush__store_le32(hdr, (uint32_t)limits[l]);
+		for (int i = 0; i < N; i++) {
+			write_all(sv[i][1], hdr, sizeof(hdr));
+		}
+		for (int k = 0; k < 5; k++) {
+			event_base_loop(e.base, EVLOOP_NONBLOCK);
+		}
+		struct hush_pool_stats st;
+		hush_pool_stats(e.pool, &st);
+		print_message("# recv_limit %zu: %d peers, 4 bytes each, hold %llu pool bytes\n",
+			      limits[l], N, (unsigned long long)st.total.bytes_in_use);
+		assert_int_equal(st.total.in_use, N);
+		/* The room grows with what arrives, not with the LENGTH announced: each
+		 * holds one buffer of the 4 KiB tier, whatever the receive limit. */
+		assert_true(st.total.bytes_in_use <= N * (4096 + HUSH_POOL_HEADROOM));
+		/* The read timeout fails them and the buffers go back. Each failure breaks
+		 * the loop (sink_on_event), hence the rounds. */
+		int failed = 0;
+		for (int round = 0; round < 100 && failed < N; round++) {
+			run_for_ms(&e, 20);
+			failed = 0;
+			for (int i = 0; i < N; i++) {
+				failed += s[i].err != 0;
+			}
+		}
+		for (int i = 0; i < N; i++) {
+			assert_int_equal(s[i].err, HUSH_ETIMEDOUT);
+			hush_conn_free(c[i]);
+			close(sv[i][1]);
+			free(s[i].data);
+		}
+		env_done(&e);
+	}
+}
+
 /* Two threads, each with its own event_base and loop, sharing one pool. */
 struct worker {
 	struct hush_pool *pool;
@@ -1320,6 +1383,7 @@ int main(void)
 		cmocka_unit_test(conn_busy_peer_cannot_starve_another),
 		cmocka_unit_test(conn_read_idle_timeout_fails_with_timedout),
 		cmocka_unit_test(conn_stalled_write_times_out),
+		cmocka_unit_test(conn_unfinished_record_holds_room_for_what_arrived),
 		cmocka_unit_test(conn_two_threads_share_one_pool),
 		cmocka_unit_test(conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(conn_churn_returns_heap_to_its_start),
