@@ -10,10 +10,11 @@ cd "$(dirname "$0")"
 # grpc-go source for gRPC's own ALTS record code; flynn/noise for the Noise peer),
 # what `make fuzz` uses: clang, and libFuzzer's runtime, which Debian 12 ships in
 # libclang-rt-14-dev (only recommended by clang, and recommends are not installed),
-# and what .ci/static-analysis.sh runs: cppcheck and clang's static analyzer.
+# what .ci/static-analysis.sh runs: cppcheck and clang's static analyzer, and the real
+# client and server of hushpipe's end-to-end test: curl and python3.
 PACKAGES="build-essential autoconf automake libtool pkg-config libssl-dev libevent-dev
 libcmocka-dev golang-go golang-google-grpc-dev golang-github-flynn-noise-dev
-clang libclang-rt-14-dev cppcheck"
+clang libclang-rt-14-dev cppcheck curl python3"
 
 missing=""
 for p in $PACKAGES; do
