@@ -385,8 +385,8 @@ int hush_conn_start_handshake(struct hush_conn *c, const struct hush_handshake_c
 	return hush__conn_start_handshake_for(c, hcfg, side, NULL);
 }
 
-/* Appends n bytes that need no sealing (a handshake flight) to the write queue. */
-static int queue_plain(struct hush_conn *c, const uint8_t *p, size_t n)
+/* The write queue's tail with room for n more bytes, a new buffer added if needed. */
+static int wq_room(struct hush_conn *c, size_t n, struct hush_buf **out)
 {
 	struct hush_buf *b = c->wq_tail;
 	if (b == NULL || hush_buf_capacity(b) - wq_hdr(b)->end < n) {
@@ -402,6 +402,15 @@ static int queue_plain(struct hush_conn *c, const uint8_t *p, size_t n)
 		}
 		c->wq_tail = b = nb;
 	}
+	*out = b;
+	return 0;
+}
+
+/* Appends n bytes that need no sealing (a handshake flight) to the write queue. */
+static int queue_plain(struct hush_conn *c, const uint8_t *p, size_t n)
+{
+	struct hush_buf *b;
+	HUSH_GUARD(wq_room(c, n, &b));
 	struct wq_hdr *h = wq_hdr(b);
 	memcpy(hush_buf_data(b) + h->end, p, n);
 	h->end += (uint32_t)n;
@@ -1213,20 +1222,8 @@ size_t hush_conn_queued(const struct hush_conn *c)
  */
 static int queue_close(struct hush_conn *c)
 {
-	struct hush_buf *b = c->wq_tail;
-	if (b == NULL || hush_buf_capacity(b) - wq_hdr(b)->end < HUSH_RECORD_OVERHEAD) {
-		struct hush_buf *nb;
-		HUSH_GUARD(hush_pool_acquire(c->loop->pool, WQ_HDR_SIZE + HUSH_RECORD_OVERHEAD, &nb));
-		struct wq_hdr *nh = wq_hdr(nb);
-		memset(nh, 0, sizeof(*nh));
-		nh->sent = nh->sealed = nh->end = nh->last = WQ_HDR_SIZE;
-		if (b != NULL) {
-			wq_hdr(b)->next = nb;
-		} else {
-			c->wq_head = nb;
-		}
-		c->wq_tail = b = nb;
-	}
+	struct hush_buf *b;
+	HUSH_GUARD(wq_room(c, HUSH_RECORD_OVERHEAD, &b));
 	struct wq_hdr *h = wq_hdr(b);
 	h->open = 0;
 	record_begin(h, hush_buf_data(b));
