@@ -122,7 +122,7 @@ int addr_resolve(const char *spec, bool passive, struct pipe_addr **out, size_t 
 	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
 		cnt++;
 	}
-	struct pipe_addr *v = calloc(cnt, sizeof(*v));
+	struct pipe_addr *v = cnt > 0 ? calloc(cnt, sizeof(*v)) : NULL;
 	if (v == NULL) {
 		freeaddrinfo(res);
 		snprintf(err, errlen, "out of memory");

@@ -443,8 +443,14 @@ static void fit_fd_limit(void)
 static int write_pidfile(const char *path)
 {
 	FILE *f = fopen(path, "w");
-	if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+	if (f == NULL) {
 		log_msg(LOG_ERROR, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	int bad = fprintf(f, "%ld\n", (long)getpid()) < 0;
+	bad |= fclose(f) != 0;
+	if (bad) {
+		log_msg(LOG_ERROR, "%s: cannot write the pid", path);
 		return -1;
 	}
 	return 0;

@@ -97,6 +97,20 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* --peer is for a few keys; a peers file holds any number. */
+#define MAX_PEER_ARGS 1024
+
+/* The long name of option c, for messages. */
+static const char *option_name(int c)
+{
+	for (const struct option *lo = long_opts; lo->name != NULL; lo++) {
+		if (lo->val == c) {
+			return lo->name;
+		}
+	}
+	return "?";
+}
+
 /* Returns 0 to go on, or the exit status. */
 int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 {
@@ -110,8 +124,12 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 	o->drain_timeout_ms = 30000;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	o->workers = ncpu > 0 ? (unsigned)(ncpu < 64 ? ncpu : 64) : 1;
-	o->peer_keys = calloc((size_t)argc, sizeof(char *));
-	if (o->peer_keys == NULL) {
+	/* Locals, not fields of *o (a global): getopt_long() could change those as far as
+	 * a static analyzer knows. */
+	char **peers = calloc(MAX_PEER_ARGS, sizeof(char *));
+	size_t npeers = 0;
+	o->peer_keys = peers;
+	if (peers == NULL) {
 		fprintf(stderr, "hushpipe: out of memory\n");
 		return 1;
 	}
@@ -145,7 +163,13 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			}
 			break;
 		case OPT_PEER:
-			o->peer_keys[o->n_peer_keys++] = optarg;
+			if (npeers >= MAX_PEER_ARGS) {
+				fprintf(stderr, "hushpipe: more than %d --peer: use --peers FILE\n",
+					MAX_PEER_ARGS);
+				return 2;
+			}
+			peers[npeers++] = optarg;
+			o->n_peer_keys = npeers;
 			break;
 		case OPT_PEERS:
 			o->peers_file = optarg;
@@ -193,7 +217,7 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			if (!parse_seconds(optarg, &ms) ||
 			    ((c == OPT_HS_TIMEOUT || c == OPT_CONNECT_TIMEOUT) && ms == 0)) {
 				fprintf(
-				    stderr, "hushpipe: %s: expected seconds%s\n", argv[optind - 1],
+				    stderr, "hushpipe: --%s: expected seconds%s\n", option_name(c),
 				    c == OPT_HS_TIMEOUT || c == OPT_CONNECT_TIMEOUT ? " (above 0)"
 										    : "");
 				return 2;

@@ -669,14 +669,19 @@ void relay_expire(struct worker *w)
 		return;
 	}
 	uint32_t now = pipe_coarse_ms();
-	while (w->head != NULL && now - w->head->last_active >= idle) {
-		session_end(w->head, false, "idle timeout", NULL);
+	/* The list runs from the least recently active: stop at the first still in time. */
+	struct session *next;
+	for (struct session *s = w->head; s != NULL && now - s->last_active >= idle; s = next) {
+		next = s->next;
+		session_end(s, false, "idle timeout", NULL);
 	}
 }
 
 void relay_abort_all(struct worker *w, const char *why)
 {
-	while (w->head != NULL) {
-		session_end(w->head, false, why, NULL);
+	struct session *next;
+	for (struct session *s = w->head; s != NULL; s = next) {
+		next = s->next;
+		session_end(s, false, why, NULL);
 	}
 }
