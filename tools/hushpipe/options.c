@@ -124,8 +124,12 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 	o->drain_timeout_ms = 30000;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	o->workers = ncpu > 0 ? (unsigned)(ncpu < 64 ? ncpu : 64) : 1;
-	o->peer_keys = calloc(MAX_PEER_ARGS, sizeof(char *));
-	if (o->peer_keys == NULL) {
+	/* Locals, not fields of *o (a global): getopt_long() could change those as far as
+	 * a static analyzer knows. */
+	char **peers = calloc(MAX_PEER_ARGS, sizeof(char *));
+	size_t npeers = 0;
+	o->peer_keys = peers;
+	if (peers == NULL) {
 		fprintf(stderr, "hushpipe: out of memory\n");
 		return 1;
 	}
@@ -159,12 +163,13 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			}
 			break;
 		case OPT_PEER:
-			if (o->n_peer_keys >= MAX_PEER_ARGS) {
+			if (npeers >= MAX_PEER_ARGS) {
 				fprintf(stderr, "hushpipe: more than %d --peer: use --peers FILE\n",
 					MAX_PEER_ARGS);
 				return 2;
 			}
-			o->peer_keys[o->n_peer_keys++] = optarg;
+			peers[npeers++] = optarg;
+			o->n_peer_keys = npeers;
 			break;
 		case OPT_PEERS:
 			o->peers_file = optarg;
