@@ -1134,12 +1134,15 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 			}
 		}
 		/* A new buffer, large enough for the rest when it is small, else the 64 KiB
-		 * tier; never smaller than one full record so small writes coalesce. */
+		 * tier; never smaller than one full record (or that tier) so small writes
+		 * coalesce. With frames above the tier a record ends where its buffer does:
+		 * a one-byte write must not borrow a 1 MiB buffer. */
 		size_t recs = (left + maxp - 1) / maxp;
 		size_t want = WQ_HDR_SIZE + left + recs * HUSH_RECORD_OVERHEAD;
 		size_t floor = WQ_HDR_SIZE + maxp + HUSH_RECORD_OVERHEAD;
+		floor = floor > WQ_MAX_BUF ? WQ_MAX_BUF : floor;
 		want = want < floor ? floor : want;
-		want = want > WQ_MAX_BUF && floor <= WQ_MAX_BUF ? WQ_MAX_BUF : want;
+		want = want > WQ_MAX_BUF ? WQ_MAX_BUF : want;
 		struct hush_buf *nb;
 		int arc = hush_pool_acquire(c->loop->pool, want, &nb);
 		if (arc < 0) {

@@ -466,6 +466,40 @@ static void conn_small_writes_in_one_callback_share_one_record(void **state)
 	free(s.data);
 }
 
+/* With frames larger than the write queue's 64 KiB tier, a small write still borrows at
+ * most that tier, and a large one is cut into records that each fit a buffer. */
+static void conn_large_frames_small_write_borrows_at_most_64k(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.max_send_frame = HUSH_RECORD_DEFAULT_RECV_LIMIT + 4;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&e, 1);
+	assert_int_equal(hush_conn_write(c, "x", 1), 0);
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	assert_int_equal(st.total.in_use, 1);
+	assert_true(st.total.bytes_in_use <= 65536);
+	static uint8_t big[300000], got[300001];
+	testlib_fill(big, sizeof(big), 77);
+	assert_true(hush_conn_write(c, big, sizeof(big)) >= 0);
+	peer_recv(&e, &p, got, sizeof(got));
+	assert_int_equal(got[0], 'x');
+	assert_memory_equal(got + 1, big, sizeof(big));
+	hush_conn_free(c);
+	peer_done(&p);
+	env_done(&e);
+	free(s.data);
+}
+
 static void conn_eof_inside_record_reports_truncated(void **state)
 {
 	(void)state;
@@ -1367,6 +1401,7 @@ int main(void)
 		cmocka_unit_test(conn_large_records_from_peer_are_accepted),
 		cmocka_unit_test(conn_eight_mib_message_round_trips),
 		cmocka_unit_test(conn_small_writes_in_one_callback_share_one_record),
+		cmocka_unit_test(conn_large_frames_small_write_borrows_at_most_64k),
 		cmocka_unit_test(conn_eof_inside_record_reports_truncated),
 		cmocka_unit_test(conn_eof_at_record_boundary_is_clean),
 		cmocka_unit_test(conn_tampered_record_fails_only_that_connection),
