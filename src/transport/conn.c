@@ -1138,10 +1138,8 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 		 * coalesce. With frames above the tier a record ends where its buffer does:
 		 * a one-byte write must not borrow a 1 MiB buffer. */
 		size_t recs = (left + maxp - 1) / maxp;
-		size_t want = WQ_HDR_SIZE + left + recs * HUSH_RECORD_OVERHEAD;
-		size_t floor = WQ_HDR_SIZE + maxp + HUSH_RECORD_OVERHEAD;
-		floor = floor > WQ_MAX_BUF ? WQ_MAX_BUF : floor;
-		want = want < floor ? floor : want;
+		size_t want = WQ_HDR_SIZE + (left > maxp ? left + recs * HUSH_RECORD_OVERHEAD
+							 : maxp + HUSH_RECORD_OVERHEAD);
 		want = want > WQ_MAX_BUF ? WQ_MAX_BUF : want;
 		struct hush_buf *nb;
 		int arc = hush_pool_acquire(c->loop->pool, want, &nb);
