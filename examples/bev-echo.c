@@ -30,8 +30,10 @@
 #endif
 #if USE_HUSH
 #include <hush/bufferevent.h>
+#include <hush/conn.h>
 
 static struct hush_pool *pool;
+static struct hush_loop *loop;
 static const uint8_t demo_key[44] = {'b', 'e', 'v', '-', 'e', 'c', 'h', 'o'};
 #endif
 
@@ -44,7 +46,7 @@ static struct bufferevent *make_bev(struct event_base *base, evutil_socket_t fd,
 	cfg.key = demo_key;
 	cfg.key_len = sizeof(demo_key);
 	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
-	cfg.pool = pool;
+	cfg.loop = loop;
 	return hush_bufferevent_socket_new(base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
 #else
 	(void)server;
@@ -134,12 +136,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: bev-echo --listen PORT [--count N] | --connect PORT --bytes N\n");
 		return 2;
 	}
+	base = event_base_new();
 #if USE_HUSH
-	if (hush_pool_new(&pool, NULL) != 0) {
+	if (hush_pool_new(&pool, NULL) != 0 || hush_loop_new(&loop, base, pool) != 0) {
 		return 1;
 	}
 #endif
-	base = event_base_new();
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	int rc = 0;
@@ -190,6 +192,10 @@ int main(int argc, char **argv)
 		EVP_MD_CTX_free(md);
 		bufferevent_free(bev);
 	}
+#if USE_HUSH
+	event_base_loop(base, EVLOOP_NONBLOCK); /* bufferevents are finalized from the loop */
+	hush_loop_free(loop);
+#endif
 	event_base_free(base);
 #if USE_HUSH
 	hush_pool_free(pool);

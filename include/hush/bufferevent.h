@@ -4,38 +4,72 @@
  *
  * The returned struct bufferevent works with the standard calls: bufferevent_setcb,
  * enable/disable, bufferevent_write/write_buffer/read/read_buffer, get_input/get_output,
- * watermarks, timeouts, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_THREADSAFE and
- * BEV_OPT_DEFER_CALLBACKS. The application reads and writes plaintext; the bufferevent
- * underneath carries ALTS-format records.
+ * watermarks, timeouts, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_THREADSAFE,
+ * BEV_OPT_DEFER_CALLBACKS and (socket flavour) rate limits. The application reads and
+ * writes plaintext; the socket or the underlying bufferevent carries ALTS-format
+ * records.
  *
- * How it is built: libevent lets code outside it make bufferevents only through its
- * public constructors, so a hush bufferevent is a libevent filter bufferevent whose
- * filters seal and open records. Records are opened into pool buffers and the plaintext
- * reaches the application's input evbuffer by reference (evbuffer_add_reference, whose
- * cleanup returns the buffer to the pool): the one copy libevent forces is from the
- * underlying bufferevent's input evbuffer into the pool buffer. Sealed records go to the
- * underlying output the same way, by reference. An idle hush bufferevent holds no pool
- * buffer and no cipher context (contexts are lent per call from a per-thread cache).
+ * Two flavours:
  *
- * Known limits of libevent 2.1's filter bufferevents, which hush inherits: they do not
- * take a socket (BEV_CTRL_SET_FD), so evhttp, which calls bufferevent_setfd() and
- * bufferevent_socket_connect(), cannot use them; and records left in the underlying
- * input when the read high watermark stopped decryption are opened when more bytes
- * arrive from the socket, not when the application drains.
+ * - The socket flavour, hush_bufferevent_socket_new(), is a bufferevent type of hush's
+ *   own ("hush"), built on libevent 2.1's bufferevent implementation interface as
+ *   libevent_openssl is. Its socket I/O is a hush_conn (hush/conn.h), so the ReadOnReady
+ *   path: an idle one holds no pool buffer and no cipher context. It takes a socket
+ *   later through bufferevent_setfd() and works with bufferevent_socket_connect() and
+ *   bufferevent_socket_connect_hostname(), so evhttp can use it (evhttp_set_bevcb() on
+ *   the server, evhttp_connection_base_bufferevent_new() on the client). It is keyed by
+ *   a hush handshake (cfg->handshake; a new one for each socket set) or by raw keys
+ *   from an external handshaker (cfg->key; one socket only, since reusing a key would
+ *   reuse nonces: a second bufferevent_setfd() with a socket fails).
+ * - The filter flavour, hush_bufferevent_filter_new(), wraps any bufferevent (a pair, a
+ *   socket, a proxy's upstream) as a libevent filter bufferevent whose filters seal and
+ *   open records. Raw keys only.
  *
- * Events: BEV_EVENT_CONNECTED when records may flow, BEV_EVENT_EOF on a clean end at a
- * record boundary, BEV_EVENT_ERROR otherwise, with the hush error code available from
- * hush_bufferevent_get_error(). A stream that ends inside a record is reported as
- * BEV_EVENT_EOF | BEV_EVENT_ERROR with HUSH_ETRUNCATED.
+ * Copies: plaintext of a record of 1 KiB or more reaches the input evbuffer by
+ * reference to its pool buffer (evbuffer_add_reference, whose cleanup gives the buffer
+ * back); shorter plaintext is copied, so that a few undrained bytes never pin a whole
+ * read buffer. Written plaintext is copied once, from the output evbuffer into the
+ * record it is sealed in. The filter flavour copies records once more, from the
+ * underlying input evbuffer into a pool buffer.
  *
- * Ownership: with BEV_OPT_CLOSE_ON_FREE, freeing the hush bufferevent frees the
- * underlying bufferevent (filter flavour) or closes the socket (socket flavour); without
- * it, the underlying bufferevent and the socket stay the caller's. Key material is
- * copied and wiped on free. If a constructor fails it returns NULL and takes ownership
- * of nothing: the caller still owns the underlying bufferevent and the socket.
+ * Reading: the read high watermark stops the delivery of records into the input
+ * evbuffer; records already read are delivered as soon as the application drains it
+ * below the watermark, without waiting for the socket (socket flavour; the filter
+ * flavour inherits libevent's filter, which waits for more bytes from the underlying
+ * bufferevent). With BEV_OPT_DEFER_CALLBACKS, libevent applies the watermark from a
+ * deferred callback, so up to one socket read's records may pass it.
+ *
+ * Writing: the write callback runs when everything written has been handed to the
+ * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's
+ * does when its output is. Plaintext waits in the output evbuffer until the handshake
+ * has finished.
+ *
+ * Events: BEV_EVENT_CONNECTED when records may flow (the handshake finished, or raw
+ * keys are in place); BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
+ * (with a handshake: its close record arrived); HUSH_BEV_EVENT_SHUTDOWN when
+ * hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
+ * BEV_EVENT_WRITING for the bufferevent's timeouts (reading or writing is disabled
+ * first, as libevent's socket bufferevent does); BEV_EVENT_ERROR otherwise, with the
+ * hush error code from hush_bufferevent_get_error(). A stream cut short (inside a
+ * record, or without the close record after a handshake) is BEV_EVENT_READING |
+ * BEV_EVENT_EOF | BEV_EVENT_ERROR with HUSH_ETRUNCATED; a handshake that ran out of
+ * time is BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR with HUSH_ETIMEDOUT.
+ *
+ * Ownership: the socket flavour closes its socket when freed only with
+ * BEV_OPT_CLOSE_ON_FREE; bufferevent_setfd() never closes the socket it replaces, as
+ * with libevent's socket bufferevents. A bufferevent that failed (handshake failure,
+ * peer reset, bad record) stays allocated until the application frees it; its
+ * connection state is released at once. It may be freed from inside any of its
+ * callbacks. Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it
+ * sends the close record first if the socket takes it at once, so the peer sees a
+ * clean end. The filter flavour frees the underlying bufferevent with
+ * BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
+ * constructor fails it returns NULL and takes ownership of nothing.
  */
 #ifndef HUSH_BUFFEREVENT_H
 #define HUSH_BUFFEREVENT_H
+
+#include <event2/bufferevent.h>
 
 #include <hush/common.h>
 #include <hush/pool.h>
@@ -48,7 +82,23 @@ extern "C" {
 struct bufferevent;
 struct event_base;
 
+struct hush_loop;
+struct hush_handshake_config;
+
+/* The event reported when hush_bufferevent_shutdown() completed. */
+#define HUSH_BEV_EVENT_SHUTDOWN (BEV_EVENT_WRITING | BEV_EVENT_EOF)
+
 struct hush_bufferevent_config {
+	/* Socket flavour: the hush loop of the event_base (required); borrowed, must
+	 * outlive the bufferevent. Its pool is the one borrowed from. */
+	struct hush_loop *loop;
+	/* Socket flavour: a hush handshake on each socket, with this end's side below
+	 * (HUSH_SIDE_CLIENT for the end that connected). Borrowed, with what it borrows:
+	 * it must outlive the bufferevent. When set, rp, key and the limits below are
+	 * unused (the handshake configuration has its own). */
+	const struct hush_handshake_config *handshake;
+	/* The handshake must finish within this; 0 = 10000 ms. */
+	uint32_t handshake_timeout_ms;
 	/* Raw record keys (from an external handshaker), as hush_conn_start_raw(). */
 	enum hush_record_protocol rp;
 	const uint8_t *key; /* copied */
@@ -58,7 +108,8 @@ struct hush_bufferevent_config {
 	 * (16384 and 1 MiB). */
 	size_t max_send_frame;
 	size_t recv_limit;
-	/* Pool to borrow buffers from; borrowed, must outlive the bufferevent. */
+	/* Filter flavour: the pool to borrow buffers from; borrowed, must outlive the
+	 * bufferevent. */
 	struct hush_pool *pool;
 };
 
@@ -75,20 +126,36 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_filter_new(
 	struct bufferevent *underlying, const struct hush_bufferevent_config *cfg, int options);
 
 /*
- * A hush bufferevent over a connected stream socket fd, or -1 for one set later with
- * bufferevent_setfd() (as evhttp does with a bufferevent from evhttp_set_bevcb()).
- * A filter over bufferevent_socket_new(base, fd, options) that is freed with it.
+ * A hush bufferevent of the socket flavour over a connected stream socket fd, or -1 for
+ * one set later with bufferevent_setfd() or bufferevent_socket_connect() (as evhttp
+ * does). base must be cfg->loop's. options are BEV_OPT_* flags as for
+ * bufferevent_socket_new(). Returns NULL on failure (bad config; out of memory; a
+ * socket hush_conn_new() refuses), having taken nothing: the caller keeps fd.
  */
 HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 	struct event_base *base, int fd, const struct hush_bufferevent_config *cfg, int options);
 
-/* Checks a configuration: 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN or HUSH_EKEYLEN. */
+/* Checks a configuration's keys (a handshake configuration is checked when a socket
+ * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN or HUSH_EKEYLEN. The constructors also
+ * need cfg->loop (socket flavour) or cfg->pool and raw keys (filter flavour). */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);
 
 /* The hush error that failed bev (a HUSH_E* code), 0 if none, HUSH_EINVAL if bev is
  * not a hush bufferevent. */
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
+
+/*
+ * Graceful close of the write side (socket flavour): everything in the output evbuffer
+ * and hush's queue is sent, even with EV_WRITE disabled, then hush's close record
+ * (after a handshake), then the socket's write side is shut down and the event
+ * callback gets HUSH_BEV_EVENT_SHUTDOWN. Reading goes on until the peer's EOF. Called
+ * before the handshake finished, it waits for it. Plaintext written afterwards is
+ * never sent. Calling it again does nothing.
+ * Returns 0, HUSH_EINVAL (not a hush socket bufferevent), HUSH_ESTATE (no socket) or
+ * the error that failed bev.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_shutdown(struct bufferevent *bev);
 
 #ifdef __cplusplus
 }

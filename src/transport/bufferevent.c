@@ -13,6 +13,7 @@
 #include <hush/bufferevent.h>
 
 #include "record/record-internal.h"
+#include "transport/bufferevent-internal.h"
 #include "transport/transport-internal.h"
 
 struct hbev {
@@ -394,7 +395,11 @@ void hush_bufferevent_config_init(struct hush_bufferevent_config *cfg)
 
 int hush_bufferevent_config_check(const struct hush_bufferevent_config *cfg)
 {
-	HUSH_ENSURE(cfg != NULL && cfg->pool != NULL && cfg->key != NULL, HUSH_EINVAL);
+	HUSH_ENSURE(cfg != NULL, HUSH_EINVAL);
+	if (cfg->handshake != NULL) {
+		return 0; /* checked by hush_handshake_new() when a socket is set */
+	}
+	HUSH_ENSURE(cfg->key != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(hush_record_protocol_name(cfg->rp) != NULL, HUSH_EPROTO_UNKNOWN);
 	HUSH_ENSURE(cfg->key_len == hush_record_key_size(cfg->rp), HUSH_EKEYLEN);
 	return 0;
@@ -441,38 +446,21 @@ struct bufferevent *hush_bufferevent_filter_new(struct bufferevent *underlying,
 						const struct hush_bufferevent_config *cfg,
 						int options)
 {
-	if (underlying == NULL || hush_bufferevent_config_check(cfg) < 0) {
+	if (underlying == NULL || hush_bufferevent_config_check(cfg) < 0 || cfg->pool == NULL ||
+	    cfg->handshake != NULL) {
 		return NULL;
 	}
 	return wrap(underlying, cfg, options);
 }
 
-struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
-						const struct hush_bufferevent_config *cfg,
-						int options)
-{
-	if (base == NULL || hush_bufferevent_config_check(cfg) < 0) {
-		return NULL;
-	}
-	/* The socket bufferevent is ours and always goes with the filter; it closes fd
-	 * only if the application asked for BEV_OPT_CLOSE_ON_FREE. */
-	struct bufferevent *sock =
-		bufferevent_socket_new(base, fd, options & ~(int)BEV_OPT_DEFER_CALLBACKS);
-	if (sock == NULL) {
-		return NULL;
-	}
-	struct bufferevent *bev = wrap(sock, cfg, options | BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		/* Not ours yet: the caller keeps fd. */
-		bufferevent_setfd(sock, -1);
-		bufferevent_free(sock);
-		return NULL;
-	}
-	return bev;
-}
-
 int hush_bufferevent_get_error(struct bufferevent *bev)
 {
+	if (bev == NULL) {
+		return HUSH_EINVAL;
+	}
+	if (hush__bev_is_sock(bev)) {
+		return hush__bev_sock_error(bev);
+	}
 	pthread_mutex_lock(&reg_lock);
 	struct hbev *h = reg_find_locked(bev);
 	int err = h != NULL ? h->err : HUSH_EINVAL;
@@ -480,3 +468,11 @@ int hush_bufferevent_get_error(struct bufferevent *bev)
 	return err;
 }
 
+
+int hush_bufferevent_shutdown(struct bufferevent *bev)
+{
+	if (bev == NULL || !hush__bev_is_sock(bev)) {
+		return HUSH_EINVAL;
+	}
+	return hush__bev_sock_shutdown(bev);
+}

@@ -16,6 +16,7 @@
 #include <event2/thread.h>
 
 #include <hush/bufferevent.h>
+#include <hush/conn.h>
 
 #include "testlib.h"
 #include "common/common-internal.h"
@@ -25,6 +26,7 @@ static const uint8_t KEY44[44] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
 struct env {
 	struct event_base *base;
 	struct hush_pool *pool;
+	struct hush_loop *loop;
 };
 
 static void env_init(struct env *e)
@@ -32,11 +34,14 @@ static void env_init(struct env *e)
 	e->base = event_base_new();
 	assert_non_null(e->base);
 	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
+	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
 }
 
 /* Runs what is pending, then checks every pool buffer came back and nothing is left. */
 static void env_done(struct env *e)
 {
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	hush_loop_free(e->loop);
 	event_base_loop(e->base, EVLOOP_NONBLOCK);
 	struct hush_pool_stats st;
 	hush_pool_stats(e->pool, &st);
@@ -53,7 +58,7 @@ static struct bufferevent *hush_bev(struct env *e, int fd, enum hush_side side)
 	cfg.key = KEY44;
 	cfg.key_len = sizeof(KEY44);
 	cfg.side = side;
-	cfg.pool = e->pool;
+	cfg.loop = e->loop;
 	struct bufferevent *b = hush_bufferevent_socket_new(e->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(b);
 	return b;

@@ -1,0 +1,14 @@
+/* Internal interfaces between the two flavours of hush bufferevents. Never installed. */
+#ifndef HUSH_BUFFEREVENT_INTERNAL_H
+#define HUSH_BUFFEREVENT_INTERNAL_H
+
+#include <stdbool.h>
+
+struct bufferevent;
+
+/* Whether bev is of hush's own socket type, and its stored error. */
+bool hush__bev_is_sock(const struct bufferevent *bev);
+int hush__bev_sock_error(struct bufferevent *bev);
+int hush__bev_sock_shutdown(struct bufferevent *bev);
+
+#endif /* HUSH_BUFFEREVENT_INTERNAL_H */

@@ -1,0 +1,645 @@
+/*
+ * The socket flavour of hush bufferevents: a bufferevent type of hush's own (type
+ * "hush"), whose socket I/O is a hush_conn and so the ReadOnReady path. Because it is a
+ * type, not a filter over a socket bufferevent, it takes a socket through
+ * bufferevent_setfd() and works with bufferevent_socket_connect(), as evhttp needs.
+ * See include/hush/bufferevent.h for the contract and docs/DESIGN.md, "Bufferevents",
+ * for how it fits libevent.
+ *
+ * libevent's struct bufferevent_private comes first (struct hush__bev_private), then
+ * hush's part. libevent frees the whole block with its allocator once the bufferevent
+ * is finalized, so the block comes from libevent's allocator too.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include <hush/bufferevent.h>
+
+#include "transport/bufferevent-internal.h"
+#include "transport/libevent-bev.h"
+#include "transport/transport-internal.h"
+
+/* Plaintext of a record at least this long reaches the input evbuffer by reference to
+ * its pool buffer; shorter plaintext is copied, so a few bytes the application has not
+ * drained never pin a whole read buffer. */
+#define BYREF_MIN 1024u
+/* Plaintext moved from the output evbuffer into the connection's queue while the
+ * queue holds less than this; the rest waits in the output evbuffer. */
+#define PUMP_MAX (256u * 1024u)
+
+enum {
+	HS_RAW_SPENT = 1u << 0,   /* the raw key went to a connection: never reused */
+	HS_OPEN = 1u << 1,        /* records flow */
+	HS_SHUT_REQ = 1u << 2,    /* hush_bufferevent_shutdown() was called */
+	HS_SHUT_SENT = 1u << 3,   /* hush_conn_shutdown() accepted the close */
+	HS_PUMPING = 1u << 4,     /* inside pump(): on_writable only notes progress */
+	HS_WROTE = 1u << 5,       /* bytes moved since the last write callback */
+	HS_READ_TIMER = 1u << 6,  /* the read timeout is armed */
+	HS_WRITE_TIMER = 1u << 7, /* the write timeout is armed */
+};
+
+struct hsock {
+	struct hush__bev_private p; /* first: libevent's part, holding struct bufferevent */
+	struct hush_loop *loop;
+	struct hush_conn *conn;     /* NULL until a socket is set, and after it failed */
+	const struct hush_handshake_config *hcfg; /* borrowed; NULL with raw keys */
+	uint8_t *key;               /* raw key copy, wiped and freed once used */
+	uint32_t key_len;
+	uint32_t max_send_frame;
+	uint32_t recv_limit;
+	uint32_t hs_timeout_ms;
+	size_t timer_queued;        /* queued bytes when the write timer was armed */
+	int fd;
+	int err;
+	uint16_t flags;
+	uint8_t rp;
+	uint8_t side;
+};
+
+static const struct hush__bev_ops hsock_ops;
+
+static struct hsock *hsock_of(struct bufferevent *bev)
+{
+	return (struct hsock *)(void *)bev;
+}
+
+static struct bufferevent *bev_of(struct hsock *h)
+{
+	return &h->p.u.bev;
+}
+
+bool hush__bev_is_sock(const struct bufferevent *bev)
+{
+	return bev->be_ops == (const void *)&hsock_ops;
+}
+
+int hush__bev_sock_error(struct bufferevent *bev)
+{
+	return hsock_of(bev)->err;
+}
+
+/* ---- Timeouts: ev_read and ev_write are hush's timers, not socket events ---- */
+
+static void arm_read_timer(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	if (evutil_timerisset(&bev->timeout_read) && (bev->enabled & EV_READ) &&
+	    h->conn != NULL) {
+		event_add(&bev->ev_read, &bev->timeout_read);
+		h->flags |= HS_READ_TIMER;
+	} else if (h->flags & HS_READ_TIMER) {
+		event_del(&bev->ev_read);
+		h->flags &= (uint16_t)~HS_READ_TIMER;
+	}
+}
+
+static size_t pending_out(struct hsock *h)
+{
+	size_t n = evbuffer_get_length(bev_of(h)->output);
+	if (h->conn != NULL) {
+		n += hush_conn_queued(h->conn);
+	}
+	return n;
+}
+
+/* Armed while bytes wait to go out; it fires only if they made no progress. */
+static void arm_write_timer(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) &&
+	    pending_out(h) > 0) {
+		if (!(h->flags & HS_WRITE_TIMER)) {
+			h->timer_queued = pending_out(h);
+			event_add(&bev->ev_write, &bev->timeout_write);
+			h->flags |= HS_WRITE_TIMER;
+		}
+	} else if (h->flags & HS_WRITE_TIMER) {
+		event_del(&bev->ev_write);
+		h->flags &= (uint16_t)~HS_WRITE_TIMER;
+	}
+}
+
+static void on_read_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsock *h = arg;
+	struct bufferevent *bev = bev_of(h);
+	(void)fd;
+	(void)what;
+	bufferevent_incref_and_lock_(bev);
+	h->flags &= (uint16_t)~HS_READ_TIMER;
+	if (bev->enabled & EV_READ) {
+		/* As a socket bufferevent does: reading stops, then the event. */
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_run_eventcb_(bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, 0);
+	}
+	bufferevent_decref_and_unlock_(bev);
+}
+
+static void on_write_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct hsock *h = arg;
+	struct bufferevent *bev = bev_of(h);
+	(void)fd;
+	(void)what;
+	bufferevent_incref_and_lock_(bev);
+	h->flags &= (uint16_t)~HS_WRITE_TIMER;
+	size_t now = pending_out(h);
+	bool connecting = h->fd >= 0 && !(h->flags & HS_OPEN) && h->err == 0;
+	if ((bev->enabled & EV_WRITE) && (connecting || (now > 0 && now == h->timer_queued))) {
+		/* No progress for a whole timeout (or no handshake yet, after
+		 * bufferevent_socket_connect() armed this timer): a write timeout. */
+		bufferevent_disable(bev, EV_WRITE);
+		bufferevent_run_eventcb_(bev, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING, 0);
+	} else {
+		arm_write_timer(h);
+	}
+	bufferevent_decref_and_unlock_(bev);
+}
+
+/* ---- Moving plaintext ---- */
+
+static void unref_buf(const void *data, size_t len, void *arg)
+{
+	(void)data;
+	(void)len;
+	hush_buf_release(arg);
+}
+
+static void fail(struct hsock *h, int err, short what)
+{
+	struct bufferevent *bev = bev_of(h);
+	if (h->err == 0) {
+		h->err = err;
+	}
+	if (h->conn != NULL) {
+		hush_conn_free(h->conn); /* safe inside its callbacks */
+		h->conn = NULL;
+	}
+	h->flags &= (uint16_t)~HS_OPEN;
+	arm_read_timer(h);
+	arm_write_timer(h);
+	bufferevent_run_eventcb_(bev, what, 0);
+}
+
+/* Writes the application's callback once everything written has left hush. */
+static void maybe_writecb(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	if ((h->flags & HS_WROTE) && h->conn != NULL && hush_conn_queued(h->conn) == 0 &&
+	    evbuffer_get_length(bev->output) <= bev->wm_write.low) {
+		h->flags &= (uint16_t)~HS_WROTE;
+		bufferevent_run_writecb_(bev, 0);
+	}
+}
+
+static void try_shutdown(struct hsock *h);
+
+/* Moves plaintext from the output evbuffer into the connection's write queue. */
+static void pump(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	if ((h->flags & HS_PUMPING) || h->conn == NULL || !(h->flags & HS_OPEN)) {
+		return;
+	}
+	bool forced = (h->flags & HS_SHUT_REQ) != 0; /* shutdown flushes regardless */
+	if (!(bev->enabled & EV_WRITE) && !forced) {
+		return;
+	}
+	h->flags |= HS_PUMPING;
+	struct evbuffer *out = bev->output;
+	while (h->conn != NULL && !(h->flags & HS_SHUT_SENT)) {
+		size_t avail = evbuffer_get_length(out);
+		size_t queued = hush_conn_queued(h->conn);
+		if (avail == 0 || queued >= PUMP_MAX) {
+			break;
+		}
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(out, -1, NULL, &v, 1) < 1) {
+			break;
+		}
+		size_t n = v.iov_len;
+		if (n > PUMP_MAX - queued) {
+			n = PUMP_MAX - queued;
+		}
+		ev_ssize_t lim = bufferevent_get_write_max_(&h->p);
+		if (lim <= 0) {
+			break; /* rate limited: libevent re-enables writing when it refills */
+		}
+		if ((size_t)lim < n) {
+			n = (size_t)lim;
+		}
+		int rc = hush_conn_write(h->conn, v.iov_base, n);
+		if (rc == HUSH_ENOBUFS) {
+			break; /* the pool's budget: retried when the queue drains */
+		}
+		if (rc < 0) {
+			h->flags &= (uint16_t)~HS_PUMPING;
+			fail(h, rc, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+			return;
+		}
+		evbuffer_drain(out, n);
+		bufferevent_decrement_write_buckets_(&h->p, (ev_ssize_t)n);
+		h->flags |= HS_WROTE;
+	}
+	h->flags &= (uint16_t)~HS_PUMPING;
+	arm_write_timer(h);
+	if ((h->flags & HS_SHUT_REQ) && !(h->flags & HS_SHUT_SENT)) {
+		try_shutdown(h);
+	}
+}
+
+static void try_shutdown(struct hsock *h)
+{
+	if (h->conn == NULL || !(h->flags & HS_OPEN) || (h->flags & HS_SHUT_SENT) ||
+	    evbuffer_get_length(bev_of(h)->output) > 0) {
+		return;
+	}
+	int rc = hush_conn_shutdown(h->conn);
+	if (rc == 0) {
+		h->flags |= HS_SHUT_SENT;
+	} else if (rc != HUSH_ENOBUFS && rc != HUSH_ENOMEM) {
+		fail(h, rc, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+	}
+}
+
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct hsock *h = arg;
+	(void)buf;
+	if (info->n_added > 0 && !(h->flags & HS_PUMPING)) {
+		struct bufferevent *bev = bev_of(h);
+		bufferevent_incref_and_lock_(bev);
+		pump(h);
+		bufferevent_decref_and_unlock_(bev);
+	}
+}
+
+/* ---- The connection's callbacks ---- */
+
+static void on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct hsock *h = arg;
+	struct bufferevent *bev = bev_of(h);
+	bufferevent_incref_and_lock_(bev);
+	struct hush_buf *b = len >= BYREF_MIN ? hush_conn_keep_data(c) : NULL;
+	int rc;
+	if (b != NULL) {
+		rc = evbuffer_add_reference(bev->input, data, len, unref_buf, b);
+		if (rc < 0) {
+			hush_buf_release(b);
+		}
+	} else {
+		rc = evbuffer_add(bev->input, data, len);
+	}
+	if (rc < 0) {
+		fail(h, HUSH_ENOMEM, BEV_EVENT_READING | BEV_EVENT_ERROR);
+	} else {
+		/* Rate limits: may suspend reading, through hsock_disable(). Adding to the
+		 * input may have done so too, at the read high watermark. */
+		bufferevent_decrement_read_buckets_(&h->p, (ev_ssize_t)len);
+		arm_read_timer(h);
+		if (evbuffer_get_length(bev->input) >= bev->wm_read.low) {
+			bufferevent_run_readcb_(bev, 0);
+		}
+	}
+	bufferevent_decref_and_unlock_(bev);
+}
+
+static void on_writable(struct hush_conn *c, void *arg)
+{
+	struct hsock *h = arg;
+	struct bufferevent *bev = bev_of(h);
+	(void)c;
+	if (h->flags & HS_PUMPING) {
+		return;
+	}
+	bufferevent_incref_and_lock_(bev);
+	pump(h);
+	maybe_writecb(h);
+	bufferevent_decref_and_unlock_(bev);
+}
+
+static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg)
+{
+	struct hsock *h = arg;
+	struct bufferevent *bev = bev_of(h);
+	(void)c;
+	bufferevent_incref_and_lock_(bev);
+	switch (ev) {
+	case HUSH_CONN_EV_OPEN:
+		h->flags |= HS_OPEN;
+		if (h->side == HUSH_SIDE_CLIENT) {
+			bufferevent_socket_set_conn_address_fd_(bev, h->fd);
+		}
+		if (!(bev->enabled & EV_READ)) {
+			hush_conn_pause_reading(h->conn);
+		}
+		arm_read_timer(h);
+		bufferevent_run_eventcb_(bev, BEV_EVENT_CONNECTED, 0);
+		pump(h);
+		break;
+	case HUSH_CONN_EV_EOF:
+		/* As a socket bufferevent does at EOF: reading stops, then the event. */
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_run_eventcb_(bev, BEV_EVENT_READING | BEV_EVENT_EOF, 0);
+		break;
+	case HUSH_CONN_EV_ERROR:
+		if (err == HUSH_ETRUNCATED) {
+			fail(h, err, BEV_EVENT_READING | BEV_EVENT_EOF | BEV_EVENT_ERROR);
+		} else if (err == HUSH_ETIMEDOUT && !(h->flags & HS_OPEN)) {
+			fail(h, err, BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR);
+		} else {
+			if (err == HUSH_ECONNRESET) {
+				errno = ECONNRESET;
+			}
+			fail(h, err, BEV_EVENT_READING | BEV_EVENT_ERROR);
+		}
+		break;
+	case HUSH_CONN_EV_SHUTDOWN:
+		arm_write_timer(h);
+		bufferevent_run_eventcb_(bev, HUSH_BEV_EVENT_SHUTDOWN, 0);
+		break;
+	}
+	bufferevent_decref_and_unlock_(bev);
+}
+
+static const struct hush_conn_callbacks hsock_cb = {on_data, on_writable, on_event};
+
+/* ---- Sockets ---- */
+
+/* Drops the connection on the current socket (which stays open: its owner closes it). */
+static void drop_conn(struct hsock *h)
+{
+	if (h->conn != NULL) {
+		hush_conn_free(h->conn);
+		h->conn = NULL;
+	}
+	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE);
+}
+
+static void wipe_key(struct hsock *h)
+{
+	if (h->key != NULL) {
+		hush__free_secret(h->key, h->key_len);
+		h->key = NULL;
+	}
+}
+
+/* A socket for the bufferevent: a connection on it, keyed by a new handshake or by the
+ * raw key, which is spent then. Returns 0 or a HUSH_E* code (stored). */
+static int set_fd(struct hsock *h, int fd)
+{
+	drop_conn(h);
+	h->fd = fd;
+	h->err = 0;
+	if (fd < 0) {
+		return 0;
+	}
+	int rc = HUSH_ESTATE; /* raw keys serve one connection only: a nonce is never reused */
+	if (h->hcfg == NULL && h->key == NULL) {
+		goto fail;
+	}
+	struct hush_conn_config ccfg;
+	hush_conn_config_init(&ccfg);
+	ccfg.flags = 0; /* the bufferevent closes the socket, per BEV_OPT_CLOSE_ON_FREE */
+	ccfg.write_high_water = 1; /* on_writable each time the queue drains */
+	ccfg.write_low_water = 0;
+	if (h->max_send_frame != 0) {
+		ccfg.max_send_frame = h->max_send_frame;
+	}
+	if (h->recv_limit != 0) {
+		ccfg.recv_limit = h->recv_limit;
+	}
+	if (h->hs_timeout_ms != 0) {
+		ccfg.handshake_timeout_ms = h->hs_timeout_ms;
+	}
+	rc = hush_conn_new(&h->conn, h->loop, fd, &ccfg, &hsock_cb, h);
+	if (rc < 0) {
+		h->conn = NULL;
+		goto fail;
+	}
+	if (h->hcfg != NULL) {
+		rc = hush_conn_start_handshake(h->conn, h->hcfg, (enum hush_side)h->side);
+	} else {
+		rc = hush_conn_start_raw(h->conn, (enum hush_record_protocol)h->rp, h->key,
+					 h->key_len, (enum hush_side)h->side);
+		wipe_key(h);
+		h->flags |= HS_RAW_SPENT;
+	}
+	if (rc < 0) {
+		drop_conn(h);
+		goto fail;
+	}
+	if (!(bev_of(h)->enabled & EV_READ)) {
+		hush_conn_pause_reading(h->conn);
+	}
+	return 0;
+fail:
+	h->err = rc;
+	return rc;
+}
+
+int hush__bev_sock_shutdown(struct bufferevent *bev)
+{
+	struct hsock *h = hsock_of(bev);
+	bufferevent_incref_and_lock_(bev);
+	int rc = 0;
+	if (h->conn == NULL) {
+		rc = h->err != 0 ? h->err : HUSH_ESTATE;
+	} else if (!(h->flags & HS_SHUT_REQ)) {
+		/* Before OPEN this waits: the pump at OPEN carries it out. */
+		h->flags |= HS_SHUT_REQ;
+		pump(h);
+	}
+	bufferevent_decref_and_unlock_(bev);
+	return rc;
+}
+
+/* ---- The type's operations ---- */
+
+static int hsock_enable(struct bufferevent *bev, short what)
+{
+	struct hsock *h = hsock_of(bev);
+	if (what & EV_READ) {
+		if (h->conn != NULL) {
+			/* Records already read are delivered now, without more socket
+			 * bytes: draining below the read high watermark lands here. */
+			hush_conn_resume_reading(h->conn);
+		}
+		arm_read_timer(h);
+	}
+	if (what & EV_WRITE) {
+		pump(h);
+		maybe_writecb(h);
+		arm_write_timer(h);
+	}
+	return 0;
+}
+
+static int hsock_disable(struct bufferevent *bev, short what)
+{
+	struct hsock *h = hsock_of(bev);
+	if (what & EV_READ) {
+		if (h->conn != NULL) {
+			hush_conn_pause_reading(h->conn);
+		}
+		arm_read_timer(h);
+	}
+	if (what & EV_WRITE) {
+		arm_write_timer(h);
+	}
+	return 0;
+}
+
+/* The last reference went: the connection goes, with a best-effort goodbye. */
+static void hsock_unlink(struct bufferevent *bev)
+{
+	struct hsock *h = hsock_of(bev);
+	bool own_fd = (bufferevent_get_options_(bev) & BEV_OPT_CLOSE_ON_FREE) != 0;
+	if (own_fd && h->conn != NULL && (h->flags & HS_OPEN) && !(h->flags & HS_SHUT_SENT) &&
+	    hush_conn_queued(h->conn) == 0 && evbuffer_get_length(bev->output) == 0) {
+		/* Everything written has left: tell the peer this was a clean end, if
+		 * the socket takes the close record now. Only on a socket the
+		 * bufferevent owns: another one may have been closed and its number
+		 * reused already. */
+		if (hush_conn_shutdown(h->conn) == 0) {
+			int rc = hush_conn_flush(h->conn);
+			(void)rc; /* best effort: the connection goes anyway */
+		}
+	}
+	drop_conn(h);
+	event_del(&bev->ev_read);
+	event_del(&bev->ev_write);
+	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
+	if (own_fd && h->fd >= 0) {
+		close(h->fd);
+	}
+	h->fd = -1;
+}
+
+static void hsock_destruct(struct bufferevent *bev)
+{
+	wipe_key(hsock_of(bev));
+}
+
+static int hsock_adj_timeouts(struct bufferevent *bev)
+{
+	struct hsock *h = hsock_of(bev);
+	event_del(&bev->ev_read);
+	event_del(&bev->ev_write);
+	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
+	arm_read_timer(h);
+	arm_write_timer(h);
+	return 0;
+}
+
+static int hsock_flush(struct bufferevent *bev, short what, enum bufferevent_flush_mode mode)
+{
+	struct hsock *h = hsock_of(bev);
+	if (!(what & EV_WRITE) || h->conn == NULL || !(h->flags & HS_OPEN)) {
+		return 0;
+	}
+	if (mode == BEV_FINISHED) {
+		h->flags |= HS_SHUT_REQ;
+	}
+	size_t before = pending_out(h);
+	pump(h);
+	if (h->conn == NULL || hush_conn_flush(h->conn) < 0) {
+		return -1;
+	}
+	return pending_out(h) < before ? 1 : 0;
+}
+
+static int hsock_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
+		      union hush__bev_ctrl_data *data)
+{
+	struct hsock *h = hsock_of(bev);
+	switch (op) {
+	case HUSH__BEV_CTRL_SET_FD:
+		return set_fd(h, data->fd) < 0 ? -1 : 0;
+	case HUSH__BEV_CTRL_GET_FD:
+		data->fd = h->fd;
+		return 0;
+	case HUSH__BEV_CTRL_CANCEL_ALL:
+		/* A name lookup started by bufferevent_socket_connect_hostname() holds
+		 * its own reference and ends on its own. */
+		return 0;
+	case HUSH__BEV_CTRL_GET_UNDERLYING:
+	default:
+		return -1;
+	}
+}
+
+static const struct hush__bev_ops hsock_ops = {
+	.type = "hush",
+	.mem_offset = 0,
+	.enable = hsock_enable,
+	.disable = hsock_disable,
+	.unlink = hsock_unlink,
+	.destruct = hsock_destruct,
+	.adj_timeouts = hsock_adj_timeouts,
+	.flush = hsock_flush,
+	.ctrl = hsock_ctrl,
+};
+
+/* ---- Construction ---- */
+
+struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
+						const struct hush_bufferevent_config *cfg,
+						int options)
+{
+	if (base == NULL || hush_bufferevent_config_check(cfg) < 0 || cfg->loop == NULL ||
+	    cfg->loop->base != base) {
+		return NULL;
+	}
+	struct hsock *h = event_mm_calloc_(1, sizeof(*h));
+	if (h == NULL) {
+		return NULL;
+	}
+	if (cfg->handshake == NULL) {
+		h->key = hush__calloc(cfg->key_len);
+		if (h->key == NULL) {
+			event_mm_free_(h);
+			return NULL;
+		}
+		memcpy(h->key, cfg->key, cfg->key_len);
+		h->key_len = (uint32_t)cfg->key_len;
+	}
+	struct bufferevent *bev = bev_of(h);
+	/* Not DEFER_CALLBACKS on the evbuffers' account: libevent handles that option. */
+	if (bufferevent_init_common_(&h->p, base, &hsock_ops, (enum bufferevent_options)options) <
+	    0) {
+		wipe_key(h);
+		event_mm_free_(h);
+		return NULL;
+	}
+	/* The layout check: conn_address sits where configure measured it. */
+	if ((char *)bufferevent_socket_get_conn_address_(bev) - (char *)bev !=
+	    HUSH_LIBEVENT_BEV_CONN_ADDR_OFFSET) {
+		abort(); /* libevent was replaced by one this build does not match */
+	}
+	h->loop = cfg->loop;
+	h->hcfg = cfg->handshake;
+	h->rp = (uint8_t)cfg->rp;
+	h->side = (uint8_t)cfg->side;
+	h->max_send_frame = (uint32_t)cfg->max_send_frame;
+	h->recv_limit = (uint32_t)cfg->recv_limit;
+	h->hs_timeout_ms = cfg->handshake_timeout_ms;
+	h->fd = -1;
+	event_assign(&bev->ev_read, base, -1, EV_FINALIZE, on_read_timer, h);
+	event_assign(&bev->ev_write, base, -1, EV_FINALIZE, on_write_timer, h);
+	if (evbuffer_add_cb(bev->output, out_cb, h) == NULL) {
+		bufferevent_free(bev); /* destruct wipes the key */
+		return NULL;
+	}
+	if (fd >= 0 && set_fd(h, fd) < 0) {
+		/* The caller keeps fd: nothing was taken. */
+		h->fd = -1;
+		bufferevent_free(bev);
+		return NULL;
+	}
+	return bev;
+}
