@@ -926,7 +926,7 @@ static int open_hush_bev(struct ep *e, struct env *env, int fd, int server)
 	cfg.key = hush_key;
 	cfg.key_len = sizeof(hush_key);
 	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
-	cfg.pool = env->pool;
+	cfg.loop = env->loop;
 	struct bufferevent *bev =
 		hush_bufferevent_socket_new(env->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
