@@ -36,8 +36,7 @@
  * evbuffer; records already read are delivered as soon as the application drains it
  * below the watermark, without waiting for the socket (socket flavour; the filter
  * flavour inherits libevent's filter, which waits for more bytes from the underlying
- * bufferevent). With BEV_OPT_DEFER_CALLBACKS, libevent applies the watermark from a
- * deferred callback, so up to one socket read's records may pass it.
+ * bufferevent). Delivery stops at the record that reaches the watermark.
  *
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's

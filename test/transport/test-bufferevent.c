@@ -17,6 +17,8 @@
 
 #include <hush/bufferevent.h>
 #include <hush/conn.h>
+#include <hush/handshake.h>
+#include <hush/keys.h>
 
 #include "testlib.h"
 #include "common/common-internal.h"
@@ -70,6 +72,7 @@ struct app {
 	int connected;
 	int eof;
 	int error;
+	int shutdown;
 	int echo;
 	int no_read;       /* leave the input alone (watermark test) */
 	size_t stop_at;
@@ -103,6 +106,10 @@ static void app_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct app *a = arg;
 	(void)bev;
+	if (what == HUSH_BEV_EVENT_SHUTDOWN) {
+		a->shutdown++;
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		a->connected++;
 	}
@@ -352,6 +359,317 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 	env_done(&e);
 }
 
+
+/* ---- Keyed by a hush handshake ---- */
+
+static const uint8_t PSK[HUSH_KEY_SIZE] = {0x70, 0x73, 0x6b};
+
+struct hs {
+	struct hush_handshake_config c, s;
+	struct hush_keypair *kc, *ks;
+	uint8_t pub_c[HUSH_KEY_SIZE], pub_s[HUSH_KEY_SIZE];
+};
+
+/* NNpsk0 (cheap) unless xx, where each end trusts the other's static key. */
+static void hs_init(struct hs *h, bool xx)
+{
+	memset(h, 0, sizeof(*h));
+	hush_handshake_config_init(&h->c);
+	hush_handshake_config_init(&h->s);
+	if (!xx) {
+		h->c.protocol = h->s.protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+		h->c.psk = h->s.psk = PSK;
+		return;
+	}
+	assert_int_equal(hush_keypair_generate(&h->kc), 0);
+	assert_int_equal(hush_keypair_generate(&h->ks), 0);
+	hush_keypair_public(h->kc, h->pub_c);
+	hush_keypair_public(h->ks, h->pub_s);
+	h->c.keypair = h->kc;
+	h->s.keypair = h->ks;
+	h->c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_s;
+	h->s.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_c;
+	h->c.n_allowed_peers = h->s.n_allowed_peers = 1;
+}
+
+static void hs_done(struct hs *h)
+{
+	hush_keypair_free(h->kc);
+	hush_keypair_free(h->ks);
+}
+
+static struct bufferevent *hs_bev(struct env *e, struct hs *h, int fd, enum hush_side side,
+				  int options)
+{
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.loop = e->loop;
+	cfg.handshake = side == HUSH_SIDE_CLIENT ? &h->c : &h->s;
+	cfg.side = side;
+	struct bufferevent *b = hush_bufferevent_socket_new(e->base, fd, &cfg, options);
+	assert_non_null(b);
+	return b;
+}
+
+/* Writes made before the handshake finished wait for it, then go out. */
+static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, true);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app ca, sa;
+	app_init(&ca, &e);
+	app_init(&sa, &e);
+	sa.echo = 1;
+	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE | BEV_OPT_DEFER_CALLBACKS;
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
+	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	size_t n = 300000;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 5);
+	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	ca.stop_at = n;
+	run(&e);
+	assert_int_equal(ca.connected, 1);
+	assert_int_equal(sa.connected, 1);
+	assert_int_equal(evbuffer_get_length(ca.got), n);
+	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(ca.got);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
+/* An application that drains its input only to below the read high watermark: records
+ * hush had already read are delivered at once, though the peer sends nothing more. */
+struct wm_app {
+	struct evbuffer *got;
+	size_t want;
+	size_t max_seen;
+	struct event_base *base;
+};
+
+static void wm_read(struct bufferevent *bev, void *arg)
+{
+	struct wm_app *a = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len = evbuffer_get_length(in);
+	if (len > a->max_seen) {
+		a->max_seen = len;
+	}
+	evbuffer_remove_buffer(in, a->got, len);
+	if (evbuffer_get_length(a->got) >= a->want) {
+		event_base_loopbreak(a->base);
+	}
+}
+
+static void wm_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct wm_app *a = arg;
+	(void)bev;
+	assert_false(what & (BEV_EVENT_ERROR | BEV_EVENT_EOF));
+	if (what & BEV_EVENT_CONNECTED) {
+		event_base_loopbreak(a->base);
+	}
+}
+
+static void bev_read_high_watermark_never_stalls(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app sa;
+	app_init(&sa, &e);
+	/* 28 KiB fits one socket read: once reading stops at the watermark, every record
+	 * left is in hush's buffer and the socket holds nothing to wake it. */
+	struct wm_app ca = {evbuffer_new(), 28 * 1024, 0, e.base};
+	enum { REC = 1024, WM = 4096 };
+	/* Deferred callbacks: the application drains after reading stopped, from the
+	 * loop, not from inside hush's delivery. */
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT,
+				       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	/* The application is called with 4 KiB at least, and reading stops there. */
+	bufferevent_setwatermark(c, EV_READ, WM, WM);
+	bufferevent_setcb(c, wm_read, NULL, wm_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	uint8_t *msg = malloc(ca.want);
+	testlib_fill(msg, ca.want, 9);
+	run(&e); /* until CONNECTED: writes made before would be coalesced */
+	/* Everything at once, in 1 KiB records: then the peer falls silent. */
+	for (size_t off = 0; off < ca.want; off += REC) {
+		assert_int_equal(bufferevent_write(s, msg + off, REC), 0);
+		assert_int_equal(bufferevent_flush(s, EV_WRITE, BEV_FLUSH) >= 0, 1);
+	}
+	run(&e);
+	assert_int_equal(evbuffer_get_length(ca.got), ca.want);
+	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, ca.want);
+	/* The watermark held: reading stopped at the record that reached it. */
+	assert_int_equal(ca.max_seen, WM);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(ca.got);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
+/* Freed from inside its own callbacks: on CONNECTED, on data, on EOF. */
+struct freeing_app {
+	int when; /* 0: CONNECTED, 1: read, 2: EOF */
+	int freed;
+	struct event_base *base;
+};
+
+static void freeing_read(struct bufferevent *bev, void *arg)
+{
+	struct freeing_app *a = arg;
+	if (a->when == 1) {
+		bufferevent_free(bev);
+		a->freed = 1;
+		event_base_loopbreak(a->base);
+	}
+}
+
+static void freeing_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct freeing_app *a = arg;
+	if ((a->when == 0 && (what & BEV_EVENT_CONNECTED)) ||
+	    (a->when == 2 && (what & BEV_EVENT_EOF))) {
+		bufferevent_free(bev);
+		a->freed = 1;
+		event_base_loopbreak(a->base);
+	}
+}
+
+static void bev_freed_from_its_own_callbacks(void **state)
+{
+	(void)state;
+	for (int when = 0; when < 3; when++) {
+		struct env e;
+		env_init(&e);
+		struct hs h;
+		hs_init(&h, false);
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct freeing_app fa = {when, 0, e.base};
+		struct app sa;
+		app_init(&sa, &e);
+		struct bufferevent *c =
+			hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+		struct bufferevent *s =
+			hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+		bufferevent_setcb(c, freeing_read, NULL, freeing_event, &fa);
+		bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+		bufferevent_enable(c, EV_READ | EV_WRITE);
+		bufferevent_enable(s, EV_READ | EV_WRITE);
+		assert_int_equal(bufferevent_write(s, "some data", 9), 0);
+		if (when == 2) {
+			assert_int_equal(hush_bufferevent_shutdown(s), 0);
+		}
+		run(&e);
+		assert_int_equal(fa.freed, 1);
+		/* The server sees the end: a clean one (the client sent its close record
+		 * when freed) or, freed on EOF, after its own shutdown. */
+		if (when != 2) {
+			run(&e);
+			assert_int_equal(sa.eof, 1);
+			assert_int_equal(sa.error, 0);
+		}
+		bufferevent_free(s);
+		evbuffer_free(sa.got);
+		hs_done(&h);
+		env_done(&e);
+	}
+}
+
+/* The graceful close: data, then the close record, then HUSH_BEV_EVENT_SHUTDOWN; the
+ * peer sees every byte and a clean EOF. */
+struct shut_app {
+	struct app a;
+	int shutdown_done;
+};
+
+static void shut_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct shut_app *s = arg;
+	if (what == HUSH_BEV_EVENT_SHUTDOWN) {
+		s->shutdown_done++;
+		return;
+	}
+	app_event(bev, what, &s->a);
+}
+
+static void bev_graceful_shutdown_delivers_everything_then_a_clean_eof(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct shut_app ca;
+	struct app sa;
+	app_init(&ca.a, &e);
+	ca.shutdown_done = 0;
+	app_init(&sa, &e);
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, app_read, NULL, shut_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	size_t n = 1u << 20;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 3);
+	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	/* Called before the handshake finished: it waits for it. */
+	assert_int_equal(hush_bufferevent_shutdown(c), 0);
+	assert_int_equal(hush_bufferevent_shutdown(c), 0);
+	run(&e);
+	assert_int_equal(sa.eof, 1);
+	assert_int_equal(sa.error, 0);
+	assert_int_equal(evbuffer_get_length(sa.got), n);
+	assert_memory_equal(evbuffer_pullup(sa.got, -1), msg, n);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(ca.shutdown_done, 1);
+	/* Reading goes on after the shutdown. */
+	assert_int_equal(bufferevent_write(s, "late", 4), 0);
+	ca.a.stop_at = 4;
+	run(&e);
+	assert_int_equal(evbuffer_get_length(ca.a.got), 4);
+	struct bufferevent *plain = bufferevent_socket_new(e.base, -1, 0);
+	assert_int_equal(hush_bufferevent_shutdown(plain), HUSH_EINVAL);
+	assert_int_equal(hush_bufferevent_get_error(plain), HUSH_EINVAL);
+	bufferevent_free(plain);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(ca.a.got);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -362,6 +680,10 @@ int main(void)
 		cmocka_unit_test(bev_stream_cut_inside_record_reports_truncated),
 		cmocka_unit_test(bev_tampered_record_reports_eauth),
 		cmocka_unit_test(bev_thousands_idle_hold_zero_pool_buffers),
+		cmocka_unit_test(bev_handshake_then_echo_with_threadsafe_deferred_callbacks),
+		cmocka_unit_test(bev_read_high_watermark_never_stalls),
+		cmocka_unit_test(bev_freed_from_its_own_callbacks),
+		cmocka_unit_test(bev_graceful_shutdown_delivers_everything_then_a_clean_eof),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
