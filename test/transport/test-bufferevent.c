@@ -670,6 +670,251 @@ static void bev_graceful_shutdown_delivers_everything_then_a_clean_eof(void **st
 	env_done(&e);
 }
 
+static bool fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1;
+}
+
+/* A handshake that fails: ERROR with the hush code; the bufferevent stays the
+ * application's to free, and the socket is closed only with BEV_OPT_CLOSE_ON_FREE. */
+static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void **state)
+{
+	(void)state;
+	for (int close_on_free = 0; close_on_free < 2; close_on_free++) {
+		struct env e;
+		env_init(&e);
+		struct hs h;
+		hs_init(&h, true);
+		uint8_t stranger[HUSH_KEY_SIZE];
+		memset(stranger, 0x33, sizeof(stranger));
+		h.c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])stranger;
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct app ca, sa;
+		app_init(&ca, &e);
+		app_init(&sa, &e);
+		int opts = close_on_free ? BEV_OPT_CLOSE_ON_FREE : 0;
+		struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
+		struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
+		bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+		bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+		bufferevent_enable(c, EV_READ | EV_WRITE);
+		bufferevent_enable(s, EV_READ | EV_WRITE);
+		assert_int_equal(bufferevent_write(c, "never sent", 10), 0);
+		run(&e);
+		assert_int_equal(ca.error, 1);
+		assert_int_equal(ca.connected, 0);
+		assert_int_equal(hush_bufferevent_get_error(c), HUSH_EPEER);
+		/* The failed one holds no connection state: no pool buffer is left. */
+		struct hush_pool_stats st;
+		hush_pool_stats(e.pool, &st);
+		assert_int_equal(st.total.in_use, 0);
+		assert_int_equal(bufferevent_getfd(c), sv[0]);
+		bufferevent_free(c);
+		bufferevent_free(s);
+		assert_int_equal(fd_open(sv[0]), !close_on_free);
+		assert_int_equal(fd_open(sv[1]), !close_on_free);
+		if (!close_on_free) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+		evbuffer_free(ca.got);
+		evbuffer_free(sa.got);
+		hs_done(&h);
+		env_done(&e);
+	}
+}
+
+/* TCP on loopback: the client connects with bufferevent_socket_connect() on a hush
+ * bufferevent made with no socket; the peer then resets the connection. */
+struct tcp_server {
+	int lfd;
+	struct env *e;
+	struct hs *h;
+	struct bufferevent *bev;
+	struct app app;
+};
+
+static void tcp_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct tcp_server *t = arg;
+	(void)what;
+	int cfd = accept(fd, NULL, NULL);
+	assert_true(cfd >= 0);
+	t->bev = hs_bev(t->e, t->h, cfd, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(t->bev, app_read, NULL, app_event, &t->app);
+	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+}
+
+static void bev_socket_connect_then_peer_reset(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	struct tcp_server t = {.e = &e, .h = &h};
+	app_init(&t.app, &e);
+	t.app.echo = 1;
+	t.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(t.lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(t.lfd, 4), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(t.lfd, (struct sockaddr *)&sin, &sl), 0);
+	struct event *lev = event_new(e.base, t.lfd, EV_READ | EV_PERSIST, tcp_accept, &t);
+	event_add(lev, NULL);
+
+	struct app ca;
+	app_init(&ca, &e);
+	struct bufferevent *c = hs_bev(&e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	assert_int_equal(bufferevent_getfd(c), -1);
+	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	assert_int_equal(bufferevent_socket_connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_true(bufferevent_getfd(c) >= 0);
+	assert_int_equal(bufferevent_write(c, "over tcp", 8), 0);
+	ca.stop_at = 8;
+	run(&e);
+	assert_int_equal(ca.connected, 1);
+	assert_int_equal(evbuffer_get_length(ca.got), 8);
+	assert_memory_equal(evbuffer_pullup(ca.got, -1), "over tcp", 8);
+
+	/* The peer aborts: SO_LINGER 0 makes its close a reset. */
+	struct linger lg = {1, 0};
+	int sfd = bufferevent_getfd(t.bev);
+	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	bufferevent_free(t.bev);
+	run(&e);
+	assert_int_equal(ca.error, 1);
+	assert_int_equal(hush_bufferevent_get_error(c), HUSH_ECONNRESET);
+	bufferevent_free(c);
+	event_free(lev);
+	close(t.lfd);
+	evbuffer_free(ca.got);
+	evbuffer_free(t.app.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
+/* Raw keys serve one socket: a second would reuse nonces under the same key. */
+static void bev_raw_keys_refuse_a_second_socket(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2], sv2[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
+	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	/* bufferevent_setfd() never closes the socket it replaces. */
+	assert_int_equal(bufferevent_setfd(c, -1), 0);
+	assert_true(fd_open(sv[0]));
+	assert_int_equal(bufferevent_setfd(c, sv2[0]), -1);
+	assert_int_equal(hush_bufferevent_get_error(c), HUSH_ESTATE);
+	bufferevent_free(c); /* closes the socket it holds, sv2[0] */
+	assert_false(fd_open(sv2[0]));
+	assert_true(fd_open(sv[0]));
+	close(sv[0]);
+	close(sv[1]);
+	close(sv2[1]);
+	env_done(&e);
+}
+
+/* The read timeout: BEV_EVENT_TIMEOUT | BEV_EVENT_READING, reading disabled. */
+struct timeout_app {
+	short what;
+	struct event_base *base;
+};
+
+static void timeout_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct timeout_app *a = arg;
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		return;
+	}
+	a->what = what;
+	event_base_loopbreak(a->base);
+}
+
+static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct timeout_app ta = {0, e.base};
+	struct app sa;
+	app_init(&sa, &e);
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct timeval tv = {0, 150000};
+	bufferevent_set_timeouts(c, &tv, NULL);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	run(&e);
+	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
+	assert_false(bufferevent_get_enabled(c) & EV_READ);
+	assert_int_equal(hush_bufferevent_get_error(c), 0);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
+/* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
+static void bev_read_rate_limit_applies(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app ca, sa;
+	app_init(&ca, &e);
+	app_init(&sa, &e);
+	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	struct bufferevent *s = hush_bev(&e, sv[1], HUSH_SIDE_SERVER);
+	struct timeval tick = {0, 100000};
+	struct ev_token_bucket_cfg *rl = ev_token_bucket_cfg_new(6554, 6554, EV_RATE_LIMIT_MAX,
+								 EV_RATE_LIMIT_MAX, &tick);
+	assert_int_equal(bufferevent_set_rate_limit(c, rl), 0);
+	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	size_t n = 128 * 1024;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 8);
+	assert_int_equal(bufferevent_write(s, msg, n), 0);
+	ca.stop_at = n;
+	struct timeval t0, t1;
+	evutil_gettimeofday(&t0, NULL);
+	run(&e);
+	evutil_gettimeofday(&t1, NULL);
+	assert_int_equal(evbuffer_get_length(ca.got), n);
+	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	/* Unlimited, this takes milliseconds; limited, several ticks at least. A lower
+	 * bound only: a slow machine passes it too. */
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+	assert_true(ms >= 1000);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	ev_token_bucket_cfg_free(rl);
+	evbuffer_free(ca.got);
+	evbuffer_free(sa.got);
+	env_done(&e);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -684,6 +929,11 @@ int main(void)
 		cmocka_unit_test(bev_read_high_watermark_never_stalls),
 		cmocka_unit_test(bev_freed_from_its_own_callbacks),
 		cmocka_unit_test(bev_graceful_shutdown_delivers_everything_then_a_clean_eof),
+		cmocka_unit_test(bev_handshake_failure_reports_epeer_and_keeps_ownership_rules),
+		cmocka_unit_test(bev_socket_connect_then_peer_reset),
+		cmocka_unit_test(bev_raw_keys_refuse_a_second_socket),
+		cmocka_unit_test(bev_read_timeout_fires_when_the_peer_is_silent),
+		cmocka_unit_test(bev_read_rate_limit_applies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
