@@ -8,8 +8,9 @@
  *   bev-echo --connect PORT --bytes N       send N bytes, read the echo, print
  *                                           "echoed N bytes, sha256 HEX"
  *
- * Both ends use the same fixed demonstration key: real programs get keys from a
- * handshake or an external handshaker.
+ * Each connection runs a Noise NNpsk0 handshake keyed by a fixed demonstration PSK,
+ * so every connection gets fresh record keys; real programs load their keys from files
+ * (hush/keys.h) and use XX to authenticate peers by static key.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -31,10 +32,12 @@
 #if USE_HUSH
 #include <hush/bufferevent.h>
 #include <hush/conn.h>
+#include <hush/handshake.h>
 
 static struct hush_pool *pool;
 static struct hush_loop *loop;
-static const uint8_t demo_key[44] = {'b', 'e', 'v', '-', 'e', 'c', 'h', 'o'};
+static struct hush_handshake_config handshake;
+static const uint8_t demo_psk[HUSH_KEY_SIZE] = {'b', 'e', 'v', '-', 'e', 'c', 'h', 'o'};
 #endif
 
 /* The one place that differs between the plaintext program and the hush one. */
@@ -43,10 +46,9 @@ static struct bufferevent *make_bev(struct event_base *base, evutil_socket_t fd,
 #if USE_HUSH
 	struct hush_bufferevent_config cfg;
 	hush_bufferevent_config_init(&cfg);
-	cfg.key = demo_key;
-	cfg.key_len = sizeof(demo_key);
-	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
 	cfg.loop = loop;
+	cfg.handshake = &handshake;
+	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
 	return hush_bufferevent_socket_new(base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
 #else
 	(void)server;
@@ -141,6 +143,9 @@ int main(int argc, char **argv)
 	if (hush_pool_new(&pool, NULL) != 0 || hush_loop_new(&loop, base, pool) != 0) {
 		return 1;
 	}
+	hush_handshake_config_init(&handshake);
+	handshake.protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+	handshake.psk = demo_psk;
 #endif
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
