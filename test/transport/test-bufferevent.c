@@ -870,6 +870,44 @@ static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 	env_done(&e);
 }
 
+/* The write timeout: the peer stops reading, the bytes stop moving, and after a whole
+ * timeout without progress BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING comes, writing
+ * disabled. */
+static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct timeout_app ta = {0, e.base};
+	struct app sa;
+	app_init(&sa, &e);
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct timeval tv = {0, 200000};
+	bufferevent_set_timeouts(c, NULL, &tv);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	/* The server never enables reading: after its handshake, nothing is read. */
+	size_t n = 8u << 20;
+	uint8_t *msg = calloc(1, n);
+	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	run(&e);
+	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
+	assert_false(bufferevent_get_enabled(c) & EV_WRITE);
+	assert_true(evbuffer_get_length(bufferevent_get_output(c)) > 0);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
 /* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
 static void bev_read_rate_limit_applies(void **state)
 {
@@ -933,6 +971,7 @@ int main(void)
 		cmocka_unit_test(bev_socket_connect_then_peer_reset),
 		cmocka_unit_test(bev_raw_keys_refuse_a_second_socket),
 		cmocka_unit_test(bev_read_timeout_fires_when_the_peer_is_silent),
+		cmocka_unit_test(bev_write_timeout_fires_when_the_peer_stops_reading),
 		cmocka_unit_test(bev_read_rate_limit_applies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
