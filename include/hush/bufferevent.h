@@ -71,6 +71,7 @@
 #include <event2/bufferevent.h>
 
 #include <hush/common.h>
+#include <hush/keys.h>
 #include <hush/pool.h>
 #include <hush/record.h>
 
@@ -143,6 +144,16 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 /* The hush error that failed bev (a HUSH_E* code), 0 if none, HUSH_EINVAL if bev is
  * not a hush bufferevent. */
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
+
+/*
+ * The peer's static key, verified by the handshake (socket flavour keyed by XX or
+ * XXpsk3), into out: who the peer is, for the application's authorization. Valid from
+ * BEV_EVENT_CONNECTED until the socket is replaced or fails.
+ * Returns 0, HUSH_EINVAL (NULL, or not a hush socket bufferevent) or HUSH_ESTATE (not
+ * connected, raw keys, or NNpsk0, which has no static keys).
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_peer_key(struct bufferevent *bev,
+							  uint8_t out[HUSH_KEY_SIZE]);
 
 /*
  * Graceful close of the write side (socket flavour): everything in the output evbuffer

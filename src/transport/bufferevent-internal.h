@@ -3,6 +3,7 @@
 #define HUSH_BUFFEREVENT_INTERNAL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct bufferevent;
 
@@ -10,5 +11,6 @@ struct bufferevent;
 bool hush__bev_is_sock(const struct bufferevent *bev);
 int hush__bev_sock_error(struct bufferevent *bev);
 int hush__bev_sock_shutdown(struct bufferevent *bev);
+int hush__bev_sock_peer_key(struct bufferevent *bev, uint8_t *out);
 
 #endif /* HUSH_BUFFEREVENT_INTERNAL_H */

@@ -47,6 +47,7 @@ struct hsock {
 	struct hush_conn *conn;     /* NULL until a socket is set, and after it failed */
 	const struct hush_handshake_config *hcfg; /* borrowed; NULL with raw keys */
 	uint8_t *key;               /* raw key copy, wiped and freed once used */
+	uint8_t *peer_key;          /* the peer's verified static key, once open (XX) */
 	uint32_t key_len;
 	uint32_t max_send_frame;
 	uint32_t recv_limit;
@@ -326,10 +327,21 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 {
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
-	(void)c;
 	bufferevent_incref_and_lock_(bev);
 	switch (ev) {
-	case HUSH_CONN_EV_OPEN:
+	case HUSH_CONN_EV_OPEN: {
+		struct hush_handshake_result res;
+		if (h->hcfg != NULL && hush_conn_handshake_result(c, &res) == 0 &&
+		    res.has_remote_static) {
+			if (h->peer_key == NULL) {
+				h->peer_key = hush__calloc(HUSH_KEY_SIZE);
+			}
+			if (h->peer_key == NULL) {
+				fail(h, HUSH_ENOMEM, BEV_EVENT_READING | BEV_EVENT_ERROR);
+				break;
+			}
+			memcpy(h->peer_key, res.remote_static, HUSH_KEY_SIZE);
+		}
 		h->flags |= HS_OPEN;
 		if (h->side == HUSH_SIDE_CLIENT) {
 			bufferevent_socket_set_conn_address_fd_(bev, h->fd);
@@ -341,6 +353,7 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 		bufferevent_run_eventcb_(bev, BEV_EVENT_CONNECTED, 0);
 		pump(h);
 		break;
+	}
 	case HUSH_CONN_EV_EOF:
 		/* As a socket bufferevent does at EOF: reading stops, then the event. */
 		bufferevent_disable(bev, EV_READ);
@@ -376,6 +389,10 @@ static void drop_conn(struct hsock *h)
 	if (h->conn != NULL) {
 		hush_conn_free(h->conn);
 		h->conn = NULL;
+	}
+	if (h->peer_key != NULL) {
+		hush__free(h->peer_key, HUSH_KEY_SIZE);
+		h->peer_key = NULL;
 	}
 	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE);
 }
@@ -439,6 +456,19 @@ static int set_fd(struct hsock *h, int fd)
 	return 0;
 fail:
 	h->err = rc;
+	return rc;
+}
+
+int hush__bev_sock_peer_key(struct bufferevent *bev, uint8_t *out)
+{
+	struct hsock *h = hsock_of(bev);
+	bufferevent_incref_and_lock_(bev);
+	int rc = HUSH_ESTATE;
+	if (h->peer_key != NULL && (h->flags & HS_OPEN)) {
+		memcpy(out, h->peer_key, HUSH_KEY_SIZE);
+		rc = 0;
+	}
+	bufferevent_decref_and_unlock_(bev);
 	return rc;
 }
 

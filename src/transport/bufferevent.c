@@ -476,3 +476,11 @@ int hush_bufferevent_shutdown(struct bufferevent *bev)
 	}
 	return hush__bev_sock_shutdown(bev);
 }
+
+int hush_bufferevent_peer_key(struct bufferevent *bev, uint8_t out[HUSH_KEY_SIZE])
+{
+	if (bev == NULL || out == NULL || !hush__bev_is_sock(bev)) {
+		return HUSH_EINVAL;
+	}
+	return hush__bev_sock_peer_key(bev, out);
+}

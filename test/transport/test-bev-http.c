@@ -59,6 +59,12 @@ static void serve_small(struct evhttp_request *req, void *arg)
 {
 	struct world *w = arg;
 	w->requests++;
+	/* Who is asking: the client's static key, proved by the handshake. */
+	struct bufferevent *bev =
+		evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+	uint8_t peer[HUSH_KEY_SIZE];
+	assert_int_equal(hush_bufferevent_peer_key(bev, peer), 0);
+	assert_memory_equal(peer, w->pub_c, HUSH_KEY_SIZE);
 	struct evbuffer *b = evbuffer_new();
 	evbuffer_add_printf(b, "hello over hush, request %d", w->requests);
 	evhttp_send_reply(req, HTTP_OK, "OK", b);

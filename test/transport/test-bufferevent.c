@@ -173,6 +173,9 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 	assert_int_equal(ca.connected, 1);
 	assert_int_equal(sa.connected, 1);
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
+	uint8_t peer[HUSH_KEY_SIZE];
+	assert_int_equal(hush_bufferevent_peer_key(c, peer), HUSH_ESTATE); /* raw keys */
+	assert_int_equal(hush_bufferevent_peer_key(NULL, peer), HUSH_EINVAL);
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(ca.got);
@@ -442,6 +445,12 @@ static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **st
 	assert_int_equal(sa.connected, 1);
 	assert_int_equal(evbuffer_get_length(ca.got), n);
 	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	/* Each end knows the other's verified static key. */
+	uint8_t peer[HUSH_KEY_SIZE];
+	assert_int_equal(hush_bufferevent_peer_key(c, peer), 0);
+	assert_memory_equal(peer, h.pub_s, HUSH_KEY_SIZE);
+	assert_int_equal(hush_bufferevent_peer_key(s, peer), 0);
+	assert_memory_equal(peer, h.pub_c, HUSH_KEY_SIZE);
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
