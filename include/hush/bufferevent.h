@@ -54,6 +54,13 @@
  * BEV_EVENT_EOF | BEV_EVENT_ERROR with HUSH_ETRUNCATED; a handshake that ran out of
  * time is BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR with HUSH_ETIMEDOUT.
  *
+ * Threads: create a hush bufferevent, and set its socket, on the thread that runs its
+ * loop's event_base. With BEV_OPT_THREADSAFE (and evthread_use_pthreads()), the other
+ * standard calls may come from any thread, as with libevent's own types: what they ask
+ * of hush's connection (writing, enabling and disabling, shutdown, the free) is carried
+ * out on the loop's thread, which runs the connection inside the bufferevent's lock.
+ * bufferevent_setfd() from another thread fails (HUSH_ESTATE).
+ *
  * Ownership: the socket flavour closes its socket when freed only with
  * BEV_OPT_CLOSE_ON_FREE; bufferevent_setfd() never closes the socket it replaces, as
  * with libevent's socket bufferevents. A bufferevent that failed (handshake failure,

@@ -11,6 +11,7 @@
  * is finalized, so the block comes from libevent's allocator too.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -39,6 +40,8 @@ enum {
 	HS_WROTE = 1u << 5,       /* bytes moved since the last write callback */
 	HS_READ_TIMER = 1u << 6,  /* the read timeout is armed */
 	HS_WRITE_TIMER = 1u << 7, /* the write timeout is armed */
+	HS_WANT_READ = 1u << 8,   /* libevent has reading enabled and not suspended */
+	HS_UNLINKED = 1u << 9,    /* freed from another thread: the loop's thread finishes */
 };
 
 struct hsock {
@@ -70,6 +73,40 @@ static struct hsock *hsock_of(struct bufferevent *bev)
 static struct bufferevent *bev_of(struct hsock *h)
 {
 	return &h->p.u.bev;
+}
+
+/*
+ * Threads: a hush_conn and its loop are used from the loop's thread only. With
+ * BEV_OPT_THREADSAFE the application may call into the bufferevent from any thread,
+ * holding its lock; what those calls would do to the connection is handed to the
+ * loop's thread instead, by activating ev_write (pump) or ev_read (reading state) with
+ * EV_WRITE or EV_READ, which the timers' callbacks tell apart from EV_TIMEOUT. The loop
+ * runs the connection inside the bufferevent's lock (the connection's guard), so state
+ * read under the lock is consistent.
+ */
+static bool foreign(const struct hsock *h)
+{
+	return (bufferevent_get_options_((struct bufferevent *)&h->p.u.bev) & BEV_OPT_THREADSAFE) &&
+	       atomic_load_explicit(&h->loop->thread, memory_order_relaxed) !=
+		       (unsigned long)pthread_self();
+}
+
+static void hand_to_loop(struct hsock *h, short what)
+{
+	struct bufferevent *bev = bev_of(h);
+	if (!(h->flags & HS_UNLINKED)) {
+		event_active(what == EV_READ ? &bev->ev_read : &bev->ev_write, what, 1);
+	}
+}
+
+static void guard(void *arg, bool enter)
+{
+	struct bufferevent *bev = bev_of(arg);
+	if (enter) {
+		bufferevent_lock(bev);
+	} else {
+		bufferevent_unlock(bev);
+	}
 }
 
 bool hush__bev_is_sock(const struct bufferevent *bev)
@@ -123,15 +160,32 @@ static void arm_write_timer(struct hsock *h)
 	}
 }
 
+static void apply_reading(struct hsock *h)
+{
+	if (h->conn == NULL) {
+		return;
+	}
+	if (h->flags & HS_WANT_READ) {
+		/* Records already read are delivered now, without more socket bytes:
+		 * draining below the read high watermark lands here. */
+		hush_conn_resume_reading(h->conn);
+	} else {
+		hush_conn_pause_reading(h->conn);
+	}
+}
+
 static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
 	(void)fd;
-	(void)what;
 	bufferevent_incref_and_lock_(bev);
 	h->flags &= (uint16_t)~HS_READ_TIMER;
-	if (bev->enabled & EV_READ) {
+	if (what & EV_READ) {
+		/* Reading was switched from another thread. */
+		apply_reading(h);
+		arm_read_timer(h);
+	} else if (bev->enabled & EV_READ) {
 		/* As a socket bufferevent does: reading stops, then the event. */
 		bufferevent_disable(bev, EV_READ);
 		bufferevent_run_eventcb_(bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, 0);
@@ -139,14 +193,24 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 	bufferevent_decref_and_unlock_(bev);
 }
 
+static void pump(struct hsock *h);
+static void maybe_writecb(struct hsock *h);
+
 static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
 	(void)fd;
-	(void)what;
 	bufferevent_incref_and_lock_(bev);
 	h->flags &= (uint16_t)~HS_WRITE_TIMER;
+	if (what & EV_WRITE) {
+		/* Written, enabled or shut down from another thread. */
+		pump(h);
+		maybe_writecb(h);
+		arm_write_timer(h);
+		bufferevent_decref_and_unlock_(bev);
+		return;
+	}
 	size_t now = pending_out(h);
 	bool connecting = h->fd >= 0 && !(h->flags & HS_OPEN) && h->err == 0;
 	if ((bev->enabled & EV_WRITE) && (connecting || (now > 0 && now == h->timer_queued))) {
@@ -272,6 +336,10 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
 	(void)buf;
 	if (info->n_added > 0 && !(h->flags & HS_PUMPING)) {
 		struct bufferevent *bev = bev_of(h);
+		if (foreign(h)) {
+			hand_to_loop(h, EV_WRITE);
+			return;
+		}
 		bufferevent_incref_and_lock_(bev);
 		pump(h);
 		bufferevent_decref_and_unlock_(bev);
@@ -284,6 +352,9 @@ static void on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *
 {
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
+	if (h->flags & HS_UNLINKED) {
+		return; /* the loop's thread is about to free it */
+	}
 	bufferevent_incref_and_lock_(bev);
 	struct hush_buf *b = len >= BYREF_MIN ? hush_conn_keep_data(c) : NULL;
 	int rc;
@@ -314,7 +385,7 @@ static void on_writable(struct hush_conn *c, void *arg)
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
 	(void)c;
-	if (h->flags & HS_PUMPING) {
+	if (h->flags & (HS_PUMPING | HS_UNLINKED)) {
 		return;
 	}
 	bufferevent_incref_and_lock_(bev);
@@ -327,6 +398,9 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 {
 	struct hsock *h = arg;
 	struct bufferevent *bev = bev_of(h);
+	if (h->flags & HS_UNLINKED) {
+		return; /* the loop's thread is about to free it */
+	}
 	bufferevent_incref_and_lock_(bev);
 	switch (ev) {
 	case HUSH_CONN_EV_OPEN: {
@@ -346,9 +420,7 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 		if (h->side == HUSH_SIDE_CLIENT) {
 			bufferevent_socket_set_conn_address_fd_(bev, h->fd);
 		}
-		if (!(bev->enabled & EV_READ)) {
-			hush_conn_pause_reading(h->conn);
-		}
+		apply_reading(h);
 		arm_read_timer(h);
 		bufferevent_run_eventcb_(bev, BEV_EVENT_CONNECTED, 0);
 		pump(h);
@@ -433,7 +505,9 @@ static int set_fd(struct hsock *h, int fd)
 	if (h->hs_timeout_ms != 0) {
 		ccfg.handshake_timeout_ms = h->hs_timeout_ms;
 	}
-	rc = hush_conn_new(&h->conn, h->loop, fd, &ccfg, &hsock_cb, h);
+	bool threadsafe = (bufferevent_get_options_(bev_of(h)) & BEV_OPT_THREADSAFE) != 0;
+	rc = hush__conn_new_guarded(&h->conn, h->loop, fd, &ccfg, &hsock_cb, h,
+				    threadsafe ? guard : NULL);
 	if (rc < 0) {
 		h->conn = NULL;
 		goto fail;
@@ -450,9 +524,7 @@ static int set_fd(struct hsock *h, int fd)
 		drop_conn(h);
 		goto fail;
 	}
-	if (!(bev_of(h)->enabled & EV_READ)) {
-		hush_conn_pause_reading(h->conn);
-	}
+	apply_reading(h);
 	return 0;
 fail:
 	h->err = rc;
@@ -482,7 +554,11 @@ int hush__bev_sock_shutdown(struct bufferevent *bev)
 	} else if (!(h->flags & HS_SHUT_REQ)) {
 		/* Before OPEN this waits: the pump at OPEN carries it out. */
 		h->flags |= HS_SHUT_REQ;
-		pump(h);
+		if (foreign(h)) {
+			hand_to_loop(h, EV_WRITE);
+		} else {
+			pump(h);
+		}
 	}
 	bufferevent_decref_and_unlock_(bev);
 	return rc;
@@ -493,18 +569,24 @@ int hush__bev_sock_shutdown(struct bufferevent *bev)
 static int hsock_enable(struct bufferevent *bev, short what)
 {
 	struct hsock *h = hsock_of(bev);
+	bool away = foreign(h);
 	if (what & EV_READ) {
-		if (h->conn != NULL) {
-			/* Records already read are delivered now, without more socket
-			 * bytes: draining below the read high watermark lands here. */
-			hush_conn_resume_reading(h->conn);
+		h->flags |= HS_WANT_READ;
+		if (away) {
+			hand_to_loop(h, EV_READ);
+		} else {
+			apply_reading(h);
+			arm_read_timer(h);
 		}
-		arm_read_timer(h);
 	}
 	if (what & EV_WRITE) {
-		pump(h);
-		maybe_writecb(h);
-		arm_write_timer(h);
+		if (away) {
+			hand_to_loop(h, EV_WRITE);
+		} else {
+			pump(h);
+			maybe_writecb(h);
+			arm_write_timer(h);
+		}
 	}
 	return 0;
 }
@@ -513,10 +595,13 @@ static int hsock_disable(struct bufferevent *bev, short what)
 {
 	struct hsock *h = hsock_of(bev);
 	if (what & EV_READ) {
-		if (h->conn != NULL) {
-			hush_conn_pause_reading(h->conn);
+		h->flags &= (uint16_t)~HS_WANT_READ;
+		if (foreign(h)) {
+			hand_to_loop(h, EV_READ);
+		} else {
+			apply_reading(h);
+			arm_read_timer(h);
 		}
-		arm_read_timer(h);
 	}
 	if (what & EV_WRITE) {
 		arm_write_timer(h);
@@ -525,9 +610,10 @@ static int hsock_disable(struct bufferevent *bev, short what)
 }
 
 /* The last reference went: the connection goes, with a best-effort goodbye. */
-static void hsock_unlink(struct bufferevent *bev)
+/* The connection goes, with a best-effort goodbye, and the socket if it is ours. */
+static void release(struct hsock *h)
 {
-	struct hsock *h = hsock_of(bev);
+	struct bufferevent *bev = bev_of(h);
 	bool own_fd = (bufferevent_get_options_(bev) & BEV_OPT_CLOSE_ON_FREE) != 0;
 	if (own_fd && h->conn != NULL && (h->flags & HS_OPEN) && !(h->flags & HS_SHUT_SENT) &&
 	    hush_conn_queued(h->conn) == 0 && evbuffer_get_length(bev->output) == 0) {
@@ -541,18 +627,36 @@ static void hsock_unlink(struct bufferevent *bev)
 		}
 	}
 	drop_conn(h);
-	event_del(&bev->ev_read);
-	event_del(&bev->ev_write);
-	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
 	if (own_fd && h->fd >= 0) {
 		close(h->fd);
 	}
 	h->fd = -1;
 }
 
+/* The last reference went. */
+static void hsock_unlink(struct bufferevent *bev)
+{
+	struct hsock *h = hsock_of(bev);
+	event_del(&bev->ev_read);
+	event_del(&bev->ev_write);
+	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
+	if (h->conn != NULL && foreign(h)) {
+		/* Freed from another thread: the connection is the loop thread's to free,
+		 * when libevent finalizes the bufferevent there (hsock_destruct). */
+		h->flags |= HS_UNLINKED;
+		return;
+	}
+	release(h);
+}
+
+/* Finalized, from the loop's thread. */
 static void hsock_destruct(struct bufferevent *bev)
 {
-	wipe_key(hsock_of(bev));
+	struct hsock *h = hsock_of(bev);
+	if (h->flags & HS_UNLINKED) {
+		release(h);
+	}
+	wipe_key(h);
 }
 
 static int hsock_adj_timeouts(struct bufferevent *bev)
@@ -575,6 +679,10 @@ static int hsock_flush(struct bufferevent *bev, short what, enum bufferevent_flu
 	if (mode == BEV_FINISHED) {
 		h->flags |= HS_SHUT_REQ;
 	}
+	if (foreign(h)) {
+		hand_to_loop(h, EV_WRITE);
+		return 0;
+	}
 	size_t before = pending_out(h);
 	pump(h);
 	if (h->conn == NULL || hush_conn_flush(h->conn) < 0) {
@@ -589,6 +697,10 @@ static int hsock_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 	struct hsock *h = hsock_of(bev);
 	switch (op) {
 	case HUSH__BEV_CTRL_SET_FD:
+		if (foreign(h)) {
+			h->err = HUSH_ESTATE; /* a connection is made on the loop's thread */
+			return -1;
+		}
 		return set_fd(h, data->fd) < 0 ? -1 : 0;
 	case HUSH__BEV_CTRL_GET_FD:
 		data->fd = h->fd;

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -225,6 +226,13 @@ int hush_conn_new(struct hush_conn **out, struct hush_loop *loop, int fd,
 		  const struct hush_conn_config *cfg, const struct hush_conn_callbacks *cb,
 		  void *arg)
 {
+	return hush__conn_new_guarded(out, loop, fd, cfg, cb, arg, NULL);
+}
+
+int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int fd,
+			   const struct hush_conn_config *cfg, const struct hush_conn_callbacks *cb,
+			   void *arg, void (*guard)(void *, bool))
+{
 	struct hush_conn_config defaults;
 	if (cfg == NULL) {
 		hush_conn_config_init(&defaults);
@@ -252,7 +260,7 @@ int hush_conn_new(struct hush_conn **out, struct hush_loop *loop, int fd,
 	}
 	struct hush_conn_callbacks none = {NULL, NULL, NULL};
 	struct conn_cfg *k;
-	rc = hush__loop_cfg_get(loop, cfg, cb != NULL ? cb : &none, &k);
+	rc = hush__loop_cfg_get(loop, cfg, cb != NULL ? cb : &none, guard, &k);
 	if (rc < 0) {
 		hush__free(c, sizeof(*c));
 		goto fail;
@@ -1278,10 +1286,29 @@ static void check_timeouts(struct hush_conn *c)
 	}
 }
 
+static void on_socket_guarded(struct hush_conn *c, short what);
+
+/* The loop's entries run inside the connection's guard, if it has one; the guard's
+ * argument is taken first, since the connection may be gone when the entry returns. */
 static void on_socket(evutil_socket_t fd, short what, void *arg)
 {
 	struct hush_conn *c = arg;
 	(void)fd;
+	atomic_store_explicit(&c->loop->thread, (unsigned long)pthread_self(),
+			      memory_order_relaxed);
+	void (*guard)(void *, bool) = c->cfg->guard;
+	void *garg = c->arg;
+	if (guard != NULL) {
+		guard(garg, true);
+	}
+	on_socket_guarded(c, what);
+	if (guard != NULL) {
+		guard(garg, false);
+	}
+}
+
+static void on_socket_guarded(struct hush_conn *c, short what)
+{
 	enter(c);
 	/* The handshake's deadline is checked on every event: bytes trickling in would
 	 * otherwise keep postponing the persistent event's timeout. */
@@ -1386,7 +1413,22 @@ static void report_open(struct hush_conn *c)
 	}
 }
 
+static void on_pending_guarded(struct hush_conn *c);
+
 void hush__conn_on_pending(struct hush_conn *c)
+{
+	void (*guard)(void *, bool) = c->cfg->guard;
+	void *garg = c->arg;
+	if (guard != NULL) {
+		guard(garg, true);
+	}
+	on_pending_guarded(c);
+	if (guard != NULL) {
+		guard(garg, false);
+	}
+}
+
+static void on_pending_guarded(struct hush_conn *c)
 {
 	c->flags &= ~(uint32_t)F_PENDING;
 	enter(c);
@@ -1420,9 +1462,17 @@ void hush__conn_on_pending(struct hush_conn *c)
 
 void hush__conn_on_wake(struct hush_conn *c)
 {
+	void (*guard)(void *, bool) = c->cfg->guard;
+	void *garg = c->arg;
+	if (guard != NULL) {
+		guard(garg, true);
+	}
 	c->flags &= ~(uint32_t)F_STARVED;
 	if (!dead(c)) {
 		update_interest(c);
+	}
+	if (guard != NULL) {
+		guard(garg, false);
 	}
 }
 

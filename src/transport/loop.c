@@ -67,6 +67,7 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
 	struct hush_loop *loop = arg;
 	(void)fd;
 	(void)what;
+	atomic_store_explicit(&loop->thread, (unsigned long)pthread_self(), memory_order_relaxed);
 	/* Connections added while walking are appended and walked in this same pass. */
 	for (size_t i = 0; i < loop->pending.n; i++) {
 		struct hush_conn *c = loop->pending.v[i];
@@ -120,6 +121,7 @@ int hush_loop_new(struct hush_loop **out, struct event_base *base, struct hush_p
 	struct hush_loop *loop = hush__calloc(sizeof(*loop));
 	HUSH_ENSURE(loop != NULL, HUSH_ENOMEM);
 	loop->base = base;
+	atomic_init(&loop->thread, (unsigned long)pthread_self());
 	loop->pool = pool;
 	loop->pending_ev = event_new(base, -1, 0, on_pending, loop);
 	loop->wake_ev = event_new(base, -1, 0, on_wake, loop);
@@ -171,10 +173,12 @@ void hush_loop_free(struct hush_loop *loop)
 }
 
 int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cfg,
-		       const struct hush_conn_callbacks *cb, struct conn_cfg **out)
+		       const struct hush_conn_callbacks *cb, void (*guard)(void *, bool),
+		       struct conn_cfg **out)
 {
 	for (struct conn_cfg *k = loop->cfgs; k != NULL; k = k->next) {
-		if (memcmp(&k->c, cfg, sizeof(*cfg)) == 0 && memcmp(&k->cb, cb, sizeof(*cb)) == 0) {
+		if (memcmp(&k->c, cfg, sizeof(*cfg)) == 0 && memcmp(&k->cb, cb, sizeof(*cb)) == 0 &&
+		    k->guard == guard) {
 			k->refs++;
 			*out = k;
 			return 0;
@@ -184,6 +188,7 @@ int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cf
 	HUSH_ENSURE(k != NULL, HUSH_ENOMEM);
 	k->c = *cfg;
 	k->cb = *cb;
+	k->guard = guard;
 	k->refs = 1;
 	k->next = loop->cfgs;
 	loop->cfgs = k;

@@ -47,6 +47,9 @@ struct hush_loop {
 	const struct hush_conn *open_conn;
 	const struct hush_handshake_result *open_res;
 	struct hush_loop *next_loop; /* process-wide registry, for pool wake-ups */
+	/* The thread that runs the base: the creator's, then whichever runs the loop's
+	 * events (updated by them). Read by other threads: atomic. */
+	_Atomic unsigned long thread;
 };
 
 /* A connection configuration and callback table, interned per loop so that each
@@ -54,12 +57,17 @@ struct hush_loop {
 struct conn_cfg {
 	struct hush_conn_config c;
 	struct hush_conn_callbacks cb;
+	/* Called with enter true before the loop runs anything of a connection and false
+	 * after, with the connection's arg: the hush bufferevent takes its lock there, so
+	 * other threads holding it see the connection still. NULL for none. */
+	void (*guard)(void *arg, bool enter);
 	unsigned refs;
 	struct conn_cfg *next;
 };
 
 int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cfg,
-		       const struct hush_conn_callbacks *cb, struct conn_cfg **out);
+		       const struct hush_conn_callbacks *cb, void (*guard)(void *, bool),
+		       struct conn_cfg **out);
 void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg);
 
 /* Marks c as needing end-of-iteration attention (idempotent through c's flag). */
@@ -80,6 +88,12 @@ HUSH_MUST_CHECK int hush__conn_start_handshake_for(struct hush_conn *c,
 						   const struct hush_handshake_config *hcfg,
 						   enum hush_side side, struct hush_listener *owner);
 void hush__listener_handshake_ended(struct hush_listener *l);
+
+/* hush_conn_new() with a guard (struct conn_cfg). */
+HUSH_MUST_CHECK int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int fd,
+					   const struct hush_conn_config *cfg,
+					   const struct hush_conn_callbacks *cb, void *arg,
+					   void (*guard)(void *, bool));
 
 /* Entry points from the loop into a connection. */
 void hush__conn_on_pending(struct hush_conn *c);

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -917,6 +918,76 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 	env_done(&e);
 }
 
+/* BEV_OPT_THREADSAFE: another thread writes while the loop runs here, then frees the
+ * bufferevent; the loop's thread carries both out. */
+struct writer {
+	struct bufferevent *bev;
+	const uint8_t *msg;
+	size_t n;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	for (size_t off = 0; off < w->n; off += 1000) {
+		size_t k = w->n - off < 1000 ? w->n - off : 1000;
+		assert_int_equal(bufferevent_write(w->bev, w->msg + off, k), 0);
+	}
+	return NULL;
+}
+
+static void *freer_main(void *arg)
+{
+	bufferevent_free(arg);
+	return NULL;
+}
+
+static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app ca, sa;
+	app_init(&ca, &e);
+	app_init(&sa, &e);
+	sa.echo = 1;
+	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE;
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
+	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	size_t n = 2u << 20;
+	uint8_t *msg = malloc(n);
+	testlib_fill(msg, n, 13);
+	struct writer w = {c, msg, n};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+	ca.stop_at = n;
+	run(&e);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(evbuffer_get_length(ca.got), n);
+	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	/* Freed over there; finished here, with the close record: a clean end. */
+	assert_int_equal(pthread_create(&t, NULL, freer_main, c), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	run(&e);
+	assert_int_equal(sa.eof, 1);
+	assert_int_equal(sa.error, 0);
+	assert_false(fd_open(sv[0]));
+	free(msg);
+	bufferevent_free(s);
+	evbuffer_free(ca.got);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
 /* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
 static void bev_read_rate_limit_applies(void **state)
 {
@@ -981,6 +1052,7 @@ int main(void)
 		cmocka_unit_test(bev_raw_keys_refuse_a_second_socket),
 		cmocka_unit_test(bev_read_timeout_fires_when_the_peer_is_silent),
 		cmocka_unit_test(bev_write_timeout_fires_when_the_peer_stops_reading),
+		cmocka_unit_test(bev_threadsafe_writes_and_free_from_another_thread),
 		cmocka_unit_test(bev_read_rate_limit_applies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
