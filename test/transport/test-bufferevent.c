@@ -988,6 +988,38 @@ static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 	env_done(&e);
 }
 
+/* A connect that is refused: one ERROR, and nothing held afterwards. */
+static void bev_refused_connect_reports_an_error(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(probe, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &sl), 0);
+	close(probe); /* nothing listens on that port now */
+	struct app ca;
+	app_init(&ca, &e);
+	struct bufferevent *c = hs_bev(&e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	assert_int_equal(bufferevent_socket_connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	run(&e);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(ca.error, 1);
+	assert_int_equal(ca.connected, 0);
+	assert_int_equal(hush_bufferevent_get_error(c), HUSH_EIO); /* the socket error */
+	bufferevent_free(c);
+	evbuffer_free(ca.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
 /* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
 static void bev_read_rate_limit_applies(void **state)
 {
@@ -1053,6 +1085,7 @@ int main(void)
 		cmocka_unit_test(bev_read_timeout_fires_when_the_peer_is_silent),
 		cmocka_unit_test(bev_write_timeout_fires_when_the_peer_stops_reading),
 		cmocka_unit_test(bev_threadsafe_writes_and_free_from_another_thread),
+		cmocka_unit_test(bev_refused_connect_reports_an_error),
 		cmocka_unit_test(bev_read_rate_limit_applies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
