@@ -22,6 +22,7 @@ struct hbev {
 	struct hush_record *rec;
 	struct hush_pool *pool;
 	/* The filter's own callbacks on the underlying bufferevent, which we wrap. */
+	bufferevent_data_cb inner_read;
 	bufferevent_event_cb inner_event;
 	int err;
 	bool error_reported;
@@ -333,6 +334,40 @@ static enum bufferevent_filter_result seal_records(struct evbuffer *src, struct 
 /* ---- Events ---- */
 
 /*
+ * Wraps the filter's read callback on the underlying bufferevent. libevent's filter
+ * runs the application's read callback holding no reference to the filter, and checks
+ * the filter's input against the read high watermark after it returns; when the
+ * application freed the filter in there with its input at the watermark, that check
+ * took and dropped a reference on a bufferevent that had none left and freed it a
+ * second time. So the filter is held for the call. One the application has freed has
+ * no callbacks (bufferevent_free() clears them) and must not be held again; nothing can
+ * free a filter without a read callback from inside one, so it need not be held.
+ */
+static void on_underlying_read(struct bufferevent *under, void *arg)
+{
+	bufferevent_data_cb inner = NULL;
+	pthread_mutex_lock(&reg_lock);
+	struct hbev *h = reg_find_locked(arg);
+	if (h != NULL) {
+		inner = h->inner_read;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (inner == NULL) {
+		return;
+	}
+	struct bufferevent *bev = arg;
+	bufferevent_data_cb app_read;
+	bufferevent_getcb(bev, &app_read, NULL, NULL, NULL);
+	if (app_read == NULL) {
+		inner(under, arg);
+		return;
+	}
+	bufferevent_incref(bev);
+	inner(under, arg);
+	bufferevent_decref(bev);
+}
+
+/*
  * Wraps the filter's event callback on the underlying bufferevent: a stream that ends
  * with part of a record unread is truncation, not a clean EOF. libevent gives one
  * argument to all three callbacks, and the filter's read and write callbacks need
@@ -427,12 +462,13 @@ static struct bufferevent *wrap(struct bufferevent *underlying,
 		hush__free(h, sizeof(*h));
 		return NULL;
 	}
-	/* Slip our EOF check in front of the filter's own event handling. */
-	bufferevent_data_cb r, w;
+	/* Slip our reference and our EOF check in front of the filter's own read and event
+	 * handling. */
+	bufferevent_data_cb w;
 	void *filter_arg;
-	bufferevent_getcb(underlying, &r, &w, &h->inner_event, &filter_arg);
+	bufferevent_getcb(underlying, &h->inner_read, &w, &h->inner_event, &filter_arg);
 	reg_add(h);
-	bufferevent_setcb(underlying, r, w, on_underlying_event, filter_arg);
+	bufferevent_setcb(underlying, on_underlying_read, w, on_underlying_event, filter_arg);
 	/* Keys are in place: report CONNECTED from the loop, once the application has had
 	 * the chance to set its callbacks. */
 	if (event_base_once(bufferevent_get_base(underlying), -1, EV_TIMEOUT, report_connected,

@@ -424,6 +424,11 @@ static void socket_flavour_to_filter_one_mib_arrives_intact(void **state)
 	filter_and_socket_flavour_carry(0);
 }
 
+/* ---- The read high watermark ---- */
+
+#define WM_BYTES (256u * 1024)
+#define WM_HIGH 16384
+
 /* ---- Freeing from inside callbacks ---- */
 
 /* What a bare socket bufferevent's own application saw. */
@@ -467,6 +472,41 @@ static void filter_freed_in_read_cb_leaves_nothing(void **state)
 	free(msg);
 	two_done(&t);
 	env_done(&e);
+}
+
+/* Freed in the read callback while records wait behind the watermark. */
+static void held_back_then_freed(int how)
+{
+	struct env e;
+	env_init(&e);
+	struct two t;
+	two_over_pair(&e, &t, 0);
+	bufferevent_setwatermark(t.s.bev, EV_READ, 0, WM_HIGH);
+	t.s.wait_for = WM_HIGH;
+	t.s.want = WM_BYTES;
+	t.s.free_on_read = how;
+	uint8_t *msg = malloc(WM_BYTES);
+	testlib_fill(msg, WM_BYTES, 6);
+	assert_int_equal(bufferevent_write(t.c.bev, msg, WM_BYTES), 0);
+	run(&e);
+	assert_null(t.s.bev);
+	assert_int_equal(t.s.reads, 1);
+	assert_int_equal(evbuffer_get_length(t.s.got), how == 1 ? 2 * (WM_HIGH - 24) : 0);
+	free(msg);
+	two_done(&t);
+	env_done(&e);
+}
+
+static void filter_freed_right_after_draining_below_watermark_leaves_nothing(void **state)
+{
+	(void)state;
+	held_back_then_freed(1);
+}
+
+static void filter_freed_at_watermark_with_records_held_back_leaves_nothing(void **state)
+{
+	(void)state;
+	held_back_then_freed(2);
 }
 
 static void filter_freed_in_eof_event_cb_leaves_nothing(void **state)
@@ -682,6 +722,8 @@ int main(void)
 		cmocka_unit_test(filter_to_socket_flavour_one_mib_arrives_intact),
 		cmocka_unit_test(socket_flavour_to_filter_one_mib_arrives_intact),
 		cmocka_unit_test(filter_freed_in_read_cb_leaves_nothing),
+		cmocka_unit_test(filter_freed_right_after_draining_below_watermark_leaves_nothing),
+		cmocka_unit_test(filter_freed_at_watermark_with_records_held_back_leaves_nothing),
 		cmocka_unit_test(filter_freed_in_eof_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_in_error_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_tampered_record_reports_eauth),
