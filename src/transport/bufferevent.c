@@ -416,7 +416,13 @@ static void report_connected(evutil_socket_t fd, short what, void *arg)
 		hush__free(h, sizeof(*h));
 		return;
 	}
-	bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+	/* Freed by the application but not yet finalized, bev has no callbacks and no
+	 * reference left: triggering it would take and drop one, and free it again. */
+	bufferevent_event_cb app_event;
+	bufferevent_getcb(h->bev, NULL, NULL, &app_event, NULL);
+	if (app_event != NULL) {
+		bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+	}
 }
 
 /* ---- Construction ---- */

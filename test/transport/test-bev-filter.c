@@ -509,6 +509,22 @@ static void filter_freed_at_watermark_with_records_held_back_leaves_nothing(void
 	held_back_then_freed(2);
 }
 
+static void filter_freed_in_connected_event_cb_leaves_nothing(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct two t;
+	two_over_pair(&e, &t, 0);
+	t.c.free_on_event = BEV_EVENT_CONNECTED;
+	assert_int_equal(bufferevent_write(t.s.bev, "unread", 6), 0);
+	run(&e);
+	assert_null(t.c.bev);
+	assert_int_equal(t.c.connected, 1);
+	two_done(&t);
+	env_done(&e);
+}
+
 static void filter_freed_in_eof_event_cb_leaves_nothing(void **state)
 {
 	(void)state;
@@ -558,6 +574,23 @@ static void filter_freed_in_error_event_cb_leaves_nothing(void **state)
 	hush_record_free(peer);
 	close(sv[1]);
 	app_done(&a);
+	env_done(&e);
+}
+
+/* Freed before the loop ran once: the deferred CONNECTED report finds it gone. */
+static void filter_freed_before_the_loop_runs_leaves_nothing(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct two t;
+	two_over_pair(&e, &t, 0);
+	bufferevent_free(t.c.bev);
+	t.c.bev = NULL;
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(t.c.connected, 0);
+	assert_int_equal(t.s.connected, 1);
+	two_done(&t);
 	env_done(&e);
 }
 
@@ -724,8 +757,10 @@ int main(void)
 		cmocka_unit_test(filter_freed_in_read_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_right_after_draining_below_watermark_leaves_nothing),
 		cmocka_unit_test(filter_freed_at_watermark_with_records_held_back_leaves_nothing),
+		cmocka_unit_test(filter_freed_in_connected_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_in_eof_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_in_error_event_cb_leaves_nothing),
+		cmocka_unit_test(filter_freed_before_the_loop_runs_leaves_nothing),
 		cmocka_unit_test(filter_tampered_record_reports_eauth),
 		cmocka_unit_test(filter_stream_cut_inside_record_reports_truncated),
 		cmocka_unit_test(filter_new_without_pool_returns_null_and_leaves_underlying),
