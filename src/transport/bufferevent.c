@@ -394,10 +394,29 @@ static void on_underlying_event(struct bufferevent *under, short what, void *arg
 	}
 }
 
+/*
+ * Without BEV_OPT_CLOSE_ON_FREE, libevent's filter gives the underlying bufferevent back
+ * by clearing its callbacks only if the event callback is still the filter's own, and
+ * ours is the wrapper, so they are cleared here, when the filter is finalized (the
+ * filter's reference keeps underlying alive until then). Callbacks the caller set in
+ * the meantime are left alone; with BEV_OPT_CLOSE_ON_FREE underlying was freed, which
+ * cleared them.
+ */
+static void detach_underlying(struct hbev *h)
+{
+	bufferevent_event_cb ecb;
+	void *arg;
+	bufferevent_getcb(h->underlying, NULL, NULL, &ecb, &arg);
+	if (ecb == on_underlying_event && arg == h->bev) {
+		bufferevent_setcb(h->underlying, NULL, NULL, NULL, NULL);
+	}
+}
+
 static void free_state(void *arg)
 {
 	struct hbev *h = arg;
 	reg_remove(h);
+	detach_underlying(h);
 	hush_record_free(h->rec);
 	if (h->connected_pending) {
 		h->freed = true; /* the deferred CONNECTED report frees it */

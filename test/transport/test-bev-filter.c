@@ -594,6 +594,68 @@ static void filter_freed_before_the_loop_runs_leaves_nothing(void **state)
 	env_done(&e);
 }
 
+/*
+ * Without BEV_OPT_CLOSE_ON_FREE the underlying bufferevent goes back to the caller:
+ * once the filter is gone it has no callbacks of the filter's, it writes and reads
+ * without reaching the filter's state, and the caller's own callbacks see bytes in the
+ * clear.
+ */
+static void filter_freed_without_close_on_free_leaves_underlying_to_caller(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct bufferevent *u = bufferevent_socket_new(e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	assert_non_null(u);
+	struct hush_bufferevent_config cfg;
+	filter_cfg(&e, &cfg, HUSH_SIDE_CLIENT);
+	struct app a;
+	app_init(&a, &e);
+	app_attach(&a, hush_bufferevent_filter_new(u, &cfg, 0));
+	assert_non_null(a.bev);
+	struct hush_record *peer = raw_peer();
+	uint8_t frame[200];
+	size_t flen = raw_seal(peer, frame, sizeof(frame), "sealed", 6);
+	assert_int_equal(write(sv[1], frame, flen), (ssize_t)flen);
+	a.stop_at = 6;
+	run(&e);
+	assert_got(&a, (const uint8_t *)"sealed", 6);
+	bufferevent_free(a.bev);
+	a.bev = NULL;
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+
+	bufferevent_data_cb rcb, wcb;
+	bufferevent_event_cb ecb;
+	void *arg;
+	bufferevent_getcb(u, &rcb, &wcb, &ecb, &arg);
+	assert_null(rcb);
+	assert_null(wcb);
+	assert_null(ecb);
+	assert_null(arg);
+	assert_int_equal(bufferevent_write(u, "raw", 3), 0);
+	assert_int_equal(write(sv[1], "stray", 5), 5);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	char out[8];
+	assert_int_equal(read(sv[1], out, sizeof(out)), 3);
+	assert_memory_equal(out, "raw", 3);
+	struct raw_app r = {evbuffer_new(), e.base};
+	bufferevent_setcb(u, raw_read, NULL, raw_event, &r);
+	assert_int_equal(bufferevent_enable(u, EV_READ | EV_WRITE), 0);
+	assert_int_equal(write(sv[1], " clear", 6), 6);
+	run(&e);
+	assert_int_equal(evbuffer_get_length(r.got), 11);
+	assert_memory_equal(evbuffer_pullup(r.got, -1), "stray clear", 11);
+	assert_int_equal(evbuffer_get_length(a.got), 6);
+	hush_record_free(peer);
+	bufferevent_free(u);
+	close(sv[1]);
+	evbuffer_free(r.got);
+	app_done(&a);
+	env_done(&e);
+}
+
 /* ---- Bad records and streams ---- */
 
 static void filter_tampered_record_reports_eauth(void **state)
@@ -761,6 +823,7 @@ int main(void)
 		cmocka_unit_test(filter_freed_in_eof_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_in_error_event_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_before_the_loop_runs_leaves_nothing),
+		cmocka_unit_test(filter_freed_without_close_on_free_leaves_underlying_to_caller),
 		cmocka_unit_test(filter_tampered_record_reports_eauth),
 		cmocka_unit_test(filter_stream_cut_inside_record_reports_truncated),
 		cmocka_unit_test(filter_new_without_pool_returns_null_and_leaves_underlying),
