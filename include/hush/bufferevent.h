@@ -34,10 +34,11 @@
  *
  * Reading: the read high watermark stops the delivery of records into the input
  * evbuffer; records already read are delivered as soon as the application drains it
- * below the watermark, without waiting for the socket (socket flavour; the filter
- * flavour inherits libevent's filter, which waits for more bytes from the underlying
- * bufferevent). With BEV_OPT_DEFER_CALLBACKS, libevent applies the watermark from a
- * deferred callback, so up to one socket read's records may pass it.
+ * below the watermark, without waiting for the socket or the underlying bufferevent
+ * (both flavours; the filter flavour no longer stalls as libevent's filter does, which
+ * waits for more bytes from the underlying bufferevent). With BEV_OPT_DEFER_CALLBACKS,
+ * libevent applies the watermark from a deferred callback, so up to one socket read's
+ * records may pass it.
  *
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's

@@ -24,10 +24,15 @@ struct hbev {
 	/* The filter's own callbacks on the underlying bufferevent, which we wrap. */
 	bufferevent_data_cb inner_read;
 	bufferevent_event_cb inner_event;
+	/* While records wait in the underlying input for the application to drain its
+	 * input below the read high watermark (see hold_back()): */
+	struct evbuffer_cb_entry *drained_cb; /* on bev's input; NULL the rest of the time */
 	int err;
 	bool error_reported;
+	bool held_back;                 /* drained_cb is enabled */
+	bool resume_pending;            /* resume_reading() is queued on the loop */
 	bool connected_pending;
-	bool freed;                     /* the application freed bev */
+	bool freed;                     /* bev was finalized: only the pending callbacks hold h */
 	struct hbev *next;              /* registry chain */
 };
 
@@ -192,6 +197,37 @@ static enum bufferevent_filter_result filter_done(struct hbev *h, size_t produce
 	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
 }
 
+static void on_input_drained(struct evbuffer *input, const struct evbuffer_cb_info *info,
+			     void *arg);
+
+/*
+ * The read high watermark. libevent's filter calls the input filter only while the
+ * application's input is below the watermark, and only when the underlying bufferevent
+ * reads: records it has already read wait in its input until more bytes arrive, which
+ * never happens once the peer has sent everything. (libevent's own retry, an input
+ * callback, is armed only if the input is still full after the read callback, so not
+ * for an application that drains from inside its read callback.) So when the filter
+ * stops at the watermark with bytes left, a callback on the application's input waits
+ * for it to be drained below the watermark and queues resume_reading() on the loop,
+ * which runs the filter's read path again. The callback exists only while records wait.
+ */
+static int hold_back(struct hbev *h, struct evbuffer *input)
+{
+	if (h->held_back) {
+		return 0;
+	}
+	if (h->drained_cb == NULL) {
+		h->drained_cb = evbuffer_add_cb(input, on_input_drained, h);
+		if (h->drained_cb == NULL) {
+			return HUSH_ENOMEM;
+		}
+	} else {
+		evbuffer_cb_set_flags(input, h->drained_cb, EVBUFFER_CB_ENABLED);
+	}
+	h->held_back = true;
+	return 0;
+}
+
 /*
  * Opens every complete record in src into dst (the application's input), up to lim
  * bytes when lim > 0 (the read high watermark). Plaintext goes by reference to the
@@ -211,8 +247,10 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 		return BEV_ERROR;
 	}
 	size_t produced = 0;
+	bool held = false;
 	for (;;) {
 		if (lim > 0 && produced >= (size_t)lim) {
+			held = evbuffer_get_length(src) > 0;
 			break;
 		}
 		uint8_t hdr[HUSH_RECORD_HEADER_SIZE];
@@ -277,6 +315,9 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 			break;
 		}
 		produced += pt.len;
+	}
+	if (held && h->err == 0 && hold_back(h, dst) < 0) {
+		fail(h, HUSH_ENOMEM);
 	}
 	return filter_done(h, produced);
 }
@@ -412,17 +453,103 @@ static void detach_underlying(struct hbev *h)
 	}
 }
 
+/* A finalized filter's state goes once no callback queued on the loop holds it. */
+static void release_if_unused(struct hbev *h)
+{
+	if (h->freed && !h->connected_pending && !h->resume_pending) {
+		hush__free(h, sizeof(*h));
+	}
+}
+
+/* libevent's filter's free_context: bev is being finalized, from the loop. */
 static void free_state(void *arg)
 {
 	struct hbev *h = arg;
 	reg_remove(h);
+	if (h->drained_cb != NULL) {
+		evbuffer_remove_cb_entry(bufferevent_get_input(h->bev), h->drained_cb);
+		h->drained_cb = NULL;
+		h->held_back = false;
+	}
 	detach_underlying(h);
 	hush_record_free(h->rec);
-	if (h->connected_pending) {
-		h->freed = true; /* the deferred CONNECTED report frees it */
+	h->rec = NULL;
+	h->freed = true;
+	release_if_unused(h);
+}
+
+static void resume_reading(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * The application drained its input (see hold_back()). This runs inside the evbuffer's
+ * callbacks, often inside the application's own read callback and libevent's filter
+ * code under it, so it only queues the work: reading from here would re-enter both.
+ */
+static void on_input_drained(struct evbuffer *input, const struct evbuffer_cb_info *info,
+			     void *arg)
+{
+	struct hbev *h = arg;
+	if (info->n_deleted == 0) {
 		return;
 	}
-	hush__free(h, sizeof(*h));
+	size_t high = 0;
+	(void)bufferevent_getwatermark(h->bev, EV_READ, NULL, &high);
+	if (high != 0 && evbuffer_get_length(input) >= high) {
+		return;
+	}
+	/* Disabled, not removed: removing an entry from inside the callbacks could pull it
+	 * from under a walk of the list further up the stack. */
+	evbuffer_cb_clear_flags(input, h->drained_cb, EVBUFFER_CB_ENABLED);
+	h->held_back = false;
+	if (h->resume_pending) {
+		return;
+	}
+	/* Set first: with BEV_OPT_THREADSAFE the loop's thread may run it at once (it
+	 * waits for the input's lock, held here, before it clears the flag). */
+	h->resume_pending = true;
+	if (event_base_once(bufferevent_get_base(h->bev), -1, EV_TIMEOUT, resume_reading, h,
+			    NULL) < 0) {
+		h->resume_pending = false;
+		fail(h, HUSH_ENOMEM);
+		report_error(h);
+	}
+}
+
+/*
+ * From the loop: drops the input callback unless records were held back again since,
+ * and runs the underlying bufferevent's read callback, that is libevent's filter's read
+ * path, as if it had read (at once: this already runs from the loop, not from inside
+ * anything of libevent's). If the application freed bev in the meantime, bev is either
+ * finalized (h->freed: nothing is touched) or waiting to be, in which case libevent's
+ * filter does nothing for it and, with BEV_OPT_CLOSE_ON_FREE, underlying has no
+ * callbacks left (it is kept alive by bev's reference until bev is finalized).
+ */
+static void resume_reading(evutil_socket_t fd, short what, void *arg)
+{
+	struct hbev *h = arg;
+	(void)fd;
+	(void)what;
+	if (h->freed) {
+		h->resume_pending = false;
+		release_if_unused(h);
+		return;
+	}
+	/* The input's lock is bev's; bufferevent_lock() would take a reference too, which a
+	 * freed bev must not be given. */
+	struct evbuffer *input = bufferevent_get_input(h->bev);
+	evbuffer_lock(input);
+	h->resume_pending = false;
+	if (!h->held_back && h->drained_cb != NULL) {
+		evbuffer_remove_cb_entry(input, h->drained_cb);
+		h->drained_cb = NULL;
+	}
+	evbuffer_unlock(input);
+	bufferevent_event_cb ecb;
+	void *cbarg;
+	bufferevent_getcb(h->underlying, NULL, NULL, &ecb, &cbarg);
+	if (ecb == on_underlying_event && cbarg == h->bev) {
+		bufferevent_trigger(h->underlying, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+	}
 }
 
 static void report_connected(evutil_socket_t fd, short what, void *arg)
@@ -432,7 +559,7 @@ static void report_connected(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	h->connected_pending = false;
 	if (h->freed) {
-		hush__free(h, sizeof(*h));
+		release_if_unused(h);
 		return;
 	}
 	/* Freed by the application but not yet finalized, bev has no callbacks and no

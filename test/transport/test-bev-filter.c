@@ -429,6 +429,87 @@ static void socket_flavour_to_filter_one_mib_arrives_intact(void **state)
 #define WM_BYTES (256u * 1024)
 #define WM_HIGH 16384
 
+/*
+ * The peer writes WM_BYTES once and never again; the application reads only once its
+ * input reaches the watermark (or holds the rest), and must still get every byte.
+ */
+static void watermark_over_pair(int options, int drain_later)
+{
+	struct env e;
+	env_init(&e);
+	struct two t;
+	two_over_pair(&e, &t, options);
+	struct app *a = &t.c;
+	bufferevent_setwatermark(a->bev, EV_READ, 0, WM_HIGH);
+	a->wait_for = WM_HIGH;
+	a->want = WM_BYTES;
+	a->stop_at = WM_BYTES;
+	a->drain_later = drain_later;
+	uint8_t *msg = malloc(WM_BYTES);
+	testlib_fill(msg, WM_BYTES, 256);
+	assert_int_equal(bufferevent_write(t.s.bev, msg, WM_BYTES), 0);
+	run(&e);
+	assert_got(a, msg, WM_BYTES);
+	/* The watermark held: each read saw at most two records' plaintext. */
+	assert_true(a->reads >= (int)(WM_BYTES / (2 * WM_HIGH)));
+	assert_int_equal(a->error, 0);
+	assert_int_equal(hush_bufferevent_get_error(a->bev), 0);
+	free(msg);
+	two_done(&t);
+	env_done(&e);
+}
+
+static void filter_drained_in_read_cb_below_watermark_gets_every_record(void **state)
+{
+	(void)state;
+	watermark_over_pair(0, 0);
+}
+
+static void filter_drained_from_loop_below_watermark_gets_every_record(void **state)
+{
+	(void)state;
+	watermark_over_pair(0, 1);
+}
+
+static void filter_deferred_drained_below_watermark_gets_every_record(void **state)
+{
+	(void)state;
+	watermark_over_pair(BEV_OPT_DEFER_CALLBACKS, 0);
+}
+
+/*
+ * Over a socket: small records (1 KiB) against a 4 KiB watermark, so the socket
+ * bufferevent reads records faster than the filter may open them and the socket runs
+ * dry while records wait in the underlying input.
+ */
+static void filter_on_socket_below_watermark_gets_every_record(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app a, peer;
+	app_init(&a, &e);
+	app_init(&peer, &e);
+	app_attach(&a, filter_on_fd(&e, sv[0], HUSH_SIDE_CLIENT));
+	app_attach(&peer, sock_bev(&e, sv[1], HUSH_SIDE_SERVER, 1024));
+	bufferevent_setwatermark(a.bev, EV_READ, 0, 4096);
+	a.wait_for = 4096;
+	a.want = WM_BYTES;
+	a.stop_at = WM_BYTES;
+	uint8_t *msg = malloc(WM_BYTES);
+	testlib_fill(msg, WM_BYTES, 1024);
+	assert_int_equal(bufferevent_write(peer.bev, msg, WM_BYTES), 0);
+	run(&e);
+	assert_got(&a, msg, WM_BYTES);
+	assert_int_equal(a.error, 0);
+	free(msg);
+	app_done(&a);
+	app_done(&peer);
+	env_done(&e);
+}
+
 /* ---- Freeing from inside callbacks ---- */
 
 /* What a bare socket bufferevent's own application saw. */
@@ -816,6 +897,10 @@ int main(void)
 		cmocka_unit_test(filter_pair_eof_after_records_is_clean),
 		cmocka_unit_test(filter_to_socket_flavour_one_mib_arrives_intact),
 		cmocka_unit_test(socket_flavour_to_filter_one_mib_arrives_intact),
+		cmocka_unit_test(filter_drained_in_read_cb_below_watermark_gets_every_record),
+		cmocka_unit_test(filter_drained_from_loop_below_watermark_gets_every_record),
+		cmocka_unit_test(filter_deferred_drained_below_watermark_gets_every_record),
+		cmocka_unit_test(filter_on_socket_below_watermark_gets_every_record),
 		cmocka_unit_test(filter_freed_in_read_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_right_after_draining_below_watermark_leaves_nothing),
 		cmocka_unit_test(filter_freed_at_watermark_with_records_held_back_leaves_nothing),
