@@ -31,6 +31,7 @@ struct hbev {
 	bool error_reported;
 	bool held_back;                 /* drained_cb is enabled */
 	bool resume_pending;            /* resume_reading() is queued on the loop */
+	short eof_pending;              /* the underlying EOF, told after those records */
 	bool connected_pending;
 	bool freed;                     /* bev was finalized: only the pending callbacks hold h */
 	struct hbev *next;              /* registry chain */
@@ -229,6 +230,23 @@ static int hold_back(struct hbev *h, struct evbuffer *input)
 }
 
 /*
+ * The underlying bufferevent's end, held back behind records that waited for the
+ * application (see on_underlying_event()), is told once they are all delivered: a
+ * partial record left is truncation, reported with it rather than as a second event.
+ */
+static void tell_eof(struct hbev *h, struct evbuffer *src)
+{
+	short what = h->eof_pending;
+	h->eof_pending = 0;
+	if (evbuffer_get_length(src) > 0) {
+		fail(h, HUSH_ETRUNCATED);
+		h->error_reported = true;
+		what |= BEV_EVENT_ERROR;
+	}
+	bufferevent_trigger_event(h->bev, what, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/*
  * Opens every complete record in src into dst (the application's input), up to lim
  * bytes when lim > 0 (the read high watermark). Plaintext goes by reference to the
  * pool buffer it was opened in.
@@ -319,7 +337,13 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 	if (held && h->err == 0 && hold_back(h, dst) < 0) {
 		fail(h, HUSH_ENOMEM);
 	}
-	return filter_done(h, produced);
+	enum bufferevent_filter_result res = filter_done(h, produced);
+	/* After the outcome is settled: libevent must still run the read callback for what
+	 * this call delivered, even if the end is a truncation. */
+	if (!held && h->err == 0 && h->eof_pending != 0) {
+		tell_eof(h, src);
+	}
+	return res;
 }
 
 /* Seals what the application wrote (src) into records on the underlying output. */
@@ -423,8 +447,16 @@ static void on_underlying_event(struct bufferevent *under, short what, void *arg
 		inner = h->inner_event;
 		if ((what & BEV_EVENT_EOF) &&
 		    evbuffer_get_length(bufferevent_get_input(under)) > 0) {
-			fail(h, HUSH_ETRUNCATED);
-			what |= BEV_EVENT_ERROR;
+			if (h->held_back || h->resume_pending) {
+				/* What is left may be whole records the read high watermark
+				 * held back (a pair tells its EOF at once): the end comes
+				 * after them (tell_eof()). */
+				h->eof_pending = what;
+				inner = NULL;
+			} else {
+				fail(h, HUSH_ETRUNCATED);
+				what |= BEV_EVENT_ERROR;
+			}
 		} else if ((what & BEV_EVENT_ERROR) && h->err == 0) {
 			fail(h, HUSH_EIO);
 		}

@@ -510,6 +510,97 @@ static void filter_on_socket_below_watermark_gets_every_record(void **state)
 	env_done(&e);
 }
 
+/*
+ * The peer sends everything and closes while records are held back by the watermark:
+ * the application gets every byte, then a clean EOF.
+ */
+static void filter_eof_behind_held_back_records_comes_after_them(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct app a;
+	app_init(&a, &e);
+	app_attach(&a, filter_on_fd(&e, sv[0], HUSH_SIDE_CLIENT));
+	/* 1000-byte records against a 4 KiB watermark: one socket read brings in more
+	 * records than the filter may open. */
+	enum { N = 200, PT = 1000 };
+	bufferevent_setwatermark(a.bev, EV_READ, 0, 4096);
+	a.wait_for = 4096;
+	a.want = N * PT;
+	struct hush_record *peer = raw_peer();
+	size_t cap = N * (PT + HUSH_RECORD_OVERHEAD);
+	uint8_t *frames = malloc(cap);
+	char *msg = malloc(a.want);
+	testlib_fill((uint8_t *)msg, a.want, 64);
+	size_t off = 0;
+	for (size_t i = 0; i < N; i++) {
+		off += raw_seal(peer, frames + off, cap - off, msg + i * PT, PT);
+	}
+	assert_int_equal(off, cap);
+	assert_int_equal(write(sv[1], frames, off), (ssize_t)off);
+	close(sv[1]);
+	run(&e);
+	assert_got(&a, (const uint8_t *)msg, a.want);
+	assert_int_equal(a.eof, 1);
+	assert_int_equal(a.error, 0);
+	assert_int_equal(a.err_seen, 0);
+	hush_record_free(peer);
+	free(frames);
+	free(msg);
+	app_done(&a);
+	env_done(&e);
+}
+
+/*
+ * A pair tells its EOF at once, with records still held back by the watermark: they are
+ * delivered first, then the end, clean or (a partial record after them) truncated.
+ */
+static void pair_eof_behind_held_back_records(int cut)
+{
+	struct env e;
+	env_init(&e);
+	struct two t;
+	two_over_pair(&e, &t, 0);
+	bufferevent_setwatermark(t.c.bev, EV_READ, 0, WM_HIGH);
+	t.c.wait_for = WM_HIGH;
+	t.c.want = WM_BYTES;
+	uint8_t *msg = malloc(WM_BYTES);
+	testlib_fill(msg, WM_BYTES, 99);
+	assert_int_equal(bufferevent_write(t.s.bev, msg, WM_BYTES), 0);
+	if (cut) {
+		/* A LENGTH of 1000 and two bytes of the rest. */
+		static const uint8_t part[6] = {0xe8, 0x03, 0x00, 0x00, 0x06, 0x00};
+		assert_int_equal(bufferevent_write(bufferevent_get_underlying(t.s.bev), part,
+						   sizeof(part)),
+				 0);
+	}
+	assert_true(bufferevent_flush(t.s.bev, EV_WRITE, BEV_FINISHED) >= 0);
+	run(&e);
+	assert_got(&t.c, msg, WM_BYTES);
+	assert_int_equal(t.c.eof, 1);
+	assert_int_equal(t.c.error, cut ? 1 : 0);
+	assert_int_equal(t.c.err_seen, cut ? HUSH_ETRUNCATED : 0);
+	assert_int_equal(hush_bufferevent_get_error(t.c.bev), cut ? HUSH_ETRUNCATED : 0);
+	free(msg);
+	two_done(&t);
+	env_done(&e);
+}
+
+static void filter_pair_eof_behind_held_back_records_comes_after_them(void **state)
+{
+	(void)state;
+	pair_eof_behind_held_back_records(0);
+}
+
+static void filter_pair_cut_behind_held_back_records_is_truncation_after_them(void **state)
+{
+	(void)state;
+	pair_eof_behind_held_back_records(1);
+}
+
 /* ---- Freeing from inside callbacks ---- */
 
 /* What a bare socket bufferevent's own application saw. */
@@ -901,6 +992,9 @@ int main(void)
 		cmocka_unit_test(filter_drained_from_loop_below_watermark_gets_every_record),
 		cmocka_unit_test(filter_deferred_drained_below_watermark_gets_every_record),
 		cmocka_unit_test(filter_on_socket_below_watermark_gets_every_record),
+		cmocka_unit_test(filter_eof_behind_held_back_records_comes_after_them),
+		cmocka_unit_test(filter_pair_eof_behind_held_back_records_comes_after_them),
+		cmocka_unit_test(filter_pair_cut_behind_held_back_records_is_truncation_after_them),
 		cmocka_unit_test(filter_freed_in_read_cb_leaves_nothing),
 		cmocka_unit_test(filter_freed_right_after_draining_below_watermark_leaves_nothing),
 		cmocka_unit_test(filter_freed_at_watermark_with_records_held_back_leaves_nothing),
