@@ -5,7 +5,6 @@
  * watermark; freeing from inside callbacks; tampering, truncation and bad
  * configurations. Every test ends with every pool buffer back and no event left.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
