@@ -34,9 +34,12 @@
  *
  * Reading: the read high watermark stops the delivery of records into the input
  * evbuffer; records already read are delivered as soon as the application drains it
- * below the watermark, without waiting for the socket (socket flavour; the filter
- * flavour inherits libevent's filter, which waits for more bytes from the underlying
- * bufferevent). Delivery stops at the record that reaches the watermark.
+ * below the watermark, without waiting for the socket or the underlying bufferevent, in
+ * both flavours (libevent's own filters wait for more bytes from the underlying
+ * bufferevent). Delivery stops at the record that reaches the watermark. One case is
+ * left in the filter flavour: records held back stay so if the application, instead of
+ * draining, disables and re-enables reading or raises the watermark; they come with
+ * the underlying bufferevent's next bytes.
  *
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's

@@ -22,11 +22,18 @@ struct hbev {
 	struct hush_record *rec;
 	struct hush_pool *pool;
 	/* The filter's own callbacks on the underlying bufferevent, which we wrap. */
+	bufferevent_data_cb inner_read;
 	bufferevent_event_cb inner_event;
+	/* While records wait in the underlying input for the application to drain its
+	 * input below the read high watermark (see hold_back()): */
+	struct evbuffer_cb_entry *drained_cb; /* on bev's input; NULL the rest of the time */
 	int err;
 	bool error_reported;
+	bool held_back;                 /* drained_cb is enabled */
+	bool resume_pending;            /* resume_reading() is queued on the loop */
+	short eof_pending;              /* the underlying EOF, told after those records */
 	bool connected_pending;
-	bool freed;                     /* the application freed bev */
+	bool freed;                     /* bev was finalized: only the pending callbacks hold h */
 	struct hbev *next;              /* registry chain */
 };
 
@@ -191,6 +198,54 @@ static enum bufferevent_filter_result filter_done(struct hbev *h, size_t produce
 	return produced > 0 ? BEV_OK : BEV_NEED_MORE;
 }
 
+static void on_input_drained(struct evbuffer *input, const struct evbuffer_cb_info *info,
+			     void *arg);
+
+/*
+ * The read high watermark. libevent's filter calls the input filter only while the
+ * application's input is below the watermark, and only when the underlying bufferevent
+ * reads: records it has already read wait in its input until more bytes arrive, which
+ * never happens once the peer has sent everything. (libevent's own retry, an input
+ * callback, is armed only if the input is still full after the read callback, so not
+ * for an application that drains from inside its read callback.) So when the filter
+ * stops at the watermark with bytes left, a callback on the application's input waits
+ * for it to be drained below the watermark and queues resume_reading() on the loop,
+ * which runs the filter's read path again. The callback exists only while records wait.
+ */
+static int hold_back(struct hbev *h, struct evbuffer *input)
+{
+	if (h->held_back) {
+		return 0;
+	}
+	if (h->drained_cb == NULL) {
+		h->drained_cb = evbuffer_add_cb(input, on_input_drained, h);
+		if (h->drained_cb == NULL) {
+			return HUSH_ENOMEM;
+		}
+	} else {
+		evbuffer_cb_set_flags(input, h->drained_cb, EVBUFFER_CB_ENABLED);
+	}
+	h->held_back = true;
+	return 0;
+}
+
+/*
+ * The underlying bufferevent's end, held back behind records that waited for the
+ * application (see on_underlying_event()), is told once they are all delivered: a
+ * partial record left is truncation, reported with it rather than as a second event.
+ */
+static void tell_eof(struct hbev *h, struct evbuffer *src)
+{
+	short what = h->eof_pending;
+	h->eof_pending = 0;
+	if (evbuffer_get_length(src) > 0) {
+		fail(h, HUSH_ETRUNCATED);
+		h->error_reported = true;
+		what |= BEV_EVENT_ERROR;
+	}
+	bufferevent_trigger_event(h->bev, what, BEV_TRIG_DEFER_CALLBACKS);
+}
+
 /*
  * Opens every complete record in src into dst (the application's input), up to lim
  * bytes when lim > 0 (the read high watermark). Plaintext goes by reference to the
@@ -210,8 +265,10 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 		return BEV_ERROR;
 	}
 	size_t produced = 0;
+	bool held = false;
 	for (;;) {
 		if (lim > 0 && produced >= (size_t)lim) {
+			held = evbuffer_get_length(src) > 0;
 			break;
 		}
 		uint8_t hdr[HUSH_RECORD_HEADER_SIZE];
@@ -277,7 +334,16 @@ static enum bufferevent_filter_result open_records(struct evbuffer *src, struct 
 		}
 		produced += pt.len;
 	}
-	return filter_done(h, produced);
+	if (held && h->err == 0 && hold_back(h, dst) < 0) {
+		fail(h, HUSH_ENOMEM);
+	}
+	enum bufferevent_filter_result res = filter_done(h, produced);
+	/* After the outcome is settled: libevent must still run the read callback for what
+	 * this call delivered, even if the end is a truncation. */
+	if (!held && h->err == 0 && h->eof_pending != 0) {
+		tell_eof(h, src);
+	}
+	return res;
 }
 
 /* Seals what the application wrote (src) into records on the underlying output. */
@@ -333,6 +399,40 @@ static enum bufferevent_filter_result seal_records(struct evbuffer *src, struct 
 /* ---- Events ---- */
 
 /*
+ * Wraps the filter's read callback on the underlying bufferevent. libevent's filter
+ * runs the application's read callback holding no reference to the filter, and checks
+ * the filter's input against the read high watermark after it returns; when the
+ * application freed the filter in there with its input at the watermark, that check
+ * took and dropped a reference on a bufferevent that had none left and freed it a
+ * second time. So the filter is held for the call. One the application has freed has
+ * no callbacks (bufferevent_free() clears them) and must not be held again; nothing can
+ * free a filter without a read callback from inside one, so it need not be held.
+ */
+static void on_underlying_read(struct bufferevent *under, void *arg)
+{
+	bufferevent_data_cb inner = NULL;
+	pthread_mutex_lock(&reg_lock);
+	struct hbev *h = reg_find_locked(arg);
+	if (h != NULL) {
+		inner = h->inner_read;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (inner == NULL) {
+		return;
+	}
+	struct bufferevent *bev = arg;
+	bufferevent_data_cb app_read;
+	bufferevent_getcb(bev, &app_read, NULL, NULL, NULL);
+	if (app_read == NULL) {
+		inner(under, arg);
+		return;
+	}
+	bufferevent_incref(bev);
+	inner(under, arg);
+	bufferevent_decref(bev);
+}
+
+/*
  * Wraps the filter's event callback on the underlying bufferevent: a stream that ends
  * with part of a record unread is truncation, not a clean EOF. libevent gives one
  * argument to all three callbacks, and the filter's read and write callbacks need
@@ -347,8 +447,16 @@ static void on_underlying_event(struct bufferevent *under, short what, void *arg
 		inner = h->inner_event;
 		if ((what & BEV_EVENT_EOF) &&
 		    evbuffer_get_length(bufferevent_get_input(under)) > 0) {
-			fail(h, HUSH_ETRUNCATED);
-			what |= BEV_EVENT_ERROR;
+			if (h->held_back || h->resume_pending) {
+				/* What is left may be whole records the read high watermark
+				 * held back (a pair tells its EOF at once): the end comes
+				 * after them (tell_eof()). */
+				h->eof_pending = what;
+				inner = NULL;
+			} else {
+				fail(h, HUSH_ETRUNCATED);
+				what |= BEV_EVENT_ERROR;
+			}
 		} else if ((what & BEV_EVENT_ERROR) && h->err == 0) {
 			fail(h, HUSH_EIO);
 		}
@@ -359,16 +467,121 @@ static void on_underlying_event(struct bufferevent *under, short what, void *arg
 	}
 }
 
+/*
+ * Without BEV_OPT_CLOSE_ON_FREE, libevent's filter gives the underlying bufferevent back
+ * by clearing its callbacks only if the event callback is still the filter's own, and
+ * ours is the wrapper, so they are cleared here, when the filter is finalized (the
+ * filter's reference keeps underlying alive until then). Callbacks the caller set in
+ * the meantime are left alone; with BEV_OPT_CLOSE_ON_FREE underlying was freed, which
+ * cleared them.
+ */
+static void detach_underlying(struct hbev *h)
+{
+	bufferevent_event_cb ecb;
+	void *arg;
+	bufferevent_getcb(h->underlying, NULL, NULL, &ecb, &arg);
+	if (ecb == on_underlying_event && arg == h->bev) {
+		bufferevent_setcb(h->underlying, NULL, NULL, NULL, NULL);
+	}
+}
+
+/* A finalized filter's state goes once no callback queued on the loop holds it. */
+static void release_if_unused(struct hbev *h)
+{
+	if (h->freed && !h->connected_pending && !h->resume_pending) {
+		hush__free(h, sizeof(*h));
+	}
+}
+
+/* libevent's filter's free_context: bev is being finalized, from the loop. */
 static void free_state(void *arg)
 {
 	struct hbev *h = arg;
 	reg_remove(h);
+	if (h->drained_cb != NULL) {
+		evbuffer_remove_cb_entry(bufferevent_get_input(h->bev), h->drained_cb);
+		h->drained_cb = NULL;
+		h->held_back = false;
+	}
+	detach_underlying(h);
 	hush_record_free(h->rec);
-	if (h->connected_pending) {
-		h->freed = true; /* the deferred CONNECTED report frees it */
+	h->rec = NULL;
+	h->freed = true;
+	release_if_unused(h);
+}
+
+static void resume_reading(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * The application drained its input (see hold_back()). This runs inside the evbuffer's
+ * callbacks, often inside the application's own read callback and libevent's filter
+ * code under it, so it only queues the work: reading from here would re-enter both.
+ */
+static void on_input_drained(struct evbuffer *input, const struct evbuffer_cb_info *info,
+			     void *arg)
+{
+	struct hbev *h = arg;
+	if (info->n_deleted == 0) {
 		return;
 	}
-	hush__free(h, sizeof(*h));
+	size_t high = 0;
+	(void)bufferevent_getwatermark(h->bev, EV_READ, NULL, &high);
+	if (high != 0 && evbuffer_get_length(input) >= high) {
+		return;
+	}
+	/* Disabled, not removed: removing an entry from inside the callbacks could pull it
+	 * from under a walk of the list further up the stack. */
+	evbuffer_cb_clear_flags(input, h->drained_cb, EVBUFFER_CB_ENABLED);
+	h->held_back = false;
+	if (h->resume_pending) {
+		return;
+	}
+	/* Set first: with BEV_OPT_THREADSAFE the loop's thread may run it at once (it
+	 * waits for the input's lock, held here, before it clears the flag). */
+	h->resume_pending = true;
+	if (event_base_once(bufferevent_get_base(h->bev), -1, EV_TIMEOUT, resume_reading, h,
+			    NULL) < 0) {
+		h->resume_pending = false;
+		fail(h, HUSH_ENOMEM);
+		report_error(h);
+	}
+}
+
+/*
+ * From the loop: drops the input callback unless records were held back again since,
+ * and runs the underlying bufferevent's read callback, that is libevent's filter's read
+ * path, as if it had read (at once: this already runs from the loop, not from inside
+ * anything of libevent's). If the application freed bev in the meantime, bev is either
+ * finalized (h->freed: nothing is touched) or waiting to be, in which case libevent's
+ * filter does nothing for it and, with BEV_OPT_CLOSE_ON_FREE, underlying has no
+ * callbacks left (it is kept alive by bev's reference until bev is finalized).
+ */
+static void resume_reading(evutil_socket_t fd, short what, void *arg)
+{
+	struct hbev *h = arg;
+	(void)fd;
+	(void)what;
+	if (h->freed) {
+		h->resume_pending = false;
+		release_if_unused(h);
+		return;
+	}
+	/* The input's lock is bev's; bufferevent_lock() would take a reference too, which a
+	 * freed bev must not be given. */
+	struct evbuffer *input = bufferevent_get_input(h->bev);
+	evbuffer_lock(input);
+	h->resume_pending = false;
+	if (!h->held_back && h->drained_cb != NULL) {
+		evbuffer_remove_cb_entry(input, h->drained_cb);
+		h->drained_cb = NULL;
+	}
+	evbuffer_unlock(input);
+	bufferevent_event_cb ecb;
+	void *cbarg;
+	bufferevent_getcb(h->underlying, NULL, NULL, &ecb, &cbarg);
+	if (ecb == on_underlying_event && cbarg == h->bev) {
+		bufferevent_trigger(h->underlying, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+	}
 }
 
 static void report_connected(evutil_socket_t fd, short what, void *arg)
@@ -378,10 +591,16 @@ static void report_connected(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	h->connected_pending = false;
 	if (h->freed) {
-		hush__free(h, sizeof(*h));
+		release_if_unused(h);
 		return;
 	}
-	bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+	/* Freed by the application but not yet finalized, bev has no callbacks and no
+	 * reference left: triggering it would take and drop one, and free it again. */
+	bufferevent_event_cb app_event;
+	bufferevent_getcb(h->bev, NULL, NULL, &app_event, NULL);
+	if (app_event != NULL) {
+		bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+	}
 }
 
 /* ---- Construction ---- */
@@ -427,12 +646,13 @@ static struct bufferevent *wrap(struct bufferevent *underlying,
 		hush__free(h, sizeof(*h));
 		return NULL;
 	}
-	/* Slip our EOF check in front of the filter's own event handling. */
-	bufferevent_data_cb r, w;
+	/* Slip our reference and our EOF check in front of the filter's own read and event
+	 * handling. */
+	bufferevent_data_cb w;
 	void *filter_arg;
-	bufferevent_getcb(underlying, &r, &w, &h->inner_event, &filter_arg);
+	bufferevent_getcb(underlying, &h->inner_read, &w, &h->inner_event, &filter_arg);
 	reg_add(h);
-	bufferevent_setcb(underlying, r, w, on_underlying_event, filter_arg);
+	bufferevent_setcb(underlying, on_underlying_read, w, on_underlying_event, filter_arg);
 	/* Keys are in place: report CONNECTED from the loop, once the application has had
 	 * the chance to set its callbacks. */
 	if (event_base_once(bufferevent_get_base(underlying), -1, EV_TIMEOUT, report_connected,
