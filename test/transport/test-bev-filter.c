@@ -19,44 +19,15 @@
 #include <hush/conn.h>
 #include <hush/handshake.h>
 
+#include "bevlib.h"
 #include "testlib.h"
 
-static const uint8_t KEY44[44] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
-
-static void env_init(struct env *e)
-{
-	e->base = event_base_new();
-	assert_non_null(e->base);
-	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
-	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
-}
-
-/* Runs what is pending, then checks every pool buffer came back and nothing is left. */
-static void env_done(struct env *e)
-{
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	hush_loop_free(e->loop);
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	struct hush_pool_stats st;
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ACTIVE), 0);
-	event_base_free(e->base);
-	hush_pool_free(e->pool);
-}
 
 static void filter_cfg(struct env *e, struct hush_bufferevent_config *cfg, enum hush_side side)
 {
 	hush_bufferevent_config_init(cfg);
-	cfg->key = KEY44;
-	cfg->key_len = sizeof(KEY44);
+	cfg->key = BEV_KEY44;
+	cfg->key_len = sizeof(BEV_KEY44);
 	cfg->side = side;
 	cfg->pool = e->pool;
 }
@@ -78,21 +49,6 @@ static struct bufferevent *filter_on_fd(struct env *e, int fd, enum hush_side si
 	struct bufferevent *u = bufferevent_socket_new(e->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(u);
 	return filter_bev(e, u, side);
-}
-
-/* The socket flavour on fd; max_frame 0 for the default record size. */
-static struct bufferevent *sock_bev(struct env *e, int fd, enum hush_side side, size_t max_frame)
-{
-	struct hush_bufferevent_config cfg;
-	hush_bufferevent_config_init(&cfg);
-	cfg.key = KEY44;
-	cfg.key_len = sizeof(KEY44);
-	cfg.side = side;
-	cfg.loop = e->loop;
-	cfg.max_send_frame = max_frame;
-	struct bufferevent *b = hush_bufferevent_socket_new(e->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
-	assert_non_null(b);
-	return b;
 }
 
 /* An application: collects what it reads, remembers its events, optionally echoes. */
@@ -223,30 +179,13 @@ static void app_attach(struct app *a, struct bufferevent *bev)
 	}
 }
 
-static void on_run_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	event_base_loopbreak(arg);
-}
-
-/* Runs the loop until a callback breaks it (10 s at most); leaves no timer behind. */
-static void run(struct env *e)
-{
-	struct timeval tv = {10, 0};
-	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
-	evtimer_add(t, &tv);
-	event_base_dispatch(e->base);
-	event_free(t);
-}
-
 static void assert_got(struct app *a, const uint8_t *msg, size_t n)
 {
 	assert_int_equal(evbuffer_get_length(a->got), n);
 	assert_memory_equal(evbuffer_pullup(a->got, -1), msg, n);
 }
 
-/* A raw ALTS peer (the server side of KEY44) seals len bytes of plaintext into frame. */
+/* A raw ALTS peer (the server side of BEV_KEY44) seals len bytes of plaintext into frame. */
 static size_t raw_seal(struct hush_record *peer, uint8_t *frame, size_t cap, const char *pt,
 		       size_t len)
 {
@@ -259,7 +198,7 @@ static size_t raw_seal(struct hush_record *peer, uint8_t *frame, size_t cap, con
 static struct hush_record *raw_peer(void)
 {
 	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44, 44,
+	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
 					 HUSH_SIDE_SERVER),
 			 0);
 	return peer;
@@ -389,7 +328,7 @@ static void filter_and_socket_flavour_carry(int filter_sends)
 	app_init(&fa, &e);
 	app_init(&sa, &e);
 	app_attach(&fa, filter_on_fd(&e, sv[0], HUSH_SIDE_CLIENT));
-	app_attach(&sa, sock_bev(&e, sv[1], HUSH_SIDE_SERVER, 0));
+	app_attach(&sa, bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0));
 	struct app *from = filter_sends ? &fa : &sa;
 	struct app *to = filter_sends ? &sa : &fa;
 	size_t n = 1u << 20;
@@ -492,7 +431,7 @@ static void filter_on_socket_below_watermark_gets_every_record(void **state)
 	app_init(&a, &e);
 	app_init(&peer, &e);
 	app_attach(&a, filter_on_fd(&e, sv[0], HUSH_SIDE_CLIENT));
-	app_attach(&peer, sock_bev(&e, sv[1], HUSH_SIDE_SERVER, 1024));
+	app_attach(&peer, bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 1024));
 	bufferevent_setwatermark(a.bev, EV_READ, 0, 4096);
 	a.wait_for = 4096;
 	a.want = WM_BYTES;
@@ -945,7 +884,7 @@ static void filter_new_wrong_key_length_returns_null_and_leaves_underlying(void 
 	env_init(&e);
 	struct hush_bufferevent_config cfg;
 	filter_cfg(&e, &cfg, HUSH_SIDE_CLIENT);
-	cfg.key_len = sizeof(KEY44) - 1;
+	cfg.key_len = sizeof(BEV_KEY44) - 1;
 	assert_int_equal(hush_bufferevent_config_check(&cfg), HUSH_EKEYLEN);
 	filter_refused(&cfg, &e);
 	env_done(&e);

@@ -21,51 +21,10 @@
 #include <hush/handshake.h>
 #include <hush/keys.h>
 
+#include "bevlib.h"
 #include "testlib.h"
 #include "common/common-internal.h"
 
-static const uint8_t KEY44[44] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
-
-static void env_init(struct env *e)
-{
-	e->base = event_base_new();
-	assert_non_null(e->base);
-	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
-	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
-}
-
-/* Runs what is pending, then checks every pool buffer came back and nothing is left. */
-static void env_done(struct env *e)
-{
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	hush_loop_free(e->loop);
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	struct hush_pool_stats st;
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
-	event_base_free(e->base);
-	hush_pool_free(e->pool);
-}
-
-static struct bufferevent *hush_bev(struct env *e, int fd, enum hush_side side)
-{
-	struct hush_bufferevent_config cfg;
-	hush_bufferevent_config_init(&cfg);
-	cfg.key = KEY44;
-	cfg.key_len = sizeof(KEY44);
-	cfg.side = side;
-	cfg.loop = e->loop;
-	struct bufferevent *b = hush_bufferevent_socket_new(e->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
-	assert_non_null(b);
-	return b;
-}
 
 /* An application: collects what it reads, remembers its events, optionally echoes. */
 struct app {
@@ -132,23 +91,6 @@ static void app_init(struct app *a, struct env *e)
 	a->base = e->base;
 }
 
-static void on_run_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	event_base_loopbreak(arg);
-}
-
-/* Runs the loop until a callback breaks it (10 s at most); leaves no timer behind. */
-static void run(struct env *e)
-{
-	struct timeval tv = {10, 0};
-	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
-	evtimer_add(t, &tv);
-	event_base_dispatch(e->base);
-	event_free(t);
-}
-
 static void bev_echo_between_two_hush_bufferevents(void **state)
 {
 	(void)state;
@@ -160,8 +102,8 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 	app_init(&ca, &e);
 	app_init(&sa, &e);
 	sa.echo = 1;
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
-	struct bufferevent *s = hush_bev(&e, sv[1], HUSH_SIDE_SERVER);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
 	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
 	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
@@ -193,13 +135,13 @@ static void bev_speaks_alts_records_to_a_raw_peer(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
 	app_init(&ca, &e);
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
 	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	assert_int_equal(bufferevent_write(c, "ping", 4), 0);
 	event_base_loop(e.base, EVLOOP_NONBLOCK);
 	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44, 44,
+	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
 					 HUSH_SIDE_SERVER),
 			 0);
 	uint8_t frame[64];
@@ -232,8 +174,8 @@ static void bev_eight_mib_round_trip(void **state)
 	app_init(&ca, &e);
 	app_init(&sa, &e);
 	sa.echo = 1;
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
-	struct bufferevent *s = hush_bev(&e, sv[1], HUSH_SIDE_SERVER);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
 	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
 	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
@@ -263,11 +205,11 @@ static void bev_stream_cut_inside_record_reports_truncated(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
 	app_init(&ca, &e);
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
 	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
 	bufferevent_enable(c, EV_READ);
 	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44, 44,
+	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
 					 HUSH_SIDE_SERVER),
 			 0);
 	uint8_t frame[200];
@@ -294,11 +236,11 @@ static void bev_tampered_record_reports_eauth(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
 	app_init(&ca, &e);
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
 	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
 	bufferevent_enable(c, EV_READ);
 	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44, 44,
+	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
 					 HUSH_SIDE_SERVER),
 			 0);
 	uint8_t frame[200];
@@ -335,8 +277,8 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		app_init(&a[i], &e);
-		c[i] = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
-		s[i] = hush_bev(&e, sv[1], HUSH_SIDE_SERVER);
+		c[i] = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+		s[i] = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
 		bufferevent_setcb(c[i], app_read, NULL, app_event, &a[i]);
 		bufferevent_setcb(s[i], app_read, NULL, app_event, &echo);
 		bufferevent_enable(c[i], EV_READ | EV_WRITE);
@@ -817,7 +759,7 @@ static void bev_raw_keys_refuse_a_second_socket(void **state)
 	int sv[2], sv2[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
 	/* bufferevent_setfd() never closes the socket it replaces. */
 	assert_int_equal(bufferevent_setfd(c, -1), 0);
 	assert_true(fd_open(sv[0]));
@@ -1031,8 +973,8 @@ static void bev_read_rate_limit_applies(void **state)
 	struct app ca, sa;
 	app_init(&ca, &e);
 	app_init(&sa, &e);
-	struct bufferevent *c = hush_bev(&e, sv[0], HUSH_SIDE_CLIENT);
-	struct bufferevent *s = hush_bev(&e, sv[1], HUSH_SIDE_SERVER);
+	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
 	struct timeval tick = {0, 100000};
 	struct ev_token_bucket_cfg *rl = ev_token_bucket_cfg_new(6554, 6554, EV_RATE_LIMIT_MAX,
 								 EV_RATE_LIMIT_MAX, &tick);
