@@ -32,7 +32,7 @@
 #define PUMP_MAX (256u * 1024u)
 
 enum {
-	HS_RAW_SPENT = 1u << 0,   /* the raw key went to a connection: never reused */
+	HS_THREADSAFE = 1u << 0,  /* made with BEV_OPT_THREADSAFE */
 	HS_OPEN = 1u << 1,        /* records flow */
 	HS_SHUT_REQ = 1u << 2,    /* hush_bufferevent_shutdown() was called */
 	HS_SHUT_SENT = 1u << 3,   /* hush_conn_shutdown() accepted the close */
@@ -86,7 +86,7 @@ static struct bufferevent *bev_of(struct hsock *h)
  */
 static bool foreign(const struct hsock *h)
 {
-	return (bufferevent_get_options_((struct bufferevent *)&h->p.u.bev) & BEV_OPT_THREADSAFE) &&
+	return (h->flags & HS_THREADSAFE) &&
 	       atomic_load_explicit(&h->loop->thread, memory_order_relaxed) !=
 		       (unsigned long)pthread_self();
 }
@@ -147,10 +147,10 @@ static size_t pending_out(struct hsock *h)
 static void arm_write_timer(struct hsock *h)
 {
 	struct bufferevent *bev = bev_of(h);
-	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) &&
-	    pending_out(h) > 0) {
+	size_t waiting = pending_out(h);
+	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) && waiting > 0) {
 		if (!(h->flags & HS_WRITE_TIMER)) {
-			h->timer_queued = pending_out(h);
+			h->timer_queued = waiting;
 			event_add(&bev->ev_write, &bev->timeout_write);
 			h->flags |= HS_WRITE_TIMER;
 		}
@@ -505,9 +505,8 @@ static int set_fd(struct hsock *h, int fd)
 	if (h->hs_timeout_ms != 0) {
 		ccfg.handshake_timeout_ms = h->hs_timeout_ms;
 	}
-	bool threadsafe = (bufferevent_get_options_(bev_of(h)) & BEV_OPT_THREADSAFE) != 0;
 	rc = hush__conn_new_guarded(&h->conn, h->loop, fd, &ccfg, &hsock_cb, h,
-				    threadsafe ? guard : NULL);
+				    (h->flags & HS_THREADSAFE) ? guard : NULL);
 	if (rc < 0) {
 		h->conn = NULL;
 		goto fail;
@@ -517,8 +516,7 @@ static int set_fd(struct hsock *h, int fd)
 	} else {
 		rc = hush_conn_start_raw(h->conn, (enum hush_record_protocol)h->rp, h->key,
 					 h->key_len, (enum hush_side)h->side);
-		wipe_key(h);
-		h->flags |= HS_RAW_SPENT;
+		wipe_key(h); /* spent: a second socket is refused */
 	}
 	if (rc < 0) {
 		drop_conn(h);
@@ -609,7 +607,6 @@ static int hsock_disable(struct bufferevent *bev, short what)
 	return 0;
 }
 
-/* The last reference went: the connection goes, with a best-effort goodbye. */
 /* The connection goes, with a best-effort goodbye, and the socket if it is ours. */
 static void release(struct hsock *h)
 {
@@ -673,11 +670,14 @@ static int hsock_adj_timeouts(struct bufferevent *bev)
 static int hsock_flush(struct bufferevent *bev, short what, enum bufferevent_flush_mode mode)
 {
 	struct hsock *h = hsock_of(bev);
-	if (!(what & EV_WRITE) || h->conn == NULL || !(h->flags & HS_OPEN)) {
+	if (!(what & EV_WRITE) || h->conn == NULL) {
 		return 0;
 	}
 	if (mode == BEV_FINISHED) {
-		h->flags |= HS_SHUT_REQ;
+		h->flags |= HS_SHUT_REQ; /* as hush_bufferevent_shutdown(): waits for OPEN */
+	}
+	if (!(h->flags & HS_OPEN)) {
+		return 0;
 	}
 	if (foreign(h)) {
 		hand_to_loop(h, EV_WRITE);
@@ -751,7 +751,6 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 		h->key_len = (uint32_t)cfg->key_len;
 	}
 	struct bufferevent *bev = bev_of(h);
-	/* Not DEFER_CALLBACKS on the evbuffers' account: libevent handles that option. */
 	if (bufferevent_init_common_(&h->p, base, &hsock_ops, (enum bufferevent_options)options) <
 	    0) {
 		wipe_key(h);
@@ -764,6 +763,9 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 		abort(); /* libevent was replaced by one this build does not match */
 	}
 	h->loop = cfg->loop;
+	if (options & BEV_OPT_THREADSAFE) {
+		h->flags |= HS_THREADSAFE;
+	}
 	h->hcfg = cfg->handshake;
 	h->rp = (uint8_t)cfg->rp;
 	h->side = (uint8_t)cfg->side;

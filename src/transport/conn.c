@@ -1286,25 +1286,35 @@ static void check_timeouts(struct hush_conn *c)
 	}
 }
 
-static void on_socket_guarded(struct hush_conn *c, short what);
-
-/* The loop's entries run inside the connection's guard, if it has one; the guard's
- * argument is taken first, since the connection may be gone when the entry returns. */
-static void on_socket(evutil_socket_t fd, short what, void *arg)
+/*
+ * The loop's entries (socket events, end-of-iteration work, pool wake-ups) run body
+ * inside the connection's guard, if its configuration has one: the hush bufferevent
+ * takes its lock there, so that other threads holding the lock see the connection
+ * still. The guard's argument is taken first: the connection may be gone when body
+ * returns. Only guarded connections are used across threads, so only they keep the
+ * loop's thread current (hush__bev's foreign()).
+ */
+static void guarded(struct hush_conn *c, void (*body)(struct hush_conn *, short), short what)
 {
-	struct hush_conn *c = arg;
-	(void)fd;
+	void (*guard)(void *, bool) = c->cfg->guard;
+	if (guard == NULL) {
+		body(c, what);
+		return;
+	}
+	void *garg = c->arg;
 	atomic_store_explicit(&c->loop->thread, (unsigned long)pthread_self(),
 			      memory_order_relaxed);
-	void (*guard)(void *, bool) = c->cfg->guard;
-	void *garg = c->arg;
-	if (guard != NULL) {
-		guard(garg, true);
-	}
-	on_socket_guarded(c, what);
-	if (guard != NULL) {
-		guard(garg, false);
-	}
+	guard(garg, true);
+	body(c, what);
+	guard(garg, false);
+}
+
+static void on_socket_guarded(struct hush_conn *c, short what);
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	guarded(arg, on_socket_guarded, what);
 }
 
 static void on_socket_guarded(struct hush_conn *c, short what)
@@ -1413,23 +1423,16 @@ static void report_open(struct hush_conn *c)
 	}
 }
 
-static void on_pending_guarded(struct hush_conn *c);
+static void on_pending_guarded(struct hush_conn *c, short what);
 
 void hush__conn_on_pending(struct hush_conn *c)
 {
-	void (*guard)(void *, bool) = c->cfg->guard;
-	void *garg = c->arg;
-	if (guard != NULL) {
-		guard(garg, true);
-	}
-	on_pending_guarded(c);
-	if (guard != NULL) {
-		guard(garg, false);
-	}
+	guarded(c, on_pending_guarded, 0);
 }
 
-static void on_pending_guarded(struct hush_conn *c)
+static void on_pending_guarded(struct hush_conn *c, short what)
 {
+	(void)what;
 	c->flags &= ~(uint32_t)F_PENDING;
 	enter(c);
 	if (c->flags & F_ERR_REPORT) {
@@ -1460,20 +1463,18 @@ static void on_pending_guarded(struct hush_conn *c)
 	leave(c);
 }
 
-void hush__conn_on_wake(struct hush_conn *c)
+static void on_wake_guarded(struct hush_conn *c, short what)
 {
-	void (*guard)(void *, bool) = c->cfg->guard;
-	void *garg = c->arg;
-	if (guard != NULL) {
-		guard(garg, true);
-	}
+	(void)what;
 	c->flags &= ~(uint32_t)F_STARVED;
 	if (!dead(c)) {
 		update_interest(c);
 	}
-	if (guard != NULL) {
-		guard(garg, false);
-	}
+}
+
+void hush__conn_on_wake(struct hush_conn *c)
+{
+	guarded(c, on_wake_guarded, 0);
 }
 
 void hush_conn_pause_reading(struct hush_conn *c)

@@ -67,7 +67,6 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
 	struct hush_loop *loop = arg;
 	(void)fd;
 	(void)what;
-	atomic_store_explicit(&loop->thread, (unsigned long)pthread_self(), memory_order_relaxed);
 	/* Connections added while walking are appended and walked in this same pass. */
 	for (size_t i = 0; i < loop->pending.n; i++) {
 		struct hush_conn *c = loop->pending.v[i];

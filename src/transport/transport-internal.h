@@ -47,8 +47,8 @@ struct hush_loop {
 	const struct hush_conn *open_conn;
 	const struct hush_handshake_result *open_res;
 	struct hush_loop *next_loop; /* process-wide registry, for pool wake-ups */
-	/* The thread that runs the base: the creator's, then whichever runs the loop's
-	 * events (updated by them). Read by other threads: atomic. */
+	/* The thread that runs the base: the creator's, then whichever runs the events
+	 * of guarded connections (conn.c, guarded()). Read by other threads: atomic. */
 	_Atomic unsigned long thread;
 };
 

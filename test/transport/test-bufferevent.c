@@ -622,6 +622,45 @@ static void bev_graceful_shutdown_delivers_everything_then_a_clean_eof(void **st
 	env_done(&e);
 }
 
+/* bufferevent_flush(BEV_FINISHED) is the same graceful close, through libevent's call. */
+static void bev_flush_finished_is_a_graceful_shutdown(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hs h;
+	hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct shut_app ca;
+	struct app sa;
+	app_init(&ca.a, &e);
+	ca.shutdown_done = 0;
+	app_init(&sa, &e);
+	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, app_read, NULL, shut_event, &ca);
+	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	assert_int_equal(bufferevent_write(c, "goodbye", 7), 0);
+	/* Before the handshake finished: it waits for it. */
+	assert_int_equal(bufferevent_flush(c, EV_WRITE, BEV_FINISHED), 0);
+	run(&e);
+	assert_int_equal(sa.eof, 1);
+	assert_int_equal(sa.error, 0);
+	assert_int_equal(evbuffer_get_length(sa.got), 7);
+	assert_memory_equal(evbuffer_pullup(sa.got, -1), "goodbye", 7);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(ca.shutdown_done, 1);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(ca.a.got);
+	evbuffer_free(sa.got);
+	hs_done(&h);
+	env_done(&e);
+}
+
 static bool fd_open(int fd)
 {
 	return fcntl(fd, F_GETFD) != -1;
@@ -1021,6 +1060,7 @@ int main(void)
 		cmocka_unit_test(bev_read_high_watermark_never_stalls),
 		cmocka_unit_test(bev_freed_from_its_own_callbacks),
 		cmocka_unit_test(bev_graceful_shutdown_delivers_everything_then_a_clean_eof),
+		cmocka_unit_test(bev_flush_finished_is_a_graceful_shutdown),
 		cmocka_unit_test(bev_handshake_failure_reports_epeer_and_keeps_ownership_rules),
 		cmocka_unit_test(bev_socket_connect_then_peer_reset),
 		cmocka_unit_test(bev_raw_keys_refuse_a_second_socket),
