@@ -918,15 +918,18 @@ static int open_plain(struct ep *e, struct env *env, int fd, int server)
 	return 0;
 }
 
-/* hush as a bufferevent (include/hush/bufferevent.h): CONNECTED comes from the loop. */
-static int open_hush_bev(struct ep *e, struct env *env, int fd, int server)
+/* hush as a bufferevent (include/hush/bufferevent.h), keyed by raw keys or, with hc, a
+ * hush handshake: CONNECTED comes from the loop. */
+static int open_hush_bev_with(struct ep *e, struct env *env, int fd, int server,
+			      const struct hush_handshake_config *hc)
 {
 	struct hush_bufferevent_config cfg;
 	hush_bufferevent_config_init(&cfg);
+	cfg.loop = env->loop;
+	cfg.handshake = hc;
 	cfg.key = hush_key;
 	cfg.key_len = sizeof(hush_key);
 	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
-	cfg.loop = env->loop;
 	struct bufferevent *bev =
 		hush_bufferevent_socket_new(env->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
@@ -937,9 +940,14 @@ static int open_hush_bev(struct ep *e, struct env *env, int fd, int server)
 	return 0;
 }
 
-/* The same, keyed by a Noise XX handshake (static keys, both verified): what an
- * evhttp server over hush holds per idle client. The bench accepts any peer key; the
- * verification itself is measured by the Handshake benchmark. */
+static int open_hush_bev(struct ep *e, struct env *env, int fd, int server)
+{
+	return open_hush_bev_with(e, env, fd, server, NULL);
+}
+
+/* Keyed by a Noise XX handshake (static keys, both verified): what an evhttp server
+ * over hush holds per idle client. The bench accepts any peer key; the verification
+ * itself is measured by the Handshake benchmark. */
 static int bench_accept_any_peer(const uint8_t remote_static[HUSH_KEY_SIZE], void *arg)
 {
 	(void)remote_static;
@@ -960,19 +968,7 @@ static int open_hush_bev_xx(struct ep *e, struct env *env, int fd, int server)
 		hc.keypair = kp;
 		hc.verify = bench_accept_any_peer;
 	}
-	struct hush_bufferevent_config cfg;
-	hush_bufferevent_config_init(&cfg);
-	cfg.loop = env->loop;
-	cfg.handshake = &hc;
-	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
-	struct bufferevent *bev =
-		hush_bufferevent_socket_new(env->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		close(fd);
-		return -1;
-	}
-	bev_attach(e, bev);
-	return 0;
+	return open_hush_bev_with(e, env, fd, server, &hc);
 }
 
 /* Made once at start-up (before any fork); see tls_init. */
