@@ -1,6 +1,8 @@
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "testlib.h"
 
@@ -134,4 +136,32 @@ void testlib_fill(uint8_t *buf, size_t len, uint64_t seed)
 		x ^= x << 17;
 		buf[i] = (uint8_t)x;
 	}
+}
+
+int testlib_fd_room(const char *what, int want, int per_unit, int spare)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		fprintf(stderr, "# %s: getrlimit failed; assuming 1024 descriptors\n", what);
+		rl.rlim_cur = rl.rlim_max = 1024;
+	}
+	rlim_t before = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			rl.rlim_cur = before;
+		}
+	}
+	/* A hard limit of "unlimited" still leaves the kernel's nr_open: want is small. */
+	rlim_t room = rl.rlim_cur > (rlim_t)spare ? rl.rlim_cur - (rlim_t)spare : 0;
+	rlim_t fit = room / (rlim_t)per_unit;
+	if (fit >= (rlim_t)want) {
+		return want;
+	}
+	fprintf(stderr,
+		"# %s: scaled down from %d to %d (open-files soft limit %llu, hard %llu; "
+		"%d descriptors each)\n",
+		what, want, (int)fit, (unsigned long long)before,
+		(unsigned long long)rl.rlim_max, per_unit);
+	return (int)fit;
 }

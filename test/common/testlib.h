@@ -40,6 +40,14 @@ void testlib_alloc_watched(uint64_t *freed, uint64_t *zeroed);
 /* Decodes hex into out (capacity cap). Returns the byte count, or -1 on bad input. */
 long testlib_unhex(const char *hex, uint8_t *out, size_t cap);
 
+/*
+ * Makes room for descriptors: raises the open-files soft limit to the hard limit, then
+ * returns how many of `want` units of `per_unit` descriptors each fit with `spare`
+ * descriptors left over. When fewer than `want` fit, it says so on standard error
+ * (naming `what` and both limits), so a log shows that a test ran scaled down.
+ */
+int testlib_fd_room(const char *what, int want, int per_unit, int spare);
+
 /* Fills buf with bytes from a simple deterministic generator seeded by seed. */
 void testlib_fill(uint8_t *buf, size_t len, uint64_t seed);
 
