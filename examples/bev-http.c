@@ -5,7 +5,8 @@
  * make_bev() and the setup above it alone.
  *
  *   bev-http --listen PORT [--count N]   serve on 127.0.0.1:PORT (0 = any; prints
- *                                        "listening on PORT") until N requests
+ *                                        "listening on PORT") until the client of
+ *                                        the N-th request closes its connection
  *                                        (default: forever)
  *   bev-http --get PORT PATH [--repeat K]
  *                                        fetch PATH K times (default 1) over one
@@ -73,6 +74,13 @@ static struct bufferevent *server_bev(struct event_base *b, void *arg)
 	return make_bev(b, 1);
 }
 
+static void on_closed(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	(void)arg;
+	event_base_loopexit(base, NULL);
+}
+
 static void serve(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
@@ -97,8 +105,10 @@ static void serve(struct evhttp_request *req, void *arg)
 		evbuffer_free(body);
 	}
 	if (count > 0 && ++served >= count) {
-		struct timeval soon = {0, 100000}; /* let the reply go out */
-		event_base_loopexit(base, &soon);
+		/* Stop once the client has closed this connection: only then has it read the
+		 * whole reply, however slowly. A fixed delay here would cut a slow reader. */
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_closed,
+					      NULL);
 	}
 }
 
