@@ -30,8 +30,9 @@ if [ -n "$missing" ]; then
 		# shellcheck disable=SC2086
 		apt-get install -y -qq --no-install-recommends $missing
 	else
-		echo "bootstrap: missing packages; run as root:"
-		echo "  apt-get install -y$missing"
+		# The same command the root path runs, so both install the same packages.
+		echo "bootstrap: missing packages; run as root, then run bootstrap.sh again:"
+		echo "  apt-get update && apt-get install -y --no-install-recommends$missing"
 		exit 1
 	fi
 fi

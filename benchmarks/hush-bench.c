@@ -14,6 +14,7 @@
  *                   regular expression
  *   --json          print one JSON document instead of Go benchmark lines
  *   --plot FILE     write an SVG chart of IdleConnMemory: heap against idle connections
+ *   --list          print every benchmark/variant name, one a line, and run nothing
  *
  * Output is Go's benchmark format (benchstat compares two runs), one line per result:
  *   BenchmarkIdleConnMemory/hush-native/N=8000-2  1  <v> B/conn  <v> server-B/conn  ...
@@ -2588,7 +2589,7 @@ static void run_job(const void *arg)
 static void usage(void)
 {
 	fprintf(stderr, "usage: hush-bench [--quick] [--count N] [--filter REGEX] [--json] "
-			"[--plot FILE]\n");
+			"[--plot FILE] | --list\n");
 	exit(2);
 }
 
@@ -2619,6 +2620,16 @@ int main(int argc, char **argv)
 			opt.has_filter = 1;
 		} else if (strcmp(a, "--plot") == 0 && i + 1 < argc) {
 			opt.plot = argv[++i];
+		} else if (strcmp(a, "--list") == 0) {
+			/* The benchmark and variant names, for scripts that check documents
+			 * against them (test/docs/check-readme.py); runs nothing. */
+			for (size_t b = 0; b < ARRAY_SIZE(benchmarks); b++) {
+				for (size_t k = 0; k < benchmarks[b].nvariants; k++) {
+					printf("%s/%s\n", benchmarks[b].name,
+					       benchmarks[b].variants[k].name);
+				}
+			}
+			return 0;
 		} else {
 			usage();
 		}

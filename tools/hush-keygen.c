@@ -7,12 +7,15 @@
  *   hush-keygen --psk PSK_FILE              writes a fresh 32-byte pre-shared key
  *                                           (base64 text, mode 0600)
  *
- * It never overwrites an existing file. Exit status: 0 on success, 1 on failure, 2 on
- * bad usage.
+ * It never overwrites an existing file. A missing parent folder is created, with mode
+ * 0700 (it is to hold a secret), as are any missing above it; existing folders are left
+ * as they are. Exit status: 0 on success, 1 on failure, 2 on bad usage.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <hush/keys.h>
 
@@ -28,8 +31,43 @@ static int fail(const char *path, int rc)
 	return 1;
 }
 
+/* Creates the folders above the file path that do not exist yet, each with mode 0700.
+ * Returns 0, or -1 with errno set (ENAMETOOLONG for a path longer than PATH_MAX). */
+static int make_parents(const char *path)
+{
+	char dir[PATH_MAX];
+	size_t n = strlen(path);
+	if (n >= sizeof(dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(dir, path, n + 1);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir) {
+		return 0; /* the current folder or the root: both exist */
+	}
+	*slash = '\0';
+	struct stat st;
+	if (stat(dir, &st) == 0) {
+		return 0;
+	}
+	if (errno != ENOENT || make_parents(dir) != 0) {
+		return -1;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		return -1;
+	}
+	fprintf(stderr, "hush-keygen: created %s (mode 700)\n", dir);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	const char *target = argc == 2 ? argv[1] : argc == 3 ? argv[2] : NULL;
+	if (target != NULL && (argc == 2 || strcmp(argv[1], "--psk") == 0) &&
+	    target[0] != '-' && make_parents(target) != 0) {
+		return fail(target, HUSH_ESYS);
+	}
 	if (argc == 3 && strcmp(argv[1], "--psk") == 0) {
 		int rc = hush_psk_generate_file(argv[2]);
 		return rc == 0 ? 0 : fail(argv[2], rc);

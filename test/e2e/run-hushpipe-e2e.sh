@@ -39,6 +39,12 @@ check() { if eval "$2"; then ok "$1"; else notok "$1"; fi; }
 skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
 diag() { echo "# $*"; }
 result() { echo "$*" >>"$RESULTS"; diag "$*"; }
+# figure LABEL VALUE: a row of the figure table printed at the end (and written to
+# $RESULTS). The README's table of this suite's figures uses these labels; `make check`
+# (test/docs/check-readme.sh) fails when the two no longer match.
+FIGURES=""
+figure() { FIGURES="$FIGURES$(printf '    %-50s %s' "$1" "$2")
+"; }
 
 PIDS=""
 cleanup() {
@@ -449,6 +455,10 @@ if [ "$heap1_e" = 0 ] || [ "$heap1_d" = 0 ]; then
 elif [ "$opened" = "$IDLE" ] && [ "$IDLE" -gt 0 ]; then
 	per_e=$(((heap1_e - heap0_e - (ret1_e - ret0_e)) / IDLE))
 	per_d=$(((heap1_d - heap0_d - (ret1_d - ret0_d)) / IDLE))
+	figure "idle tunnelled connections open at once" "$IDLE"
+	figure "heap per idle tunnelled connection, -e end (B)" "$per_e"
+	figure "heap per idle tunnelled connection, -d end (B)" "$per_d"
+	figure "pool buffers held while they are idle" "$((out_d + out_e))"
 	result "idle_conns=$IDLE open_seconds=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")"
 	result "heap_per_idle_conn_encrypt_end=$per_e B (heap $heap0_e -> $heap1_e, pool retained $ret0_e -> $ret1_e; hush's own $(((hush1_e - hush0_e - (ret1_e - ret0_e)) / IDLE)) B)"
 	result "heap_per_idle_conn_decrypt_end=$per_d B (heap $heap0_d -> $heap1_d, pool retained $ret0_d -> $ret1_d; hush's own $(((hush1_d - hush0_d - (ret1_d - ret0_d)) / IDLE)) B)"
@@ -483,10 +493,15 @@ wait_until 10 listening "$PR1" && wait_until 10 listening "$PR2"
 direct=$("$PY" "$HELPER" blast-client --port "$PBLAST" --bytes $BYTES)
 relayed=$("$PY" "$HELPER" blast-client --port "$PR2" --bytes $BYTES)
 tunnel=$("$PY" "$HELPER" blast-client --port "$PEB" --bytes $BYTES)
+figure "1 GiB stream: direct connection (MB/s)" "$direct"
+figure "  two plaintext relays, the tunnel's hops (MB/s)" "$relayed"
+figure "  through the tunnel (MB/s)" "$tunnel"
 result "throughput_1GiB_stream direct=$direct MB/s two_plain_relays=$relayed MB/s tunnel=$tunnel MB/s"
 check "a 1 GiB stream through the tunnel arrives whole" '[ -n "$tunnel" ]'
 cd_direct=$(c -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$PH/f64m")
 cd_tunnel=$(c -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$PE/f64m")
+figure "64 MiB curl download: direct (MB/s)" "$(awk "BEGIN { printf \"%.0f\", $cd_direct / 1e6 }")"
+figure "  through the tunnel (MB/s)" "$(awk "BEGIN { printf \"%.0f\", $cd_tunnel / 1e6 }")"
 result "throughput_64MiB_curl direct=$(awk "BEGIN { printf \"%.1f\", $cd_direct / 1e6 }") MB/s tunnel=$(awk "BEGIN { printf \"%.1f\", $cd_tunnel / 1e6 }") MB/s"
 stop eb
 stop db
@@ -527,4 +542,7 @@ check "SIGINT drains too" 'wait_until 5 gone ${PID_ed:-}'
 touch "$W/held2.go"
 
 stop e
+result "    measured by run-hushpipe-e2e.sh"
+printf '%s' "$FIGURES" >>"$RESULTS"
+printf '%s' "$FIGURES" | sed 's/^/# /'
 echo "1..$n"

@@ -293,7 +293,7 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 	struct hush_pool_stats st;
 	hush_pool_stats(e.pool, &st);
 	assert_int_equal(st.total.in_use, 0);
-	assert_true(st.total.acquisitions >= 4 * N);
+	assert_true(st.total.acquisitions >= 4 * (uint64_t)N);
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(evbuffer_get_length(a[i].got), 1);
 		bufferevent_free(c[i]);
