@@ -960,7 +960,7 @@ static void protocol_doc_handshake_examples_match_vectors_file(void **state)
 	size_t s17 = find_line(0, "## 17. Worked examples");
 	size_t msg1_first = 0;
 	for (size_t k = 0; k < nv; k++) {
-		char mark[32];
+		char mark[48];
 		snprintf(mark, sizeof(mark), "### Example %zu:", k + 1);
 		size_t from = find_line(s17, mark);
 		size_t to = from + 1;
@@ -975,7 +975,7 @@ static void protocol_doc_handshake_examples_match_vectors_file(void **state)
 		}
 	}
 	/* No example in the document that the vectors file lacks. */
-	char mark[32];
+	char mark[48];
 	snprintf(mark, sizeof(mark), "### Example %zu:", nv + 1);
 	for (size_t i = s17; i < n_lines; i++) {
 		assert_null(strstr(lines[i], mark));
