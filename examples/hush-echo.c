@@ -2,8 +2,8 @@
  * hush-echo: hush connections keyed by a hush (Noise) handshake, over TCP.
  *
  *   hush-echo (--listen HOST:PORT [--ready FILE] [--count N] | --connect HOST:PORT)
- *             [--protocol NAME] [--key PRIVATE_KEY_FILE] [--peer PUBLIC_KEY_B64]...
- *             [--psk FILE] [--echo] [--send FILE] [--out FILE]
+ *             [--protocol NAME] [--rp RECORD_PROTOCOL] [--key PRIVATE_KEY_FILE]
+ *             [--peer PUBLIC_KEY_B64]... [--psk FILE] [--echo] [--send FILE] [--out FILE]
  *
  * This is how a program authenticates its peers with hush itself: a server accepts
  * through a hush_listener, which runs the server side of the handshake on every
@@ -14,8 +14,13 @@
  * --protocol is a Noise protocol name (docs/PROTOCOL.md section 8; default
  * Noise_XX_25519_AESGCM_SHA256). XX and XXpsk3 need --key (a file from
  * tools/hush-keygen) and at least one --peer: the base64 public keys allowed at the
- * other end. XXpsk3 and NNpsk0 need --psk (a file from hush-keygen --psk). The record
- * protocol is hush's default, ALTSRP_GCM_AES128_REKEY.
+ * other end. XXpsk3 and NNpsk0 need --psk (a file from hush-keygen --psk).
+ *
+ * --rp is the record protocol's wire name (docs/PROTOCOL.md section 3):
+ * ALTSRP_GCM_AES128_REKEY, ALTSRP_GCM_AES128 or HUSHRP_CHACHA20_POLY1305_REKEY. Both
+ * ends must name the same one. Without it the record protocol follows the Noise name:
+ * HUSHRP_CHACHA20_POLY1305_REKEY for a ChaChaPoly handshake, ALTSRP_GCM_AES128_REKEY
+ * for an AESGCM one.
  *
  * --echo, --send, --out, --ready and --count behave as in altsrp-echo. With --listen
  * HOST:0 the kernel picks the port, and --ready FILE tells it. Each connection ends
@@ -41,16 +46,17 @@ static struct hush_keypair *keypair;
 static uint8_t psk[HUSH_KEY_SIZE];
 static uint8_t peers[MAX_PEERS][HUSH_KEY_SIZE];
 static size_t n_peers;
-static const char *protocol, *key_file, *psk_file;
+static const char *protocol, *record_protocol, *key_file, *psk_file;
 
 static void usage(void)
 {
 	fprintf(stderr,
 		"usage: hush-echo (--listen HOST:PORT [--ready FILE] [--count N] | --connect "
 		"HOST:PORT)\n"
-		"                 [--protocol NAME] [--key PRIVATE_KEY_FILE] "
-		"[--peer PUBLIC_KEY_B64]...\n"
-		"                 [--psk FILE] [--echo] [--send FILE] [--out FILE]\n");
+		"                 [--protocol NAME] [--rp RECORD_PROTOCOL] "
+		"[--key PRIVATE_KEY_FILE]\n"
+		"                 [--peer PUBLIC_KEY_B64]... [--psk FILE] [--echo] [--send FILE] "
+		"[--out FILE]\n");
 	exit(2);
 }
 
@@ -147,6 +153,12 @@ static void configure(void)
 		fprintf(stderr, "hush-echo: unknown Noise protocol %s\n", protocol);
 		exit(2);
 	}
+	/* Left unset, hcfg keeps HUSH_RP_AUTO: the record protocol follows the Noise name. */
+	if (record_protocol != NULL &&
+	    hush_record_protocol_from_name(record_protocol, &hcfg.record_protocol) < 0) {
+		fprintf(stderr, "hush-echo: unknown record protocol %s\n", record_protocol);
+		exit(2);
+	}
 	int rc;
 	if (key_file != NULL) {
 		if ((rc = hush_keypair_load(&keypair, key_file)) < 0) {
@@ -187,6 +199,8 @@ static int program_option(const char *name, const char *v)
 {
 	if (strcmp(name, "--protocol") == 0) {
 		protocol = v;
+	} else if (strcmp(name, "--rp") == 0) {
+		record_protocol = v;
 	} else if (strcmp(name, "--key") == 0) {
 		key_file = v;
 	} else if (strcmp(name, "--psk") == 0) {

@@ -78,6 +78,17 @@ HUSH_EXTERN const char *hush_noise_protocol_name(enum hush_noise_protocol p);
 HUSH_EXTERN HUSH_MUST_CHECK int hush_noise_protocol_from_name(const char *name,
 							      enum hush_noise_protocol *out);
 
+/*
+ * The record protocol a handshake of protocol p carries when its configuration leaves
+ * record_protocol at HUSH_RP_AUTO: the one whose AEAD the Noise name announces, so
+ * that a name says what protects the data. AESGCM gives HUSH_RP_ALTS_AES128_GCM_REKEY
+ * (gRPC's protocol; note that its AES key is 128 bits where Noise's AESGCM is AES-256),
+ * ChaChaPoly gives HUSH_RP_CHACHA20_POLY1305_REKEY. HUSH_RP_AUTO if p is unknown.
+ * Thread-safe.
+ */
+HUSH_EXTERN enum hush_record_protocol
+hush_noise_default_record_protocol(enum hush_noise_protocol p);
+
 /* Callback deciding whether a peer's static key is allowed: return 0 to accept it,
  * anything else to refuse (the handshake fails with HUSH_EPEER). */
 typedef int (*hush_verify_fn)(const uint8_t remote_static[HUSH_KEY_SIZE], void *arg);
@@ -106,8 +117,11 @@ struct hush_handshake_config {
 	size_t n_allowed_peers;
 	hush_verify_fn verify;
 	void *verify_arg;
-	/* The record protocol; both ends must use the same one (else HUSH_EPARAMS).
-	 * Default HUSH_RP_ALTS_AES128_GCM_REKEY. */
+	/* The record protocol; both ends must use the same one (else HUSH_EPARAMS), since
+	 * it is configured, not negotiated. Default HUSH_RP_AUTO: the one that follows
+	 * the Noise cipher (hush_noise_default_record_protocol()), which two ends
+	 * configured with the same Noise protocol derive alike. Set it to choose any of
+	 * the three explicitly, whatever the Noise cipher. */
 	enum hush_record_protocol record_protocol;
 	/* The largest record LENGTH this end accepts, told to the peer:
 	 * HUSH_RECORD_MIN_SEND_FRAME - 4 .. HUSH_RECORD_MAX_RECV_LIMIT; default
@@ -124,13 +138,15 @@ struct hush_handshake_config {
 };
 
 /* Fills cfg with the defaults above: XX with AESGCM, no keys, no verification, the
- * default record protocol and limits, no application protocol. Thread-safe. */
+ * record protocol that follows the Noise cipher (HUSH_RP_AUTO), the default limits, no
+ * application protocol. Thread-safe. */
 HUSH_EXTERN void hush_handshake_config_init(struct hush_handshake_config *cfg);
 
 /* The outcome of a finished handshake, copied out by hush_handshake_result(). */
 struct hush_handshake_result {
 	/* This end's ALTS side: the initiator (HUSH_SIDE_CLIENT) is the client. */
 	enum hush_side side;
+	/* The record protocol in use: never HUSH_RP_AUTO (a default is resolved). */
 	enum hush_record_protocol record_protocol;
 	/* Record key material for hush_record_new(): key_len bytes
 	 * (hush_record_key_size(record_protocol)). Secret: wipe it when done, for example

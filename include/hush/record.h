@@ -21,6 +21,10 @@ extern "C" {
 #endif
 
 enum hush_record_protocol {
+	/* Not a protocol: in a handshake configuration only, "the record protocol that
+	 * follows the Noise cipher" (hush_noise_default_record_protocol()). Everything
+	 * else refuses it as unknown. */
+	HUSH_RP_AUTO = 0,
 	/* "ALTSRP_GCM_AES128_REKEY": AES-128-GCM, 44 bytes of key material (32-byte KDF key,
 	 * 12-byte nonce mask), new key every 2^16 records. gRPC's production protocol. */
 	HUSH_RP_ALTS_AES128_GCM_REKEY = 1,

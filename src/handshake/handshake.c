@@ -66,6 +66,18 @@ int hush_noise_protocol_from_name(const char *name, enum hush_noise_protocol *ou
 	return HUSH_EINVAL;
 }
 
+enum hush_record_protocol hush_noise_default_record_protocol(enum hush_noise_protocol p)
+{
+	if (!known_protocol(p)) {
+		return HUSH_RP_AUTO;
+	}
+	/* Both ends derive this from the Noise name alone, which the prologue makes equal
+	 * at both ends: two ends left at the default therefore agree without any
+	 * negotiation, as the parameter block requires. */
+	return protocols[p].cipher == NOISE_CHACHAPOLY ? HUSH_RP_CHACHA20_POLY1305_REKEY
+						       : HUSH_RP_ALTS_AES128_GCM_REKEY;
+}
+
 /* ---- The prologue and the parameter block ---- */
 
 size_t hush__handshake_prologue(enum hush_noise_protocol p, uint8_t out[HUSH_HS_PROLOGUE_MAX])
@@ -203,7 +215,7 @@ void hush_handshake_config_init(struct hush_handshake_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->protocol = HUSH_NOISE_XX_25519_AESGCM_SHA256;
-	cfg->record_protocol = HUSH_RP_ALTS_AES128_GCM_REKEY;
+	cfg->record_protocol = HUSH_RP_AUTO;
 	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
 	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
 }
@@ -235,7 +247,9 @@ static int check_config(const struct hush_handshake_config *cfg, enum hush_side 
 	HUSH_ENSURE(cfg->n_allowed_peers == 0 || cfg->allowed_peers != NULL, HUSH_EINVAL);
 	bool verifies = cfg->n_allowed_peers > 0 || cfg->verify != NULL;
 	HUSH_ENSURE(s || !verifies, HUSH_EINVAL);
-	HUSH_ENSURE(hush_record_key_size(cfg->record_protocol) != 0, HUSH_EPROTO_UNKNOWN);
+	HUSH_ENSURE(cfg->record_protocol == HUSH_RP_AUTO ||
+			hush_record_key_size(cfg->record_protocol) != 0,
+		    HUSH_EPROTO_UNKNOWN);
 	HUSH_ENSURE(cfg->recv_limit >= HUSH_PARAMS_MIN_RECV_LIMIT &&
 			cfg->recv_limit <= HUSH_RECORD_MAX_RECV_LIMIT,
 		    HUSH_EINVAL);
@@ -260,7 +274,9 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	HUSH_ENSURE(hs != NULL, HUSH_ENOMEM);
 	hs->protocol = (uint8_t)cfg->protocol;
 	hs->initiator = side == HUSH_SIDE_CLIENT;
-	hs->mine.record_protocol = cfg->record_protocol;
+	hs->mine.record_protocol = cfg->record_protocol != HUSH_RP_AUTO
+				       ? cfg->record_protocol
+				       : hush_noise_default_record_protocol(cfg->protocol);
 	hs->mine.recv_limit = (uint32_t)cfg->recv_limit;
 	hs->mine.max_send_frame = (uint32_t)cfg->max_send_frame;
 	if (cfg->app_protocol != NULL) {

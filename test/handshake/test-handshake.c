@@ -191,6 +191,19 @@ static void record_crosses(const struct hush_handshake_result *from,
 	hush_record_free(b);
 }
 
+/* The record protocol an end configured with c uses: its explicit choice, or else the
+ * one its Noise name announces (a ChaChaPoly handshake carries ChaCha20 records). The
+ * rule is written here from the name on purpose, not with the library's function. */
+static enum hush_record_protocol expected_record_protocol(const struct hush_handshake_config *c)
+{
+	if (c->record_protocol != HUSH_RP_AUTO) {
+		return c->record_protocol;
+	}
+	return strstr(hush_noise_protocol_name(c->protocol), "_ChaChaPoly_") != NULL
+		   ? HUSH_RP_CHACHA20_POLY1305_REKEY
+		   : HUSH_RP_ALTS_AES128_GCM_REKEY;
+}
+
 /* Both ends finished and agree; records sealed by each open at the other. */
 static void check_agreement(const struct ends *e)
 {
@@ -199,8 +212,8 @@ static void check_agreement(const struct ends *e)
 	assert_int_equal(hush_handshake_result(e->r, &b), 0);
 	assert_int_equal(a.side, HUSH_SIDE_CLIENT);
 	assert_int_equal(b.side, HUSH_SIDE_SERVER);
-	assert_int_equal(a.record_protocol, e->ci.record_protocol);
-	assert_int_equal(b.record_protocol, e->cr.record_protocol);
+	assert_int_equal(a.record_protocol, expected_record_protocol(&e->ci));
+	assert_int_equal(b.record_protocol, expected_record_protocol(&e->cr));
 	assert_int_equal(a.key_len, hush_record_key_size(a.record_protocol));
 	assert_int_equal(b.key_len, a.key_len);
 	assert_memory_equal(a.key, b.key, a.key_len);
@@ -585,6 +598,68 @@ static void handshake_every_record_protocol_gets_its_key_size(void **state)
 	}
 }
 
+/* Left at its default, the record protocol follows the Noise name: ChaCha20-Poly1305
+ * records for ChaChaPoly, ALTS's AES-128-GCM for AESGCM. An explicit choice wins
+ * whatever the cipher, and an end left at the default agrees with a peer that names the
+ * same protocol explicitly (nothing on the wire says which end chose how). */
+static void handshake_default_record_protocol_follows_noise_cipher(void **state)
+{
+	(void)state;
+	static const enum hush_record_protocol explicit_rps[] = {HUSH_RP_ALTS_AES128_GCM_REKEY,
+								 HUSH_RP_ALTS_AES128_GCM,
+								 HUSH_RP_CHACHA20_POLY1305_REKEY};
+	for (size_t p = 0; p < N_PROTOCOLS; p++) {
+		enum hush_noise_protocol np = all_protocols[p];
+		bool chacha = strstr(hush_noise_protocol_name(np), "_ChaChaPoly_") != NULL;
+		enum hush_record_protocol want =
+		    chacha ? HUSH_RP_CHACHA20_POLY1305_REKEY : HUSH_RP_ALTS_AES128_GCM_REKEY;
+		assert_int_equal(hush_noise_default_record_protocol(np), want);
+
+		/* Both ends at the default. */
+		struct ends e;
+		setup_ends(&e, np);
+		assert_int_equal(e.ci.record_protocol, HUSH_RP_AUTO);
+		start_ends(&e);
+		char who;
+		assert_int_equal(drive(e.i, e.r, SIZE_MAX, NULL, NULL, &who), 0);
+		struct hush_handshake_result res;
+		assert_int_equal(hush_handshake_result(e.i, &res), 0);
+		assert_int_equal(res.record_protocol, want);
+		assert_int_equal(res.key_len, hush_record_key_size(want));
+		hush_handshake_result_wipe(&res);
+		check_agreement(&e);
+		free_ends(&e);
+
+		for (size_t k = 0; k < 3; k++) {
+			/* Both explicit: any record protocol under any Noise cipher. */
+			setup_ends(&e, np);
+			e.ci.record_protocol = e.cr.record_protocol = explicit_rps[k];
+			start_ends(&e);
+			assert_int_equal(drive(e.i, e.r, SIZE_MAX, NULL, NULL, &who), 0);
+			check_agreement(&e);
+			free_ends(&e);
+			/* One end explicit, the other at the default, each way round: they
+			 * agree exactly when the explicit choice is the default. */
+			for (int explicit_end = 0; explicit_end < 2; explicit_end++) {
+				setup_ends(&e, np);
+				(explicit_end == 0 ? &e.ci : &e.cr)->record_protocol =
+				    explicit_rps[k];
+				start_ends(&e);
+				int rc = drive(e.i, e.r, SIZE_MAX, NULL, NULL, &who);
+				assert_int_equal(rc, explicit_rps[k] == want ? 0 : HUSH_EPARAMS);
+				if (rc == 0) {
+					check_agreement(&e);
+				}
+				free_ends(&e);
+			}
+		}
+	}
+	assert_int_equal(hush_noise_default_record_protocol((enum hush_noise_protocol)0),
+			 HUSH_RP_AUTO);
+	assert_int_equal(hush_noise_default_record_protocol((enum hush_noise_protocol)7),
+			 HUSH_RP_AUTO);
+}
+
 /* Each end learns the other's limits and application protocol. */
 static void handshake_limits_and_app_protocol_are_exchanged(void **state)
 {
@@ -802,7 +877,8 @@ static void handshake_record_protocol_mismatch_fails_with_eparams(void **state)
 	for (size_t p = 0; p < N_PROTOCOLS; p++) {
 		struct ends e;
 		setup_ends(&e, all_protocols[p]);
-		e.cr.record_protocol = HUSH_RP_CHACHA20_POLY1305_REKEY;
+		/* Neither end's default, whatever the Noise cipher. */
+		e.cr.record_protocol = HUSH_RP_ALTS_AES128_GCM;
 		start_ends(&e);
 		char who;
 		assert_int_equal(drive(e.i, e.r, SIZE_MAX, NULL, NULL, &who), HUSH_EPARAMS);
@@ -1365,7 +1441,9 @@ static void handshake_bad_configurations_fail_with_einval(void **state)
 	c.max_send_frame = HUSH_RECORD_MAX_RECV_LIMIT + 4;
 	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), 0);
 	c = e.ci;
-	c.record_protocol = (enum hush_record_protocol)0;
+	c.record_protocol = HUSH_RP_AUTO; /* 0: follow the Noise cipher */
+	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), 0);
+	c.record_protocol = (enum hush_record_protocol)4;
 	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), HUSH_EPROTO_UNKNOWN);
 	c.record_protocol = (enum hush_record_protocol)99;
 	assert_int_equal(new_rc(&c, HUSH_SIDE_CLIENT), HUSH_EPROTO_UNKNOWN);
@@ -1432,7 +1510,7 @@ static void handshake_protocol_names_round_trip(void **state)
 	memset(&c, 0xff, sizeof(c));
 	hush_handshake_config_init(&c);
 	assert_int_equal(c.protocol, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	assert_int_equal(c.record_protocol, HUSH_RP_ALTS_AES128_GCM_REKEY);
+	assert_int_equal(c.record_protocol, HUSH_RP_AUTO);
 	assert_int_equal(c.recv_limit, HUSH_RECORD_DEFAULT_RECV_LIMIT);
 	assert_int_equal(c.max_send_frame, HUSH_RECORD_DEFAULT_SEND_FRAME);
 	assert_null(c.keypair);
@@ -1712,26 +1790,37 @@ static void handshake_peer_parameter_blocks_are_judged(void **state)
 static void handshake_xx_message_1_with_payload_fails(void **state)
 {
 	(void)state;
-	struct ends e;
-	setup_ends(&e, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	assert_int_equal(hush_handshake_new(&e.r, &e.cr, HUSH_SIDE_SERVER), 0);
-	uint8_t prologue[HUSH_HS_PROLOGUE_MAX], buf[512];
-	size_t plen = hush__handshake_prologue(HUSH_NOISE_XX_25519_AESGCM_SHA256, prologue);
-	struct noise_handshake n;
-	assert_int_equal(
-	    noise_init(&n, NOISE_XX, NOISE_AESGCM, true, prologue, plen, e.ik.priv, NULL, NULL), 0);
-	buf[0] = 0;
-	buf[1] = (uint8_t)plen;
-	memcpy(buf + 2, prologue, plen);
-	size_t mlen = 0, used = 0;
-	assert_int_equal(noise_write_message(&n, (const uint8_t *)"hi", 2, buf + 4 + plen,
-					     sizeof(buf) - 4 - plen, &mlen),
-			 0);
-	buf[2 + plen] = 0;
-	buf[3 + plen] = (uint8_t)mlen;
-	assert_int_equal(hush_handshake_read(e.r, buf, 4 + plen + mlen, &used), HUSH_EHANDSHAKE);
-	noise_wipe(&n);
-	free_ends(&e);
+	/* In XXpsk3 the payload is encrypted, but under a key made of public values only
+	 * (the PSK enters at message 3): it is refused there too. */
+	static const struct {
+		enum hush_noise_protocol p;
+		enum noise_pattern pattern;
+	} cases[] = {{HUSH_NOISE_XX_25519_AESGCM_SHA256, NOISE_XX},
+		     {HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256, NOISE_XXPSK3}};
+	for (size_t k = 0; k < 2; k++) {
+		struct ends e;
+		setup_ends(&e, cases[k].p);
+		assert_int_equal(hush_handshake_new(&e.r, &e.cr, HUSH_SIDE_SERVER), 0);
+		uint8_t prologue[HUSH_HS_PROLOGUE_MAX], buf[512];
+		size_t plen = hush__handshake_prologue(cases[k].p, prologue);
+		struct noise_handshake n;
+		assert_int_equal(noise_init(&n, cases[k].pattern, NOISE_AESGCM, true, prologue,
+					    plen, e.ik.priv, NULL, e.ci.psk),
+				 0);
+		buf[0] = 0;
+		buf[1] = (uint8_t)plen;
+		memcpy(buf + 2, prologue, plen);
+		size_t mlen = 0, used = 0;
+		assert_int_equal(noise_write_message(&n, (const uint8_t *)"hi", 2, buf + 4 + plen,
+						     sizeof(buf) - 4 - plen, &mlen),
+				 0);
+		buf[2 + plen] = 0;
+		buf[3 + plen] = (uint8_t)mlen;
+		assert_int_equal(hush_handshake_read(e.r, buf, 4 + plen + mlen, &used),
+				 HUSH_EHANDSHAKE);
+		noise_wipe(&n);
+		free_ends(&e);
+	}
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, alloc_setup, alloc_teardown)
@@ -1744,6 +1833,7 @@ int main(void)
 	    T(handshake_any_split_of_the_bytes_gives_the_same_result),
 	    T(handshake_every_protocol_completes_and_keys_records),
 	    T(handshake_every_record_protocol_gets_its_key_size),
+	    T(handshake_default_record_protocol_follows_noise_cipher),
 	    T(handshake_limits_and_app_protocol_are_exchanged),
 	    T(handshake_bytes_after_a_turn_are_not_consumed),
 	    T(handshake_unknown_responder_fails_with_epeer_at_initiator),

@@ -8,12 +8,19 @@
 #
 # For every Noise protocol hush speaks, a 1 MiB random file goes each way through an
 # echo: hush-echo server with the Go client, and the Go server with a hush-echo client.
+# Neither end names a record protocol, so each derives it from the Noise name (section
+# 8): ChaChaPoly handshakes carry HUSHRP_CHACHA20_POLY1305_REKEY records (the Go peer's
+# own implementation of section 3.3), AESGCM ones grpc-go's ALTSRP_GCM_AES128_REKEY.
+# Then records chosen explicitly with --rp at both ends: ALTSRP_GCM_AES128 (grpc-go's
+# non-rekeying protocol) through XX and NNpsk0 handshakes, both roles, and
+# ALTSRP_GCM_AES128_REKEY through a ChaChaPoly handshake.
 # Both ends must report the file's size and sha256 sent and received, the same handshake
 # hash, and the other end's static key (remote_static=- with NNpsk0). Each end requires
 # the other's close record, so these also check the close signal both ways. Then the
 # failures that must be failures, each named by the end that finds it: a peer key not
 # allowed (EPEER), a wrong PSK (EHANDSHAKE), another Noise protocol (EPARAMS at the
-# hello), another record protocol (EPARAMS in the parameter block), and a stream ended
+# hello), another record protocol (EPARAMS in the parameter block, also when one end
+# chooses explicitly what the other's default is not), and a stream ended
 # without the close record (ETRUNCATED).
 set -u
 : "${HUSH_BUILDDIR:?}" "${HUSH_SRCDIR:?}"
@@ -54,7 +61,7 @@ SUM=$(sha256sum "$DATA" | cut -d' ' -f1)
 PROTOCOLS="Noise_XX_25519_AESGCM_SHA256 Noise_XX_25519_ChaChaPoly_SHA256
 Noise_XXpsk3_25519_AESGCM_SHA256 Noise_XXpsk3_25519_ChaChaPoly_SHA256
 Noise_NNpsk0_25519_AESGCM_SHA256 Noise_NNpsk0_25519_ChaChaPoly_SHA256"
-echo "1..$((6 * 2 + 3 + 15))"
+echo "1..$((6 * 2 + 3 + 4 + 16))"
 
 # ids PROTOCOL: sets SID and CID, the identity options of the server and the client for
 # PROTOCOL (each allowing the other), and SPUB and CPUB, the remote_static each end must
@@ -161,6 +168,33 @@ else
 	notok "default protocol: hush-echo client (client exit $CRC, server exit $SRC)"
 fi
 
+# -- Record protocols chosen explicitly (hush-echo --rp, the Go peer's --rp), the same at
+# both ends: ALTSRP_GCM_AES128 is not any Noise name's default, so only an explicit
+# choice reaches it.
+A128=ALTSRP_GCM_AES128
+ids Noise_XX_25519_AESGCM_SHA256
+# shellcheck disable=SC2086
+start_server "$ECHO" --rp $A128 $SID --echo
+# shellcheck disable=SC2086
+exchange "XX, --rp $A128: hush-echo server, Go client sends 1 MiB" "$GOPEER" --rp $A128 $CID
+# shellcheck disable=SC2086
+start_server "$GOPEER" --rp $A128 $SID --echo
+# shellcheck disable=SC2086
+exchange "XX, --rp $A128: Go server, hush-echo client sends 1 MiB" "$ECHO" --rp $A128 $CID
+ids Noise_NNpsk0_25519_ChaChaPoly_SHA256
+# shellcheck disable=SC2086
+start_server "$ECHO" --protocol Noise_NNpsk0_25519_ChaChaPoly_SHA256 --rp $A128 $SID --echo
+# shellcheck disable=SC2086
+exchange "NNpsk0 ChaChaPoly, --rp $A128: hush-echo server, Go client sends 1 MiB" \
+	"$GOPEER" --protocol Noise_NNpsk0_25519_ChaChaPoly_SHA256 --rp $A128 $CID
+ids Noise_XX_25519_ChaChaPoly_SHA256
+# shellcheck disable=SC2086
+start_server "$GOPEER" --protocol Noise_XX_25519_ChaChaPoly_SHA256 \
+	--rp ALTSRP_GCM_AES128_REKEY $SID --echo
+# shellcheck disable=SC2086
+exchange "XX ChaChaPoly, --rp ALTSRP_GCM_AES128_REKEY: Go server, hush-echo client sends 1 MiB" \
+	"$ECHO" --protocol Noise_XX_25519_ChaChaPoly_SHA256 --rp ALTSRP_GCM_AES128_REKEY $CID
+
 # -- Failures. Both ends must exit 1; the one that finds the problem names it.
 XX=Noise_XX_25519_AESGCM_SHA256
 PSK3=Noise_XXpsk3_25519_AESGCM_SHA256
@@ -226,6 +260,12 @@ start_server "$ECHO" --protocol $NN --psk "$K/psk" --echo
 run_client "$GOPEER" --protocol $NN --psk "$K/psk" --rp ALTSRP_GCM_AES128 --send "$DATA"
 refused "NNpsk0, record protocol ALTSRP_GCM_AES128 against REKEY: hush-echo server refuses message 1 (EPARAMS)" \
 	server.err "handshake failed: .*(EPARAMS)"
+
+start_server "$ECHO" --protocol Noise_XX_25519_ChaChaPoly_SHA256 --key "$K/s" --peer "$C" --echo
+run_client "$GOPEER" --protocol Noise_XX_25519_ChaChaPoly_SHA256 --rp ALTSRP_GCM_AES128_REKEY \
+	--key "$K/c" --peer "$S" --send "$DATA"
+refused "XX ChaChaPoly, Go client --rp ALTSRP_GCM_AES128_REKEY against hush-echo's default (ChaCha20 records): the Go client refuses message 2 (EPARAMS)" \
+	client.err "handshake failed: .*(EPARAMS)"
 
 start_server "$ECHO" --key "$K/s" --peer "$C" --echo
 run_client "$GOPEER" --key "$K/c" --peer "$S" --send "$DATA" --no-close

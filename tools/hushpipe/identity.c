@@ -89,8 +89,9 @@ int pipe_setup_identity(void)
 		P.hcfg.protocol = o->chacha ? HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256
 					    : HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
 	}
-	P.hcfg.record_protocol =
-	    o->chacha ? HUSH_RP_CHACHA20_POLY1305_REKEY : HUSH_RP_ALTS_AES128_GCM_REKEY;
+	/* --cipher names the Noise cipher; the records follow it (the handshake's default
+	 * record protocol): ChaChaPoly carries HUSHRP_CHACHA20_POLY1305_REKEY records,
+	 * AESGCM ALTSRP_GCM_AES128_REKEY ones. */
 	/* Both ends are hushpipes, so records can be larger than hush's 16 KiB default:
 	 * 32 KiB frames halve the receiving end's sends to the plaintext socket, which
 	 * measured as about a quarter less CPU there for bulk data. They still fit hush's

@@ -1,8 +1,9 @@
 // hushnoise: a hush peer written again from docs/PROTOCOL.md alone (Part II, the
 // handshake, and Part I, the records), for test/interop/run-noise-interop.sh. The handshake runs on
 // github.com/flynn/noise (Debian golang-github-flynn-noise-dev); the records after it
-// go through gRPC's own ALTS record code (grpc-go credentials/alts/internal/conn). No
-// hush code is used. Same command line, RESULT line and error form as
+// go through gRPC's own ALTS record code (grpc-go credentials/alts/internal/conn), with
+// hush's ChaCha20-Poly1305 protocol (section 3.3) written here as a grpc-go record
+// crypter on golang.org/x/crypto/chacha20poly1305. No hush code is used. Same command line, RESULT line and error form as
 // examples/hush-echo:
 //
 //	hushnoise (--listen HOST:PORT [--ready FILE] [--count N] | --connect HOST:PORT)
@@ -16,17 +17,18 @@
 // --peer takes a base64 public key, like hush-echo. Unlike hush, file modes are not
 // checked: this is a test peer.
 //
-// --rp is the record protocol announced and used: ALTSRP_GCM_AES128_REKEY (the
-// default) or ALTSRP_GCM_AES128, the two grpc-go knows (the Noise cipher, AESGCM or
-// ChaChaPoly, only protects the handshake). --chunk N writes the --send file in N-byte
+// --rp is the record protocol announced and used: ALTSRP_GCM_AES128_REKEY,
+// ALTSRP_GCM_AES128 or HUSHRP_CHACHA20_POLY1305_REKEY. Without it, the one the Noise
+// name announces (section 8): HUSHRP_CHACHA20_POLY1305_REKEY for ChaChaPoly,
+// ALTSRP_GCM_AES128_REKEY for AESGCM. --chunk N writes the --send file in N-byte
 // Write calls. --no-close leaves the close record out (to test that hush reports the
 // truncation). --hello TEXT sends TEXT as the hello, as a foreign peer would (Noise
 // still uses the real prologue).
 //
 // The close signal (section 14). grpc-go's conn.Write sends nothing for an empty slice,
 // so the close record cannot go through it. The record protocol is registered with
-// grpc-go under a factory that wraps grpc-go's own NewAES128GCMRekey/NewAES128GCM and
-// keeps the ALTSRecordCrypto it creates for the connection: that crypter holds the
+// grpc-go under a factory that wraps the protocol's crypter (grpc-go's own
+// NewAES128GCMRekey/NewAES128GCM, or newChaChaRekey below) and keeps the ALTSRecordCrypto it creates for the connection: that crypter holds the
 // connection's outgoing counter, so after the last Write the close record is sealed
 // with it (Encrypt of an empty plaintext behind the 8-byte header) and the 24-byte
 // frame written to the socket directly. Receiving needs nothing extra: grpc-go's
@@ -42,6 +44,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -59,6 +63,7 @@ import (
 	"unsafe"
 
 	"github.com/flynn/noise"
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/hkdf"
 	core "google.golang.org/grpc/credentials/alts/internal"
@@ -86,7 +91,7 @@ var (
 	protocol = flag.String("protocol", "Noise_XX_25519_AESGCM_SHA256", "Noise protocol name")
 	keyFile  = flag.String("key", "", "hush private key file")
 	pskFile  = flag.String("psk", "", "hush pre-shared key file")
-	rp       = flag.String("rp", "ALTSRP_GCM_AES128_REKEY", "record protocol")
+	rp       = flag.String("rp", "", "record protocol (default: the one the Noise name announces)")
 	echo     = flag.Bool("echo", false, "send back what is received")
 	send     = flag.String("send", "", "file to send")
 	out      = flag.String("out", "", "file to write what is received")
@@ -513,6 +518,86 @@ func handshake(c net.Conn, initiator bool, id identity) (*outcome, error) {
 	return o, nil
 }
 
+// chachaRekey is HUSHRP_CHACHA20_POLY1305_REKEY (section 3.3, with the counters of
+// section 2), as a grpc-go record crypter: 44 bytes of key material, a KDF key K[0..32)
+// and a nonce mask K[32..44); frame i of a direction uses the key
+// HMAC-SHA256(K[0..32), kdf_counter || 01), all 32 bytes, where kdf_counter is i >> 16
+// as 6 bytes LE, and the nonce counter(i) XOR mask.
+type chachaRekey struct {
+	kdfKey, mask []byte
+	in, out      chachaDirection
+}
+
+// chachaDirection is one direction: the index of its next frame, the side byte of its
+// counters, and the AEAD of the current kdf_counter (nil before the first frame).
+type chachaDirection struct {
+	index uint64
+	side  byte
+	epoch uint64
+	aead  cipher.AEAD
+}
+
+func newChaChaRekey(s core.Side, key []byte) (conn.ALTSRecordCrypto, error) {
+	if len(key) != 44 {
+		return nil, errf("EKEYLEN", "HUSHRP_CHACHA20_POLY1305_REKEY takes 44 bytes of key")
+	}
+	c := &chachaRekey{kdfKey: append([]byte{}, key[:32]...), mask: append([]byte{}, key[32:]...)}
+	// Byte 11 of the counter: 00 in the direction the client sends, 80 in the server's.
+	c.out.side, c.in.side = 0x00, 0x80
+	if s == core.ServerSide {
+		c.out.side, c.in.side = 0x80, 0x00
+	}
+	return c, nil
+}
+
+// next returns the AEAD and nonce of the direction's next frame. Overflow: the last
+// index, 2^64 - 1, is the only one a uint64 cannot go past; a test never reaches it.
+func (c *chachaRekey) next(d *chachaDirection) (cipher.AEAD, []byte, error) {
+	if d.aead == nil || d.index>>16 != d.epoch {
+		kdfCounter := make([]byte, 8)
+		binary.LittleEndian.PutUint64(kdfCounter, d.index>>16)
+		mac := hmac.New(sha256.New, c.kdfKey)
+		mac.Write(kdfCounter[:6])
+		mac.Write([]byte{1})
+		aead, err := chacha20poly1305.New(mac.Sum(nil))
+		if err != nil {
+			return nil, nil, err
+		}
+		d.aead, d.epoch = aead, d.index>>16
+	}
+	nonce := make([]byte, 12)
+	binary.LittleEndian.PutUint64(nonce, d.index)
+	nonce[11] = d.side
+	for i := range nonce {
+		nonce[i] ^= c.mask[i]
+	}
+	return d.aead, nonce, nil
+}
+
+func (c *chachaRekey) Encrypt(dst, plaintext []byte) ([]byte, error) {
+	aead, nonce, err := c.next(&c.out)
+	if err != nil {
+		return nil, err
+	}
+	c.out.index++
+	return aead.Seal(dst, nonce, plaintext, nil), nil
+}
+
+func (c *chachaRekey) EncryptionOverhead() int { return 16 }
+
+func (c *chachaRekey) Decrypt(dst, ciphertext []byte) ([]byte, error) {
+	aead, nonce, err := c.next(&c.in)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := aead.Open(dst, nonce, ciphertext, nil)
+	if err != nil {
+		return nil, conn.ErrAuth // a frame that fails leaves the counter (section 2)
+	}
+	c.in.index++
+	return pt, nil
+}
+
 // The crypter grpc-go made for the connection being set up (see the top comment).
 // Connections are served one at a time, so one variable is enough.
 var lastCrypter conn.ALTSRecordCrypto
@@ -689,11 +774,19 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if *rp != "ALTSRP_GCM_AES128_REKEY" && *rp != "ALTSRP_GCM_AES128" {
-		fail("--rp", errf("EPROTO_UNKNOWN", "grpc-go does not know %s", *rp))
+	if *rp == "" {
+		// Section 8: the records follow the Noise cipher unless configured otherwise.
+		*rp = "ALTSRP_GCM_AES128_REKEY"
+		if strings.HasSuffix(*protocol, "_ChaChaPoly_SHA256") {
+			*rp = "HUSHRP_CHACHA20_POLY1305_REKEY"
+		}
+	}
+	if recordKeySize[*rp] == 0 {
+		fail("--rp", errf("EPROTO_UNKNOWN", "unknown record protocol %s", *rp))
 	}
 	register("ALTSRP_GCM_AES128_REKEY", conn.NewAES128GCMRekey)
 	register("ALTSRP_GCM_AES128", conn.NewAES128GCM)
+	register("HUSHRP_CHACHA20_POLY1305_REKEY", newChaChaRekey)
 	id := loadIdentity()
 	if *connect != "" {
 		raw, err := net.Dial("tcp", *connect)
