@@ -241,12 +241,24 @@ def tarpit(a):
     ls = socket.socket()
     ls.bind(("127.0.0.1", a.port))
     ls.listen(0)
-    # One connection nobody accepts fills the backlog: later SYNs go unanswered.
-    filler = socket.create_connection(("127.0.0.1", a.port))
+    # Connections nobody accepts fill the backlog; once it is full, later SYNs go
+    # unanswered. How many fit depends on the kernel (and on when it has moved a
+    # finished handshake into the queue), so fill until a connection attempt hangs.
+    fillers = []
+    for _ in range(64):
+        s = socket.socket()
+        s.settimeout(0.3)
+        try:
+            s.connect(("127.0.0.1", a.port))
+        except socket.timeout:
+            s.close()
+            break
+        fillers.append(s)
+    else:
+        sys.exit("tarpit: the backlog never filled")
     write_file(a.ready, "ready\n")
     while True:
         time.sleep(60)
-    filler.close()
 
 
 def blast_server(a):
