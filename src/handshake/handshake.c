@@ -50,7 +50,7 @@ const char *hush_noise_protocol_name(enum hush_noise_protocol p)
 	if (!known_protocol(p)) {
 		return NULL;
 	}
-	return noise_protocol_name(protocols[p].pattern, protocols[p].cipher);
+	return hush__noise_protocol_name(protocols[p].pattern, protocols[p].cipher);
 }
 
 int hush_noise_protocol_from_name(const char *name, enum hush_noise_protocol *out)
@@ -291,7 +291,7 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	size_t prologue_len = hush__handshake_prologue(cfg->protocol, prologue);
 	/* The pair is shared read-only; its key object is a cache, made once. */
 	struct hush_keypair *kp = (struct hush_keypair *)cfg->keypair;
-	int rc = noise_init(&hs->noise, protocols[cfg->protocol].pattern,
+	int rc = hush__noise_init(&hs->noise, protocols[cfg->protocol].pattern,
 			    protocols[cfg->protocol].cipher, hs->initiator, prologue, prologue_len,
 			    kp != NULL ? kp->priv : NULL, kp != NULL ? hush__keypair_pkey(kp) : NULL,
 			    cfg->psk);
@@ -310,8 +310,8 @@ EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp)
 		return k;
 	}
 	uint8_t pub[HUSH_KEY_SIZE];
-	if (noise_dh_key(kp->priv, &k, pub) != 0) {
-		return NULL; /* noise_init then makes its own */
+	if (hush__noise_dh_key(kp->priv, &k, pub) != 0) {
+		return NULL; /* hush__noise_init then makes its own */
 	}
 	EVP_PKEY *none = NULL;
 	if (!atomic_compare_exchange_strong(&kp->pkey, &none, k)) {
@@ -337,20 +337,20 @@ void hush_handshake_free(struct hush_handshake *hs)
 		return;
 	}
 	drop_message(hs);
-	noise_wipe(&hs->noise); /* frees its key objects; a no-op once wiped */
+	hush__noise_wipe(&hs->noise); /* frees its key objects; a no-op once wiped */
 	hush__free_secret(hs, sizeof(*hs));
 }
 
 void hush__handshake_set_ephemeral(struct hush_handshake *hs, const uint8_t e_priv[NOISE_DHLEN])
 {
-	noise_set_ephemeral(&hs->noise, e_priv);
+	hush__noise_set_ephemeral(&hs->noise, e_priv);
 }
 
 /* Fails the handshake for good, dropping every secret it holds. */
 static int fail(struct hush_handshake *hs, int err)
 {
 	hs->err = err;
-	noise_wipe(&hs->noise);
+	hush__noise_wipe(&hs->noise);
 	drop_message(hs);
 	OPENSSL_cleanse(hs->key, sizeof(hs->key));
 	return err;
@@ -358,12 +358,12 @@ static int fail(struct hush_handshake *hs, int err)
 
 bool hush_handshake_wants_write(const struct hush_handshake *hs)
 {
-	return hs != NULL && hs->err == 0 && !hs->done && noise_my_turn(&hs->noise);
+	return hs != NULL && hs->err == 0 && !hs->done && hush__noise_my_turn(&hs->noise);
 }
 
 bool hush_handshake_wants_read(const struct hush_handshake *hs)
 {
-	return hs != NULL && hs->err == 0 && !hs->done && !noise_my_turn(&hs->noise);
+	return hs != NULL && hs->err == 0 && !hs->done && !hush__noise_my_turn(&hs->noise);
 }
 
 bool hush_handshake_done(const struct hush_handshake *hs)
@@ -438,7 +438,7 @@ static int finish(struct hush_handshake *hs)
 	size_t key_len = hush_record_key_size(hs->mine.record_protocol);
 	memcpy(info, HUSH_HS_KEY_LABEL, label_len);
 	memcpy(info + label_len, rp, rp_len);
-	int rc = noise_split(&hs->noise, &k1, &k2);
+	int rc = hush__noise_split(&hs->noise, &k1, &k2);
 	if (rc != 0) {
 		goto out;
 	}
@@ -457,7 +457,7 @@ static int finish(struct hush_handshake *hs)
 		hs->has_rs = true;
 	}
 	hs->done = true;
-	noise_wipe(&hs->noise);
+	hush__noise_wipe(&hs->noise);
 out:
 	OPENSSL_cleanse(&k1, sizeof(k1));
 	OPENSSL_cleanse(&k2, sizeof(k2));
@@ -480,7 +480,7 @@ static int put_message(struct hush_handshake *hs, const uint8_t *payload, size_t
 		       uint8_t *out, size_t cap, size_t *off)
 {
 	size_t n = 0;
-	HUSH_GUARD(noise_write_message(&hs->noise, payload, payload_len,
+	HUSH_GUARD(hush__noise_write_message(&hs->noise, payload, payload_len,
 				       out + *off + HUSH_HS_LENGTH_SIZE,
 				       cap - *off - HUSH_HS_LENGTH_SIZE, &n));
 	put_length(out + *off, n);
@@ -490,7 +490,7 @@ static int put_message(struct hush_handshake *hs, const uint8_t *payload, size_t
 
 static size_t framed_size(const struct hush_handshake *hs, size_t payload_len)
 {
-	return HUSH_HS_LENGTH_SIZE + noise_message_size(&hs->noise, payload_len);
+	return HUSH_HS_LENGTH_SIZE + hush__noise_message_size(&hs->noise, payload_len);
 }
 
 static bool is_nnpsk0(const struct hush_handshake *hs)
@@ -541,7 +541,7 @@ static int read_message_1(struct hush_handshake *hs, const uint8_t *msg, size_t 
 	uint8_t payload[HUSH_HANDSHAKE_MAX_MESSAGE];
 	size_t payload_len = 0;
 	struct hush__params peer;
-	int rc = noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
+	int rc = hush__noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
 	if (rc == 0 && is_nnpsk0(hs)) {
 		rc = accept_params(hs, payload, payload_len, &peer);
 	} else if (rc == 0 && payload_len != 0) {
@@ -566,7 +566,7 @@ static int write_message_2(struct hush_handshake *hs, uint8_t *out, size_t cap, 
 	HUSH_ENSURE(cap >= framed_size(hs, params_len), HUSH_ENOSPACE);
 	size_t off = 0;
 	HUSH_GUARD(put_message(hs, params, params_len, out, cap, &off));
-	if (noise_done(&hs->noise)) {
+	if (hush__noise_done(&hs->noise)) {
 		HUSH_GUARD(finish(hs));
 	}
 	*len = off;
@@ -580,7 +580,7 @@ static int read_message_2(struct hush_handshake *hs, const uint8_t *msg, size_t 
 	uint8_t payload[HUSH_HANDSHAKE_MAX_MESSAGE];
 	size_t payload_len = 0;
 	struct hush__params peer;
-	int rc = noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
+	int rc = hush__noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
 	if (rc == 0 && !is_nnpsk0(hs)) {
 		rc = verify_peer(hs, hs->noise.rs);
 	}
@@ -589,7 +589,7 @@ static int read_message_2(struct hush_handshake *hs, const uint8_t *msg, size_t 
 	}
 	if (rc == 0) {
 		hs->peer = peer;
-		if (noise_done(&hs->noise)) {
+		if (hush__noise_done(&hs->noise)) {
 			rc = finish(hs);
 		}
 	}
@@ -621,7 +621,7 @@ static int read_message_3(struct hush_handshake *hs, const uint8_t *msg, size_t 
 	uint8_t payload[HUSH_HANDSHAKE_MAX_MESSAGE];
 	size_t payload_len = 0;
 	struct hush__params peer;
-	int rc = noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
+	int rc = hush__noise_read_message(&hs->noise, msg, len, payload, sizeof(payload), &payload_len);
 	if (rc == 0) {
 		rc = verify_peer(hs, hs->noise.rs);
 	}

@@ -66,7 +66,7 @@ int hush_keypair_generate(struct hush_keypair **out)
 	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
 	struct hush_keypair *kp = hush__calloc(sizeof(*kp));
 	HUSH_ENSURE(kp != NULL, HUSH_ENOMEM);
-	if (RAND_bytes(kp->priv, HUSH_KEY_SIZE) != 1 || noise_dh_public(kp->priv, kp->pub) != 0) {
+	if (RAND_bytes(kp->priv, HUSH_KEY_SIZE) != 1 || hush__noise_dh_public(kp->priv, kp->pub) != 0) {
 		hush__free_secret(kp, sizeof(*kp));
 		return HUSH_ECRYPTO;
 	}
@@ -203,7 +203,7 @@ int hush__keypair_parse(char *text, struct hush_keypair *out)
 	uint8_t pub[HUSH_KEY_SIZE];
 	int rc = find_key(text, "private", kp.priv);
 	if (rc == 0) {
-		rc = noise_dh_public(kp.priv, kp.pub) == 0 ? 0 : HUSH_EBADKEY;
+		rc = hush__noise_dh_public(kp.priv, kp.pub) == 0 ? 0 : HUSH_EBADKEY;
 	} else {
 		rc = HUSH_EBADKEY;
 	}

@@ -52,7 +52,7 @@ struct noise_handshake {
 	uint8_t psk[NOISE_PSKLEN];
 	/* The local keys as OpenSSL objects, made once: building one from raw bytes costs
 	 * a scalar multiplication (OpenSSL derives the public key), as much as a DH. Owned
-	 * by the state (freed by noise_wipe); a copy of the state shares them. */
+	 * by the state (freed by hush__noise_wipe); a copy of the state shares them. */
 	EVP_PKEY *s_key, *e_key;
 	bool has_s, has_e, has_rs, has_re, has_psk;
 	bool initiator;
@@ -69,39 +69,39 @@ struct noise_handshake {
  * pattern and cipher. Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO; on failure the state is
  * wiped (nothing to free).
  */
-int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
+int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
 	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
 	       EVP_PKEY *s_key, const uint8_t *psk);
 
 /* The protocol name (section 8), such as "Noise_XX_25519_AESGCM_SHA256"; NULL if the
  * pair is unknown. Static string. */
-const char *noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher);
+const char *hush__noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher);
 
 /* Test hook: use e_priv as the next ephemeral instead of a random one. */
-void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN]);
+void hush__noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN]);
 
 /* Number of messages of the pattern (3 for XX/XXpsk3, 2 for NNpsk0). */
-unsigned noise_message_count(enum noise_pattern pattern);
+unsigned hush__noise_message_count(enum noise_pattern pattern);
 
 /* Whether the next message is ours to write. */
-bool noise_my_turn(const struct noise_handshake *hs);
+bool hush__noise_my_turn(const struct noise_handshake *hs);
 
 /* Whether every message of the pattern has been written or read. */
-bool noise_done(const struct noise_handshake *hs);
+bool hush__noise_done(const struct noise_handshake *hs);
 
 /* Exact size of the next message of the pattern when it carries payload_len bytes of
  * payload (0 when the pattern has no next message). */
-size_t noise_message_size(const struct noise_handshake *hs, size_t payload_len);
+size_t hush__noise_message_size(const struct noise_handshake *hs, size_t payload_len);
 
 /*
  * Section 5.3 WriteMessage: writes the next message, carrying payload, into out
- * (capacity cap); *out_len is its size, noise_message_size(hs, payload_len).
+ * (capacity cap); *out_len is its size, hush__noise_message_size(hs, payload_len).
  * Returns 0; without changing anything: HUSH_ESTATE (not our turn, or done),
  * HUSH_EINVAL (message would exceed 65535 bytes), HUSH_ENOSPACE (cap too small); or,
  * failing the handshake for good: HUSH_EBADKEY (a DH result was all zero: low-order
  * key), HUSH_ECOUNTER or HUSH_ECRYPTO.
  */
-int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
+int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
 			uint8_t *out, size_t cap, size_t *out_len);
 
 /*
@@ -111,30 +111,30 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
  * (truncated, malformed or failed to decrypt), HUSH_EBADKEY, HUSH_ENOSPACE, HUSH_ECOUNTER
  * or HUSH_ECRYPTO. The state changes only when the whole message was read.
  */
-int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
 		       size_t cap, size_t *payload_len);
 
 /*
- * Section 5.2 Split, once noise_done(): the initiator-to-responder and
+ * Section 5.2 Split, once hush__noise_done(): the initiator-to-responder and
  * responder-to-initiator cipher states (each with a 32-byte key, n = 0).
  */
-int noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
+int hush__noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
 		struct noise_cipherstate *r2i);
 
 /* Section 5.1 EncryptWithAd / DecryptWithAd on a cipher state (transport messages). */
-int noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 		     const uint8_t *in, size_t len, uint8_t *out);
-int noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+int hush__noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 		     const uint8_t *in, size_t len, uint8_t *out);
 
 /* X25519 public key of a private key. Returns 0 or HUSH_ECRYPTO. */
-int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN]);
+int hush__noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN]);
 
 /* The private key priv as an EVP_PKEY (*key, the caller's), and its public key.
  * Returns 0 or HUSH_ECRYPTO (nothing to free). */
-int noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN]);
+int hush__noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN]);
 
 /* Wipes the whole handshake state and frees the key objects it owns. */
-void noise_wipe(struct noise_handshake *hs);
+void hush__noise_wipe(struct noise_handshake *hs);
 
 #endif /* HUSH_NOISE_INTERNAL_H */

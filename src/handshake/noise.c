@@ -14,7 +14,7 @@
 
 /* ---- Primitives (section 4) ---- */
 
-int noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
+int hush__noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
 	size_t len = NOISE_DHLEN;
@@ -26,10 +26,10 @@ int noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NO
 	return 0;
 }
 
-int noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
+int hush__noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k;
-	HUSH_GUARD(noise_dh_key(priv, &k, pub));
+	HUSH_GUARD(hush__noise_dh_key(priv, &k, pub));
 	EVP_PKEY_free(k);
 	return 0;
 }
@@ -176,7 +176,7 @@ out:
 	return rc;
 }
 
-int noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 		     const uint8_t *in, size_t len, uint8_t *out)
 {
 	if (!cs->has_key) {
@@ -188,7 +188,7 @@ int noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_
 	return aead(cs, ad, ad_len, in, len, out, 1);
 }
 
-int noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+int hush__noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 		     const uint8_t *in, size_t len, uint8_t *out)
 {
 	if (!cs->has_key) {
@@ -245,7 +245,7 @@ static int mix_key_and_hash(struct noise_handshake *hs, const uint8_t *ikm, size
 static int encrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len, uint8_t *out,
 			    size_t *out_len)
 {
-	HUSH_GUARD(noise_cs_encrypt(&hs->cs, hs->h, NOISE_HASHLEN, in, len, out));
+	HUSH_GUARD(hush__noise_cs_encrypt(&hs->cs, hs->h, NOISE_HASHLEN, in, len, out));
 	*out_len = len + (hs->cs.has_key ? NOISE_TAGLEN : 0);
 	return mix_hash(hs, out, *out_len);
 }
@@ -256,7 +256,7 @@ static int decrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_
 	uint8_t h[NOISE_HASHLEN];
 	memcpy(h, hs->h, NOISE_HASHLEN);
 	HUSH_GUARD(mix_hash(hs, in, len));
-	int rc = noise_cs_decrypt(&hs->cs, h, NOISE_HASHLEN, in, len, out);
+	int rc = hush__noise_cs_decrypt(&hs->cs, h, NOISE_HASHLEN, in, len, out);
 	*out_len = len - (hs->cs.has_key ? NOISE_TAGLEN : 0);
 	return rc;
 }
@@ -293,23 +293,23 @@ static unsigned row_len(const uint8_t *row)
 	return n;
 }
 
-unsigned noise_message_count(enum noise_pattern pattern)
+unsigned hush__noise_message_count(enum noise_pattern pattern)
 {
 	return pattern == NOISE_NNPSK0 ? 2 : 3;
 }
 
-bool noise_my_turn(const struct noise_handshake *hs)
+bool hush__noise_my_turn(const struct noise_handshake *hs)
 {
 	/* The initiator writes the even messages. */
-	return !noise_done(hs) && ((hs->msg_index % 2 == 0) == hs->initiator);
+	return !hush__noise_done(hs) && ((hs->msg_index % 2 == 0) == hs->initiator);
 }
 
-bool noise_done(const struct noise_handshake *hs)
+bool hush__noise_done(const struct noise_handshake *hs)
 {
-	return hs->msg_index >= noise_message_count((enum noise_pattern)hs->pattern);
+	return hs->msg_index >= hush__noise_message_count((enum noise_pattern)hs->pattern);
 }
 
-const char *noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher)
+const char *hush__noise_protocol_name(enum noise_pattern pattern, enum noise_cipher cipher)
 {
 	/* Section 8: pattern, then DH, cipher and hash functions. */
 	static const char *const names[3][2] = {
@@ -328,7 +328,7 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
 		      const uint8_t *psk);
 
-int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
+int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
 	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
 	       EVP_PKEY *s_key, const uint8_t *psk)
 {
@@ -336,7 +336,7 @@ int noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum nois
 	int rc = init_state(hs, pattern, cipher, initiator, prologue, prologue_len, s_priv, s_key,
 			    psk);
 	if (rc != 0) {
-		noise_wipe(hs);
+		hush__noise_wipe(hs);
 	}
 	return rc;
 }
@@ -346,7 +346,7 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
 		      const uint8_t *psk)
 {
-	const char *name = noise_protocol_name(pattern, cipher);
+	const char *name = hush__noise_protocol_name(pattern, cipher);
 	HUSH_ENSURE(name != NULL, HUSH_EINVAL);
 	bool needs_s = pattern != NOISE_NNPSK0;
 	bool needs_psk = pattern != NOISE_XX;
@@ -373,7 +373,7 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 					len == NOISE_DHLEN,
 				    HUSH_ECRYPTO);
 		} else {
-			HUSH_GUARD(noise_dh_key(s_priv, &hs->s_key, hs->s_pub));
+			HUSH_GUARD(hush__noise_dh_key(s_priv, &hs->s_key, hs->s_pub));
 		}
 		hs->has_s = true;
 	}
@@ -384,13 +384,13 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 	return 0;
 }
 
-void noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN])
+void hush__noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[NOISE_DHLEN])
 {
 	memcpy(hs->e_priv, e_priv, NOISE_DHLEN);
 	hs->fixed_e = true;
 }
 
-void noise_wipe(struct noise_handshake *hs)
+void hush__noise_wipe(struct noise_handshake *hs)
 {
 	/* EVP_PKEY_free wipes the key material it frees. */
 	EVP_PKEY_free(hs->s_key);
@@ -457,7 +457,7 @@ static bool keyed_after(enum token t, bool has_key, bool has_psk)
 	       (t == T_E && has_psk);
 }
 
-size_t noise_message_size(const struct noise_handshake *hs, size_t payload_len)
+size_t hush__noise_message_size(const struct noise_handshake *hs, size_t payload_len)
 {
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
 	if (row == NULL) {
@@ -477,15 +477,15 @@ size_t noise_message_size(const struct noise_handshake *hs, size_t payload_len)
  * state only once the whole message is written: a failure leaves the state as it was,
  * marked failed.
  */
-int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
+int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
 			uint8_t *out, size_t cap, size_t *out_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
 	}
-	HUSH_ENSURE(noise_my_turn(hs), HUSH_ESTATE);
+	HUSH_ENSURE(hush__noise_my_turn(hs), HUSH_ESTATE);
 	HUSH_ENSURE(payload_len <= NOISE_MAX_MSG, HUSH_EINVAL);
-	size_t size = noise_message_size(hs, payload_len);
+	size_t size = hush__noise_message_size(hs, payload_len);
 	HUSH_ENSURE(size <= NOISE_MAX_MSG, HUSH_EINVAL);
 	HUSH_ENSURE(cap >= size, HUSH_ENOSPACE);
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
@@ -499,7 +499,7 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 				rc = HUSH_ECRYPTO;
 				break;
 			}
-			rc = noise_dh_key(next.e_priv, &next.e_key, next.e_pub);
+			rc = hush__noise_dh_key(next.e_priv, &next.e_key, next.e_pub);
 			if (rc == 0) {
 				next.has_e = true;
 				memcpy(out + off, next.e_pub, NOISE_DHLEN);
@@ -543,14 +543,14 @@ int noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size
 	return rc;
 }
 
-/* Section 5.3 ReadMessage, on a copy of the state like noise_write_message(). */
-int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
+/* Section 5.3 ReadMessage, on a copy of the state like hush__noise_write_message(). */
+int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
 		       size_t cap, size_t *payload_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
 	}
-	HUSH_ENSURE(!noise_done(hs) && !noise_my_turn(hs), HUSH_ESTATE);
+	HUSH_ENSURE(!hush__noise_done(hs) && !hush__noise_my_turn(hs), HUSH_ESTATE);
 	const uint8_t *row = pattern_message((enum noise_pattern)hs->pattern, hs->msg_index);
 	struct noise_handshake next = *hs;
 	size_t off = 0, n = 0;
@@ -614,10 +614,10 @@ int noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t le
 	return rc;
 }
 
-int noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
+int hush__noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
 		struct noise_cipherstate *r2i)
 {
-	HUSH_ENSURE(hs->err == 0 && noise_done(hs), HUSH_ESTATE);
+	HUSH_ENSURE(hs->err == 0 && hush__noise_done(hs), HUSH_ESTATE);
 	uint8_t k1[NOISE_HASHLEN], k2[NOISE_HASHLEN];
 	HUSH_GUARD(hkdf(hs->ck, NULL, 0, k1, k2, NULL));
 	memset(i2r, 0, sizeof(*i2r));

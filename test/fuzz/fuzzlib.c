@@ -36,7 +36,7 @@ static void unhex(const char *hex, uint8_t *out, size_t n)
 static void make_keypair(struct hush_keypair *kp, const char *priv_hex)
 {
 	unhex(priv_hex, kp->priv, HUSH_KEY_SIZE);
-	if (noise_dh_public(kp->priv, kp->pub) != 0) {
+	if (hush__noise_dh_public(kp->priv, kp->pub) != 0) {
 		abort();
 	}
 }
@@ -124,11 +124,11 @@ int fuzz_noise_init(struct noise_handshake *n, const struct fuzz_case *c, bool i
 {
 	uint8_t prologue[HUSH_HS_PROLOGUE_MAX];
 	size_t plen = hush__handshake_prologue(c->protocol, prologue);
-	int rc = noise_init(n, fuzz_pattern(c->protocol), fuzz_cipher(c->protocol), initiator,
+	int rc = hush__noise_init(n, fuzz_pattern(c->protocol), fuzz_cipher(c->protocol), initiator,
 			    prologue, plen, fuzz_has_static(c->protocol) ? s->priv : NULL, NULL,
 			    fuzz_has_psk(c->protocol) ? fuzz_keys()->psk : NULL);
 	if (rc == 0) {
-		noise_set_ephemeral(n, e);
+		hush__noise_set_ephemeral(n, e);
 	}
 	return rc;
 }

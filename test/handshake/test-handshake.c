@@ -58,7 +58,7 @@ struct ends {
 static void make_keypair(struct hush_keypair *kp, uint64_t seed)
 {
 	testlib_fill(kp->priv, sizeof(kp->priv), seed);
-	assert_int_equal(noise_dh_public(kp->priv, kp->pub), 0);
+	assert_int_equal(hush__noise_dh_public(kp->priv, kp->pub), 0);
 }
 
 /* Configurations for both ends of protocol p, each end allowing the other's key. */
@@ -499,16 +499,16 @@ static void handshake_worked_examples_follow_from_noise_split(void **state)
 		enum noise_cipher c =
 		    strstr(x->protocol, "ChaChaPoly") ? NOISE_CHACHAPOLY : NOISE_AESGCM;
 		struct noise_handshake i, r;
-		assert_int_equal(noise_init(&i, pat, c, true, x->prologue, x->prologue_len,
+		assert_int_equal(hush__noise_init(&i, pat, c, true, x->prologue, x->prologue_len,
 					    x->has_static ? x->init_static : NULL, NULL,
 					    x->has_psk ? x->psk : NULL),
 				 0);
-		assert_int_equal(noise_init(&r, pat, c, false, x->prologue, x->prologue_len,
+		assert_int_equal(hush__noise_init(&r, pat, c, false, x->prologue, x->prologue_len,
 					    x->has_static ? x->resp_static : NULL, NULL,
 					    x->has_psk ? x->psk : NULL),
 				 0);
-		noise_set_ephemeral(&i, x->init_e);
-		noise_set_ephemeral(&r, x->resp_e);
+		hush__noise_set_ephemeral(&i, x->init_e);
+		hush__noise_set_ephemeral(&r, x->resp_e);
 		for (unsigned f = 0; f < x->nflights; f++) {
 			/* Payloads: XX 1 empty, 2 the responder's block, 3 the initiator's;
 			 * NNpsk0 1 the initiator's, 2 the responder's. */
@@ -523,7 +523,7 @@ static void handshake_worked_examples_follow_from_noise_split(void **state)
 					       *rd = f % 2 == 0 ? &r : &i;
 			uint8_t msg[1024], got[1024];
 			size_t len = 0, got_len = 0;
-			assert_int_equal(noise_write_message(w, pl, pl_len, msg, sizeof(msg), &len),
+			assert_int_equal(hush__noise_write_message(w, pl, pl_len, msg, sizeof(msg), &len),
 					 0);
 			/* The flight is [hello frame] then the message's frame. */
 			size_t at = f == 0 ? 2 + x->prologue_len : 0;
@@ -531,16 +531,16 @@ static void handshake_worked_examples_follow_from_noise_split(void **state)
 			assert_int_equal(x->flight[f][at] << 8 | x->flight[f][at + 1], len);
 			assert_memory_equal(x->flight[f] + at + 2, msg, len);
 			assert_int_equal(
-			    noise_read_message(rd, msg, len, got, sizeof(got), &got_len), 0);
+			    hush__noise_read_message(rd, msg, len, got, sizeof(got), &got_len), 0);
 			assert_int_equal(got_len, pl_len);
 		}
 		assert_memory_equal(i.h, x->hash, 32);
 		struct noise_cipherstate k1, k2;
-		assert_int_equal(noise_split(&i, &k1, &k2), 0);
+		assert_int_equal(hush__noise_split(&i, &k1, &k2), 0);
 		assert_memory_equal(k1.k, x->k1, 32);
 		assert_memory_equal(k2.k, x->k2, 32);
-		noise_wipe(&i);
-		noise_wipe(&r);
+		hush__noise_wipe(&i);
+		hush__noise_wipe(&r);
 	}
 }
 
@@ -1741,12 +1741,12 @@ static int fake_initiator_sends(const uint8_t *block, size_t block_len, char *ap
 	size_t plen = hush__handshake_prologue(HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256, prologue);
 	struct noise_handshake n;
 	assert_int_equal(
-	    noise_init(&n, NOISE_NNPSK0, NOISE_AESGCM, true, prologue, plen, NULL, NULL, e.psk), 0);
+	    hush__noise_init(&n, NOISE_NNPSK0, NOISE_AESGCM, true, prologue, plen, NULL, NULL, e.psk), 0);
 	buf[0] = 0;
 	buf[1] = (uint8_t)plen;
 	memcpy(buf + 2, prologue, plen);
 	size_t mlen = 0, used = 0;
-	assert_int_equal(noise_write_message(&n, block, block_len, buf + 4 + plen,
+	assert_int_equal(hush__noise_write_message(&n, block, block_len, buf + 4 + plen,
 					     sizeof(buf) - 4 - plen, &mlen),
 			 0);
 	buf[2 + plen] = (uint8_t)(mlen >> 8);
@@ -1758,14 +1758,14 @@ static int fake_initiator_sends(const uint8_t *block, size_t block_len, char *ap
 		uint8_t payload[1024];
 		assert_int_equal(hush_handshake_next(e.r, buf, sizeof(buf), &out_len), 0);
 		assert_int_equal(
-		    noise_read_message(&n, buf + 2, out_len - 2, payload, sizeof(payload), &plen2),
+		    hush__noise_read_message(&n, buf + 2, out_len - 2, payload, sizeof(payload), &plen2),
 		    0);
 		struct hush_handshake_result res;
 		assert_int_equal(hush_handshake_result(e.r, &res), 0);
 		strcpy(app_seen, res.app_protocol);
 		assert_memory_equal(res.handshake_hash, n.h, 32);
 	}
-	noise_wipe(&n);
+	hush__noise_wipe(&n);
 	free_ends(&e);
 	return rc;
 }
@@ -1804,21 +1804,21 @@ static void handshake_xx_message_1_with_payload_fails(void **state)
 		uint8_t prologue[HUSH_HS_PROLOGUE_MAX], buf[512];
 		size_t plen = hush__handshake_prologue(cases[k].p, prologue);
 		struct noise_handshake n;
-		assert_int_equal(noise_init(&n, cases[k].pattern, NOISE_AESGCM, true, prologue,
+		assert_int_equal(hush__noise_init(&n, cases[k].pattern, NOISE_AESGCM, true, prologue,
 					    plen, e.ik.priv, NULL, e.ci.psk),
 				 0);
 		buf[0] = 0;
 		buf[1] = (uint8_t)plen;
 		memcpy(buf + 2, prologue, plen);
 		size_t mlen = 0, used = 0;
-		assert_int_equal(noise_write_message(&n, (const uint8_t *)"hi", 2, buf + 4 + plen,
+		assert_int_equal(hush__noise_write_message(&n, (const uint8_t *)"hi", 2, buf + 4 + plen,
 						     sizeof(buf) - 4 - plen, &mlen),
 				 0);
 		buf[2 + plen] = 0;
 		buf[3 + plen] = (uint8_t)mlen;
 		assert_int_equal(hush_handshake_read(e.r, buf, 4 + plen + mlen, &used),
 				 HUSH_EHANDSHAKE);
-		noise_wipe(&n);
+		hush__noise_wipe(&n);
 		free_ends(&e);
 	}
 }

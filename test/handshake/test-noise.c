@@ -95,16 +95,16 @@ static void start(const struct vector *v, struct noise_handshake *i, struct nois
 	enum noise_cipher c;
 	protocol_of(v->name, &p, &c);
 	size_t pl = (size_t)v->prologue_len;
-	assert_int_equal(noise_init(i, p, c, true, v->prologue, pl,
+	assert_int_equal(hush__noise_init(i, p, c, true, v->prologue, pl,
 				    v->has_static ? v->init_static : NULL, NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
-	assert_int_equal(noise_init(r, p, c, false, v->prologue, pl,
+	assert_int_equal(hush__noise_init(r, p, c, false, v->prologue, pl,
 				    v->has_static ? v->resp_static : NULL, NULL,
 				    v->has_psk ? v->psk : NULL),
 			 0);
-	noise_set_ephemeral(i, v->init_e);
-	noise_set_ephemeral(r, v->resp_e);
+	hush__noise_set_ephemeral(i, v->init_e);
+	hush__noise_set_ephemeral(r, v->resp_e);
 }
 
 static void noise_vectors_match_flynn_noise(void **state)
@@ -119,7 +119,7 @@ static void noise_vectors_match_flynn_noise(void **state)
 		struct noise_cipherstate i2r[2], r2i[2];
 		start(&v[k], &i, &r);
 		int hs_msgs =
-		    (int)noise_message_count(strstr(v[k].name, "NNpsk0") ? NOISE_NNPSK0 : NOISE_XX);
+		    (int)hush__noise_message_count(strstr(v[k].name, "NNpsk0") ? NOISE_NNPSK0 : NOISE_XX);
 		for (int m = 0; m < v[k].nmsg; m++) {
 			/* Handshake messages alternate from the initiator; so do transport
 			 * messages, the initiator again sending first (as flynn/noise's vectors are
@@ -130,29 +130,29 @@ static void noise_vectors_match_flynn_noise(void **state)
 			if (m < hs_msgs) {
 				struct noise_handshake *w = from_init ? &i : &r;
 				struct noise_handshake *rd = from_init ? &r : &i;
-				assert_true(noise_my_turn(w));
-				assert_int_equal(noise_write_message(w, v[k].payload[m],
+				assert_true(hush__noise_my_turn(w));
+				assert_int_equal(hush__noise_write_message(w, v[k].payload[m],
 								     (size_t)v[k].payload_len[m],
 								     out, sizeof(out), &out_len),
 						 0);
 				assert_int_equal(
-				    noise_read_message(rd, out, out_len, pt, sizeof(pt), &pt_len),
+				    hush__noise_read_message(rd, out, out_len, pt, sizeof(pt), &pt_len),
 				    0);
 				if (m == hs_msgs - 1) {
-					assert_true(noise_done(&i) && noise_done(&r));
-					assert_int_equal(noise_split(&i, &i2r[0], &r2i[0]), 0);
-					assert_int_equal(noise_split(&r, &i2r[1], &r2i[1]), 0);
+					assert_true(hush__noise_done(&i) && hush__noise_done(&r));
+					assert_int_equal(hush__noise_split(&i, &i2r[0], &r2i[0]), 0);
+					assert_int_equal(hush__noise_split(&r, &i2r[1], &r2i[1]), 0);
 					/* Both ends hash the same transcript. */
 					assert_memory_equal(i.h, r.h, NOISE_HASHLEN);
 				}
 			} else {
 				struct noise_cipherstate *enc = from_init ? &i2r[0] : &r2i[1];
 				struct noise_cipherstate *dec = from_init ? &i2r[1] : &r2i[0];
-				assert_int_equal(noise_cs_encrypt(enc, NULL, 0, v[k].payload[m],
+				assert_int_equal(hush__noise_cs_encrypt(enc, NULL, 0, v[k].payload[m],
 								  (size_t)v[k].payload_len[m], out),
 						 0);
 				out_len = (size_t)v[k].payload_len[m] + NOISE_TAGLEN;
-				assert_int_equal(noise_cs_decrypt(dec, NULL, 0, out, out_len, pt),
+				assert_int_equal(hush__noise_cs_decrypt(dec, NULL, 0, out, out_len, pt),
 						 0);
 				pt_len = out_len - NOISE_TAGLEN;
 			}
@@ -164,11 +164,11 @@ static void noise_vectors_match_flynn_noise(void **state)
 		/* The responder learned the initiator's static key, and the reverse. */
 		if (v[k].has_static) {
 			uint8_t pub[32];
-			assert_int_equal(noise_dh_public(v[k].init_static, pub), 0);
+			assert_int_equal(hush__noise_dh_public(v[k].init_static, pub), 0);
 			assert_memory_equal(r.rs, pub, 32);
 		}
-		noise_wipe(&i);
-		noise_wipe(&r);
+		hush__noise_wipe(&i);
+		hush__noise_wipe(&r);
 	}
 }
 
@@ -187,15 +187,15 @@ static void noise_wrong_psk_fails_handshake(void **state)
 		uint8_t out[256], pt[256];
 		size_t ol, pl;
 		int rc = 0;
-		for (int m = 0; m < 3 && rc == 0 && !noise_done(&i); m++) {
+		for (int m = 0; m < 3 && rc == 0 && !hush__noise_done(&i); m++) {
 			struct noise_handshake *w = m % 2 == 0 ? &i : &r;
 			struct noise_handshake *rd = m % 2 == 0 ? &r : &i;
-			assert_int_equal(noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
-			rc = noise_read_message(rd, out, ol, pt, sizeof(pt), &pl);
+			assert_int_equal(hush__noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
+			rc = hush__noise_read_message(rd, out, ol, pt, sizeof(pt), &pl);
 		}
 		assert_int_equal(rc, HUSH_EHANDSHAKE);
-		noise_wipe(&i);
-		noise_wipe(&r);
+		hush__noise_wipe(&i);
+		hush__noise_wipe(&r);
 	}
 }
 
@@ -224,20 +224,20 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 					struct noise_handshake *w = k % 2 == 0 ? &i : &r;
 					struct noise_handshake *rd = k % 2 == 0 ? &r : &i;
 					assert_int_equal(
-					    noise_write_message(w, NULL, 0, out, sizeof(out), &ol),
+					    hush__noise_write_message(w, NULL, 0, out, sizeof(out), &ol),
 					    0);
 					assert_int_equal(
-					    noise_read_message(rd, out, ol, pt, sizeof(pt), &pl),
+					    hush__noise_read_message(rd, out, ol, pt, sizeof(pt), &pl),
 					    0);
 				}
 				struct noise_handshake *w = m % 2 == 0 ? &i : &r;
 				struct noise_handshake *rd = m % 2 == 0 ? &r : &i;
 				assert_int_equal(
-				    noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
+				    hush__noise_write_message(w, NULL, 0, out, sizeof(out), &ol), 0);
 				limit = ol;
 				if (pos >= ol) {
-					noise_wipe(&i);
-					noise_wipe(&r);
+					hush__noise_wipe(&i);
+					hush__noise_wipe(&r);
 					break;
 				}
 				size_t len = ol;
@@ -246,7 +246,7 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 				} else {
 					len = pos;
 				}
-				int rc = noise_read_message(rd, out, len, pt, sizeof(pt), &pl);
+				int rc = hush__noise_read_message(rd, out, len, pt, sizeof(pt), &pl);
 				if (m == 0) {
 					/* Message 1 of XX is a bare ephemeral key: a flipped bit
 					 * changes the key and is caught later; a truncated one is
@@ -257,11 +257,11 @@ static void noise_tampered_or_truncated_messages_fail(void **state)
 				} else {
 					assert_true(rc == HUSH_EHANDSHAKE || rc == HUSH_EBADKEY);
 					assert_int_equal(
-					    noise_read_message(rd, out, ol, pt, sizeof(pt), &pl),
+					    hush__noise_read_message(rd, out, ol, pt, sizeof(pt), &pl),
 					    rc);
 				}
-				noise_wipe(&i);
-				noise_wipe(&r);
+				hush__noise_wipe(&i);
+				hush__noise_wipe(&r);
 			}
 		}
 	}
@@ -299,15 +299,15 @@ static void noise_low_order_public_keys_are_refused(void **state)
 		start(&v[x], &i, &r);
 		uint8_t out[256], pt[256];
 		size_t ol, pl;
-		assert_int_equal(noise_write_message(&i, NULL, 0, out, sizeof(out), &ol), 0);
-		assert_int_equal(noise_read_message(&r, out, ol, pt, sizeof(pt), &pl), 0);
-		assert_int_equal(noise_write_message(&r, NULL, 0, out, sizeof(out), &ol), 0);
+		assert_int_equal(hush__noise_write_message(&i, NULL, 0, out, sizeof(out), &ol), 0);
+		assert_int_equal(hush__noise_read_message(&r, out, ol, pt, sizeof(pt), &pl), 0);
+		assert_int_equal(hush__noise_write_message(&r, NULL, 0, out, sizeof(out), &ol), 0);
 		/* Replace the responder's ephemeral key with a low-order point. */
 		assert_int_equal(testlib_unhex(bad[b], out, 32), 32);
-		assert_int_equal(noise_read_message(&i, out, ol, pt, sizeof(pt), &pl),
+		assert_int_equal(hush__noise_read_message(&i, out, ol, pt, sizeof(pt), &pl),
 				 HUSH_EBADKEY);
-		noise_wipe(&i);
-		noise_wipe(&r);
+		hush__noise_wipe(&i);
+		hush__noise_wipe(&r);
 	}
 }
 
@@ -320,12 +320,12 @@ static void noise_out_of_turn_calls_are_refused(void **state)
 	start(&v[0], &i, &r);
 	uint8_t out[256], pt[256];
 	size_t ol, pl;
-	assert_int_equal(noise_write_message(&r, NULL, 0, out, sizeof(out), &ol), HUSH_ESTATE);
-	assert_int_equal(noise_read_message(&i, out, 32, pt, sizeof(pt), &pl), HUSH_ESTATE);
+	assert_int_equal(hush__noise_write_message(&r, NULL, 0, out, sizeof(out), &ol), HUSH_ESTATE);
+	assert_int_equal(hush__noise_read_message(&i, out, 32, pt, sizeof(pt), &pl), HUSH_ESTATE);
 	struct noise_cipherstate a, b;
-	assert_int_equal(noise_split(&i, &a, &b), HUSH_ESTATE);
-	assert_int_equal(noise_write_message(&i, NULL, 0, out, 10, &ol), HUSH_ENOSPACE);
-	assert_int_equal(noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL, NULL),
+	assert_int_equal(hush__noise_split(&i, &a, &b), HUSH_ESTATE);
+	assert_int_equal(hush__noise_write_message(&i, NULL, 0, out, 10, &ol), HUSH_ENOSPACE);
+	assert_int_equal(hush__noise_init(&i, NOISE_XX, NOISE_AESGCM, true, NULL, 0, NULL, NULL, NULL),
 			 HUSH_EINVAL);
 }
 
