@@ -52,7 +52,7 @@
 #define HUSH_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* The process allocator (src/mem/alloc.c). */
+/* The process allocator (src/common/alloc.c). */
 void *hush__alloc(size_t size);
 void *hush__calloc(size_t size);
 void hush__free(void *ptr, size_t size);

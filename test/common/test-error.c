@@ -1,4 +1,4 @@
-/* Tests for the error table, version and allocator hook (src/common, src/mem/alloc.c). */
+/* Tests for the error table, version and allocator hook (src/common). */
 #include <string.h>
 
 #include "testlib.h"

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: the text parsers of secret key files (src/handshake/keys.c):
+ * libFuzzer harness: the text parsers of secret key files (src/keys/keys.c):
  * hush__keypair_parse() and hush__psk_parse(), which hush_keypair_load() and
  * hush_psk_load() run on a file's content, and hush_key_from_base64(). Every input goes
  * to all three, as the loaders see a file: up to its first zero byte. Checks that the

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness: hush_peers_parse() (src/handshake/keys.c) on arbitrary text.
+ * libFuzzer harness: hush_peers_parse() (src/keys/keys.c) on arbitrary text.
  * Checks the exact error codes and the line reported, that *out is untouched on
  * failure, that a list holds distinct keys in order, each one found by
  * hush_peers_contains(), and no more than the text has lines; that the list written

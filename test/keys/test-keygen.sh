@@ -3,7 +3,7 @@
 set -u
 : "${HUSH_BUILDDIR:?}"
 K=$HUSH_BUILDDIR/tools/hush-keygen
-W=$HUSH_BUILDDIR/test/handshake/keygen-work
+W=$HUSH_BUILDDIR/test/keys/keygen-work
 rm -rf "$W" && mkdir -p "$W"
 n=0
 check() { n=$((n + 1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; fi; }

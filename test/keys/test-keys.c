@@ -1,4 +1,4 @@
-/* Tests for src/handshake/keys.c: key pairs, key and PSK files, base64, peers files. */
+/* Tests for src/keys/keys.c: key pairs, key and PSK files, base64, peers files. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +18,7 @@ static char dir[256];
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "%s/test/handshake/keys-XXXXXX", HUSH_BUILDDIR);
+	snprintf(dir, sizeof(dir), "%s/test/keys/keys-XXXXXX", HUSH_BUILDDIR);
 	return mkdtemp(dir) == NULL ? -1 : 0;
 }
 
