@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 #include <hush/common.h>
 
 /* Leave with the error when an expression fails (s2n-tls style guards). */
@@ -51,6 +53,23 @@
 #define HUSH_POISON(p, n) ((void)(p), (void)(n))
 #define HUSH_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
+
+/*
+ * The OpenSSL algorithms of every layer, fetched once per process (src/common/algs.c):
+ * nothing in hush fetches implicitly (EVP_sha256(), HMAC(), ...) or per use. Never
+ * freed; read-only once returned.
+ */
+struct hush_algs {
+	EVP_CIPHER *aes128gcm;        /* ALTS records */
+	EVP_CIPHER *aes256gcm;        /* Noise's AESGCM */
+	EVP_CIPHER *chacha20poly1305; /* Noise's ChaChaPoly and hush's ChaCha records */
+	EVP_MD *sha256;               /* Noise's hash */
+	EVP_MAC *hmac;                /* Noise's HKDF steps, the ALTS rekey KDF */
+	EVP_KDF *hkdf;                /* hush's record key derivation */
+};
+/* Sets *out to the algorithms: 0, or HUSH_ECRYPTO when one cannot be fetched (the
+ * next call tries again). Thread-safe. */
+HUSH_MUST_CHECK int hush__algs_get(const struct hush_algs **out);
 
 /* The process allocator (src/common/alloc.c). */
 void *hush__alloc(size_t size);

@@ -405,8 +405,9 @@ static int accept_params(const struct hush_handshake *hs, const uint8_t *block, 
 static int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
 		       const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
 {
-	EVP_KDF *kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
-	EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+	const struct hush_algs *algs;
+	HUSH_GUARD(hush__algs_get(&algs));
+	EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(algs->hkdf);
 	OSSL_PARAM params[] = {
 	    OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
 	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
@@ -416,7 +417,6 @@ static int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm,
 	};
 	int ok = ctx != NULL && EVP_KDF_derive(ctx, out, out_len, params) == 1;
 	EVP_KDF_CTX_free(ctx);
-	EVP_KDF_free(kdf);
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 

@@ -4,9 +4,10 @@
  */
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "common/common-internal.h"
@@ -64,31 +65,29 @@ out:
 static int hash2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
 		 uint8_t out[NOISE_HASHLEN])
 {
+	const struct hush_algs *algs;
+	HUSH_GUARD(hush__algs_get(&algs));
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+	int ok = md != NULL && EVP_DigestInit_ex2(md, algs->sha256, NULL) &&
 		 EVP_DigestUpdate(md, a, alen) && (blen == 0 || EVP_DigestUpdate(md, b, blen)) &&
 		 EVP_DigestFinal_ex(md, out, NULL);
 	EVP_MD_CTX_free(md);
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 
-static int hmac(const uint8_t key[NOISE_HASHLEN], const uint8_t *a, size_t alen, const uint8_t *b,
-		size_t blen, uint8_t out[NOISE_HASHLEN])
+/* HMAC-SHA256(key, a || b) on ctx, an HMAC context re-keyed for each call. */
+static int hmac(EVP_MAC_CTX *ctx, const uint8_t key[NOISE_HASHLEN], const uint8_t *a,
+		size_t alen, const uint8_t *b, size_t blen, uint8_t out[NOISE_HASHLEN])
 {
-	uint8_t buf[NOISE_HASHLEN + 1 + NOISE_DHLEN];
-	if (alen + blen > sizeof(buf)) {
-		return HUSH_EINVAL;
-	}
-	if (alen > 0) {
-		memcpy(buf, a, alen);
-	}
-	if (blen > 0) {
-		memcpy(buf + alen, b, blen);
-	}
-	unsigned int len = 0;
-	int ok = HMAC(EVP_sha256(), key, NOISE_HASHLEN, buf, alen + blen, out, &len) != NULL &&
-		 len == NOISE_HASHLEN;
-	OPENSSL_cleanse(buf, sizeof(buf));
+	OSSL_PARAM params[] = {
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+	    OSSL_PARAM_construct_end(),
+	};
+	size_t len = 0;
+	int ok = EVP_MAC_init(ctx, key, NOISE_HASHLEN, params) == 1 &&
+		 (alen == 0 || EVP_MAC_update(ctx, a, alen) == 1) &&
+		 (blen == 0 || EVP_MAC_update(ctx, b, blen) == 1) &&
+		 EVP_MAC_final(ctx, out, &len, NOISE_HASHLEN) == 1 && len == NOISE_HASHLEN;
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 
@@ -98,17 +97,24 @@ static int hkdf(const uint8_t ck[NOISE_HASHLEN], const uint8_t *ikm, size_t ikm_
 		uint8_t out3[NOISE_HASHLEN])
 {
 	static const uint8_t one = 1, two = 2, three = 3;
+	const struct hush_algs *algs;
+	HUSH_GUARD(hush__algs_get(&algs));
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(algs->hmac);
+	if (ctx == NULL) {
+		return HUSH_ECRYPTO;
+	}
 	uint8_t temp_key[NOISE_HASHLEN];
-	int rc = hmac(ck, ikm, ikm_len, NULL, 0, temp_key);
+	int rc = hmac(ctx, ck, ikm, ikm_len, NULL, 0, temp_key);
 	if (rc == 0) {
-		rc = hmac(temp_key, &one, 1, NULL, 0, out1);
+		rc = hmac(ctx, temp_key, &one, 1, NULL, 0, out1);
 	}
 	if (rc == 0) {
-		rc = hmac(temp_key, out1, NOISE_HASHLEN, &two, 1, out2);
+		rc = hmac(ctx, temp_key, out1, NOISE_HASHLEN, &two, 1, out2);
 	}
 	if (rc == 0 && out3 != NULL) {
-		rc = hmac(temp_key, out2, NOISE_HASHLEN, &three, 1, out3);
+		rc = hmac(ctx, temp_key, out2, NOISE_HASHLEN, &three, 1, out3);
 	}
+	EVP_MAC_CTX_free(ctx);
 	OPENSSL_cleanse(temp_key, sizeof(temp_key));
 	return rc;
 }
@@ -143,8 +149,9 @@ static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len, 
 	size_t plen = enc ? len : len - NOISE_TAGLEN;
 	uint8_t nonce[12];
 	nonce_of(cs, nonce);
-	const EVP_CIPHER *c =
-	    cs->cipher == NOISE_AESGCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+	const struct hush_algs *algs;
+	HUSH_GUARD(hush__algs_get(&algs));
+	const EVP_CIPHER *c = cs->cipher == NOISE_AESGCM ? algs->aes256gcm : algs->chacha20poly1305;
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int n = 0;
 	int rc = HUSH_ECRYPTO;

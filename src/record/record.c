@@ -5,8 +5,6 @@
  * (grpc-go credentials/alts/internal/conn, grpc C++ src/core/tsi/alts) and specifies
  * hush's ChaCha20-Poly1305 variant.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -110,47 +108,19 @@ size_t hush_record_key_size(enum hush_record_protocol rp)
 	return p != NULL ? p->key_size : 0;
 }
 
-/* ---- Algorithms, fetched once per process ---- */
+/* ---- Algorithms ---- */
 
-/*
- * An implicit fetch (EVP_aes_128_gcm() and friends) costs a method-store lookup on every
- * keyed EVP_CipherInit_ex, so the ciphers and HMAC are fetched once and kept for the
- * life of the process. A failed fetch (out of memory) is retried by the next
- * hush_record_new rather than remembered. The pointers are written under the lock before
- * `fetched` is released, and read only after it was acquired.
- */
-static pthread_mutex_t fetch_lock = PTHREAD_MUTEX_INITIALIZER;
-static atomic_bool fetched;
-static EVP_CIPHER *aes128gcm;
-static EVP_CIPHER *chacha20poly1305;
-static EVP_MAC *hmac;
+/* Fetched once per process (src/common/algs.c); set by the first hush_record_new. */
+static const struct hush_algs *algs;
 
 static int fetch_algorithms(void)
 {
-	if (atomic_load_explicit(&fetched, memory_order_acquire)) {
-		return 0;
-	}
-	pthread_mutex_lock(&fetch_lock);
-	if (aes128gcm == NULL) {
-		aes128gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
-	}
-	if (chacha20poly1305 == NULL) {
-		chacha20poly1305 = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
-	}
-	if (hmac == NULL) {
-		hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	}
-	bool ok = aes128gcm != NULL && chacha20poly1305 != NULL && hmac != NULL;
-	if (ok) {
-		atomic_store_explicit(&fetched, true, memory_order_release);
-	}
-	pthread_mutex_unlock(&fetch_lock);
-	return ok ? 0 : HUSH_ECRYPTO;
+	return hush__algs_get(&algs);
 }
 
 static const EVP_CIPHER *cipher_of(const struct proto *p)
 {
-	return p->chacha ? chacha20poly1305 : aes128gcm;
+	return p->chacha ? algs->chacha20poly1305 : algs->aes128gcm;
 }
 
 /* ---- Counters and keys ---- */
@@ -204,7 +174,7 @@ static int derive_key(const uint8_t kdf_key[KDF_KEY_SIZE], uint64_t epoch, uint8
 		msg[i] = (uint8_t)(epoch >> (8 * i));
 	}
 	msg[KDF_COUNTER_SIZE] = 0x01;
-	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac);
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(algs->hmac);
 	if (ctx == NULL || EVP_MAC_init(ctx, kdf_key, KDF_KEY_SIZE, params) != 1 ||
 	    EVP_MAC_update(ctx, msg, sizeof(msg)) != 1 ||
 	    EVP_MAC_final(ctx, mac, &mac_len, sizeof(mac)) != 1 || mac_len != sizeof(mac)) {
