@@ -43,7 +43,7 @@ extern "C" {
 	XX(ESYS, -7, "system call failed")                                                 \
 	XX(EAGAIN, -8, "operation would block; try again later")                           \
 	/* Record layer: bytes from the peer and key material. */                         \
-	XX(EPROTO_UNKNOWN, -20, "unknown record protocol")                                 \
+	XX(EPROTO_UNKNOWN, -20, "unknown record or Noise protocol")                        \
 	XX(EKEYLEN, -21, "key material has the wrong length for the record protocol")      \
 	XX(EFRAME_SHORT, -22, "record length field too small to hold a record")            \
 	XX(EFRAME_LONG, -23, "record length field exceeds the receive limit")              \
@@ -67,7 +67,8 @@ extern "C" {
 	XX(EKEYPERM, -64, "private key file is readable by group or others")               \
 	XX(EEXIST, -65, "file already exists")                                             \
 	XX(EBUSY, -66, "too many handshakes in progress")                                  \
-	XX(ENOVERIFY, -67, "no peer verification configured")
+	XX(ENOVERIFY, -67, "no peer verification configured")                             \
+	XX(EOUTOFTURN, -68, "peer sent handshake bytes out of turn")
 
 /* The error codes, as an enum so debuggers show names. */
 enum hush_error {

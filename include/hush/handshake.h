@@ -73,8 +73,9 @@ enum hush_noise_protocol {
  * Static string. Thread-safe. */
 HUSH_EXTERN const char *hush_noise_protocol_name(enum hush_noise_protocol p);
 
-/* Looks a protocol up by its exact Noise name. Returns 0 or HUSH_EINVAL (unknown name,
- * NULL arguments: *out untouched). Thread-safe. */
+/* Looks a protocol up by its exact Noise name. Returns 0, HUSH_EPROTO_UNKNOWN (a name
+ * hush does not speak, as for an unknown record protocol name) or HUSH_EINVAL (NULL
+ * arguments); *out is untouched on failure. Thread-safe. */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_noise_protocol_from_name(const char *name,
 							      enum hush_noise_protocol *out);
 
@@ -214,8 +215,8 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_handshake_next(struct hush_handshake *hs, u
  * *consumed says how many were taken. Feed the rest again after hush_handshake_next(),
  * or, once the handshake is done, hand it to the record layer.
  * Returns 0; without effect: HUSH_EINVAL (NULL arguments), HUSH_ESTATE (already done);
- * failing the handshake for good: HUSH_ESTATE (bytes arrived while it is our turn to
- * write: the peer spoke out of turn), HUSH_EHANDSHAKE (a message too long or too short
+ * failing the handshake for good: HUSH_EOUTOFTURN (bytes arrived while it is our
+ * turn to write: the peer spoke out of turn), HUSH_EHANDSHAKE (a message too long or too short
  * for its length, malformed, failing to decrypt, or not from a hush peer), HUSH_EPARAMS
  * (another hush version or Noise protocol, or the peer's parameters do not match ours:
  * record protocol, limits), HUSH_EPEER (the peer's static key is not allowed),

@@ -63,7 +63,7 @@ int hush_noise_protocol_from_name(const char *name, enum hush_noise_protocol *ou
 			return 0;
 		}
 	}
-	return HUSH_EINVAL;
+	return HUSH_EPROTO_UNKNOWN;
 }
 
 enum hush_record_protocol hush_noise_default_record_protocol(enum hush_noise_protocol p)
@@ -751,7 +751,7 @@ int hush_handshake_read(struct hush_handshake *hs, const uint8_t *in, size_t len
 	HUSH_ENSURE(!hs->done, HUSH_ESTATE);
 	/* Bytes while it is our turn to write: the peer spoke out of turn. */
 	if (!hush_handshake_wants_read(hs)) {
-		return fail(hs, HUSH_ESTATE);
+		return fail(hs, HUSH_EOUTOFTURN);
 	}
 	size_t off = 0;
 	while (off < len && hush_handshake_wants_read(hs)) {

@@ -473,7 +473,7 @@ static int hs_finish(struct hush_conn *c)
 /*
  * Runs the handshake as far as the bytes at hand allow: feeds what was received, writes
  * this end's messages into the write queue, and sends. Bytes received while it is this
- * end's turn to write fail it with HUSH_ESTATE (the peer spoke out of turn): the
+ * end's turn to write fail it with HUSH_EOUTOFTURN (the peer spoke out of turn): the
  * handshake object judges that, since received bytes are always fed first.
  */
 static void hs_step(struct hush_conn *c)

@@ -596,7 +596,7 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 	} cases[] = {
 	    {garbage, sizeof(garbage) - 1, false, HUSH_EHANDSHAKE},
 	    {flight, 10, true, HUSH_ECLOSED},
-	    {early, flen + 40, false, HUSH_ESTATE},
+	    {early, flen + 40, false, HUSH_EOUTOFTURN},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct env e;

@@ -36,7 +36,7 @@
 // the peer's close; an io.EOF before it is a truncated stream, an error.
 //
 // Left out, as a test peer may: a handshake timeout, and the check for bytes sent out of
-// turn (ESTATE in section 9): this peer reads only when it expects a message.
+// turn (EOUTOFTURN in section 9): this peer reads only when it expects a message.
 //
 // It must be built inside the grpc source tree (Go's internal-package rule), in GOPATH
 // mode: run-noise-interop.sh does that.
