@@ -82,6 +82,7 @@
 
 #include <hush/common.h>
 #include <hush/keys.h>
+#include <hush/loop.h>
 #include <hush/pool.h>
 #include <hush/record.h>
 

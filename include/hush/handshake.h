@@ -236,7 +236,7 @@ HUSH_EXTERN bool hush_handshake_wants_read(const struct hush_handshake *hs);
 /* Whether the handshake finished successfully: the result is ready. */
 HUSH_EXTERN bool hush_handshake_done(const struct hush_handshake *hs);
 
-/* The stored error of a failed handshake, or 0. */
+/* The stored error of a failed handshake, 0 if none (HUSH_EINVAL for NULL). */
 HUSH_EXTERN int hush_handshake_error(const struct hush_handshake *hs);
 
 /*

@@ -213,6 +213,9 @@ int hush__params_decode(const uint8_t *in, size_t len, struct hush__params *out)
 
 void hush_handshake_config_init(struct hush_handshake_config *cfg)
 {
+	if (cfg == NULL) {
+		return;
+	}
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->protocol = HUSH_NOISE_XX_25519_AESGCM_SHA256;
 	cfg->record_protocol = HUSH_RP_AUTO;
@@ -373,7 +376,7 @@ bool hush_handshake_done(const struct hush_handshake *hs)
 
 int hush_handshake_error(const struct hush_handshake *hs)
 {
-	return hs != NULL ? hs->err : 0;
+	return hs != NULL ? hs->err : HUSH_EINVAL;
 }
 
 /* ---- Peer checks and the record keys ---- */

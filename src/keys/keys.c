@@ -24,6 +24,12 @@
 
 void hush_key_to_base64(const uint8_t key[HUSH_KEY_SIZE], char out[HUSH_KEY_BASE64_LEN + 1])
 {
+	if (key == NULL || out == NULL) {
+		if (out != NULL) {
+			out[0] = '\0';
+		}
+		return;
+	}
 	EVP_EncodeBlock((unsigned char *)out, key, HUSH_KEY_SIZE);
 	out[HUSH_KEY_BASE64_LEN] = '\0';
 }
@@ -76,7 +82,14 @@ int hush_keypair_generate(struct hush_keypair **out)
 
 void hush_keypair_public(const struct hush_keypair *kp, uint8_t pub[HUSH_KEY_SIZE])
 {
-	memcpy(pub, kp->pub, HUSH_KEY_SIZE);
+	if (pub == NULL) {
+		return;
+	}
+	if (kp != NULL) {
+		memcpy(pub, kp->pub, HUSH_KEY_SIZE);
+	} else {
+		memset(pub, 0, HUSH_KEY_SIZE);
+	}
 }
 
 void hush_keypair_free(struct hush_keypair *kp)

@@ -63,6 +63,9 @@ static inline void max_u64(_Atomic uint64_t *max, uint64_t v)
 
 void hush_pool_config_init(struct hush_pool_config *cfg)
 {
+	if (cfg == NULL) {
+		return;
+	}
 	/*
 	 * The caps bound the idle memory the pool keeps by default to about 11.3 MiB
 	 * (1024 x 256 B + 256 x 4160 + 128 x 16448 + 64 x 33280 + 32 x 64 KiB + 4 x
@@ -522,16 +525,19 @@ int hush_pool_acquire(struct hush_pool *pool, size_t min_size, struct hush_buf *
 
 uint8_t *hush_buf_data(const struct hush_buf *buf)
 {
-	return (uint8_t *)buf->data;
+	return buf != NULL ? (uint8_t *)buf->data : NULL;
 }
 
 size_t hush_buf_capacity(const struct hush_buf *buf)
 {
-	return buf->capacity;
+	return buf != NULL ? buf->capacity : 0;
 }
 
 void hush_buf_ref(struct hush_buf *buf)
 {
+	if (buf == NULL) {
+		return;
+	}
 	if (HUSH_UNLIKELY(buf->magic != HUSH__BUF_LIVE)) {
 		buf_fatal(buf, "hush_buf_ref on a buffer that is not out (already released?)");
 	}
@@ -679,6 +685,13 @@ void hush_pool_stats(const struct hush_pool *cpool, struct hush_pool_stats *out)
 {
 	/* The locks and atomics are not part of the pool's logical state. */
 	struct hush_pool *pool = (struct hush_pool *)cpool;
+	if (out == NULL) {
+		return;
+	}
+	if (pool == NULL) {
+		memset(out, 0, sizeof(*out));
+		return;
+	}
 	struct hush_pool_tier_stats *tot = &out->total;
 	struct hush__pool_oversize *o = &pool->oversize;
 

@@ -383,17 +383,17 @@ int hush_record_set_limits(struct hush_record *r, size_t max_send_frame, size_t 
 
 size_t hush_record_max_payload(const struct hush_record *r)
 {
-	return r->max_send_frame - HUSH_RECORD_OVERHEAD;
+	return r != NULL ? r->max_send_frame - HUSH_RECORD_OVERHEAD : 0;
 }
 
 size_t hush_record_max_frame(const struct hush_record *r)
 {
-	return (size_t)r->recv_limit + HUSH_RECORD_LENGTH_SIZE;
+	return r != NULL ? (size_t)r->recv_limit + HUSH_RECORD_LENGTH_SIZE : 0;
 }
 
 int hush_record_error(const struct hush_record *r)
 {
-	return r->err;
+	return r != NULL ? r->err : HUSH_EINVAL;
 }
 
 /* ---- Seal, parse, open ---- */

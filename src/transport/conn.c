@@ -131,6 +131,9 @@ static void peer_closed(struct hush_conn *c);
 
 void hush_conn_config_init(struct hush_conn_config *cfg)
 {
+	if (cfg == NULL) {
+		return;
+	}
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
 	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
@@ -562,12 +565,14 @@ int hush_conn_handshake_result(const struct hush_conn *c, struct hush_handshake_
 
 void hush_conn_set_arg(struct hush_conn *c, void *arg)
 {
-	c->arg = arg;
+	if (c != NULL) {
+		c->arg = arg;
+	}
 }
 
 void *hush_conn_get_arg(const struct hush_conn *c)
 {
-	return c->arg;
+	return c != NULL ? c->arg : NULL;
 }
 
 static void release_buffers(struct hush_conn *c)
@@ -1222,7 +1227,7 @@ int hush_conn_flush(struct hush_conn *c)
 
 size_t hush_conn_queued(const struct hush_conn *c)
 {
-	return c->queued;
+	return c != NULL ? c->queued : 0;
 }
 
 /*
@@ -1479,6 +1484,9 @@ void hush__conn_on_wake(struct hush_conn *c)
 
 void hush_conn_pause_reading(struct hush_conn *c)
 {
+	if (c == NULL) {
+		return;
+	}
 	c->flags |= F_PAUSED;
 	if (c->state == ST_OPEN) {
 		update_interest(c);
@@ -1487,7 +1495,7 @@ void hush_conn_pause_reading(struct hush_conn *c)
 
 void hush_conn_resume_reading(struct hush_conn *c)
 {
-	if (!(c->flags & F_PAUSED)) {
+	if (c == NULL || !(c->flags & F_PAUSED)) {
 		return;
 	}
 	c->flags &= ~(uint32_t)F_PAUSED;
@@ -1504,16 +1512,19 @@ void hush_conn_resume_reading(struct hush_conn *c)
 
 int hush_conn_error(const struct hush_conn *c)
 {
-	return c->err;
+	return c != NULL ? c->err : HUSH_EINVAL;
 }
 
 int hush_conn_fd(const struct hush_conn *c)
 {
-	return c->fd;
+	return c != NULL ? c->fd : -1;
 }
 
 unsigned hush_conn_buffers_held(const struct hush_conn *c)
 {
+	if (c == NULL) {
+		return 0;
+	}
 	unsigned n = c->rbuf != NULL;
 	for (struct hush_buf *b = c->wq_head; b != NULL; b = wq_hdr(b)->next) {
 		n++;
@@ -1523,7 +1534,13 @@ unsigned hush_conn_buffers_held(const struct hush_conn *c)
 
 void hush_conn_get_stats(const struct hush_conn *c, struct hush_conn_stats *out)
 {
-	*out = c->stats;
+	if (out != NULL) {
+		if (c != NULL) {
+			*out = c->stats;
+		} else {
+			memset(out, 0, sizeof(*out));
+		}
+	}
 }
 
 size_t hush__conn_size(void)

@@ -36,6 +36,9 @@ struct hush_listener {
 
 void hush_listener_config_init(struct hush_listener_config *cfg)
 {
+	if (cfg == NULL) {
+		return;
+	}
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_handshakes = 256;
 	cfg->backlog = 1024;
@@ -224,17 +227,23 @@ void hush_listener_free(struct hush_listener *l)
 
 void hush_listener_pause(struct hush_listener *l)
 {
+	if (l == NULL) {
+		return;
+	}
 	l->paused = true;
 	update_accepting(l);
 }
 
 void hush_listener_resume(struct hush_listener *l)
 {
+	if (l == NULL) {
+		return;
+	}
 	l->paused = false;
 	update_accepting(l);
 }
 
 unsigned hush_listener_handshakes(const struct hush_listener *l)
 {
-	return l->handshakes;
+	return l != NULL ? l->handshakes : 0;
 }
