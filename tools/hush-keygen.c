@@ -63,12 +63,10 @@ static int make_parents(const char *path)
 
 int main(int argc, char **argv)
 {
-	const char *target = argc == 2 ? argv[1] : argc == 3 ? argv[2] : NULL;
-	if (target != NULL && (argc == 2 || strcmp(argv[1], "--psk") == 0) &&
-	    target[0] != '-' && make_parents(target) != 0) {
-		return fail(target, HUSH_ESYS);
-	}
 	if (argc == 3 && strcmp(argv[1], "--psk") == 0) {
+		if (make_parents(argv[2]) != 0) {
+			return fail(argv[2], HUSH_ESYS);
+		}
 		int rc = hush_psk_generate_file(argv[2]);
 		return rc == 0 ? 0 : fail(argv[2], rc);
 	}
@@ -80,6 +78,9 @@ int main(int argc, char **argv)
 		rc = hush_keypair_load(&kp, path);
 	} else if (argc == 2 && argv[1][0] != '-') {
 		path = argv[1];
+		if (make_parents(path) != 0) {
+			return fail(path, HUSH_ESYS);
+		}
 		rc = hush_keypair_generate(&kp);
 		if (rc == 0) {
 			rc = hush_keypair_save(kp, path);
