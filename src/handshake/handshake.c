@@ -213,14 +213,14 @@ int hush__params_decode(const uint8_t *in, size_t len, struct hush__params *out)
 
 void hush_handshake_config_init(struct hush_handshake_config *cfg)
 {
-	if (cfg == NULL) {
-		return;
+	if (cfg != NULL) {
+		*cfg = (struct hush_handshake_config){
+		    .protocol = HUSH_NOISE_XX_25519_AESGCM_SHA256,
+		    .record_protocol = HUSH_RP_AUTO,
+		    .recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT,
+		    .max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME,
+		};
 	}
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->protocol = HUSH_NOISE_XX_25519_AESGCM_SHA256;
-	cfg->record_protocol = HUSH_RP_AUTO;
-	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
-	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
 }
 
 void hush_handshake_result_wipe(struct hush_handshake_result *res)

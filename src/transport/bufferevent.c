@@ -607,12 +607,12 @@ static void report_connected(evutil_socket_t fd, short what, void *arg)
 
 void hush_bufferevent_config_init(struct hush_bufferevent_config *cfg)
 {
-	if (cfg == NULL) {
-		return;
+	if (cfg != NULL) {
+		*cfg = (struct hush_bufferevent_config){
+		    .rp = HUSH_RP_ALTS_AES128_GCM_REKEY,
+		    .side = HUSH_SIDE_CLIENT,
+		};
 	}
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->rp = HUSH_RP_ALTS_AES128_GCM_REKEY;
-	cfg->side = HUSH_SIDE_CLIENT;
 }
 
 int hush_bufferevent_config_check(const struct hush_bufferevent_config *cfg)

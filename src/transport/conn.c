@@ -134,6 +134,8 @@ void hush_conn_config_init(struct hush_conn_config *cfg)
 	if (cfg == NULL) {
 		return;
 	}
+	/* memset, not a compound literal: the loop compares configurations with memcmp
+	 * (loop.c), so the padding must be zero too. */
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
 	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
