@@ -183,8 +183,10 @@ out:
 	return rc;
 }
 
-int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
-		     const uint8_t *in, size_t len, uint8_t *out)
+/* Section 5.1 EncryptWithAd (enc 1) and DecryptWithAd (enc 0): without a key the bytes
+ * pass through unchanged. */
+static int cs_crypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		    const uint8_t *in, size_t len, uint8_t *out, int enc)
 {
 	if (!cs->has_key) {
 		if (len > 0) {
@@ -192,19 +194,19 @@ int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size
 		}
 		return 0;
 	}
-	return aead(cs, ad, ad_len, in, len, out, 1);
+	return aead(cs, ad, ad_len, in, len, out, enc);
+}
+
+int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+			   const uint8_t *in, size_t len, uint8_t *out)
+{
+	return cs_crypt(cs, ad, ad_len, in, len, out, 1);
 }
 
 int hush__noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
-		     const uint8_t *in, size_t len, uint8_t *out)
+			   const uint8_t *in, size_t len, uint8_t *out)
 {
-	if (!cs->has_key) {
-		if (len > 0) {
-			memmove(out, in, len);
-		}
-		return 0;
-	}
-	return aead(cs, ad, ad_len, in, len, out, 0);
+	return cs_crypt(cs, ad, ad_len, in, len, out, 0);
 }
 
 /* ---- SymmetricState (section 5.2) ---- */
@@ -417,17 +419,14 @@ static int token_dh(struct noise_handshake *hs, enum token t)
 		priv = hs->e_key, pub = hs->re, ok = hs->has_e && hs->has_re;
 		break;
 	case T_ES:
-		if (hs->initiator) {
-			priv = hs->e_key, pub = hs->rs, ok = hs->has_e && hs->has_rs;
-		} else {
-			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
-		}
-		break;
 	case T_SE:
-		if (hs->initiator) {
-			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
-		} else {
+		/* es: the initiator's e with the responder's s; se: the initiator's s with
+		 * the responder's e. So this side uses its e exactly when it is the
+		 * initiator of es or the responder of se. */
+		if ((t == T_ES) == hs->initiator) {
 			priv = hs->e_key, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+		} else {
+			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
 		}
 		break;
 	default:

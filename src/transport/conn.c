@@ -518,19 +518,32 @@ static void hs_step(struct hush_conn *c)
 	update_interest(c);
 }
 
+/* The outcome rc of getting read room for c: when the pool's budget is spent, c waits
+ * for a buffer to come back (starve); any other failure fails c. Returns rc == 0. */
+static bool read_room_ok(struct hush_conn *c, int rc)
+{
+	if (rc == HUSH_ENOBUFS) {
+		starve(c);
+	} else if (rc < 0) {
+		conn_fail(c, rc);
+	}
+	return rc == 0;
+}
+
+/* Borrows a read buffer (read_size bytes) for c. Returns whether c has it. */
+static bool acquire_rbuf(struct hush_conn *c)
+{
+	if (!read_room_ok(c, hush_pool_acquire(c->loop->pool, c->cfg->c.read_size, &c->rbuf))) {
+		return false;
+	}
+	c->rstart = c->rlen = 0;
+	return true;
+}
+
 static void hs_on_readable(struct hush_conn *c)
 {
-	if (c->rbuf == NULL) {
-		int rc = hush_pool_acquire(c->loop->pool, c->cfg->c.read_size, &c->rbuf);
-		if (rc == HUSH_ENOBUFS) {
-			starve(c);
-			return;
-		}
-		if (rc < 0) {
-			conn_fail(c, rc);
-			return;
-		}
-		c->rstart = c->rlen = 0;
+	if (c->rbuf == NULL && !acquire_rbuf(c)) {
+		return;
 	}
 	size_t off = c->rstart + c->rlen;
 	ssize_t n;
@@ -861,16 +874,7 @@ static bool prepare_rbuf(struct hush_conn *c, bool final)
 	if (!drain(c, &need)) {
 		return false;
 	}
-	int rc = settle_partial(c, need, final);
-	if (rc == HUSH_ENOBUFS) {
-		starve(c);
-		return false;
-	}
-	if (rc < 0) {
-		conn_fail(c, rc);
-		return false;
-	}
-	return true;
+	return read_room_ok(c, settle_partial(c, need, final));
 }
 
 /* The end of a readiness event: the buffer goes back at once unless it holds part of a
@@ -903,17 +907,8 @@ static void on_readable(struct hush_conn *c)
 		if (c->rbuf != NULL && (!prepare_rbuf(c, false) || (c->flags & F_PAUSED))) {
 			break;
 		}
-		if (c->rbuf == NULL) {
-			int rc = hush_pool_acquire(c->loop->pool, cfg->read_size, &c->rbuf);
-			if (rc == HUSH_ENOBUFS) {
-				starve(c);
-				return;
-			}
-			if (rc < 0) {
-				conn_fail(c, rc);
-				return;
-			}
-			c->rstart = c->rlen = 0;
+		if (c->rbuf == NULL && !acquire_rbuf(c)) {
+			return;
 		}
 		uint8_t *base = hush_buf_data(c->rbuf);
 		size_t off = c->rstart + c->rlen;

@@ -13,27 +13,20 @@ if ! command -v nm >/dev/null 2>&1; then
 	echo "1..0 # SKIP nm is not installed"
 	exit 0
 fi
-if [ -f "$L/libhush.a" ]; then
+# check FILE NM_FLAGS PATTERN WHAT: every global symbol nm lists in FILE matches PATTERN.
+check() {
+	[ -f "$1" ] || return 0
 	n=$((n + 1))
-	bad=$(nm -g --defined-only "$L/libhush.a" | awk 'NF == 3 && $3 !~ /^hush_/ { print $3 }' | sort -u)
+	bad=$(nm $2 --defined-only "$1" | awk -v re="$3" 'NF == 3 && $3 !~ re { print $3 }' | sort -u)
 	if [ -z "$bad" ]; then
-		echo "ok $n - libhush.a defines only hush_ global symbols"
+		echo "ok $n - $4"
 	else
-		echo "not ok $n - libhush.a defines global symbols outside hush_:"
+		echo "not ok $n - $4; these are not:"
 		echo "$bad" | sed 's/^/#   /'
 		fail=1
 	fi
-fi
-if [ -f "$L/libhush.so" ]; then
-	n=$((n + 1))
-	bad=$(nm -D --defined-only "$L/libhush.so" | awk 'NF == 3 && $3 !~ /^hush_[a-z0-9]/ { print $3 }' | sort -u)
-	if [ -z "$bad" ]; then
-		echo "ok $n - libhush.so exports only the public hush_ API"
-	else
-		echo "not ok $n - libhush.so exports symbols outside the public API:"
-		echo "$bad" | sed 's/^/#   /'
-		fail=1
-	fi
-fi
+}
+check "$L/libhush.a" -g '^hush_' "libhush.a defines only hush_ global symbols"
+check "$L/libhush.so" -D '^hush_[a-z0-9]' "libhush.so exports only the public hush_ API"
 echo "1..$n"
 exit $fail

@@ -1,6 +1,6 @@
 /*
- * What the hush bufferevent tests share: an event base with a pool and a hush loop,
- * the check that everything came back, and a bounded run of the loop.
+ * What the hush bufferevent tests share beyond the transport fixture (envlib.h): raw
+ * keys and a raw-keyed socket bufferevent.
  */
 #ifndef HUSH_TEST_BEVLIB_H
 #define HUSH_TEST_BEVLIB_H
@@ -13,29 +13,16 @@
 #include <hush/record.h>
 #include <hush/pool.h>
 
+#include "envlib.h"
+
 /* The raw key both ends of a raw-keyed pair use. */
 extern const uint8_t BEV_KEY44[44];
 
 struct bufferevent;
 
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
-
-void env_init(struct env *e);
-
-/* Runs what is pending, frees the loop, then checks every pool buffer came back and no
- * event is left added or active, and frees the rest. */
-void env_done(struct env *e);
-
 /* A hush socket bufferevent on fd keyed by BEV_KEY44 for side, owning fd;
  * max_send_frame 0 for the default record size. */
 struct bufferevent *bev_raw_socket(struct env *e, int fd, enum hush_side side,
 				   size_t max_send_frame);
-
-/* Runs the loop until a callback breaks it (10 s at most); leaves no timer behind. */
-void run(struct env *e);
 
 #endif /* HUSH_TEST_BEVLIB_H */

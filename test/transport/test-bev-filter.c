@@ -240,7 +240,7 @@ static void filter_pair_echo_returns_the_bytes(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	t.s.echo = 1;
@@ -261,7 +261,7 @@ static void filter_deferred_pair_echo_returns_the_bytes(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, BEV_OPT_DEFER_CALLBACKS);
 	t.s.echo = 1;
@@ -281,7 +281,7 @@ static void filter_pair_four_mib_arrive_byte_for_byte(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	size_t n = 4u << 20;
@@ -302,7 +302,7 @@ static void filter_pair_eof_after_records_is_clean(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	assert_int_equal(bufferevent_write(t.c.bev, "last words", 10), 0);
@@ -321,7 +321,7 @@ static void filter_pair_eof_after_records_is_clean(void **state)
 static void filter_and_socket_flavour_carry(int filter_sends)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app fa, sa;
@@ -374,7 +374,7 @@ static void socket_flavour_to_filter_one_mib_arrives_intact(void **state)
 static void watermark_over_pair(int options, int drain_later)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, options);
 	struct app *a = &t.c;
@@ -424,7 +424,7 @@ static void filter_on_socket_below_watermark_gets_every_record(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a, peer;
@@ -456,7 +456,7 @@ static void filter_eof_behind_held_back_records_comes_after_them(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a;
@@ -499,7 +499,7 @@ static void filter_eof_behind_held_back_records_comes_after_them(void **state)
 static void pair_eof_behind_held_back_records(int cut)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	bufferevent_setwatermark(t.c.bev, EV_READ, 0, WM_HIGH);
@@ -567,7 +567,7 @@ static void filter_freed_in_read_cb_leaves_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	t.s.free_on_read = 1;
@@ -588,7 +588,7 @@ static void filter_freed_in_read_cb_leaves_nothing(void **state)
 static void held_back_then_freed(int how)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	bufferevent_setwatermark(t.s.bev, EV_READ, 0, WM_HIGH);
@@ -623,7 +623,7 @@ static void filter_freed_in_connected_event_cb_leaves_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	t.c.free_on_event = BEV_EVENT_CONNECTED;
@@ -639,7 +639,7 @@ static void filter_freed_in_eof_event_cb_leaves_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a;
@@ -665,7 +665,7 @@ static void filter_freed_in_error_event_cb_leaves_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a;
@@ -692,7 +692,7 @@ static void filter_freed_before_the_loop_runs_leaves_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct two t;
 	two_over_pair(&e, &t, 0);
 	bufferevent_free(t.c.bev);
@@ -714,7 +714,7 @@ static void filter_freed_without_close_on_free_leaves_underlying_to_caller(void 
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct bufferevent *u = bufferevent_socket_new(e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
@@ -772,7 +772,7 @@ static void filter_tampered_record_reports_eauth(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a;
@@ -800,7 +800,7 @@ static void filter_stream_cut_inside_record_reports_truncated(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app a;
@@ -869,7 +869,7 @@ static void filter_new_without_pool_returns_null_and_leaves_underlying(void **st
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hush_bufferevent_config cfg;
 	filter_cfg(&e, &cfg, HUSH_SIDE_CLIENT);
 	cfg.pool = NULL;
@@ -881,7 +881,7 @@ static void filter_new_wrong_key_length_returns_null_and_leaves_underlying(void 
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hush_bufferevent_config cfg;
 	filter_cfg(&e, &cfg, HUSH_SIDE_CLIENT);
 	cfg.key_len = sizeof(BEV_KEY44) - 1;
@@ -894,7 +894,7 @@ static void filter_new_with_handshake_returns_null_and_leaves_underlying(void **
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hush_handshake_config hcfg;
 	hush_handshake_config_init(&hcfg);
 	struct hush_bufferevent_config cfg;
@@ -908,7 +908,7 @@ static void filter_new_without_config_or_underlying_returns_null(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hush_bufferevent_config cfg;
 	filter_cfg(&e, &cfg, HUSH_SIDE_CLIENT);
 	assert_null(hush_bufferevent_filter_new(NULL, &cfg, 0));

@@ -95,7 +95,7 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca, sa;
@@ -130,7 +130,7 @@ static void bev_speaks_alts_records_to_a_raw_peer(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
@@ -167,7 +167,7 @@ static void bev_eight_mib_round_trip(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca, sa;
@@ -200,7 +200,7 @@ static void bev_stream_cut_inside_record_reports_truncated(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
@@ -231,7 +231,7 @@ static void bev_tampered_record_reports_eauth(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca;
@@ -265,7 +265,7 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	/* Two descriptors a pair; the test raises its own open-files limit. */
 	const int N = testlib_fd_room("bev_thousands_idle", 1000, 2, 64);
 	assert_true(N > 0);
@@ -364,7 +364,7 @@ static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **st
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, true);
 	int sv[2];
@@ -442,7 +442,7 @@ static void bev_read_high_watermark_never_stalls(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int sv[2];
@@ -519,7 +519,7 @@ static void bev_freed_from_its_own_callbacks(void **state)
 	(void)state;
 	for (int when = 0; when < 3; when++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct hs h;
 		hs_init(&h, false);
 		int sv[2];
@@ -576,7 +576,7 @@ static void shut_event(struct bufferevent *bev, short what, void *arg)
 static void graceful_close(bool by_flush)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int sv[2];
@@ -653,7 +653,7 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 	(void)state;
 	for (int close_on_free = 0; close_on_free < 2; close_on_free++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct hs h;
 		hs_init(&h, true);
 		uint8_t stranger[HUSH_KEY_SIZE];
@@ -721,7 +721,7 @@ static void bev_socket_connect_then_peer_reset(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	struct tcp_server t = {.e = &e, .h = &h};
@@ -774,7 +774,7 @@ static void bev_raw_keys_refuse_a_second_socket(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2], sv2[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
@@ -814,7 +814,7 @@ static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int sv[2];
@@ -848,7 +848,7 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int sv[2];
@@ -907,7 +907,7 @@ static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int sv[2];
@@ -954,7 +954,7 @@ static void bev_refused_connect_reports_an_error(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct hs h;
 	hs_init(&h, false);
 	int probe = socket(AF_INET, SOCK_STREAM, 0);
@@ -986,7 +986,7 @@ static void bev_read_rate_limit_applies(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct app ca, sa;

@@ -19,57 +19,11 @@
 
 #include <hush/listener.h>
 
+#include "envlib.h"
 #include "testlib.h"
 #include "transport/transport-internal.h"
 
 /* ---- Fixture ---- */
-
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
-
-static void env_init(struct env *e)
-{
-	evthread_use_pthreads();
-	e->base = event_base_new();
-	assert_non_null(e->base);
-	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
-	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
-}
-
-static void env_done(struct env *e)
-{
-	struct hush_pool_stats st;
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	assert_int_equal(e->loop->nconns, 0);
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
-	hush_loop_free(e->loop);
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
-	hush_pool_free(e->pool);
-	event_base_free(e->base);
-}
-
-static void on_run_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	event_base_loopbreak(arg);
-}
-
-/* Runs the loop until done() holds for both ends or ms pass. */
-static void run_until(struct env *e, int ms, bool (*done)(void *), void *arg)
-{
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
-	evtimer_add(t, &tv);
-	while (!done(arg) && evtimer_pending(t, NULL)) {
-		event_base_loop(e->base, EVLOOP_ONCE);
-	}
-	event_free(t);
-}
 
 /* What one end saw. */
 struct end {
@@ -248,7 +202,7 @@ static void handshake_conn_every_protocol_opens_exchanges_and_closes(void **stat
 	for (int p = HUSH_NOISE_XX_25519_AESGCM_SHA256; p <= HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
 	     p++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct ids d;
 		ids_init(&d, (enum hush_noise_protocol)p);
 		uint8_t ga[70000], gb[3000];
@@ -343,7 +297,7 @@ static void handshake_conn_established_costs_what_raw_keys_cost(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	testlib_alloc_install();
@@ -364,7 +318,7 @@ static void handshake_conn_eof_without_close_record_is_truncated(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256);
 	uint8_t g[100];
@@ -401,7 +355,7 @@ struct mismatch {
 static void run_failing(struct ids *d, int *ce, int *se)
 {
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct end a = {0}, b = {0};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -441,7 +395,7 @@ static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **stat
 	testlib_fill(other, sizeof(other), 10);
 	d.sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct end a = {0}, b = {0};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -540,7 +494,7 @@ static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 	hush_handshake_free(hc);
 	for (int trickle = 0; trickle <= 1; trickle++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct hush_conn_config cfg;
 		hush_conn_config_init(&cfg);
 		cfg.handshake_timeout_ms = 300;
@@ -600,7 +554,7 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct end b = {0};
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -653,7 +607,7 @@ static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256);
 	struct end a = {0}, b = {0};
@@ -705,7 +659,7 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 	testlib_alloc_install();
 	for (int mode = 0; mode < 2; mode++) {
 		struct env e;
-		env_init(&e);
+		env_init(&e, NULL);
 		struct end a = {.free_on_open = mode == 1}, b = {0};
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -741,7 +695,7 @@ static void handshake_conn_state_is_wiped_when_freed(void **state)
 	int ce, se;
 	/* Two that open, then a failure at each end. */
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct end a = {0}, b = {0};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -863,7 +817,7 @@ static void handshake_conn_churn_returns_heap_to_its_start(void **state)
 	enum { ROUNDS = 600, WARM = 12 };
 	testlib_alloc_install();
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d[6];
 	for (int p = 0; p < 6; p++) {
 		ids_init(&d[p], (enum hush_noise_protocol)(HUSH_NOISE_XX_25519_AESGCM_SHA256 + p));
@@ -991,7 +945,7 @@ static void listener_caps_handshakes_in_progress(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	struct hush_conn_config cc;
@@ -1061,7 +1015,7 @@ static void listener_bad_configuration_fails_with_einval(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	env_init(&e, NULL);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	struct hush_listener_config lc;

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "envlib.h"
 #include "testlib.h"
 #include "transport/transport-internal.h"
 
@@ -27,12 +28,6 @@ static const uint8_t KEY44[44] = {
 	23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44};
 
 /* ---- Fixture ---- */
-
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
 
 /* What a connection under test saw. */
 struct sink {
@@ -111,48 +106,6 @@ static void sink_on_event(struct hush_conn *c, enum hush_conn_event ev, int err,
 
 static const struct hush_conn_callbacks sink_cb = {sink_on_data, sink_on_writable,
 						   sink_on_event};
-
-static void env_init(struct env *e, const struct hush_pool_config *pcfg)
-{
-	evthread_use_pthreads();
-	e->base = event_base_new();
-	assert_non_null(e->base);
-	assert_int_equal(hush_pool_new(&e->pool, pcfg), 0);
-	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
-}
-
-/* Checks the clean end every test must reach, then frees the fixture. */
-static void env_done(struct env *e)
-{
-	struct hush_pool_stats st;
-	/* Run what is still pending (deferred reports) so nothing is left behind. */
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	assert_int_equal(e->loop->nconns, 0);
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
-	hush_loop_free(e->loop);
-	/* With the loop gone nothing may remain registered on the base. */
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
-	hush_pool_free(e->pool);
-	event_base_free(e->base);
-}
-
-static void on_run_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	event_base_loopbreak(arg);
-}
-
-/* Runs the loop for ms, or less if a callback breaks it; leaves no timer behind. */
-static void run_for_ms(struct env *e, int ms)
-{
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	struct event *t = evtimer_new(e->base, on_run_timer, e->base);
-	evtimer_add(t, &tv);
-	event_base_dispatch(e->base);
-	event_free(t);
-}
 
 static void pair(int sv[2])
 {

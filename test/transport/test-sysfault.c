@@ -33,6 +33,7 @@
 #include <hush/listener.h>
 
 #include "streams.h"
+#include "envlib.h"
 #include "testlib.h"
 #include "transport/transport-internal.h"
 
@@ -351,34 +352,17 @@ static void print_seen(const char *what)
 
 /* ---- Fixture ---- */
 
-struct env {
-	struct event_base *base;
-	struct hush_pool *pool;
-	struct hush_loop *loop;
-};
-
-static void env_init(struct env *e)
+/* The transport fixture (envlib.h) with the counting allocator around it. */
+static void sys_env_init(struct env *e)
 {
-	evthread_use_pthreads();
 	testlib_alloc_install();
-	e->base = event_base_new();
-	assert_non_null(e->base);
-	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);
-	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
+	env_init(e, NULL);
 }
 
 /* The clean end: no connection, no pool buffer, no event, no hush allocation. */
-static void env_done(struct env *e)
+static void sys_env_done(struct env *e)
 {
-	struct hush_pool_stats st;
-	event_base_loop(e->base, EVLOOP_NONBLOCK);
-	assert_int_equal(e->loop->nconns, 0);
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
-	hush_loop_free(e->loop);
-	assert_int_equal(event_base_get_num_events(e->base, EVENT_BASE_COUNT_ADDED), 0);
-	hush_pool_free(e->pool);
-	event_base_free(e->base);
+	env_done(e);
 	struct testlib_alloc_stats a;
 	testlib_alloc_get(&a);
 	assert_int_equal(a.live, 0);
@@ -546,7 +530,7 @@ static void sysfault_interposer_sees_every_transport_byte(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct pair p;
 	pair_open(&e, &p, NULL, 100000, 20000, 1);
 	struct plan none = {0};
@@ -565,7 +549,7 @@ static void sysfault_interposer_sees_every_transport_byte(void **state)
 	/* Both ends shut their write side down through shutdown(). */
 	assert_true(seen.shutdown_calls >= shut0 + 2);
 	pair_close(&p);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 /* Lengths beyond 1..64 that sit on the transport's boundaries: a record header, a
@@ -583,7 +567,7 @@ static void sysfault_raw_short_io_of_every_length_loses_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	uint64_t s0 = seen.short_rx, t0 = seen.short_tx, i0 = seen.eintr, a0 = seen.eagain;
 	unsigned n = 64 + sizeof(big_caps) / sizeof(big_caps[0]);
 	for (unsigned i = 0; i < n; i++) {
@@ -597,7 +581,7 @@ static void sysfault_raw_short_io_of_every_length_loses_nothing(void **state)
 	    n, (unsigned long long)(seen.short_rx - s0), (unsigned long long)(seen.short_tx - t0),
 	    (unsigned long long)(seen.eintr - i0), (unsigned long long)(seen.eagain - a0));
 	assert_true(seen.short_rx - s0 > 1000 && seen.short_tx - t0 > 1000);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 /*
@@ -609,7 +593,7 @@ static void sysfault_handshake_short_io_of_every_length_loses_nothing(void **sta
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct ids d[6];
 	for (int p = 0; p < 6; p++) {
 		ids_init(&d[p], (enum hush_noise_protocol)(HUSH_NOISE_XX_25519_AESGCM_SHA256 + p));
@@ -627,7 +611,7 @@ static void sysfault_handshake_short_io_of_every_length_loses_nothing(void **sta
 	for (int p = 0; p < 6; p++) {
 		ids_done(&d[p]);
 	}
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 /*
@@ -639,7 +623,7 @@ static void sysfault_random_schedule_loses_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256);
 	uint64_t i0 = seen.eintr, a0 = seen.eagain, s0 = seen.short_rx, t0 = seen.short_tx;
@@ -656,7 +640,7 @@ static void sysfault_random_schedule_loses_nothing(void **state)
 	assert_true(seen.eintr > i0 && seen.eagain > a0 && seen.short_rx > s0 &&
 		    seen.short_tx > t0);
 	ids_done(&d);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 /*
@@ -668,7 +652,7 @@ static void sysfault_pinned_connections_lose_nothing(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	struct hush_conn_config cfg;
@@ -683,7 +667,7 @@ static void sysfault_pinned_connections_lose_nothing(void **state)
 		run_planned_pair(&e, seed % 2 ? NULL : &d, &cfg, &q, 1u << 20, 100000, 500 + seed);
 	}
 	ids_done(&d);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 /* A fatal fault on one socket of pair A; pair B, on the same loop, runs clean but for
@@ -714,7 +698,7 @@ static bool fatal_finished(void *arg)
 static void run_fatal_case(const struct fatal_case *fc, const struct ids *d)
 {
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct pair a, b;
 	pair_open(&e, &a, fc->handshake ? d : NULL, 400000, 30000, 11);
 	pair_open(&e, &b, fc->handshake ? d : NULL, 400000, 30000, 12);
@@ -744,7 +728,7 @@ static void run_fatal_case(const struct fatal_case *fc, const struct ids *d)
 	assert_int_equal(hush_conn_buffers_held(a.b.conn), 0);
 	pair_close(&a);
 	pair_close(&b);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 static const struct fatal_case fatal_cases[] = {
@@ -807,7 +791,7 @@ static void sysfault_shutdown_errors_are_reported(void **state)
 	(void)state;
 	for (int mode = 0; mode < 2; mode++) {
 		struct env e;
-		env_init(&e);
+		sys_env_init(&e);
 		struct pair p;
 		pair_open(&e, &p, NULL, 10000, 1000, 21);
 		struct plan *fp = plan_fd(p.sv[0]);
@@ -824,7 +808,7 @@ static void sysfault_shutdown_errors_are_reported(void **state)
 		}
 		assert_int_equal(fp[1].shutdown_errno, 0); /* it was called */
 		pair_close(&p);
-		env_done(&e);
+		sys_env_done(&e);
 	}
 }
 
@@ -863,7 +847,7 @@ static void listener_accept_errors_back_off_then_accept(void **state)
 {
 	(void)state;
 	struct env e;
-	env_init(&e);
+	sys_env_init(&e);
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256);
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -928,7 +912,7 @@ static void listener_accept_errors_back_off_then_accept(void **state)
 	hush_conn_free(p.a.conn);
 	hush_conn_free(p.b.conn);
 	ids_done(&d);
-	env_done(&e);
+	sys_env_done(&e);
 }
 
 static int report_totals(void **state)

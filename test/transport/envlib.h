@@ -1,0 +1,41 @@
+/*
+ * The transport tests' fixture, shared by every test file of test/transport: an event
+ * base with a pool and a hush loop, the clean end every test must reach, and bounded
+ * runs of the loop.
+ */
+#ifndef HUSH_TEST_ENVLIB_H
+#define HUSH_TEST_ENVLIB_H
+
+#include <stdbool.h>
+
+#include <event2/event.h>
+
+#include <hush/loop.h>
+#include <hush/pool.h>
+
+struct env {
+	struct event_base *base;
+	struct hush_pool *pool;
+	struct hush_loop *loop;
+};
+
+/* A base (with libevent's pthreads locking), a pool of configuration pcfg (NULL for the
+ * defaults) and the base's hush loop. */
+void env_init(struct env *e, const struct hush_pool_config *pcfg);
+
+/* The clean end, then frees the fixture: runs what is pending (deferred reports,
+ * bufferevents finalized from the loop), checks that no connection is left on the loop
+ * and every pool buffer came back, frees the loop, and checks that nothing is left
+ * added or active on the base. */
+void env_done(struct env *e);
+
+/* Runs the loop for ms, or less if a callback breaks it; leaves no timer behind. */
+void run_for_ms(struct env *e, int ms);
+
+/* Runs the loop until a callback breaks it, 10 s at most. */
+void run(struct env *e);
+
+/* Runs the loop until done(arg) holds or ms pass. */
+void run_until(struct env *e, int ms, bool (*done)(void *), void *arg);
+
+#endif /* HUSH_TEST_ENVLIB_H */
