@@ -33,13 +33,13 @@ static size_t noise_message_2(const struct fuzz_case *c, struct noise_handshake 
 	size_t hello = HUSH_HS_LENGTH_SIZE + ((size_t)flight[0] << 8 | flight[1]);
 	size_t pl = 0, m = 0;
 	if (hello + HUSH_HS_LENGTH_SIZE > flight_len ||
-	    noise_read_message(n, flight + hello + HUSH_HS_LENGTH_SIZE,
+	    hush__noise_read_message(n, flight + hello + HUSH_HS_LENGTH_SIZE,
 			       flight_len - hello - HUSH_HS_LENGTH_SIZE, payload, sizeof(payload),
 			       &pl) != 0) {
 		abort(); /* hush's own first flight must read */
 	}
 	size_t plen = c->rest_len > MAX_PAYLOAD ? MAX_PAYLOAD : c->rest_len;
-	if (noise_write_message(n, c->rest, plen, out + HUSH_HS_LENGTH_SIZE,
+	if (hush__noise_write_message(n, c->rest, plen, out + HUSH_HS_LENGTH_SIZE,
 				cap - HUSH_HS_LENGTH_SIZE, &m) != 0) {
 		abort();
 	}
@@ -114,19 +114,19 @@ static void run(const struct fuzz_case *c)
 				uint8_t payload[HUSH_HANDSHAKE_MAX_OUTPUT];
 				size_t pl = 0;
 				if (d.out_len < HUSH_HS_LENGTH_SIZE ||
-				    noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
+				    hush__noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
 						       d.out_len - HUSH_HS_LENGTH_SIZE, payload,
 						       sizeof(payload), &pl) != 0) {
 					abort();
 				}
 			}
-			if (!noise_done(&n) ||
+			if (!hush__noise_done(&n) ||
 			    memcmp(n.h, res.handshake_hash, NOISE_HASHLEN) != 0 ||
 			    (xx && memcmp(res.remote_static, n.s_pub, HUSH_KEY_SIZE) != 0)) {
 				abort();
 			}
 		}
-		noise_wipe(&n);
+		hush__noise_wipe(&n);
 	}
 	hush_handshake_result_wipe(&res);
 	hush_handshake_free(i);

@@ -63,7 +63,7 @@ static size_t noise_first_flight(const struct fuzz_case *c, struct noise_handsha
 		payload_len = c->rest_len > MAX_PAYLOAD ? MAX_PAYLOAD : c->rest_len;
 	}
 	size_t m = 0;
-	int rc = noise_write_message(n, payload, payload_len, s->buf + s->len + HUSH_HS_LENGTH_SIZE,
+	int rc = hush__noise_write_message(n, payload, payload_len, s->buf + s->len + HUSH_HS_LENGTH_SIZE,
 				     sizeof(s->buf) - s->len - HUSH_HS_LENGTH_SIZE, &m);
 	if (rc != 0) {
 		abort();
@@ -129,10 +129,10 @@ static void run(const struct fuzz_case *c)
 			size_t pl = 0, m = 0;
 			size_t plen = c->rest_len > MAX_PAYLOAD ? MAX_PAYLOAD : c->rest_len;
 			if (d.out_len < HUSH_HS_LENGTH_SIZE ||
-			    noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
+			    hush__noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
 					       d.out_len - HUSH_HS_LENGTH_SIZE, payload,
 					       sizeof(payload), &pl) != 0 ||
-			    noise_write_message(&n, c->rest, plen, s.buf + HUSH_HS_LENGTH_SIZE,
+			    hush__noise_write_message(&n, c->rest, plen, s.buf + HUSH_HS_LENGTH_SIZE,
 						sizeof(s.buf) - HUSH_HS_LENGTH_SIZE, &m) != 0) {
 				abort();
 			}
@@ -167,19 +167,19 @@ static void run(const struct fuzz_case *c)
 			if (!xx) {
 				uint8_t payload[HUSH_HANDSHAKE_MAX_OUTPUT];
 				size_t pl = 0;
-				if (noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
+				if (hush__noise_read_message(&n, d.out + HUSH_HS_LENGTH_SIZE,
 						       d.out_len - HUSH_HS_LENGTH_SIZE, payload,
 						       sizeof(payload), &pl) != 0) {
 					abort();
 				}
 			}
-			if (!noise_done(&n) ||
+			if (!hush__noise_done(&n) ||
 			    memcmp(n.h, res.handshake_hash, NOISE_HASHLEN) != 0 ||
 			    (xx && memcmp(res.remote_static, n.s_pub, HUSH_KEY_SIZE) != 0)) {
 				abort();
 			}
 		}
-		noise_wipe(&n);
+		hush__noise_wipe(&n);
 	}
 	hush_handshake_result_wipe(&res);
 	hush_handshake_free(r);

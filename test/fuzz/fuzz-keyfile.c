@@ -38,7 +38,7 @@ static void check_keypair(char *text, size_t len, const char *orig)
 		return;
 	}
 	uint8_t pub[HUSH_KEY_SIZE];
-	if (noise_dh_public(kp.priv, pub) != 0 || memcmp(pub, kp.pub, HUSH_KEY_SIZE) != 0) {
+	if (hush__noise_dh_public(kp.priv, pub) != 0 || memcmp(pub, kp.pub, HUSH_KEY_SIZE) != 0) {
 		abort();
 	}
 	/* The file hush_keypair_save() would write for it parses to the same pair. */
