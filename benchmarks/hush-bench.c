@@ -7,8 +7,9 @@
  *
  *   --quick         short run (under a minute); the full run takes a few minutes
  *   --count N       run each benchmark N times and print, per result, the median of each
- *                   metric plus one extra metric, spread%: (max - min) / median * 100 of
- *                   the result's first metric
+ *                   metric (the minimum of a metric whose unit starts with "min-") plus
+ *                   one extra metric, spread%: (max - min) / median * 100 of the result's
+ *                   first metric
  *   --filter REGEX  run only results whose name (as "IdleConnMemory/hush-native/N=8000",
  *                   without "Benchmark" and the -procs suffix) matches the POSIX extended
  *                   regular expression
@@ -29,8 +30,9 @@
  *  - PingPong: round trips of 64-byte messages, each end on its own thread.
  *  - Handshake: full handshakes per second, both ends on one thread.
  *  - Pool: one 16 KiB acquire and release, against malloc and free.
- *  - ManyConns: 8000 connections with 5% of them echoing 16 KiB messages: peak heap and
- *    throughput.
+ *  - ManyConns: 1,000 to 9,000 connections with 5% of them echoing 16 KiB messages: peak
+ *    heap, throughput, and the page faults and allocator calls per second while busy;
+ *    hush's ready-read and pinned modes side by side at each count, with their ratio.
  *
  * The secure variants use the same cipher: hush runs ALTSRP_GCM_AES128_REKEY with raw
  * keys (as from an external handshaker); OpenSSL runs TLS 1.3 with TLS_AES_128_GCM_SHA256
@@ -84,8 +86,8 @@
 #define RW_SIZE 1024
 /* Message size of LargeMessage. */
 #define LARGE_SIZE (1024 * 1024)
-/* ManyConns: connections, the share of them busy, and their echo message size. */
-#define MANY_CONNS	8000
+/* ManyConns: the share of connections busy and their echo message size (the connection
+ * counts are in many_run). */
 #define MANY_BUSY_EVERY 20 /* 5% */
 #define MANY_MSG	16384
 /* Payload of one 16 KiB record, hush's default send frame: 16384 - 24 bytes overhead. */
@@ -107,7 +109,7 @@ static struct {
 	regex_t filter;
 } opt = {0, 1, 0, NULL, 0, {0}};
 
-#define MAX_METRICS 8
+#define MAX_METRICS 12
 
 struct result {
 	char name[128]; /* without "Benchmark" and the -procs suffix */
@@ -190,6 +192,15 @@ static double median(double *v, size_t n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static double minimum(const double *v, size_t n)
+{
+	double lo = v[0];
+	for (size_t i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+	}
+	return lo;
+}
+
 /* Prints one result as a Go benchmark line (or keeps it for the JSON document). */
 static void publish(const struct result *r)
 {
@@ -202,8 +213,9 @@ static void publish(const struct result *r)
 /*
  * Runs fn opt.count times and publishes, for each result name (in the order of the
  * repetition that reported the most), the median of each metric over the repetitions
- * that reported it; with more than one repetition, spread% is added: (max - min) /
- * median * 100 of the first metric.
+ * that reported it, or the minimum for a metric whose unit starts with "min-" (a floor
+ * that must hold in every repetition); with more than one repetition, spread% is added:
+ * (max - min) / median * 100 of the first metric.
  */
 static void repeat(void (*fn)(const void *arg), const void *arg)
 {
@@ -241,7 +253,9 @@ static void repeat(void (*fn)(const void *arg), const void *arg)
 			for (size_t k = 0; k < ns; k++) {
 				vals[k] = same[k]->m[m].value;
 			}
-			out.m[m].value = median(vals, ns);
+			out.m[m].value = strncmp(out.m[m].unit, "min-", 4) == 0
+					     ? minimum(vals, ns)
+					     : median(vals, ns);
 		}
 		for (size_t k = 0; k < ns; k++) {
 			vals[k] = (double)same[k]->n;
@@ -1092,6 +1106,9 @@ struct mem_report {
 	int64_t heap;		/* live bytes: hush + OpenSSL + libevent */
 	int64_t buffers;	/* live blocks of at least BENCH_BUFFER_MIN bytes */
 	uint64_t pool_retained; /* idle bytes the pool kept, given back by the trim first */
+	uint64_t pool_in_use;	/* pool buffers out */
+	uint64_t allocs;	/* allocator calls so far: hush + OpenSSL + libevent */
+	uint64_t minflt;	/* minor page faults so far (getrusage) */
 	int64_t conns;		/* connections alive (server) */
 	int64_t failures;	/* connections that failed (server) */
 };
@@ -1100,16 +1117,22 @@ struct mem_report {
 static void mem_report_fill(struct mem_report *r, struct env *env, int trim)
 {
 	struct bench_alloc_counts a;
+	struct hush_pool_stats st;
+	struct rusage ru;
 	memset(r, 0, sizeof(*r));
+	hush_pool_stats(env->pool, &st);
+	r->pool_in_use = st.total.in_use;
 	if (trim) {
-		struct hush_pool_stats st;
-		hush_pool_stats(env->pool, &st);
 		r->pool_retained = st.total.bytes_retained;
 		hush_pool_trim(env->pool);
 	}
 	bench_alloc_read(&a);
 	r->heap = a.live_bytes;
 	r->buffers = a.live_buffers;
+	r->allocs = a.allocs;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		r->minflt = (uint64_t)ru.ru_minflt;
+	}
 }
 
 /* --- The server: a forked child that echoes everything and reports on request --- */
@@ -1548,37 +1571,45 @@ static void idle_run(const struct benchmark *b, const struct variant *v)
 	session_end(&s);
 }
 
+/* What one ManyConns phase (one variant at one connection count) measured. */
+struct many_phase {
+	double peak, peak_srv, peak_cli; /* heap growth over the baseline, busy (B) */
+	double mbps;			 /* echoed bytes received back per second */
+	double idle_per_conn;		 /* heap per idle connection, the larger side */
+	double idle_buffers;		 /* pool buffers out while idle, both sides */
+	double faults_per_s;		 /* minor page faults per second, both sides, busy */
+	double allocs_per_s;		 /* allocator calls per second, both sides, busy */
+};
+
 /*
- * ManyConns: MANY_CONNS connections (set up as for IdleConnMemory) of which every 20th
- * echoes 16 KiB messages through the server continuously, one message in flight each.
- * B is the peak, over samples every 100 ms, of both processes' heap growth over their
- * baselines (pools untrimmed: what the processes really hold); MB/s is the echoed bytes
- * received back per second.
+ * One phase: n connections of variant open in fresh processes (set up as for
+ * IdleConnMemory), every 20th of them then echoing 16 KiB messages through the server
+ * continuously, one message in flight each. The idle figures are taken once every
+ * connection is established, both pools trimmed (as IdleConnMemory does); the busy
+ * phase then starts, as make demo's does, from trimmed pools. peak is the largest, over
+ * samples every 100 ms, of both processes' heap growth over their baselines (pools
+ * untrimmed: what the processes really hold).
  */
-static void many_run(const struct benchmark *b, const struct variant *v)
+static int many_phase(const char *name, ep_open_fn open, long n, struct many_phase *out)
 {
-	char name[128];
-	snprintf(name, sizeof(name), "%s/%s/N=%d", b->name, v->name, MANY_CONNS);
-	if (!wanted(name)) {
-		return;
-	}
-	if (MANY_CONNS > max_conns()) {
-		fail(name, "needs %d open files per process; the limit is %ld",
-		     MANY_CONNS + WARM_CONNS + 64, nofile_limit);
-		return;
-	}
 	struct session s;
-	struct mem_report srv0, cli0;
-	if (session_start(&s, name, v->open, WARM_CONNS + MANY_CONNS) < 0) {
+	struct mem_report srv0, cli0, sr, cr, sa, ca;
+	if (session_start(&s, name, open, WARM_CONNS + n) < 0) {
 		fail(name, "could not start the server process: %s", strerror(errno));
 		session_end(&s);
-		return;
+		return -1;
 	}
 	if (session_grow(&s, WARM_CONNS) < 0 || session_measure(&s, &srv0, &cli0) < 0 ||
-	    session_grow(&s, WARM_CONNS + MANY_CONNS) < 0) {
+	    session_grow(&s, WARM_CONNS + n) < 0 || session_measure(&s, &sr, &cr) < 0) {
 		session_end(&s);
-		return;
+		return -1;
 	}
+	double sb = (double)(sr.heap - srv0.heap) / (double)n;
+	double cb = (double)(cr.heap - cli0.heap) / (double)n;
+	memset(out, 0, sizeof(*out));
+	out->idle_per_conn = round(sb > cb ? sb : cb);
+	out->idle_buffers = (double)(sr.pool_in_use + cr.pool_in_use);
+
 	s.echo_bytes = 0;
 	for (long i = WARM_CONNS; i < s.n; i += MANY_BUSY_EVERY) {
 		struct ep *e = &s.eps[i];
@@ -1588,21 +1619,26 @@ static void many_run(const struct benchmark *b, const struct variant *v)
 			s.failures++;
 		}
 	}
-	uint64_t dur = (opt.quick ? 500u : 4000u) * 1000000ull;
+	if (session_ask(&s, 's', &sa) < 0) {
+		fail(name, "lost the server process");
+		session_end(&s);
+		return -1;
+	}
+	mem_report_fill(&ca, &s.env, 0);
+	uint64_t dur = (opt.quick ? 500u : 3000u) * 1000000ull;
 	uint64_t t0 = bench_now_ns(), next = t0, now;
 	int64_t peak = 0, peak_srv = 0, peak_cli = 0;
 	while ((now = bench_now_ns()) - t0 < dur) {
 		if (s.failures > 0) {
 			fail(name, "%ld connections failed while busy", s.failures);
 			session_end(&s);
-			return;
+			return -1;
 		}
 		if (now >= next) {
-			struct mem_report sr, cr;
 			if (session_ask(&s, 's', &sr) < 0) {
 				fail(name, "lost the server process");
 				session_end(&s);
-				return;
+				return -1;
 			}
 			mem_report_fill(&cr, &s.env, 0);
 			int64_t ds = sr.heap - srv0.heap, dc = cr.heap - cli0.heap;
@@ -1614,14 +1650,103 @@ static void many_run(const struct benchmark *b, const struct variant *v)
 		pump(&s.env, 5);
 	}
 	double secs = (double)(bench_now_ns() - t0) / 1e9;
+	if (session_ask(&s, 's', &sr) < 0) {
+		fail(name, "lost the server process");
+		session_end(&s);
+		return -1;
+	}
+	mem_report_fill(&cr, &s.env, 0);
+	out->peak = (double)peak;
+	out->peak_srv = (double)peak_srv;
+	out->peak_cli = (double)peak_cli;
+	out->mbps = round((double)s.echo_bytes / secs / 1e6 * 10) / 10;
+	out->faults_per_s =
+	    round((double)(sr.minflt - sa.minflt + cr.minflt - ca.minflt) / secs);
+	out->allocs_per_s = round((double)(sr.allocs - sa.allocs + cr.allocs - ca.allocs) / secs);
+	session_end(&s);
+	return 0;
+}
+
+static void many_report(const char *name, const struct many_phase *p)
+{
 	struct bench_metric m[] = {
-	    {(double)peak, "B"},
-	    {round((double)s.echo_bytes / secs / 1e6 * 10) / 10, "MB/s"},
-	    {(double)peak_srv, "server-B"},
-	    {(double)peak_cli, "client-B"},
+	    {p->peak, "B"},
+	    {p->mbps, "MB/s"},
+	    {p->peak_srv, "server-B"},
+	    {p->peak_cli, "client-B"},
+	    {p->idle_per_conn, "idle-B/conn"},
+	    {p->idle_buffers, "idle-buffers"},
+	    {p->faults_per_s, "faults/s"},
+	    {p->allocs_per_s, "allocs/s"},
 	};
 	report(name, 2, 1, m, ARRAY_SIZE(m));
-	session_end(&s);
+}
+
+/* hush's pinned mode, measured beside hush-native at each connection count. */
+static const struct variant many_pinned = {"hush-pinned", open_hush_pinned, NULL};
+
+/*
+ * ManyConns: many_phase at each connection count. hush-native (ready-read) runs with
+ * hush-pinned beside it: at each count one phase of each, back to back in fresh
+ * processes, the first of the two alternating from one repetition to the next, and a
+ * third row, native-vs-pinned, gives the ratio of their echo throughputs (x: median over
+ * repetitions; min-x: the lowest). OpenSSL's handshakes make its phases slow, so it runs
+ * at the largest count only.
+ */
+static void many_run(const struct benchmark *b, const struct variant *v)
+{
+	static const long full_n[] = {1000, 3000, 5000, 7000, 9000};
+	static const long quick_n[] = {1000, 9000};
+	static unsigned pair_runs;
+	const long *all = opt.quick ? quick_n : full_n;
+	size_t nall = opt.quick ? ARRAY_SIZE(quick_n) : ARRAY_SIZE(full_n);
+	const struct variant *beside = v->open == open_hush ? &many_pinned : NULL;
+	bool pinned_first = beside != NULL && (pair_runs++ % 2) == 1;
+
+	for (size_t i = 0; i < nall; i++) {
+		long n = all[i];
+		char name[128], bname[128], rname[128];
+		if (beside == NULL && i + 1 < nall) {
+			continue;
+		}
+		snprintf(name, sizeof(name), "%s/%s/N=%ld", b->name, v->name, n);
+		snprintf(bname, sizeof(bname), "%s/%s/N=%ld", b->name,
+			 beside != NULL ? beside->name : "", n);
+		snprintf(rname, sizeof(rname), "%s/native-vs-pinned/N=%ld", b->name, n);
+		bool want_ratio = beside != NULL && wanted(rname);
+		bool want_v = want_ratio || wanted(name);
+		bool want_b = beside != NULL && (want_ratio || wanted(bname));
+		if (!want_v && !want_b) {
+			continue;
+		}
+		if (n > max_conns()) {
+			fail(name, "needs %ld open files per process; the limit is %ld",
+			     n + WARM_CONNS + 64, nofile_limit);
+			continue;
+		}
+		struct many_phase pv, pb;
+		int rv = 0, rb = 0;
+		if (want_b && pinned_first) {
+			rb = many_phase(bname, beside->open, n, &pb);
+		}
+		if (want_v) {
+			rv = many_phase(name, v->open, n, &pv);
+		}
+		if (want_b && !pinned_first) {
+			rb = many_phase(bname, beside->open, n, &pb);
+		}
+		if (want_v && rv == 0) {
+			many_report(name, &pv);
+		}
+		if (want_b && rb == 0) {
+			many_report(bname, &pb);
+		}
+		if (want_ratio && rv == 0 && rb == 0 && pb.mbps > 0) {
+			double x = round(pv.mbps / pb.mbps * 1000) / 1000;
+			struct bench_metric m[] = {{x, "x"}, {x, "min-x"}};
+			report(rname, 2, 1, m, ARRAY_SIZE(m));
+		}
+	}
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2558,8 +2683,7 @@ static const struct variant pool_variants[] = {
 };
 
 static const struct variant many_variants[] = {
-    {"hush-native", open_hush, NULL},
-    {"hush-pinned", open_hush_pinned, NULL},
+    {"hush-native", open_hush, NULL}, /* with hush-pinned beside it (many_run) */
     {"openssl-tls", open_tls, NULL},
 };
 
