@@ -89,6 +89,7 @@
 /* ManyConns: the share of connections busy and their echo message size (the connection
  * counts are in many_run). */
 #define MANY_BUSY_EVERY 20 /* 5% */
+#define MANY_KICK	32 /* busy connections started per loop iteration */
 #define MANY_MSG	16384
 /* Payload of one 16 KiB record, hush's default send frame: 16384 - 24 bytes overhead. */
 #define RECORD_PAYLOAD (HUSH_RECORD_DEFAULT_SEND_FRAME - HUSH_RECORD_OVERHEAD)
@@ -718,6 +719,7 @@ struct ep {
 	/* The benchmark's own. */
 	int ready;
 	int busy;
+	int in_flight; /* ManyConns: a message is out and its echo not yet all back */
 	uint64_t busy_rx;
 };
 
@@ -1275,6 +1277,8 @@ struct session {
 	long ready; /* connections that finished their first exchange */
 	long failures;
 	uint64_t echo_bytes; /* ManyConns: bytes echoed back to busy connections */
+	long in_flight;	     /* ManyConns: busy connections waiting for an echo */
+	int draining;	     /* ManyConns: echoes complete without a new message */
 };
 
 static uint8_t ping_msg[PING_SIZE];
@@ -1303,7 +1307,10 @@ static void cli_on_data(struct ep *e, const uint8_t *data, size_t len)
 	e->busy_rx += len;
 	if (e->busy && e->busy_rx >= MANY_MSG) {
 		e->busy_rx -= MANY_MSG;
-		if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
+		if (s->draining) {
+			e->in_flight = 0;
+			s->in_flight--;
+		} else if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
 			s->failures++;
 		}
 	}
@@ -1582,88 +1589,215 @@ struct many_phase {
 };
 
 /*
- * One phase: n connections of variant open in fresh processes (set up as for
- * IdleConnMemory), every 20th of them then echoing 16 KiB messages through the server
- * continuously, one message in flight each. The idle figures are taken once every
- * connection is established, both pools trimmed (as IdleConnMemory does); the busy
- * phase then starts, as make demo's does, from trimmed pools. peak is the largest, over
- * samples every 100 ms, of both processes' heap growth over their baselines (pools
- * untrimmed: what the processes really hold).
+ * One variant at one connection count: its server process, its connections on this
+ * side, and what they cost. Two variants live side by side in this process, so this
+ * side's heap is attributed by difference: only one variant's loop runs at a time, and
+ * the heap change across each of its steps is its own.
  */
-static int many_phase(const char *name, ep_open_fn open, long n, struct many_phase *out)
-{
+struct many_side {
+	const char *name;
+	ep_open_fn open;
 	struct session s;
-	struct mem_report srv0, cli0, sr, cr, sa, ca;
-	if (session_start(&s, name, open, WARM_CONNS + n) < 0) {
-		fail(name, "could not start the server process: %s", strerror(errno));
-		session_end(&s);
-		return -1;
-	}
-	if (session_grow(&s, WARM_CONNS) < 0 || session_measure(&s, &srv0, &cli0) < 0 ||
-	    session_grow(&s, WARM_CONNS + n) < 0 || session_measure(&s, &sr, &cr) < 0) {
-		session_end(&s);
-		return -1;
-	}
-	double sb = (double)(sr.heap - srv0.heap) / (double)n;
-	double cb = (double)(cr.heap - cli0.heap) / (double)n;
-	memset(out, 0, sizeof(*out));
-	out->idle_per_conn = round(sb > cb ? sb : cb);
-	out->idle_buffers = (double)(sr.pool_in_use + cr.pool_in_use);
+	struct mem_report srv0;	 /* the server's baseline */
+	struct mem_report srv_b; /* the server's counters when busy began */
+	int64_t cli_heap;	 /* this side's share of the client heap over its baseline */
+	int64_t peak, peak_srv, peak_cli;
+	uint64_t busy_ns;	 /* time its busy connections ran */
+	uint64_t cli_faults;	 /* the client's minor page faults while it ran */
+	uint64_t cli_allocs;	 /* the client's allocator calls while it ran */
+	struct many_phase out;
+};
 
-	s.echo_bytes = 0;
-	for (long i = WARM_CONNS; i < s.n; i += MANY_BUSY_EVERY) {
-		struct ep *e = &s.eps[i];
-		e->busy = 1;
-		e->busy_rx = 0;
-		if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
-			s.failures++;
-		}
-	}
-	if (session_ask(&s, 's', &sa) < 0) {
-		fail(name, "lost the server process");
-		session_end(&s);
+static int64_t client_heap(void)
+{
+	struct bench_alloc_counts a;
+	bench_alloc_read(&a);
+	return a.live_bytes;
+}
+
+/* Starts the server and WARM_CONNS connections and takes the baseline. */
+static int many_side_open(struct many_side *d, const char *name, ep_open_fn open, long n)
+{
+	struct mem_report cli0;
+	memset(d, 0, sizeof(*d));
+	d->name = name;
+	d->open = open;
+	if (session_start(&d->s, name, open, WARM_CONNS + n) < 0) {
+		fail(name, "could not start the server process: %s", strerror(errno));
 		return -1;
 	}
-	mem_report_fill(&ca, &s.env, 0);
-	uint64_t dur = (opt.quick ? 500u : 3000u) * 1000000ull;
+	if (session_grow(&d->s, WARM_CONNS) < 0 || session_measure(&d->s, &d->srv0, &cli0) < 0) {
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the other n connections and takes the idle figures (both pools trimmed). */
+static int many_side_grow(struct many_side *d, long n)
+{
+	struct mem_report sr, cr;
+	int64_t h0 = client_heap();
+	if (session_grow(&d->s, WARM_CONNS + n) < 0 || session_measure(&d->s, &sr, &cr) < 0) {
+		return -1;
+	}
+	d->cli_heap += client_heap() - h0;
+	double sb = (double)(sr.heap - d->srv0.heap) / (double)n;
+	double cb = (double)d->cli_heap / (double)n;
+	d->out.idle_per_conn = round(sb > cb ? sb : cb);
+	d->out.idle_buffers = (double)(sr.pool_in_use + cr.pool_in_use);
+	for (long i = WARM_CONNS; i < d->s.n; i += MANY_BUSY_EVERY) {
+		d->s.eps[i].busy = 1;
+	}
+	if (session_ask(&d->s, 's', &d->srv_b) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	return 0;
+}
+
+/* Samples both processes' heap growth for the peaks. */
+static int many_side_sample(struct many_side *d, int64_t h0)
+{
+	struct mem_report sr;
+	if (session_ask(&d->s, 's', &sr) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	int64_t ds = sr.heap - d->srv0.heap;
+	int64_t dc = d->cli_heap + client_heap() - h0;
+	d->peak = ds + dc > d->peak ? ds + dc : d->peak;
+	d->peak_srv = ds > d->peak_srv ? ds : d->peak_srv;
+	d->peak_cli = dc > d->peak_cli ? dc : d->peak_cli;
+	return 0;
+}
+
+/*
+ * One slice of the busy phase: every busy connection sends a message and echoes go on
+ * for ms; then no new message is sent and the slice ends when every echo is back, so
+ * the next slice (of either variant) starts with nothing in flight. The whole slice,
+ * the drain too, counts as this variant's busy time.
+ */
+static int many_side_slice(struct many_side *d, uint64_t ms)
+{
+	struct session *s = &d->s;
+	struct mem_report c0, c1;
+	int64_t h0 = client_heap();
+	mem_report_fill(&c0, &s->env, 0);
 	uint64_t t0 = bench_now_ns(), next = t0, now;
-	int64_t peak = 0, peak_srv = 0, peak_cli = 0;
-	while ((now = bench_now_ns()) - t0 < dur) {
-		if (s.failures > 0) {
-			fail(name, "%ld connections failed while busy", s.failures);
-			session_end(&s);
+	long kick = WARM_CONNS;
+	s->draining = 0;
+	while ((now = bench_now_ns()) - t0 < ms * 1000000u || s->in_flight > 0 || kick < s->n) {
+		/* The first messages go out MANY_KICK connections per loop iteration: a write
+		 * made outside any callback waits in its buffer for the end of the iteration,
+		 * and hundreds of them at once would hold more buffers than the pool keeps
+		 * (docs/DESIGN.md), once per slice. */
+		for (int k = 0; k < MANY_KICK && kick < s->n && !s->draining;
+		     kick += MANY_BUSY_EVERY) {
+			struct ep *e = &s->eps[kick];
+			if (!e->in_flight) {
+				e->in_flight = 1;
+				s->in_flight++;
+				k++;
+				if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
+					s->failures++;
+				}
+			}
+		}
+		if (s->draining) {
+			kick = s->n;
+		}
+		if (s->failures > 0) {
+			fail(d->name, "%ld connections failed while busy", s->failures);
+			return -1;
+		}
+		if (now - t0 >= ms * 1000000u) {
+			s->draining = 1;
+		}
+		if (now - t0 > (ms + 10000) * 1000000u) {
+			fail(d->name, "%ld echoes still missing 10 s after the slice", s->in_flight);
 			return -1;
 		}
 		if (now >= next) {
-			if (session_ask(&s, 's', &sr) < 0) {
-				fail(name, "lost the server process");
-				session_end(&s);
+			if (many_side_sample(d, h0) < 0) {
 				return -1;
 			}
-			mem_report_fill(&cr, &s.env, 0);
-			int64_t ds = sr.heap - srv0.heap, dc = cr.heap - cli0.heap;
-			peak = ds + dc > peak ? ds + dc : peak;
-			peak_srv = ds > peak_srv ? ds : peak_srv;
-			peak_cli = dc > peak_cli ? dc : peak_cli;
 			next = now + 100000000u;
 		}
-		pump(&s.env, 5);
+		pump(&s->env, 5);
 	}
-	double secs = (double)(bench_now_ns() - t0) / 1e9;
-	if (session_ask(&s, 's', &sr) < 0) {
-		fail(name, "lost the server process");
-		session_end(&s);
+	d->busy_ns += bench_now_ns() - t0;
+	if (many_side_sample(d, h0) < 0) {
 		return -1;
 	}
-	mem_report_fill(&cr, &s.env, 0);
-	out->peak = (double)peak;
-	out->peak_srv = (double)peak_srv;
-	out->peak_cli = (double)peak_cli;
-	out->mbps = round((double)s.echo_bytes / secs / 1e6 * 10) / 10;
-	out->faults_per_s =
-	    round((double)(sr.minflt - sa.minflt + cr.minflt - ca.minflt) / secs);
-	out->allocs_per_s = round((double)(sr.allocs - sa.allocs + cr.allocs - ca.allocs) / secs);
-	session_end(&s);
+	mem_report_fill(&c1, &s->env, 0);
+	d->cli_faults += c1.minflt - c0.minflt;
+	d->cli_allocs += c1.allocs - c0.allocs;
+	d->cli_heap += client_heap() - h0;
+	return 0;
+}
+
+/* The busy figures, once every slice ran. */
+static int many_side_finish(struct many_side *d)
+{
+	struct mem_report sr;
+	if (session_ask(&d->s, 's', &sr) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	if (sr.failures > 0) {
+		fail(d->name, "%lld server-side connection failures", (long long)sr.failures);
+		return -1;
+	}
+	double secs = (double)d->busy_ns / 1e9;
+	d->out.peak = (double)d->peak;
+	d->out.peak_srv = (double)d->peak_srv;
+	d->out.peak_cli = (double)d->peak_cli;
+	d->out.mbps = round((double)d->s.echo_bytes / secs / 1e6 * 10) / 10;
+	d->out.faults_per_s = round((double)(sr.minflt - d->srv_b.minflt + d->cli_faults) / secs);
+	d->out.allocs_per_s = round((double)(sr.allocs - d->srv_b.allocs + d->cli_allocs) / secs);
+	return 0;
+}
+
+/*
+ * Runs one or two variants (d[0], d[1]) at n connections, each in its own pair of
+ * fresh processes, set up as for IdleConnMemory. The idle figures are taken once every
+ * connection is established, both pools trimmed (as IdleConnMemory does), and the busy
+ * phase then starts from trimmed pools, as make demo's does. Then every 20th connection
+ * echoes 16 KiB messages through its server, one message in flight each. With two
+ * variants the busy phase alternates between them in slices of 100 ms
+ * (which one goes first alternates too), so that load from elsewhere on the machine
+ * falls on both alike; their throughputs are compared within one run. Peak heap (B) is
+ * the largest, over samples every 100 ms, of both processes' growth over their
+ * baselines, pools untrimmed: what the processes really hold.
+ */
+static int many_phases(struct many_side *d, int nsides, const char *const *names,
+		       const ep_open_fn *opens, long n)
+{
+	uint64_t total_ms = opt.quick ? 500 : 3000;
+	uint64_t slice_ms = 100;
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_open(&d[k], names[k], opens[k], n) < 0) {
+			return -1;
+		}
+	}
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_grow(&d[k], n) < 0) {
+			return -1;
+		}
+	}
+	for (uint64_t i = 0; i < total_ms / slice_ms; i++) {
+		for (int j = 0; j < nsides; j++) {
+			int k = (i % 2 == 0) ? j : nsides - 1 - j;
+			if (many_side_slice(&d[k], slice_ms) < 0) {
+				return -1;
+			}
+		}
+	}
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_finish(&d[k]) < 0) {
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -1686,12 +1820,11 @@ static void many_report(const char *name, const struct many_phase *p)
 static const struct variant many_pinned = {"hush-pinned", open_hush_pinned, NULL};
 
 /*
- * ManyConns: many_phase at each connection count. hush-native (ready-read) runs with
- * hush-pinned beside it: at each count one phase of each, back to back in fresh
- * processes, the first of the two alternating from one repetition to the next, and a
- * third row, native-vs-pinned, gives the ratio of their echo throughputs (x: median over
- * repetitions; min-x: the lowest). OpenSSL's handshakes make its phases slow, so it runs
- * at the largest count only.
+ * ManyConns: many_phases at each connection count. hush-native (ready-read) runs with
+ * hush-pinned beside it, and a third row, native-vs-pinned, gives the ratio of their
+ * echo throughputs (x: the median over repetitions; min-x: the lowest). Which of the two
+ * starts alternates from one repetition to the next. OpenSSL's handshakes make its
+ * phases slow, so it runs at the largest count only.
  */
 static void many_run(const struct benchmark *b, const struct variant *v)
 {
@@ -1724,25 +1857,46 @@ static void many_run(const struct benchmark *b, const struct variant *v)
 			     n + WARM_CONNS + 64, nofile_limit);
 			continue;
 		}
-		struct many_phase pv, pb;
-		int rv = 0, rb = 0;
+		/* d[iv] is v, d[!iv] the variant beside it. */
+		struct many_side d[2];
+		const char *names[2];
+		ep_open_fn opens[2];
+		int nsides = 0, iv = -1, ib = -1;
 		if (want_b && pinned_first) {
-			rb = many_phase(bname, beside->open, n, &pb);
+			ib = nsides++;
 		}
 		if (want_v) {
-			rv = many_phase(name, v->open, n, &pv);
+			iv = nsides++;
 		}
 		if (want_b && !pinned_first) {
-			rb = many_phase(bname, beside->open, n, &pb);
+			ib = nsides++;
 		}
-		if (want_v && rv == 0) {
-			many_report(name, &pv);
+		if (iv >= 0) {
+			names[iv] = name;
+			opens[iv] = v->open;
 		}
-		if (want_b && rb == 0) {
-			many_report(bname, &pb);
+		if (ib >= 0) {
+			names[ib] = bname;
+			opens[ib] = beside->open;
 		}
-		if (want_ratio && rv == 0 && rb == 0 && pb.mbps > 0) {
-			double x = round(pv.mbps / pb.mbps * 1000) / 1000;
+		memset(d, 0, sizeof(d));
+		int rc = many_phases(d, nsides, names, opens, n);
+		for (int k = 0; k < nsides; k++) {
+			if (d[k].name != NULL) { /* opened, if only in part */
+				session_end(&d[k].s);
+			}
+		}
+		if (rc < 0) {
+			continue;
+		}
+		if (iv >= 0) {
+			many_report(name, &d[iv].out);
+		}
+		if (ib >= 0) {
+			many_report(bname, &d[ib].out);
+		}
+		if (want_ratio && d[ib].out.mbps > 0) {
+			double x = round(d[iv].out.mbps / d[ib].out.mbps * 1000) / 1000;
 			struct bench_metric m[] = {{x, "x"}, {x, "min-x"}};
 			report(rname, 2, 1, m, ARRAY_SIZE(m));
 		}
