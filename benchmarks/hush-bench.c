@@ -254,9 +254,8 @@ static void repeat(void (*fn)(const void *arg), const void *arg)
 			for (size_t k = 0; k < ns; k++) {
 				vals[k] = same[k]->m[m].value;
 			}
-			out.m[m].value = strncmp(out.m[m].unit, "min-", 4) == 0
-					     ? minimum(vals, ns)
-					     : median(vals, ns);
+			out.m[m].value = strncmp(out.m[m].unit, "min-", 4) == 0 ? minimum(vals, ns)
+										: median(vals, ns);
 		}
 		for (size_t k = 0; k < ns; k++) {
 			vals[k] = (double)same[k]->n;
@@ -1602,9 +1601,9 @@ struct many_side {
 	struct mem_report srv_b; /* the server's counters when busy began */
 	int64_t cli_heap;	 /* this side's share of the client heap over its baseline */
 	int64_t peak, peak_srv, peak_cli;
-	uint64_t busy_ns;	 /* time its busy connections ran */
-	uint64_t cli_faults;	 /* the client's minor page faults while it ran */
-	uint64_t cli_allocs;	 /* the client's allocator calls while it ran */
+	uint64_t busy_ns;    /* time its busy connections ran */
+	uint64_t cli_faults; /* the client's minor page faults while it ran */
+	uint64_t cli_allocs; /* the client's allocator calls while it ran */
 	struct many_phase out;
 };
 
@@ -1714,7 +1713,8 @@ static int many_side_slice(struct many_side *d, uint64_t ms)
 			s->draining = 1;
 		}
 		if (now - t0 > (ms + 10000) * 1000000u) {
-			fail(d->name, "%ld echoes still missing 10 s after the slice", s->in_flight);
+			fail(d->name, "%ld echoes still missing 10 s after the slice",
+			     s->in_flight);
 			return -1;
 		}
 		if (now >= next) {

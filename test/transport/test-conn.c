@@ -474,11 +474,11 @@ struct echo_pair {
 	struct hush_conn *conn[2];
 	struct hush_pool *pool;
 	int calls[2];
-	int order;               /* on_data calls so far, both connections */
-	int second;              /* which connection ran second (-1: not yet) */
-	size_t other_queued;     /* the first one's queued bytes, seen by the second */
-	unsigned other_held;     /* the first one's buffers, seen by the second */
-	uint64_t pool_in_use;    /* pool buffers out, seen by the second */
+	int order;	      /* on_data calls so far, both connections */
+	int second;	      /* which connection ran second (-1: not yet) */
+	size_t other_queued;  /* the first one's queued bytes, seen by the second */
+	unsigned other_held;  /* the first one's buffers, seen by the second */
+	uint64_t pool_in_use; /* pool buffers out, seen by the second */
 };
 
 static void echo_pair_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
@@ -515,8 +515,8 @@ static void conn_reply_from_on_data_is_sent_before_the_next_event(void **state)
 	for (int i = 0; i < 2; i++) {
 		int sv[2];
 		pair(sv);
-		assert_int_equal(hush_conn_new(&ep.conn[i], e.loop, sv[0], NULL, &echo_pair_cb, &ep),
-				 0);
+		assert_int_equal(
+		    hush_conn_new(&ep.conn[i], e.loop, sv[0], NULL, &echo_pair_cb, &ep), 0);
 		assert_int_equal(hush_conn_start_raw(ep.conn[i], HUSH_RP_ALTS_AES128_GCM_REKEY,
 						     KEY44, sizeof(KEY44), HUSH_SIDE_SERVER),
 				 0);
