@@ -7,8 +7,9 @@
  *
  *   --quick         short run (under a minute); the full run takes a few minutes
  *   --count N       run each benchmark N times and print, per result, the median of each
- *                   metric plus one extra metric, spread%: (max - min) / median * 100 of
- *                   the result's first metric
+ *                   metric (the minimum of a metric whose unit starts with "min-") plus
+ *                   one extra metric, spread%: (max - min) / median * 100 of the result's
+ *                   first metric
  *   --filter REGEX  run only results whose name (as "IdleConnMemory/hush-native/N=8000",
  *                   without "Benchmark" and the -procs suffix) matches the POSIX extended
  *                   regular expression
@@ -30,8 +31,9 @@
  *  - PingPong: round trips of 64-byte messages, each end on its own thread.
  *  - Handshake: full handshakes per second, both ends on one thread.
  *  - Pool: one 16 KiB acquire and release, against malloc and free.
- *  - ManyConns: 8000 connections with 5% of them echoing 16 KiB messages: peak heap and
- *    throughput.
+ *  - ManyConns: 1,000 to 9,000 connections with 5% of them echoing 16 KiB messages: peak
+ *    heap, throughput, and the page faults and allocator calls per second while busy;
+ *    hush's ready-read and pinned modes side by side at each count, with their ratio.
  *
  * The secure variants use the same cipher: hush runs ALTSRP_GCM_AES128_REKEY with raw
  * keys (as from an external handshaker); OpenSSL runs TLS 1.3 with TLS_AES_128_GCM_SHA256
@@ -85,9 +87,11 @@
 #define RW_SIZE 1024
 /* Message size of LargeMessage. */
 #define LARGE_SIZE (1024 * 1024)
-/* ManyConns: connections, the share of them busy, and their echo message size. */
-#define MANY_CONNS	8000
+/* ManyConns: the share of connections busy and their echo message size (the connection
+ * counts are in many_run). */
 #define MANY_BUSY_EVERY 20 /* 5% */
+#define MANY_KICK	32 /* busy connections started per loop iteration */
+#define MANY_MAX_SLICES 64 /* busy-phase slices per variant, at most */
 #define MANY_MSG	16384
 /* Payload of one 16 KiB record, hush's default send frame: 16384 - 24 bytes overhead. */
 #define RECORD_PAYLOAD (HUSH_RECORD_DEFAULT_SEND_FRAME - HUSH_RECORD_OVERHEAD)
@@ -108,7 +112,7 @@ static struct {
 	regex_t filter;
 } opt = {0, 1, 0, NULL, 0, {0}};
 
-#define MAX_METRICS 8
+#define MAX_METRICS 12
 
 struct result {
 	char name[128]; /* without "Benchmark" and the -procs suffix */
@@ -191,6 +195,15 @@ static double median(double *v, size_t n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static double minimum(const double *v, size_t n)
+{
+	double lo = v[0];
+	for (size_t i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+	}
+	return lo;
+}
+
 /* Prints one result as a Go benchmark line (or keeps it for the JSON document). */
 static void publish(const struct result *r)
 {
@@ -203,8 +216,9 @@ static void publish(const struct result *r)
 /*
  * Runs fn opt.count times and publishes, for each result name (in the order of the
  * repetition that reported the most), the median of each metric over the repetitions
- * that reported it; with more than one repetition, spread% is added: (max - min) /
- * median * 100 of the first metric.
+ * that reported it, or the minimum for a metric whose unit starts with "min-" (a floor
+ * that must hold in every repetition); with more than one repetition, spread% is added:
+ * (max - min) / median * 100 of the first metric.
  */
 static void repeat(void (*fn)(const void *arg), const void *arg)
 {
@@ -242,7 +256,8 @@ static void repeat(void (*fn)(const void *arg), const void *arg)
 			for (size_t k = 0; k < ns; k++) {
 				vals[k] = same[k]->m[m].value;
 			}
-			out.m[m].value = median(vals, ns);
+			out.m[m].value = strncmp(out.m[m].unit, "min-", 4) == 0 ? minimum(vals, ns)
+										: median(vals, ns);
 		}
 		for (size_t k = 0; k < ns; k++) {
 			vals[k] = (double)same[k]->n;
@@ -705,6 +720,7 @@ struct ep {
 	/* The benchmark's own. */
 	int ready;
 	int busy;
+	int in_flight; /* ManyConns: a message is out and its echo not yet all back */
 	uint64_t busy_rx;
 };
 
@@ -1093,6 +1109,9 @@ struct mem_report {
 	int64_t heap;		/* live bytes: hush + OpenSSL + libevent */
 	int64_t buffers;	/* live blocks of at least BENCH_BUFFER_MIN bytes */
 	uint64_t pool_retained; /* idle bytes the pool kept, given back by the trim first */
+	uint64_t pool_in_use;	/* pool buffers out */
+	uint64_t allocs;	/* allocator calls so far: hush + OpenSSL + libevent */
+	uint64_t minflt;	/* minor page faults so far (getrusage) */
 	int64_t conns;		/* connections alive (server) */
 	int64_t failures;	/* connections that failed (server) */
 };
@@ -1101,16 +1120,22 @@ struct mem_report {
 static void mem_report_fill(struct mem_report *r, struct env *env, int trim)
 {
 	struct bench_alloc_counts a;
+	struct hush_pool_stats st;
+	struct rusage ru;
 	memset(r, 0, sizeof(*r));
+	hush_pool_stats(env->pool, &st);
+	r->pool_in_use = st.total.in_use;
 	if (trim) {
-		struct hush_pool_stats st;
-		hush_pool_stats(env->pool, &st);
 		r->pool_retained = st.total.bytes_retained;
 		hush_pool_trim(env->pool);
 	}
 	bench_alloc_read(&a);
 	r->heap = a.live_bytes;
 	r->buffers = a.live_buffers;
+	r->allocs = a.allocs;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		r->minflt = (uint64_t)ru.ru_minflt;
+	}
 }
 
 /* --- The server: a forked child that echoes everything and reports on request --- */
@@ -1253,6 +1278,8 @@ struct session {
 	long ready; /* connections that finished their first exchange */
 	long failures;
 	uint64_t echo_bytes; /* ManyConns: bytes echoed back to busy connections */
+	long in_flight;	     /* ManyConns: busy connections waiting for an echo */
+	int draining;	     /* ManyConns: echoes complete without a new message */
 };
 
 static uint8_t ping_msg[PING_SIZE];
@@ -1281,7 +1308,10 @@ static void cli_on_data(struct ep *e, const uint8_t *data, size_t len)
 	e->busy_rx += len;
 	if (e->busy && e->busy_rx >= MANY_MSG) {
 		e->busy_rx -= MANY_MSG;
-		if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
+		if (s->draining) {
+			e->in_flight = 0;
+			s->in_flight--;
+		} else if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
 			s->failures++;
 		}
 	}
@@ -1549,80 +1579,345 @@ static void idle_run(const struct benchmark *b, const struct variant *v)
 	session_end(&s);
 }
 
+/* What one ManyConns phase (one variant at one connection count) measured. */
+struct many_phase {
+	double peak, peak_srv, peak_cli; /* heap growth over the baseline, busy (B) */
+	double mbps;			 /* echoed bytes received back per second */
+	double idle_per_conn;		 /* heap per idle connection, the larger side */
+	double idle_buffers;		 /* pool buffers out while idle, both sides */
+	double faults_per_s;		 /* minor page faults per second, both sides, busy */
+	double allocs_per_s;		 /* allocator calls per second, both sides, busy */
+};
+
 /*
- * ManyConns: MANY_CONNS connections (set up as for IdleConnMemory) of which every 20th
- * echoes 16 KiB messages through the server continuously, one message in flight each.
- * B is the peak, over samples every 100 ms, of both processes' heap growth over their
- * baselines (pools untrimmed: what the processes really hold); MB/s is the echoed bytes
- * received back per second.
+ * One variant at one connection count: its server process, its connections on this
+ * side, and what they cost. Two variants live side by side in this process, so this
+ * side's heap is attributed by difference: only one variant's loop runs at a time, and
+ * the heap change across each of its steps is its own.
+ */
+struct many_side {
+	const char *name;
+	ep_open_fn open;
+	struct session s;
+	struct mem_report srv0;	 /* the server's baseline */
+	struct mem_report srv_b; /* the server's counters when busy began */
+	int64_t cli_heap;	 /* this side's share of the client heap over its baseline */
+	int64_t peak, peak_srv, peak_cli;
+	uint64_t busy_ns;    /* time its busy connections ran */
+	uint64_t cli_faults; /* the client's minor page faults while it ran */
+	uint64_t cli_allocs; /* the client's allocator calls while it ran */
+	double rate[MANY_MAX_SLICES]; /* echoed bytes per second of each slice */
+	int nslices;
+	struct many_phase out;
+};
+
+static int64_t client_heap(void)
+{
+	struct bench_alloc_counts a;
+	bench_alloc_read(&a);
+	return a.live_bytes;
+}
+
+/* Starts the server and WARM_CONNS connections and takes the baseline. */
+static int many_side_open(struct many_side *d, const char *name, ep_open_fn open, long n)
+{
+	struct mem_report cli0;
+	memset(d, 0, sizeof(*d));
+	d->name = name;
+	d->open = open;
+	if (session_start(&d->s, name, open, WARM_CONNS + n) < 0) {
+		fail(name, "could not start the server process: %s", strerror(errno));
+		return -1;
+	}
+	if (session_grow(&d->s, WARM_CONNS) < 0 || session_measure(&d->s, &d->srv0, &cli0) < 0) {
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the other n connections and takes the idle figures (both pools trimmed). */
+static int many_side_grow(struct many_side *d, long n)
+{
+	struct mem_report sr, cr;
+	int64_t h0 = client_heap();
+	if (session_grow(&d->s, WARM_CONNS + n) < 0 || session_measure(&d->s, &sr, &cr) < 0) {
+		return -1;
+	}
+	d->cli_heap += client_heap() - h0;
+	double sb = (double)(sr.heap - d->srv0.heap) / (double)n;
+	double cb = (double)d->cli_heap / (double)n;
+	d->out.idle_per_conn = round(sb > cb ? sb : cb);
+	d->out.idle_buffers = (double)(sr.pool_in_use + cr.pool_in_use);
+	for (long i = WARM_CONNS; i < d->s.n; i += MANY_BUSY_EVERY) {
+		d->s.eps[i].busy = 1;
+	}
+	if (session_ask(&d->s, 's', &d->srv_b) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	return 0;
+}
+
+/* Samples both processes' heap growth for the peaks. */
+static int many_side_sample(struct many_side *d, int64_t h0)
+{
+	struct mem_report sr;
+	if (session_ask(&d->s, 's', &sr) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	int64_t ds = sr.heap - d->srv0.heap;
+	int64_t dc = d->cli_heap + client_heap() - h0;
+	d->peak = ds + dc > d->peak ? ds + dc : d->peak;
+	d->peak_srv = ds > d->peak_srv ? ds : d->peak_srv;
+	d->peak_cli = dc > d->peak_cli ? dc : d->peak_cli;
+	return 0;
+}
+
+/*
+ * One slice of the busy phase: every busy connection sends a message and echoes go on
+ * for ms; then no new message is sent and the slice ends when every echo is back, so
+ * the next slice (of either variant) starts with nothing in flight. The whole slice,
+ * the drain too, counts as this variant's busy time.
+ */
+static int many_side_slice(struct many_side *d, uint64_t ms)
+{
+	struct session *s = &d->s;
+	struct mem_report c0, c1;
+	int64_t h0 = client_heap();
+	mem_report_fill(&c0, &s->env, 0);
+	uint64_t t0 = bench_now_ns(), next = t0, now;
+	uint64_t bytes0 = s->echo_bytes;
+	long kick = WARM_CONNS;
+	s->draining = 0;
+	while ((now = bench_now_ns()) - t0 < ms * 1000000u || s->in_flight > 0 || kick < s->n) {
+		/* The first messages go out MANY_KICK connections per loop iteration: a write
+		 * made outside any callback waits in its buffer for the end of the iteration,
+		 * and hundreds of them at once would hold more buffers than the pool keeps
+		 * (docs/DESIGN.md), once per slice. */
+		for (int k = 0; k < MANY_KICK && kick < s->n && !s->draining;
+		     kick += MANY_BUSY_EVERY) {
+			struct ep *e = &s->eps[kick];
+			if (!e->in_flight) {
+				e->in_flight = 1;
+				s->in_flight++;
+				k++;
+				if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
+					s->failures++;
+				}
+			}
+		}
+		if (s->draining) {
+			kick = s->n;
+		}
+		if (s->failures > 0) {
+			fail(d->name, "%ld connections failed while busy", s->failures);
+			return -1;
+		}
+		if (now - t0 >= ms * 1000000u) {
+			s->draining = 1;
+		}
+		if (now - t0 > (ms + 10000) * 1000000u) {
+			fail(d->name, "%ld echoes still missing 10 s after the slice",
+			     s->in_flight);
+			return -1;
+		}
+		if (now >= next) {
+			if (many_side_sample(d, h0) < 0) {
+				return -1;
+			}
+			next = now + 100000000u;
+		}
+		pump(&s->env, 5);
+	}
+	uint64_t took = bench_now_ns() - t0;
+	d->busy_ns += took;
+	if (d->nslices < MANY_MAX_SLICES) {
+		d->rate[d->nslices++] = (double)(s->echo_bytes - bytes0) / ((double)took / 1e9);
+	}
+	if (many_side_sample(d, h0) < 0) {
+		return -1;
+	}
+	mem_report_fill(&c1, &s->env, 0);
+	d->cli_faults += c1.minflt - c0.minflt;
+	d->cli_allocs += c1.allocs - c0.allocs;
+	d->cli_heap += client_heap() - h0;
+	return 0;
+}
+
+/* The busy figures, once every slice ran. */
+static int many_side_finish(struct many_side *d)
+{
+	struct mem_report sr;
+	if (session_ask(&d->s, 's', &sr) < 0) {
+		fail(d->name, "lost the server process");
+		return -1;
+	}
+	if (sr.failures > 0) {
+		fail(d->name, "%lld server-side connection failures", (long long)sr.failures);
+		return -1;
+	}
+	double secs = (double)d->busy_ns / 1e9;
+	d->out.peak = (double)d->peak;
+	d->out.peak_srv = (double)d->peak_srv;
+	d->out.peak_cli = (double)d->peak_cli;
+	d->out.mbps = round((double)d->s.echo_bytes / secs / 1e6 * 10) / 10;
+	d->out.faults_per_s = round((double)(sr.minflt - d->srv_b.minflt + d->cli_faults) / secs);
+	d->out.allocs_per_s = round((double)(sr.allocs - d->srv_b.allocs + d->cli_allocs) / secs);
+	return 0;
+}
+
+/*
+ * Runs one or two variants (d[0], d[1]) at n connections, each in its own pair of
+ * fresh processes, set up as for IdleConnMemory. The idle figures are taken once every
+ * connection is established, both pools trimmed (as IdleConnMemory does), and the busy
+ * phase then starts from trimmed pools, as make demo's does. Then every 20th connection
+ * echoes 16 KiB messages through its server, one message in flight each. With two
+ * variants the busy phase alternates between them in slices of 50 ms
+ * (which one goes first alternates too), so that load from elsewhere on the machine
+ * falls on both alike; their throughputs are compared within one run. Peak heap (B) is
+ * the largest, over samples every 100 ms, of both processes' growth over their
+ * baselines, pools untrimmed: what the processes really hold.
+ */
+static int many_phases(struct many_side *d, int nsides, const char *const *names,
+		       const ep_open_fn *opens, long n)
+{
+	uint64_t total_ms = opt.quick ? 500 : 3000;
+	uint64_t slice_ms = 50;
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_open(&d[k], names[k], opens[k], n) < 0) {
+			return -1;
+		}
+	}
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_grow(&d[k], n) < 0) {
+			return -1;
+		}
+	}
+	for (uint64_t i = 0; i < total_ms / slice_ms; i++) {
+		for (int j = 0; j < nsides; j++) {
+			int k = (i % 2 == 0) ? j : nsides - 1 - j;
+			if (many_side_slice(&d[k], slice_ms) < 0) {
+				return -1;
+			}
+		}
+	}
+	for (int k = 0; k < nsides; k++) {
+		if (many_side_finish(&d[k]) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void many_report(const char *name, const struct many_phase *p)
+{
+	struct bench_metric m[] = {
+	    {p->peak, "B"},
+	    {p->mbps, "MB/s"},
+	    {p->peak_srv, "server-B"},
+	    {p->peak_cli, "client-B"},
+	    {p->idle_per_conn, "idle-B/conn"},
+	    {p->idle_buffers, "idle-buffers"},
+	    {p->faults_per_s, "faults/s"},
+	    {p->allocs_per_s, "allocs/s"},
+	};
+	report(name, 2, 1, m, ARRAY_SIZE(m));
+}
+
+/* hush's pinned mode, measured beside hush-native at each connection count. */
+static const struct variant many_pinned = {"hush-pinned", open_hush_pinned, NULL};
+
+/*
+ * ManyConns: many_phases at each connection count. hush-native (ready-read) runs with
+ * hush-pinned beside it, and a third row, native-vs-pinned, compares their echo
+ * throughputs: within a repetition, the median over the busy phase's slice pairs (each
+ * a slice of one and the adjacent slice of the other) of ready-read's rate over
+ * pinned's; across repetitions, x is the median of that and min-x the lowest. Which of
+ * the two starts alternates from one repetition to the next. OpenSSL's handshakes make its
+ * phases slow, so it runs at the largest count only.
  */
 static void many_run(const struct benchmark *b, const struct variant *v)
 {
-	char name[128];
-	snprintf(name, sizeof(name), "%s/%s/N=%d", b->name, v->name, MANY_CONNS);
-	if (!wanted(name)) {
-		return;
-	}
-	if (MANY_CONNS > max_conns()) {
-		fail(name, "needs %d open files per process; the limit is %ld",
-		     MANY_CONNS + WARM_CONNS + 64, nofile_limit);
-		return;
-	}
-	struct session s;
-	struct mem_report srv0, cli0;
-	if (session_start(&s, name, v->open, WARM_CONNS + MANY_CONNS) < 0) {
-		fail(name, "could not start the server process: %s", strerror(errno));
-		session_end(&s);
-		return;
-	}
-	if (session_grow(&s, WARM_CONNS) < 0 || session_measure(&s, &srv0, &cli0) < 0 ||
-	    session_grow(&s, WARM_CONNS + MANY_CONNS) < 0) {
-		session_end(&s);
-		return;
-	}
-	s.echo_bytes = 0;
-	for (long i = WARM_CONNS; i < s.n; i += MANY_BUSY_EVERY) {
-		struct ep *e = &s.eps[i];
-		e->busy = 1;
-		e->busy_rx = 0;
-		if (e->ops->write(e, many_msg, sizeof(many_msg)) < 0) {
-			s.failures++;
+	static const long full_n[] = {1000, 3000, 5000, 7000, 9000};
+	static const long quick_n[] = {1000, 9000};
+	static unsigned pair_runs;
+	const long *all = opt.quick ? quick_n : full_n;
+	size_t nall = opt.quick ? ARRAY_SIZE(quick_n) : ARRAY_SIZE(full_n);
+	const struct variant *beside = v->open == open_hush ? &many_pinned : NULL;
+	bool pinned_first = beside != NULL && (pair_runs++ % 2) == 1;
+
+	for (size_t i = 0; i < nall; i++) {
+		long n = all[i];
+		char name[128], bname[128], rname[128];
+		if (beside == NULL && i + 1 < nall) {
+			continue;
 		}
-	}
-	uint64_t dur = (opt.quick ? 500u : 4000u) * 1000000ull;
-	uint64_t t0 = bench_now_ns(), next = t0, now;
-	int64_t peak = 0, peak_srv = 0, peak_cli = 0;
-	while ((now = bench_now_ns()) - t0 < dur) {
-		if (s.failures > 0) {
-			fail(name, "%ld connections failed while busy", s.failures);
-			session_end(&s);
-			return;
+		snprintf(name, sizeof(name), "%s/%s/N=%ld", b->name, v->name, n);
+		snprintf(bname, sizeof(bname), "%s/%s/N=%ld", b->name,
+			 beside != NULL ? beside->name : "", n);
+		snprintf(rname, sizeof(rname), "%s/native-vs-pinned/N=%ld", b->name, n);
+		bool want_ratio = beside != NULL && wanted(rname);
+		bool want_v = want_ratio || wanted(name);
+		bool want_b = beside != NULL && (want_ratio || wanted(bname));
+		if (!want_v && !want_b) {
+			continue;
 		}
-		if (now >= next) {
-			struct mem_report sr, cr;
-			if (session_ask(&s, 's', &sr) < 0) {
-				fail(name, "lost the server process");
-				session_end(&s);
-				return;
+		if (n > max_conns()) {
+			fail(name, "needs %ld open files per process; the limit is %ld",
+			     n + WARM_CONNS + 64, nofile_limit);
+			continue;
+		}
+		/* d[iv] is v, d[!iv] the variant beside it. */
+		struct many_side d[2];
+		const char *names[2];
+		ep_open_fn opens[2];
+		int nsides = 0, iv = -1, ib = -1;
+		if (want_b && pinned_first) {
+			ib = nsides++;
+		}
+		if (want_v) {
+			iv = nsides++;
+		}
+		if (want_b && !pinned_first) {
+			ib = nsides++;
+		}
+		if (iv >= 0) {
+			names[iv] = name;
+			opens[iv] = v->open;
+		}
+		if (ib >= 0) {
+			names[ib] = bname;
+			opens[ib] = beside->open;
+		}
+		memset(d, 0, sizeof(d));
+		int rc = many_phases(d, nsides, names, opens, n);
+		for (int k = 0; k < nsides; k++) {
+			if (d[k].name != NULL) { /* opened, if only in part */
+				session_end(&d[k].s);
 			}
-			mem_report_fill(&cr, &s.env, 0);
-			int64_t ds = sr.heap - srv0.heap, dc = cr.heap - cli0.heap;
-			peak = ds + dc > peak ? ds + dc : peak;
-			peak_srv = ds > peak_srv ? ds : peak_srv;
-			peak_cli = dc > peak_cli ? dc : peak_cli;
-			next = now + 100000000u;
 		}
-		pump(&s.env, 5);
+		if (rc < 0) {
+			continue;
+		}
+		if (iv >= 0) {
+			many_report(name, &d[iv].out);
+		}
+		if (ib >= 0) {
+			many_report(bname, &d[ib].out);
+		}
+		if (want_ratio && d[iv].nslices == d[ib].nslices && d[iv].nslices > 0) {
+			/* Slice by slice: a burst of load from elsewhere hits one slice of one
+			 * variant, and the median leaves it out. */
+			double r[MANY_MAX_SLICES];
+			for (int k = 0; k < d[iv].nslices; k++) {
+				r[k] = d[iv].rate[k] / d[ib].rate[k];
+			}
+			double x = round(median(r, (size_t)d[iv].nslices) * 1000) / 1000;
+			struct bench_metric m[] = {{x, "x"}, {x, "min-x"}};
+			report(rname, 2, 1, m, ARRAY_SIZE(m));
+		}
 	}
-	double secs = (double)(bench_now_ns() - t0) / 1e9;
-	struct bench_metric m[] = {
-	    {(double)peak, "B"},
-	    {round((double)s.echo_bytes / secs / 1e6 * 10) / 10, "MB/s"},
-	    {(double)peak_srv, "server-B"},
-	    {(double)peak_cli, "client-B"},
-	};
-	report(name, 2, 1, m, ARRAY_SIZE(m));
-	session_end(&s);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2559,8 +2854,7 @@ static const struct variant pool_variants[] = {
 };
 
 static const struct variant many_variants[] = {
-    {"hush-native", open_hush, NULL},
-    {"hush-pinned", open_hush_pinned, NULL},
+    {"hush-native", open_hush, NULL}, /* with hush-pinned beside it (many_run) */
     {"openssl-tls", open_tls, NULL},
 };
 

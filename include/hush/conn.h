@@ -158,9 +158,10 @@ HUSH_EXTERN void *hush_conn_get_arg(const struct hush_conn *c);
 
 /*
  * Queues len bytes of plaintext, copied now. Writes made in one callback are coalesced
- * into as few records as possible and sent at the end of the loop iteration (or at once
- * by hush_conn_flush(), or as soon as a full buffer's worth is queued). All or nothing:
- * on failure nothing was queued.
+ * into as few records as possible and sent when the connection's own event ends if they
+ * were made from one of its callbacks (on_data, on_event's OPEN), else at the end of the
+ * loop iteration (or at once by hush_conn_flush(), or as soon as a full buffer's worth
+ * is queued). All or nothing: on failure nothing was queued.
  * Returns 0; 1 when the data was queued but the queue is now above the high watermark
  * (stop writing until on_writable); HUSH_ESTATE (not open yet, or shut down);
  * HUSH_ENOBUFS (pool budget exhausted: retry later); HUSH_ENOMEM; or the connection's

@@ -45,6 +45,8 @@ enum {
 	F_REPLAY = 1u << 14,       /* records already read wait for delivery (resume) */
 	F_HS = 1u << 15,           /* hs (not rec) is live: a handshake runs */
 	F_CLOSE_SIG = 1u << 16,    /* keyed by a hush handshake: the close record is used */
+	F_IN_ENTRY = 1u << 17,     /* inside a loop entry that flushes before it returns */
+	F_FLUSH_END = 1u << 18,    /* writes wait for the end of that entry */
 };
 
 /*
@@ -1189,9 +1191,22 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 		c->queued += wq_hdr(b)->end - wq_hdr(b)->sent;
 	}
 
-	/* Sent at the end of this loop iteration, so that writes made in one callback share
-	 * records; at once when a buffer's worth is waiting. */
-	int rc = schedule(c);
+	/*
+	 * Sent when the callback's caller is done, so that writes made in one callback share
+	 * records; at once when a buffer's worth is waiting. From inside one of this
+	 * connection's own loop entries (its readiness event, its end-of-iteration work)
+	 * that is the end of the entry: its buffers and cipher contexts then go back before
+	 * the next connection's event, so a loop iteration that serves hundreds of
+	 * connections borrows the buffers of one at a time, not of all of them, and the
+	 * pool's retained buffers cover them. Other writes wait for the end of the loop
+	 * iteration.
+	 */
+	int rc = 0;
+	if (c->flags & F_IN_ENTRY) {
+		c->flags |= F_FLUSH_END;
+	} else {
+		rc = schedule(c);
+	}
 	if (rc == 0 && c->queued >= WQ_MAX_BUF / 2 && !(c->flags & F_WANT_WRITE)) {
 		rc = hush_conn_flush(c);
 	}
@@ -1311,6 +1326,23 @@ static void guarded(struct hush_conn *c, void (*body)(struct hush_conn *, short)
 	guard(garg, false);
 }
 
+/*
+ * Ends a loop entry that began with F_IN_ENTRY: seals and sends what the application
+ * wrote from inside it. Writes made after this point (from on_writable) are scheduled
+ * for the end of the loop iteration as usual.
+ */
+static void entry_flush(struct hush_conn *c)
+{
+	c->flags &= ~(uint32_t)F_IN_ENTRY;
+	if (!(c->flags & F_FLUSH_END)) {
+		return;
+	}
+	c->flags &= ~(uint32_t)F_FLUSH_END;
+	if (!dead(c) && flush_queue(c) == 0) {
+		after_send_progress(c);
+	}
+}
+
 static void on_socket_guarded(struct hush_conn *c, short what);
 
 static void on_socket(evutil_socket_t fd, short what, void *arg)
@@ -1348,6 +1380,7 @@ static void on_socket_guarded(struct hush_conn *c, short what)
 			after_send_progress(c);
 		}
 	}
+	c->flags |= F_IN_ENTRY;
 	if (!dead(c) && (what & EV_READ)) {
 		int rc = ciphers_attach(c);
 		if (rc < 0) {
@@ -1356,6 +1389,7 @@ static void on_socket_guarded(struct hush_conn *c, short what)
 			on_readable(c);
 		}
 	}
+	entry_flush(c);
 	if (!dead(c)) {
 		update_interest(c);
 		if (!(c->flags & F_PENDING)) {
@@ -1446,6 +1480,9 @@ static void on_pending_guarded(struct hush_conn *c, short what)
 	if (c->state == ST_HANDSHAKE && c->hs->hs != NULL) {
 		hs_step(c);
 	}
+	/* Writes from the OPEN report or from replayed records go out with the flush
+	 * below, not with another pass over the pending list. */
+	c->flags |= F_IN_ENTRY;
 	if (!dead(c) && (c->flags & F_OPEN_REPORT)) {
 		c->flags &= ~(uint32_t)F_OPEN_REPORT;
 		report_open(c);
@@ -1454,6 +1491,7 @@ static void on_pending_guarded(struct hush_conn *c, short what)
 		c->flags &= ~(uint32_t)F_REPLAY;
 		replay(c);
 	}
+	c->flags &= ~(uint32_t)(F_IN_ENTRY | F_FLUSH_END);
 	if (!dead(c) && c->state == ST_OPEN) {
 		if (flush_queue(c) == 0) {
 			after_send_progress(c);

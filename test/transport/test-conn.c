@@ -419,6 +419,101 @@ static void conn_small_writes_in_one_callback_share_one_record(void **state)
 	free(s.data);
 }
 
+/*
+ * Replies written from on_data: what each of two connections, readable in the same loop
+ * iteration, saw of the other when its own on_data ran.
+ */
+struct echo_pair {
+	struct hush_conn *conn[2];
+	struct hush_pool *pool;
+	int calls[2];
+	int order;	      /* on_data calls so far, both connections */
+	int second;	      /* which connection ran second (-1: not yet) */
+	size_t other_queued;  /* the first one's queued bytes, seen by the second */
+	unsigned other_held;  /* the first one's buffers, seen by the second */
+	uint64_t pool_in_use; /* pool buffers out, seen by the second */
+};
+
+static void echo_pair_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct echo_pair *ep = arg;
+	int me = c == ep->conn[1];
+	ep->calls[me]++;
+	if (ep->calls[me] == 1 && ep->order++ == 1) {
+		struct hush_pool_stats st;
+		hush_pool_stats(ep->pool, &st);
+		ep->second = me;
+		ep->other_queued = hush_conn_queued(ep->conn[!me]);
+		ep->other_held = hush_conn_buffers_held(ep->conn[!me]);
+		ep->pool_in_use = st.total.in_use;
+	}
+	assert_int_equal(hush_conn_write(c, data, len), 0);
+}
+
+static const struct hush_conn_callbacks echo_pair_cb = {echo_pair_on_data, NULL, NULL};
+
+/*
+ * A reply written from inside on_data is sealed and sent when that connection's
+ * readiness event ends, before the next connection's event runs: a loop iteration that
+ * serves many connections holds the write buffers and cipher contexts of one at a time.
+ * Replies to several records read in one event still share one record.
+ */
+static void conn_reply_from_on_data_is_sent_before_the_next_event(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct echo_pair ep = {.pool = e.pool, .second = -1};
+	struct peer p[2];
+	for (int i = 0; i < 2; i++) {
+		int sv[2];
+		pair(sv);
+		assert_int_equal(
+		    hush_conn_new(&ep.conn[i], e.loop, sv[0], NULL, &echo_pair_cb, &ep), 0);
+		assert_int_equal(hush_conn_start_raw(ep.conn[i], HUSH_RP_ALTS_AES128_GCM_REKEY,
+						     KEY44, sizeof(KEY44), HUSH_SIDE_SERVER),
+				 0);
+		peer_init(&p[i], sv[1], HUSH_SIDE_CLIENT, 0);
+	}
+	run_for_ms(&e, 1);
+	/* Both peers send three records each before the loop runs again. */
+	uint8_t msg[3][100];
+	for (int i = 0; i < 2; i++) {
+		for (int r = 0; r < 3; r++) {
+			size_t wl;
+			testlib_fill(msg[r], sizeof(msg[r]), (unsigned)(10 * i + r));
+			uint8_t *w = peer_seal(&p[i], msg[r], sizeof(msg[r]), &wl);
+			write_all(p[i].fd, w, wl);
+			free(w);
+		}
+	}
+	event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(ep.calls[0], 3);
+	assert_int_equal(ep.calls[1], 3);
+	assert_true(ep.second == 0 || ep.second == 1);
+	/* The first connection's replies were already in its socket. */
+	assert_int_equal(ep.other_queued, 0);
+	assert_int_equal(ep.other_held, 0);
+	/* Only the second connection's read buffer was out. */
+	assert_int_equal(ep.pool_in_use, 1);
+	for (int i = 0; i < 2; i++) {
+		/* One record carries the three replies. */
+		uint8_t buf[4096];
+		ssize_t k = read(p[i].fd, buf, sizeof(buf));
+		assert_int_equal(k, 3 * 100 + HUSH_RECORD_OVERHEAD);
+		struct hush_iovec pt;
+		assert_int_equal(hush_record_open(p[i].rec, buf, (size_t)k, &pt), 0);
+		assert_int_equal(pt.len, 300);
+		for (int r = 0; r < 3; r++) {
+			testlib_fill(msg[r], sizeof(msg[r]), (unsigned)(10 * i + r));
+			assert_memory_equal((uint8_t *)pt.base + 100 * r, msg[r], 100);
+		}
+		hush_conn_free(ep.conn[i]);
+		peer_done(&p[i]);
+	}
+	env_done(&e);
+}
+
 /* With frames larger than the write queue's 64 KiB tier, a small write still borrows at
  * most that tier, and a large one is cut into records that each fit a buffer. */
 static void conn_large_frames_small_write_borrows_at_most_64k(void **state)
@@ -1356,6 +1451,7 @@ int main(void)
 		cmocka_unit_test(conn_large_records_from_peer_are_accepted),
 		cmocka_unit_test(conn_eight_mib_message_round_trips),
 		cmocka_unit_test(conn_small_writes_in_one_callback_share_one_record),
+		cmocka_unit_test(conn_reply_from_on_data_is_sent_before_the_next_event),
 		cmocka_unit_test(conn_large_frames_small_write_borrows_at_most_64k),
 		cmocka_unit_test(conn_eof_inside_record_reports_truncated),
 		cmocka_unit_test(conn_eof_at_record_boundary_is_clean),
