@@ -140,10 +140,25 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_filter_new(
  * one set later with bufferevent_setfd() or bufferevent_socket_connect() (as evhttp
  * does). base must be cfg->loop's. options are BEV_OPT_* flags as for
  * bufferevent_socket_new(). Returns NULL on failure (bad config; out of memory; a
- * socket hush_conn_new() refuses), having taken nothing: the caller keeps fd.
+ * socket hush_conn_new() refuses; a libevent whose layout differs from the build's,
+ * which hush_bufferevent_check_libevent() tells), having taken nothing: the caller
+ * keeps fd.
  */
 HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 	struct event_base *base, int fd, const struct hush_bufferevent_config *cfg, int options);
+
+/*
+ * Whether the libevent running in this process has the internal layout this build of
+ * hush was made for (socket flavour: see docs/DESIGN.md, "What hush relies on in
+ * libevent"). Measured once per process, on base, which must be a valid event_base,
+ * then remembered. hush_bufferevent_socket_new() checks it first and returns NULL on a
+ * mismatch; call this to tell that refusal from others. A mismatch means hush must be
+ * rebuilt against the libevent now installed: nothing is ever written past libevent's
+ * structure.
+ * Returns 0, HUSH_ELIBEVENT (a different layout, or not libevent 2.1), HUSH_EINVAL (base
+ * is NULL) or HUSH_ENOMEM (not remembered: a later call measures again). Thread-safe.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_check_libevent(struct event_base *base);
 
 /* Checks a configuration's keys (a handshake configuration is checked when a socket
  * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN or HUSH_EKEYLEN. The constructors also

@@ -3,6 +3,7 @@
 #define HUSH_BUFFEREVENT_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct bufferevent;
@@ -12,5 +13,10 @@ bool hush__bev_is_sock(const struct bufferevent *bev);
 int hush__bev_sock_error(struct bufferevent *bev);
 int hush__bev_sock_shutdown(struct bufferevent *bev);
 int hush__bev_sock_peer_key(struct bufferevent *bev, uint8_t *out);
+
+/* For tests: the size of libevent's struct bufferevent_private that the layout check
+ * expects of the running library, as if hush had been built against a libevent of that
+ * layout (0: the build's own). Forgets the cached verdict. */
+void hush__bev_layout_expect(size_t size);
 
 #endif /* HUSH_BUFFEREVENT_INTERNAL_H */

@@ -737,6 +737,11 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 	    cfg->loop->base != base) {
 		return NULL;
 	}
+	/* The block below has the size of the libevent hush was built against: refused
+	 * unless the running one has the same layout (bufferevent-abi.c). */
+	if (hush_bufferevent_check_libevent(base) < 0) {
+		return NULL;
+	}
 	struct hsock *h = event_mm_calloc_(1, sizeof(*h));
 	if (h == NULL) {
 		return NULL;
@@ -756,11 +761,6 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 		wipe_key(h);
 		event_mm_free_(h);
 		return NULL;
-	}
-	/* The layout check: conn_address sits where configure measured it. */
-	if ((char *)bufferevent_socket_get_conn_address_(bev) - (char *)bev !=
-	    HUSH_LIBEVENT_BEV_CONN_ADDR_OFFSET) {
-		abort(); /* libevent was replaced by one this build does not match */
 	}
 	h->loop = cfg->loop;
 	if (options & BEV_OPT_THREADSAFE) {

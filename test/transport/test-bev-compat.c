@@ -1,0 +1,97 @@
+/*
+ * The hush socket bufferevent as a drop-in for libevent's own types: the guard on
+ * libevent's internal layout, and the semantics libevent programs rely on, as
+ * bufferevent_openssl gives them (watermarks, events, timeouts, disabled reading).
+ */
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <hush/bufferevent.h>
+#include <hush/conn.h>
+
+#include "bevlib.h"
+#include "config.h"
+#include "testlib.h"
+#include "transport/bufferevent-internal.h"
+
+static bool fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1;
+}
+
+/* ---- The layout guard ---- */
+
+/* The run-time measurement agrees with configure's, made another way (the first
+ * allocation of bufferevent_socket_new()). */
+static void bev_layout_of_the_running_libevent_matches_the_build(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	hush__bev_layout_expect(0);
+	assert_int_equal(hush_bufferevent_check_libevent(e.base), 0);
+	assert_int_equal(hush_bufferevent_check_libevent(NULL), 0); /* remembered */
+	env_done(&e);
+}
+
+/*
+ * A hush built against a libevent of another layout, simulated by the expected size:
+ * 536 bytes is struct bufferevent_private before Debian's 2.1.12-stable-8+deb12u1 (632
+ * after), and a few bytes either way stand for any other change. Every construction is
+ * refused with HUSH_ELIBEVENT, the socket stays the caller's, and nothing is allocated.
+ */
+static void bev_refuses_a_libevent_whose_layout_differs(void **state)
+{
+	(void)state;
+	const size_t sizes[] = {536, HUSH_LIBEVENT_BEV_PRIVATE_SIZE + 8,
+				HUSH_LIBEVENT_BEV_PRIVATE_SIZE - 8};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct env e;
+		env_init(&e);
+		hush__bev_layout_expect(sizes[i]);
+		assert_int_equal(hush_bufferevent_check_libevent(e.base), HUSH_ELIBEVENT);
+		/* The verdict is kept: no base is needed to ask again. */
+		assert_int_equal(hush_bufferevent_check_libevent(NULL), HUSH_ELIBEVENT);
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct hush_bufferevent_config cfg;
+		hush_bufferevent_config_init(&cfg);
+		cfg.key = BEV_KEY44;
+		cfg.key_len = sizeof(BEV_KEY44);
+		cfg.loop = e.loop;
+		assert_null(
+		    hush_bufferevent_socket_new(e.base, sv[0], &cfg, BEV_OPT_CLOSE_ON_FREE));
+		assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+		assert_true(fd_open(sv[0]));
+		close(sv[0]);
+		close(sv[1]);
+		env_done(&e);
+	}
+	hush__bev_layout_expect(0);
+	struct env e;
+	env_init(&e);
+	assert_int_equal(hush_bufferevent_check_libevent(e.base), 0);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct bufferevent *b = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+	bufferevent_free(b);
+	close(sv[1]);
+	env_done(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(bev_layout_of_the_running_libevent_matches_the_build),
+	    cmocka_unit_test(bev_refuses_a_libevent_whose_layout_differs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
