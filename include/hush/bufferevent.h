@@ -167,7 +167,9 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);
 
 /* The hush error that failed bev (a HUSH_E* code), 0 if none, HUSH_EINVAL if bev is
- * not a hush bufferevent. */
+ * not a hush bufferevent. Socket flavour: the error stays when the socket is let go
+ * (bufferevent_setfd(bev, -1), as evhttp does before its request callback runs) and is
+ * cleared when a new socket is set. */
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
 
 /*

@@ -38,10 +38,8 @@ enum {
 	HS_SHUT_SENT = 1u << 3,   /* hush_conn_shutdown() accepted the close */
 	HS_PUMPING = 1u << 4,     /* inside pump(): on_writable only notes progress */
 	HS_WROTE = 1u << 5,       /* bytes moved since the last write callback */
-	HS_READ_TIMER = 1u << 6,  /* the read timeout is armed */
-	HS_WRITE_TIMER = 1u << 7, /* the write timeout is armed */
-	HS_WANT_READ = 1u << 8,   /* libevent has reading enabled and not suspended */
-	HS_UNLINKED = 1u << 9,    /* freed from another thread: the loop's thread finishes */
+	HS_WANT_READ = 1u << 6,   /* libevent has reading enabled and not suspended */
+	HS_UNLINKED = 1u << 7,    /* freed from another thread: the loop's thread finishes */
 };
 
 struct hsock {
@@ -119,7 +117,18 @@ int hush__bev_sock_error(struct bufferevent *bev)
 	return hsock_of(bev)->err;
 }
 
-/* ---- Timeouts: ev_read and ev_write are hush's timers, not socket events ---- */
+/*
+ * ---- Timeouts: ev_read and ev_write are hush's timers, not socket events ----
+ *
+ * Whether a timer is armed is asked of libevent, not remembered: libevent arms ev_write
+ * itself too, in bufferevent_socket_connect() (the connect timeout evhttp sets), and a
+ * timer left behind would keep the loop alive after the connection is gone.
+ */
+
+static bool timer_armed(struct event *ev)
+{
+	return event_pending(ev, EV_TIMEOUT, NULL) != 0;
+}
 
 static void arm_read_timer(struct hsock *h)
 {
@@ -127,10 +136,8 @@ static void arm_read_timer(struct hsock *h)
 	if (evutil_timerisset(&bev->timeout_read) && (bev->enabled & EV_READ) &&
 	    h->conn != NULL) {
 		event_add(&bev->ev_read, &bev->timeout_read);
-		h->flags |= HS_READ_TIMER;
-	} else if (h->flags & HS_READ_TIMER) {
+	} else if (timer_armed(&bev->ev_read)) {
 		event_del(&bev->ev_read);
-		h->flags &= (uint16_t)~HS_READ_TIMER;
 	}
 }
 
@@ -143,20 +150,25 @@ static size_t pending_out(struct hsock *h)
 	return n;
 }
 
-/* Armed while bytes wait to go out; it fires only if they made no progress. */
+/*
+ * Armed while bytes wait to go out; it fires only if they made no progress. Armed by
+ * bufferevent_socket_connect(), it stays until the handshake ends: the connect timeout.
+ * A connection that failed has no timer.
+ */
 static void arm_write_timer(struct hsock *h)
 {
 	struct bufferevent *bev = bev_of(h);
 	size_t waiting = pending_out(h);
-	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) && waiting > 0) {
-		if (!(h->flags & HS_WRITE_TIMER)) {
+	bool armed = timer_armed(&bev->ev_write);
+	bool connecting = h->conn != NULL && !(h->flags & HS_OPEN);
+	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) &&
+	    h->conn != NULL && (waiting > 0 || (connecting && armed))) {
+		if (!armed) {
 			h->timer_queued = waiting;
 			event_add(&bev->ev_write, &bev->timeout_write);
-			h->flags |= HS_WRITE_TIMER;
 		}
-	} else if (h->flags & HS_WRITE_TIMER) {
+	} else if (armed) {
 		event_del(&bev->ev_write);
-		h->flags &= (uint16_t)~HS_WRITE_TIMER;
 	}
 }
 
@@ -180,7 +192,6 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 	struct bufferevent *bev = bev_of(h);
 	(void)fd;
 	bufferevent_incref_and_lock_(bev);
-	h->flags &= (uint16_t)~HS_READ_TIMER;
 	if (what & EV_READ) {
 		/* Reading was switched from another thread. */
 		apply_reading(h);
@@ -202,7 +213,6 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 	struct bufferevent *bev = bev_of(h);
 	(void)fd;
 	bufferevent_incref_and_lock_(bev);
-	h->flags &= (uint16_t)~HS_WRITE_TIMER;
 	if (what & EV_WRITE) {
 		/* Written, enabled or shut down from another thread. */
 		pump(h);
@@ -483,10 +493,12 @@ static int set_fd(struct hsock *h, int fd)
 {
 	drop_conn(h);
 	h->fd = fd;
-	h->err = 0;
 	if (fd < 0) {
+		/* evhttp lets go of a failed socket before it tells the application:
+		 * why it failed stays until a new connection starts. */
 		return 0;
 	}
+	h->err = 0;
 	int rc = HUSH_ESTATE; /* raw keys serve one connection only: a nonce is never reused */
 	if (h->hcfg == NULL && h->key == NULL) {
 		goto fail;
@@ -636,7 +648,6 @@ static void hsock_unlink(struct bufferevent *bev)
 	struct hsock *h = hsock_of(bev);
 	event_del(&bev->ev_read);
 	event_del(&bev->ev_write);
-	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
 	if (h->conn != NULL && foreign(h)) {
 		/* Freed from another thread: the connection is the loop thread's to free,
 		 * when libevent finalizes the bufferevent there (hsock_destruct). */
@@ -659,9 +670,14 @@ static void hsock_destruct(struct bufferevent *bev)
 static int hsock_adj_timeouts(struct bufferevent *bev)
 {
 	struct hsock *h = hsock_of(bev);
+	/* A connect timeout armed by bufferevent_socket_connect() takes the new value. */
+	bool connect_timer = timer_armed(&bev->ev_write) && h->conn != NULL &&
+			     !(h->flags & HS_OPEN);
 	event_del(&bev->ev_read);
 	event_del(&bev->ev_write);
-	h->flags &= (uint16_t)~(HS_READ_TIMER | HS_WRITE_TIMER);
+	if (connect_timer && evutil_timerisset(&bev->timeout_write)) {
+		event_add(&bev->ev_write, &bev->timeout_write);
+	}
 	arm_read_timer(h);
 	arm_write_timer(h);
 	return 0;
