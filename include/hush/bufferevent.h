@@ -48,7 +48,9 @@
  *
  * Events: BEV_EVENT_CONNECTED when records may flow (the handshake finished, or raw
  * keys are in place); BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
- * (with a handshake: its close record arrived); HUSH_BEV_EVENT_SHUTDOWN when
+ * (with a handshake: its close record arrived), after the plaintext that came before
+ * it and once what the application wrote until then was handed to the socket (so a
+ * request that came with the peer's close record is answered before the EOF); HUSH_BEV_EVENT_SHUTDOWN when
  * hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
  * BEV_EVENT_WRITING for the bufferevent's timeouts (reading or writing is disabled
  * first, as libevent's socket bufferevent does); BEV_EVENT_ERROR otherwise, with the
@@ -70,8 +72,9 @@
  * peer reset, bad record) stays allocated until the application frees it; its
  * connection state is released at once. It may be freed from inside any of its
  * callbacks. Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it
- * sends the close record first if the socket takes it at once, so the peer sees a
- * clean end. The filter flavour frees the underlying bufferevent with
+ * sends the close record within bufferevent_free() if the socket takes it at once, so
+ * the peer sees a clean end even when the caller shuts the socket down next
+ * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent with
  * BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
  */

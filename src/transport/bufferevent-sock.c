@@ -437,6 +437,18 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 		break;
 	}
 	case HUSH_CONN_EV_EOF:
+		/* What the application wrote before it learns of the end goes out first: a
+		 * request read together with the peer's close record was answered from the
+		 * read callback, and evhttp frees the connection at the EOF. A socket
+		 * bufferevent behaves alike, since it sees a FIN only on a later read. */
+		pump(h);
+		if (h->conn != NULL) {
+			int rc = hush_conn_flush(h->conn);
+			(void)rc; /* a failure is the connection's to report */
+		}
+		if (h->conn == NULL) {
+			break; /* it failed meanwhile, and said so */
+		}
 		/* As a socket bufferevent does at EOF: reading stops, then the event. */
 		bufferevent_disable(bev, EV_READ);
 		bufferevent_run_eventcb_(bev, BEV_EVENT_READING | BEV_EVENT_EOF, 0);
@@ -619,22 +631,32 @@ static int hsock_disable(struct bufferevent *bev, short what)
 	return 0;
 }
 
-/* The connection goes, with a best-effort goodbye, and the socket if it is ours. */
-static void release(struct hsock *h)
+/*
+ * A best-effort goodbye from a bufferevent being freed: when everything written has
+ * left, the close record tells the peer this was a clean end, if the socket takes it
+ * now. Only on a socket the bufferevent owns: another one may have been closed and its
+ * number reused already.
+ */
+static void goodbye(struct hsock *h)
 {
 	struct bufferevent *bev = bev_of(h);
 	bool own_fd = (bufferevent_get_options_(bev) & BEV_OPT_CLOSE_ON_FREE) != 0;
 	if (own_fd && h->conn != NULL && (h->flags & HS_OPEN) && !(h->flags & HS_SHUT_SENT) &&
 	    hush_conn_queued(h->conn) == 0 && evbuffer_get_length(bev->output) == 0) {
-		/* Everything written has left: tell the peer this was a clean end, if
-		 * the socket takes the close record now. Only on a socket the
-		 * bufferevent owns: another one may have been closed and its number
-		 * reused already. */
 		if (hush_conn_shutdown(h->conn) == 0) {
+			h->flags |= HS_SHUT_SENT;
 			int rc = hush_conn_flush(h->conn);
 			(void)rc; /* best effort: the connection goes anyway */
 		}
 	}
+}
+
+/* The connection goes, with a best-effort goodbye, and the socket if it is ours. */
+static void release(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	bool own_fd = (bufferevent_get_options_(bev) & BEV_OPT_CLOSE_ON_FREE) != 0;
+	goodbye(h);
 	drop_conn(h);
 	if (own_fd && h->fd >= 0) {
 		close(h->fd);
@@ -722,8 +744,15 @@ static int hsock_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 		data->fd = h->fd;
 		return 0;
 	case HUSH__BEV_CTRL_CANCEL_ALL:
-		/* A name lookup started by bufferevent_socket_connect_hostname() holds
-		 * its own reference and ends on its own. */
+		/* Only bufferevent_free() asks this, before it drops its reference: the
+		 * goodbye goes now, not when the last reference goes, because the caller
+		 * may shut the socket down right after (evhttp_connection_free() does,
+		 * while hush's own callback still holds a reference). A name lookup
+		 * started by bufferevent_socket_connect_hostname() holds its own
+		 * reference and ends on its own. */
+		if (!foreign(h)) {
+			goodbye(h);
+		}
 		return 0;
 	case HUSH__BEV_CTRL_GET_UNDERLYING:
 	default:

@@ -443,6 +443,90 @@ static void evhttp_keeps_the_reason_for_a_failure(void **state)
 	world_done(&w);
 }
 
+/* A client that sends one request and its close record at once, then reads to EOF. */
+struct closer {
+	struct world *w;
+	struct bufferevent *bev;
+	struct evbuffer *got;
+	int ended;
+	int clean; /* the server's close record came: an EOF without error */
+};
+
+static void closer_read(struct bufferevent *bev, void *arg)
+{
+	struct closer *c = arg;
+	evbuffer_add_buffer(c->got, bufferevent_get_input(bev));
+}
+
+static void closer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct closer *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		static const char req[] = "GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+		assert_int_equal(bufferevent_write(bev, req, sizeof(req) - 1), 0);
+		/* The close record goes out right behind the request, in the same write. */
+		assert_int_equal(hush_bufferevent_shutdown(bev), 0);
+		return;
+	}
+	if (what == HUSH_BEV_EVENT_SHUTDOWN) {
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		c->ended = 1;
+		c->clean = what == (BEV_EVENT_READING | BEV_EVENT_EOF) &&
+			   hush_bufferevent_get_error(bev) == 0;
+		event_base_loopbreak(c->w->base);
+	}
+}
+
+/*
+ * 300 clients each send a request followed at once by their close record, so the
+ * server reads both together: every request is answered (the peer's close record ends
+ * only its sending, as a TCP FIN does for plain evhttp), and every answer ends with the
+ * server's close record, which hush sends when evhttp frees the bufferevent, before
+ * evhttp's own shutdown(fd, SHUT_WR).
+ */
+static void evhttp_answers_a_request_that_came_with_the_close_record(void **state)
+{
+	(void)state;
+	struct world w;
+	world_init(&w);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(w.port);
+	int answered = 0, clean = 0;
+	for (int i = 0; i < 300; i++) {
+		struct closer c = {.w = &w, .got = evbuffer_new()};
+		c.bev = hush_bufferevent_socket_new(w.base, -1, &w.cbev, BEV_OPT_CLOSE_ON_FREE);
+		assert_non_null(c.bev);
+		bufferevent_setcb(c.bev, closer_read, NULL, closer_event, &c);
+		bufferevent_enable(c.bev, EV_READ | EV_WRITE);
+		assert_int_equal(
+			bufferevent_socket_connect(c.bev, (struct sockaddr *)&sin, sizeof(sin)), 0);
+		struct timeval tv = {20, 0};
+		struct event *t = evtimer_new(w.base, on_deadline, w.base);
+		evtimer_add(t, &tv);
+		while (!c.ended && event_base_dispatch(w.base) == 0 && evtimer_pending(t, NULL)) {
+		}
+		event_free(t);
+		assert_true(c.ended);
+		size_t n = evbuffer_get_length(c.got);
+		const char *r = (const char *)evbuffer_pullup(c.got, -1);
+		answered += n > 12 && memcmp(r, "HTTP/1.1 200", 12) == 0;
+		clean += c.clean;
+		bufferevent_free(c.bev);
+		evbuffer_free(c.got);
+	}
+	print_message("requests %d answered %d clean %d\n", w.requests, answered, clean);
+	assert_int_equal(w.requests, 300);
+	assert_int_equal(answered, 300);
+	assert_int_equal(clean, 300);
+	struct timeval tv = {0, 100000};
+	event_base_loopexit(w.base, &tv);
+	event_base_dispatch(w.base);
+	world_done(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -453,6 +537,7 @@ int main(void)
 		cmocka_unit_test(evhttp_failed_connect_leaves_nothing_on_the_loop),
 		cmocka_unit_test(evhttp_connect_timeout_covers_the_handshake),
 		cmocka_unit_test(evhttp_keeps_the_reason_for_a_failure),
+		cmocka_unit_test(evhttp_answers_a_request_that_came_with_the_close_record),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
