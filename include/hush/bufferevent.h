@@ -36,8 +36,11 @@
  * evbuffer; records already read are delivered as soon as the application drains it
  * below the watermark, without waiting for the socket or the underlying bufferevent, in
  * both flavours (libevent's own filters wait for more bytes from the underlying
- * bufferevent). Delivery stops at the record that reaches the watermark. One case is
- * left in the filter flavour: records held back stay so if the application, instead of
+ * bufferevent). The socket flavour honours the watermark exactly, as
+ * bufferevent_openssl does: the input never holds more than it because of hush, and the
+ * rest of a record waits in hush's pool buffer until the application drains. The
+ * filter flavour stops at the record that reaches the watermark (up to one record
+ * over). One case is left in the filter flavour: records held back stay so if the application, instead of
  * draining, disables and re-enables reading or raises the watermark; they come with
  * the underlying bufferevent's next bytes.
  *

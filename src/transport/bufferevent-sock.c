@@ -42,10 +42,22 @@ enum {
 	HS_UNLINKED = 1u << 7,    /* freed from another thread: the loop's thread finishes */
 };
 
+/*
+ * The rest of a record the read high watermark stopped: it waits here, in the pool
+ * buffer it was opened in, and enters the input as the application drains. Allocated
+ * only while something waits.
+ */
+struct held {
+	struct hush_buf *buf; /* one reference, ours */
+	const uint8_t *p;
+	size_t len;
+};
+
 struct hsock {
 	struct hush__bev_private p; /* first: libevent's part, holding struct bufferevent */
 	struct hush_loop *loop;
 	struct hush_conn *conn;     /* NULL until a socket is set, and after it failed */
+	struct held *held;          /* plaintext over the read high watermark, or NULL */
 	const struct hush_handshake_config *hcfg; /* borrowed; NULL with raw keys */
 	uint8_t *key;               /* raw key copy, wiped and freed once used */
 	uint8_t *peer_key;          /* the peer's verified static key, once open (XX) */
@@ -177,13 +189,110 @@ static void apply_reading(struct hsock *h)
 	if (h->conn == NULL) {
 		return;
 	}
-	if (h->flags & HS_WANT_READ) {
+	if ((h->flags & HS_WANT_READ) && h->held != NULL) {
+		/* What the watermark held back goes first, from the loop: this may run
+		 * inside the application's own drain of its input. */
+		hand_to_loop(h, EV_READ);
+	} else if (h->flags & HS_WANT_READ) {
 		/* Records already read are delivered now, without more socket bytes:
 		 * draining below the read high watermark lands here. */
 		hush_conn_resume_reading(h->conn);
 	} else {
 		hush_conn_pause_reading(h->conn);
 	}
+}
+
+static void unref_buf(const void *data, size_t len, void *arg);
+static void fail(struct hsock *h, int err, short what);
+
+/* How much more plaintext the input takes under the read high watermark. */
+static size_t input_room(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	size_t high = bev->wm_read.high;
+	if (high == 0) {
+		return SIZE_MAX;
+	}
+	size_t have = evbuffer_get_length(bev->input);
+	return have < high ? high - have : 0;
+}
+
+/*
+ * Adds n bytes at p, inside pool buffer b (NULL: copied), to the input: by reference
+ * from BYREF_MIN bytes on, taking one of the caller's references to b with it when
+ * give_ref, else a new one. Returns 0 or -1 (out of memory; nothing added or taken).
+ */
+static int add_input(struct hsock *h, const uint8_t *p, size_t n, struct hush_buf *b,
+		     bool give_ref)
+{
+	struct evbuffer *in = bev_of(h)->input;
+	if (b == NULL || n < BYREF_MIN) {
+		if (evbuffer_add(in, p, n) < 0) {
+			return -1;
+		}
+		if (b != NULL && give_ref) {
+			hush_buf_release(b);
+		}
+		return 0;
+	}
+	if (!give_ref) {
+		hush_buf_ref(b);
+	}
+	if (evbuffer_add_reference(in, p, n, unref_buf, b) < 0) {
+		if (!give_ref) {
+			hush_buf_release(b);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static void drop_held(struct hsock *h)
+{
+	if (h->held != NULL) {
+		hush_buf_release(h->held->buf);
+		hush__free(h->held, sizeof(*h->held));
+		h->held = NULL;
+	}
+}
+
+/* Plaintext reached the input: rate limits, the read timer, the read callback. */
+static void delivered(struct hsock *h, size_t n)
+{
+	struct bufferevent *bev = bev_of(h);
+	/* Rate limits: may suspend reading, through hsock_disable(). Adding to the input
+	 * may have done so too, at the read high watermark. */
+	bufferevent_decrement_read_buckets_(&h->p, (ev_ssize_t)n);
+	arm_read_timer(h);
+	if (evbuffer_get_length(bev->input) >= bev->wm_read.low) {
+		bufferevent_run_readcb_(bev, 0);
+	}
+}
+
+/* From the loop: as much of what was held back as the watermark now takes. */
+static void deliver_held(struct hsock *h)
+{
+	struct held *hd = h->held;
+	size_t n = input_room(h);
+	if (n > hd->len) {
+		n = hd->len;
+	}
+	if (n == 0) {
+		return; /* the application has not drained yet: its next drain comes back */
+	}
+	bool last = n == hd->len;
+	if (add_input(h, hd->p, n, hd->buf, last) < 0) {
+		fail(h, HUSH_ENOMEM, BEV_EVENT_READING | BEV_EVENT_ERROR);
+		return;
+	}
+	if (last) {
+		hush__free(hd, sizeof(*hd)); /* its reference went with the plaintext */
+		h->held = NULL;
+	} else {
+		hd->p += n;
+		hd->len -= n;
+	}
+	delivered(h, n);
 }
 
 static void on_read_timer(evutil_socket_t fd, short what, void *arg)
@@ -193,8 +302,14 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	bufferevent_incref_and_lock_(bev);
 	if (what & EV_READ) {
-		/* Reading was switched from another thread. */
-		apply_reading(h);
+		/* Reading was switched from another thread, or the watermark lets more of
+		 * what it held back in. */
+		if (h->held != NULL && (h->flags & HS_WANT_READ) && h->conn != NULL) {
+			deliver_held(h);
+		}
+		if (h->held == NULL) {
+			apply_reading(h);
+		}
 		arm_read_timer(h);
 	} else if (bev->enabled & EV_READ) {
 		/* As a socket bufferevent does: reading stops, then the event. */
@@ -366,26 +481,34 @@ static void on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *
 		return; /* the loop's thread is about to free it */
 	}
 	bufferevent_incref_and_lock_(bev);
-	struct hush_buf *b = len >= BYREF_MIN ? hush_conn_keep_data(c) : NULL;
-	int rc;
-	if (b != NULL) {
-		rc = evbuffer_add_reference(bev->input, data, len, unref_buf, b);
-		if (rc < 0) {
+	/* The input takes no more than the read high watermark allows, as with
+	 * bufferevent_openssl: the rest of the record waits (struct held). */
+	size_t n = input_room(h);
+	if (n > len) {
+		n = len;
+	}
+	struct hush_buf *b = n < len || n >= BYREF_MIN ? hush_conn_keep_data(c) : NULL;
+	struct held *hd = NULL;
+	if (n < len && (b == NULL || (hd = hush__calloc(sizeof(*hd))) == NULL)) {
+		if (b != NULL) {
 			hush_buf_release(b);
 		}
-	} else {
-		rc = evbuffer_add(bev->input, data, len);
-	}
-	if (rc < 0) {
 		fail(h, HUSH_ENOMEM, BEV_EVENT_READING | BEV_EVENT_ERROR);
-	} else {
-		/* Rate limits: may suspend reading, through hsock_disable(). Adding to the
-		 * input may have done so too, at the read high watermark. */
-		bufferevent_decrement_read_buckets_(&h->p, (ev_ssize_t)len);
-		arm_read_timer(h);
-		if (evbuffer_get_length(bev->input) >= bev->wm_read.low) {
-			bufferevent_run_readcb_(bev, 0);
-		}
+		bufferevent_decref_and_unlock_(bev);
+		return;
+	}
+	if (hd != NULL) {
+		/* No more records until this is in: the connection stops here. */
+		hd->buf = b;
+		hd->p = data + n;
+		hd->len = len - n;
+		h->held = hd;
+		hush_conn_pause_reading(c);
+	}
+	if (n > 0 && add_input(h, data, n, b, hd == NULL) < 0) {
+		fail(h, HUSH_ENOMEM, BEV_EVENT_READING | BEV_EVENT_ERROR);
+	} else if (n > 0) {
+		delivered(h, n);
 	}
 	bufferevent_decref_and_unlock_(bev);
 }
@@ -488,6 +611,7 @@ static void drop_conn(struct hsock *h)
 		hush__free(h->peer_key, HUSH_KEY_SIZE);
 		h->peer_key = NULL;
 	}
+	drop_held(h);
 	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE);
 }
 
