@@ -19,6 +19,7 @@
 
 #include <hush/bufferevent.h>
 
+#include "handshake/handshake-internal.h"
 #include "transport/bufferevent-internal.h"
 #include "transport/libevent-bev.h"
 #include "transport/transport-internal.h"
@@ -40,6 +41,7 @@ enum {
 	HS_WROTE = 1u << 5,       /* bytes moved since the last write callback */
 	HS_WANT_READ = 1u << 6,   /* libevent has reading enabled and not suspended */
 	HS_UNLINKED = 1u << 7,    /* freed from another thread: the loop's thread finishes */
+	HS_START_WAIT = 1u << 8,  /* the handshake starts from the loop, once enabled */
 };
 
 /*
@@ -163,9 +165,10 @@ static size_t pending_out(struct hsock *h)
 }
 
 /*
- * Armed while bytes wait to go out; it fires only if they made no progress. Armed by
- * bufferevent_socket_connect(), it stays until the handshake ends: the connect timeout.
- * A connection that failed has no timer.
+ * Armed while bytes wait to go out; it fires only if they made no progress. Until the
+ * handshake ends it is armed regardless, as bufferevent_openssl's handshake runs under
+ * the bufferevent's timeouts: it is the connect timeout evhttp sets (and arms itself,
+ * through bufferevent_socket_connect()). A connection that failed has no timer.
  */
 static void arm_write_timer(struct hsock *h)
 {
@@ -174,7 +177,7 @@ static void arm_write_timer(struct hsock *h)
 	bool armed = timer_armed(&bev->ev_write);
 	bool connecting = h->conn != NULL && !(h->flags & HS_OPEN);
 	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) &&
-	    h->conn != NULL && (waiting > 0 || (connecting && armed))) {
+	    h->conn != NULL && (waiting > 0 || connecting)) {
 		if (!armed) {
 			h->timer_queued = waiting;
 			event_add(&bev->ev_write, &bev->timeout_write);
@@ -321,6 +324,7 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 
 static void pump(struct hsock *h);
 static void maybe_writecb(struct hsock *h);
+static void start_handshake(struct hsock *h);
 
 static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -329,7 +333,11 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	bufferevent_incref_and_lock_(bev);
 	if (what & EV_WRITE) {
-		/* Written, enabled or shut down from another thread. */
+		/* Written, enabled or shut down from another thread; or a handshake to
+		 * start. */
+		if (h->flags & HS_START_WAIT) {
+			start_handshake(h);
+		}
 		pump(h);
 		maybe_writecb(h);
 		arm_write_timer(h);
@@ -612,7 +620,7 @@ static void drop_conn(struct hsock *h)
 		h->peer_key = NULL;
 	}
 	drop_held(h);
-	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE);
+	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE | HS_START_WAIT);
 }
 
 static void wipe_key(struct hsock *h)
@@ -660,7 +668,15 @@ static int set_fd(struct hsock *h, int fd)
 		goto fail;
 	}
 	if (h->hcfg != NULL) {
-		rc = hush_conn_start_handshake(h->conn, h->hcfg, (enum hush_side)h->side);
+		/* Started from the loop, and only while the bufferevent is enabled, as
+		 * bufferevent_openssl's handshake runs only on its enabled events: a
+		 * bufferevent disabled right after it was made takes no part in a
+		 * handshake. The configuration is checked now. */
+		rc = hush__handshake_check_config(h->hcfg, (enum hush_side)h->side);
+		if (rc == 0) {
+			h->flags |= HS_START_WAIT;
+			hand_to_loop(h, EV_WRITE);
+		}
 	} else {
 		rc = hush_conn_start_raw(h->conn, (enum hush_record_protocol)h->rp, h->key,
 					 h->key_len, (enum hush_side)h->side);
@@ -675,6 +691,23 @@ static int set_fd(struct hsock *h, int fd)
 fail:
 	h->err = rc;
 	return rc;
+}
+
+/* From the loop: the handshake on the socket set starts if the bufferevent is enabled. */
+static void start_handshake(struct hsock *h)
+{
+	struct bufferevent *bev = bev_of(h);
+	if (h->conn == NULL || !(bev->enabled & (EV_READ | EV_WRITE))) {
+		return; /* hsock_enable() comes back here */
+	}
+	h->flags &= (uint16_t)~HS_START_WAIT;
+	int rc = hush_conn_start_handshake(h->conn, h->hcfg, (enum hush_side)h->side);
+	if (rc < 0) {
+		fail(h, rc, BEV_EVENT_READING | BEV_EVENT_ERROR);
+		return;
+	}
+	apply_reading(h);
+	arm_write_timer(h);
 }
 
 int hush__bev_sock_peer_key(struct bufferevent *bev, uint8_t *out)
@@ -716,6 +749,9 @@ static int hsock_enable(struct bufferevent *bev, short what)
 {
 	struct hsock *h = hsock_of(bev);
 	bool away = foreign(h);
+	if ((h->flags & HS_START_WAIT) && (what & (EV_READ | EV_WRITE))) {
+		hand_to_loop(h, EV_WRITE);
+	}
 	if (what & EV_READ) {
 		h->flags |= HS_WANT_READ;
 		if (away) {
@@ -816,14 +852,8 @@ static void hsock_destruct(struct bufferevent *bev)
 static int hsock_adj_timeouts(struct bufferevent *bev)
 {
 	struct hsock *h = hsock_of(bev);
-	/* A connect timeout armed by bufferevent_socket_connect() takes the new value. */
-	bool connect_timer = timer_armed(&bev->ev_write) && h->conn != NULL &&
-			     !(h->flags & HS_OPEN);
 	event_del(&bev->ev_read);
 	event_del(&bev->ev_write);
-	if (connect_timer && evutil_timerisset(&bev->timeout_write)) {
-		event_add(&bev->ev_write, &bev->timeout_write);
-	}
 	arm_read_timer(h);
 	arm_write_timer(h);
 	return 0;

@@ -16,6 +16,7 @@
 
 #include <hush/bufferevent.h>
 #include <hush/conn.h>
+#include <hush/handshake.h>
 
 #include "bevlib.h"
 #include "config.h"
@@ -163,12 +164,129 @@ static void bev_read_high_watermark_is_never_exceeded(void **state)
 	}
 }
 
+/* ---- Handshakes and events ---- */
+
+static const uint8_t PSK[HUSH_KEY_SIZE] = {0x70, 0x73, 0x6b, 0x31};
+
+/* Socket bufferevents keyed by an NNpsk0 handshake, and what their callbacks saw. */
+struct peer {
+	struct event_base *base;
+	struct evbuffer *got;
+	int connected, eof, error, timeout, other;
+	int stop_on; /* BEV_EVENT_* bits that break the loop */
+};
+
+static void peer_read(struct bufferevent *bev, void *arg)
+{
+	struct peer *p = arg;
+	evbuffer_add_buffer(p->got, bufferevent_get_input(bev));
+}
+
+static void peer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct peer *p = arg;
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		p->connected++;
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		p->timeout++;
+	} else if (what & BEV_EVENT_ERROR) {
+		p->error++;
+	} else if (what & BEV_EVENT_EOF) {
+		p->eof++;
+	} else {
+		p->other++;
+	}
+	if (what & p->stop_on) {
+		event_base_loopbreak(p->base);
+	}
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+static struct bufferevent *psk_bev(struct env *e, struct hush_handshake_config *hc, int fd,
+				   enum hush_side side, struct peer *p)
+{
+	hush_handshake_config_init(hc);
+	hc->protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+	hc->psk = PSK;
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.loop = e->loop;
+	cfg.handshake = hc;
+	cfg.side = side;
+	struct bufferevent *b = hush_bufferevent_socket_new(e->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
+	assert_non_null(b);
+	memset(p, 0, sizeof(*p));
+	p->base = e->base;
+	p->got = evbuffer_new();
+	bufferevent_setcb(b, peer_read, NULL, peer_event, p);
+	return b;
+}
+
+/*
+ * A bufferevent disabled before the loop runs takes no part in its handshake (libevent's
+ * regress_ssl "socketpair_timeout"): its peer connects to nothing and times out, and
+ * once enabled the handshake runs and the data written meanwhile arrives.
+ */
+static void bev_disabled_does_not_advance_its_handshake(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct hush_handshake_config hc, hs;
+	struct peer pc, ps;
+	struct bufferevent *c = psk_bev(&e, &hc, sv[0], HUSH_SIDE_CLIENT, &pc);
+	struct bufferevent *s = psk_bev(&e, &hs, sv[1], HUSH_SIDE_SERVER, &ps);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_disable(s, EV_READ | EV_WRITE);
+	struct timeval t = {0, 300000};
+	bufferevent_set_timeouts(c, &t, &t);
+	assert_int_equal(bufferevent_write(c, "1\n", 2), 0);
+	pc.stop_on = BEV_EVENT_TIMEOUT;
+	run(&e);
+	assert_true(pc.timeout >= 1);
+	assert_int_equal(pc.connected, 0);
+	assert_int_equal(ps.connected, 0);
+	assert_int_equal(pc.error + ps.error + ps.timeout, 0);
+
+	/* Enabled, the server answers; the client, whose timeouts are cleared and which is
+	 * enabled again, connects and its bytes arrive. */
+	bufferevent_set_timeouts(c, NULL, NULL);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	struct timeval guard = {10, 0};
+	struct event *t10 = evtimer_new(e.base, on_guard, NULL);
+	evtimer_add(t10, &guard);
+	while ((ps.connected == 0 || evbuffer_get_length(ps.got) < 2) &&
+	       evtimer_pending(t10, NULL)) {
+		assert_int_equal(event_base_loop(e.base, EVLOOP_ONCE), 0);
+	}
+	event_free(t10);
+	assert_int_equal(pc.connected, 1);
+	assert_int_equal(ps.connected, 1);
+	assert_memory_equal(evbuffer_pullup(ps.got, -1), "1\n", 2);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(pc.got);
+	evbuffer_free(ps.got);
+	env_done(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(bev_layout_of_the_running_libevent_matches_the_build),
 	    cmocka_unit_test(bev_refuses_a_libevent_whose_layout_differs),
 	    cmocka_unit_test(bev_read_high_watermark_is_never_exceeded),
+	    cmocka_unit_test(bev_disabled_does_not_advance_its_handshake),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
