@@ -49,8 +49,12 @@
  * does when its output is. Plaintext waits in the output evbuffer until the handshake
  * has finished.
  *
- * Events: BEV_EVENT_CONNECTED when records may flow (the handshake finished, or raw
- * keys are in place); BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
+ * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
+ * ended, on both sides, and none for a connection that raw keys start open. A plain
+ * socket bufferevent reports CONNECTED only on the side that connected, when the
+ * connect completes; an accept-side event callback ported from one that treats every
+ * event as the end needs one line first: if (what & BEV_EVENT_CONNECTED) return;
+ * BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
  * (with a handshake: its close record arrived), after the plaintext that came before
  * it and once what the application wrote until then was handed to the socket (so a
  * request that came with the peer's close record is answered before the EOF); HUSH_BEV_EVENT_SHUTDOWN when
@@ -61,6 +65,9 @@
  * record, or without the close record after a handshake) is BEV_EVENT_READING |
  * BEV_EVENT_EOF | BEV_EVENT_ERROR with HUSH_ETRUNCATED; a handshake that ran out of
  * time is BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR with HUSH_ETIMEDOUT.
+ * bufferevent_flush(bev, EV_WRITE, BEV_FINISHED) closes the write side gracefully as
+ * hush_bufferevent_shutdown() does, but, as with libevent's own types, reports nothing
+ * to the writer.
  *
  * Threads: create a hush bufferevent, and set its socket, on the thread that runs its
  * loop's event_base. With BEV_OPT_THREADSAFE (and evthread_use_pthreads()), the other

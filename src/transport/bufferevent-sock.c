@@ -42,6 +42,7 @@ enum {
 	HS_WANT_READ = 1u << 6,   /* libevent has reading enabled and not suspended */
 	HS_UNLINKED = 1u << 7,    /* freed from another thread: the loop's thread finishes */
 	HS_START_WAIT = 1u << 8,  /* the handshake starts from the loop, once enabled */
+	HS_SHUT_QUIET = 1u << 9,  /* asked by bufferevent_flush(BEV_FINISHED): no event */
 };
 
 /*
@@ -563,7 +564,12 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 		}
 		apply_reading(h);
 		arm_read_timer(h);
-		bufferevent_run_eventcb_(bev, BEV_EVENT_CONNECTED, 0);
+		arm_write_timer(h);
+		/* As bufferevent_openssl: CONNECTED when a handshake ended, on both sides;
+		 * none when raw keys start the connection open. */
+		if (h->hcfg != NULL) {
+			bufferevent_run_eventcb_(bev, BEV_EVENT_CONNECTED, 0);
+		}
 		pump(h);
 		break;
 	}
@@ -598,7 +604,10 @@ static void on_event(struct hush_conn *c, enum hush_conn_event ev, int err, void
 		break;
 	case HUSH_CONN_EV_SHUTDOWN:
 		arm_write_timer(h);
-		bufferevent_run_eventcb_(bev, HUSH_BEV_EVENT_SHUTDOWN, 0);
+		/* libevent's own types tell the writer nothing of a BEV_FINISHED flush. */
+		if (!(h->flags & HS_SHUT_QUIET)) {
+			bufferevent_run_eventcb_(bev, HUSH_BEV_EVENT_SHUTDOWN, 0);
+		}
 		break;
 	}
 	bufferevent_decref_and_unlock_(bev);
@@ -620,7 +629,8 @@ static void drop_conn(struct hsock *h)
 		h->peer_key = NULL;
 	}
 	drop_held(h);
-	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE | HS_START_WAIT);
+	h->flags &= (uint16_t)~(HS_OPEN | HS_SHUT_REQ | HS_SHUT_SENT | HS_WROTE | HS_START_WAIT |
+				HS_SHUT_QUIET);
 }
 
 static void wipe_key(struct hsock *h)
@@ -730,9 +740,11 @@ int hush__bev_sock_shutdown(struct bufferevent *bev)
 	int rc = 0;
 	if (h->conn == NULL) {
 		rc = h->err != 0 ? h->err : HUSH_ESTATE;
-	} else if (!(h->flags & HS_SHUT_REQ)) {
-		/* Before OPEN this waits: the pump at OPEN carries it out. */
+	} else if (!(h->flags & HS_SHUT_REQ) || (h->flags & HS_SHUT_QUIET)) {
+		/* Before OPEN this waits: the pump at OPEN carries it out. After a
+		 * BEV_FINISHED flush it only asks for the event. */
 		h->flags |= HS_SHUT_REQ;
+		h->flags &= (uint16_t)~HS_SHUT_QUIET;
 		if (foreign(h)) {
 			hand_to_loop(h, EV_WRITE);
 		} else {
@@ -865,8 +877,9 @@ static int hsock_flush(struct bufferevent *bev, short what, enum bufferevent_flu
 	if (!(what & EV_WRITE) || h->conn == NULL) {
 		return 0;
 	}
-	if (mode == BEV_FINISHED) {
-		h->flags |= HS_SHUT_REQ; /* as hush_bufferevent_shutdown(): waits for OPEN */
+	if (mode == BEV_FINISHED && !(h->flags & HS_SHUT_REQ)) {
+		/* As hush_bufferevent_shutdown() (it waits for OPEN), but quietly. */
+		h->flags |= HS_SHUT_REQ | HS_SHUT_QUIET;
 	}
 	if (!(h->flags & HS_OPEN)) {
 		return 0;

@@ -32,7 +32,6 @@ struct hbev {
 	bool held_back;                 /* drained_cb is enabled */
 	bool resume_pending;            /* resume_reading() is queued on the loop */
 	short eof_pending;              /* the underlying EOF, told after those records */
-	bool connected_pending;
 	bool freed;                     /* bev was finalized: only the pending callbacks hold h */
 	struct hbev *next;              /* registry chain */
 };
@@ -488,7 +487,7 @@ static void detach_underlying(struct hbev *h)
 /* A finalized filter's state goes once no callback queued on the loop holds it. */
 static void release_if_unused(struct hbev *h)
 {
-	if (h->freed && !h->connected_pending && !h->resume_pending) {
+	if (h->freed && !h->resume_pending) {
 		hush__free(h, sizeof(*h));
 	}
 }
@@ -584,25 +583,6 @@ static void resume_reading(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void report_connected(evutil_socket_t fd, short what, void *arg)
-{
-	struct hbev *h = arg;
-	(void)fd;
-	(void)what;
-	h->connected_pending = false;
-	if (h->freed) {
-		release_if_unused(h);
-		return;
-	}
-	/* Freed by the application but not yet finalized, bev has no callbacks and no
-	 * reference left: triggering it would take and drop one, and free it again. */
-	bufferevent_event_cb app_event;
-	bufferevent_getcb(h->bev, NULL, NULL, &app_event, NULL);
-	if (app_event != NULL) {
-		bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
-	}
-}
-
 /* ---- Construction ---- */
 
 void hush_bufferevent_config_init(struct hush_bufferevent_config *cfg)
@@ -653,12 +633,8 @@ static struct bufferevent *wrap(struct bufferevent *underlying,
 	bufferevent_getcb(underlying, &h->inner_read, &w, &h->inner_event, &filter_arg);
 	reg_add(h);
 	bufferevent_setcb(underlying, on_underlying_read, w, on_underlying_event, filter_arg);
-	/* Keys are in place: report CONNECTED from the loop, once the application has had
-	 * the chance to set its callbacks. */
-	if (event_base_once(bufferevent_get_base(underlying), -1, EV_TIMEOUT, report_connected,
-			    h, NULL) == 0) {
-		h->connected_pending = true;
-	}
+	/* Raw keys: the connection starts open, so no BEV_EVENT_CONNECTED is reported, as
+	 * with bufferevent_openssl made in BUFFEREVENT_SSL_OPEN. */
 	return h->bev;
 }
 

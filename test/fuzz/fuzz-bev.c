@@ -194,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 
-	if (a.errors > 1 || a.eof > 1 || (a.errors && a.eof) || a.connected != 1 ||
+	if (a.errors > 1 || a.eof > 1 || (a.errors && a.eof) || a.connected != 0 ||
 	    (a.errors && (a.err >= 0 || strcmp(hush_err_name(a.err), "UNKNOWN") == 0))) {
 		abort();
 	}

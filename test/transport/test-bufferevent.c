@@ -113,8 +113,9 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 	run(&e);
 	assert_int_equal(evbuffer_get_length(ca.got), 11);
 	assert_memory_equal(evbuffer_pullup(ca.got, -1), "hello, hush", 11);
-	assert_int_equal(ca.connected, 1);
-	assert_int_equal(sa.connected, 1);
+	/* Raw keys start the connection open: no CONNECTED, as with bufferevent_openssl. */
+	assert_int_equal(ca.connected, 0);
+	assert_int_equal(sa.connected, 0);
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
 	uint8_t peer[HUSH_KEY_SIZE];
 	assert_int_equal(hush_bufferevent_peer_key(c, peer), HUSH_ESTATE); /* raw keys */
@@ -610,7 +611,8 @@ static void graceful_close(bool by_flush)
 	assert_int_equal(evbuffer_get_length(sa.got), n);
 	assert_memory_equal(evbuffer_pullup(sa.got, -1), msg, n);
 	event_base_loop(e.base, EVLOOP_NONBLOCK);
-	assert_int_equal(ca.shutdown_done, 1);
+	/* libevent's types tell the writer nothing of a BEV_FINISHED flush. */
+	assert_int_equal(ca.shutdown_done, by_flush ? 0 : 1);
 	/* Reading goes on after the shutdown. */
 	assert_int_equal(bufferevent_write(s, "late", 4), 0);
 	ca.a.stop_at = 4;
