@@ -145,11 +145,16 @@ static bool timer_armed(struct event *ev)
 	return event_pending(ev, EV_TIMEOUT, NULL) != 0;
 }
 
+/*
+ * Armed while reading is enabled and not suspended (by the read high watermark or a
+ * rate limit), as libevent's socket type arms its read event. With no socket yet both
+ * timers run as libevent's socket type runs them then: whenever enabled.
+ */
 static void arm_read_timer(struct hsock *h)
 {
 	struct bufferevent *bev = bev_of(h);
-	if (evutil_timerisset(&bev->timeout_read) && (bev->enabled & EV_READ) &&
-	    h->conn != NULL) {
+	if (evutil_timerisset(&bev->timeout_read) && (h->flags & HS_WANT_READ) &&
+	    (h->conn != NULL || h->fd < 0)) {
 		event_add(&bev->ev_read, &bev->timeout_read);
 	} else if (timer_armed(&bev->ev_read)) {
 		event_del(&bev->ev_read);
@@ -178,7 +183,7 @@ static void arm_write_timer(struct hsock *h)
 	bool armed = timer_armed(&bev->ev_write);
 	bool connecting = h->conn != NULL && !(h->flags & HS_OPEN);
 	if (evutil_timerisset(&bev->timeout_write) && (bev->enabled & EV_WRITE) &&
-	    h->conn != NULL && (waiting > 0 || connecting)) {
+	    ((h->conn != NULL && (waiting > 0 || connecting)) || h->fd < 0)) {
 		if (!armed) {
 			h->timer_queued = waiting;
 			event_add(&bev->ev_write, &bev->timeout_write);
@@ -347,7 +352,8 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	size_t now = pending_out(h);
 	bool connecting = h->fd >= 0 && !(h->flags & HS_OPEN) && h->err == 0;
-	if ((bev->enabled & EV_WRITE) && (connecting || (now > 0 && now == h->timer_queued))) {
+	if ((bev->enabled & EV_WRITE) &&
+	    (connecting || h->fd < 0 || (now > 0 && now == h->timer_queued))) {
 		/* No progress for a whole timeout (or no handshake yet, after
 		 * bufferevent_socket_connect() armed this timer): a write timeout. */
 		bufferevent_disable(bev, EV_WRITE);
@@ -650,6 +656,8 @@ static int set_fd(struct hsock *h, int fd)
 	if (fd < 0) {
 		/* evhttp lets go of a failed socket before it tells the application:
 		 * why it failed stays until a new connection starts. */
+		arm_read_timer(h);
+		arm_write_timer(h);
 		return 0;
 	}
 	h->err = 0;
@@ -697,6 +705,8 @@ static int set_fd(struct hsock *h, int fd)
 		goto fail;
 	}
 	apply_reading(h);
+	arm_read_timer(h);
+	arm_write_timer(h);
 	return 0;
 fail:
 	h->err = rc;
@@ -717,6 +727,7 @@ static void start_handshake(struct hsock *h)
 		return;
 	}
 	apply_reading(h);
+	arm_read_timer(h);
 	arm_write_timer(h);
 }
 

@@ -280,6 +280,65 @@ static void bev_disabled_does_not_advance_its_handshake(void **state)
 	env_done(&e);
 }
 
+/* ---- Timeouts with no socket yet ---- */
+
+struct timeouts_seen {
+	struct event_base *base;
+	short events[4];
+	int n;
+};
+
+static void timeouts_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct timeouts_seen *t = arg;
+	(void)bev;
+	if (t->n < 4) {
+		t->events[t->n] = what;
+	}
+	if (++t->n == 2) {
+		event_base_loopbreak(t->base);
+	}
+}
+
+/* Runs bev, with no socket, under a 100 ms read and a 200 ms write timeout. */
+static void no_socket_timeouts(struct env *e, struct bufferevent *bev, struct timeouts_seen *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->base = e->base;
+	struct timeval r = {0, 100000}, w = {0, 200000};
+	bufferevent_setcb(bev, NULL, NULL, timeouts_event, t);
+	bufferevent_set_timeouts(bev, &r, &w);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	run(e);
+	bufferevent_free(bev);
+}
+
+/* With no socket yet, the timeouts fire as on libevent's socket type: reading, then
+ * writing, each disabled before its event. */
+static void bev_timeouts_without_a_socket_fire_as_libevents(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct timeouts_seen plain, hush;
+	no_socket_timeouts(&e, bufferevent_socket_new(e.base, -1, 0), &plain);
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.key = BEV_KEY44;
+	cfg.key_len = sizeof(BEV_KEY44);
+	cfg.loop = e.loop;
+	struct bufferevent *h = hush_bufferevent_socket_new(e.base, -1, &cfg, 0);
+	assert_non_null(h);
+	no_socket_timeouts(&e, h, &hush);
+	assert_int_equal(plain.n, 2);
+	assert_int_equal(plain.events[0], BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
+	assert_int_equal(plain.events[1], BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
+	assert_int_equal(hush.n, plain.n);
+	assert_int_equal(hush.events[0], plain.events[0]);
+	assert_int_equal(hush.events[1], plain.events[1]);
+	env_done(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -287,6 +346,7 @@ int main(void)
 	    cmocka_unit_test(bev_refuses_a_libevent_whose_layout_differs),
 	    cmocka_unit_test(bev_read_high_watermark_is_never_exceeded),
 	    cmocka_unit_test(bev_disabled_does_not_advance_its_handshake),
+	    cmocka_unit_test(bev_timeouts_without_a_socket_fire_as_libevents),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
