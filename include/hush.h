@@ -5,6 +5,7 @@
 #include <hush/common.h>
 #include <hush/pool.h>
 #include <hush/record.h>
+#include <hush/loop.h>
 #include <hush/conn.h>
 #include <hush/bufferevent.h>
 #include <hush/keys.h>

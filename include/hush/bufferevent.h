@@ -87,6 +87,10 @@
  * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent with
  * BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
+ * bufferevent_free() on the loop's thread releases the hush connection at once, so
+ * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
+ * the bufferevent itself later, from the event_base, and closes the socket then); after
+ * a free from another thread, run the loop once first (hush/loop.h).
  */
 #ifndef HUSH_BUFFEREVENT_H
 #define HUSH_BUFFEREVENT_H
@@ -95,6 +99,7 @@
 
 #include <hush/common.h>
 #include <hush/keys.h>
+#include <hush/loop.h> /* hush_loop_new(), which cfg->loop needs */
 #include <hush/pool.h>
 #include <hush/record.h>
 
@@ -105,8 +110,7 @@ extern "C" {
 struct bufferevent;
 struct event_base;
 
-struct hush_loop;
-struct hush_handshake_config;
+struct hush_handshake_config; /* hush/handshake.h, for cfg->handshake */
 
 /* The event reported when hush_bufferevent_shutdown() completed. */
 #define HUSH_BEV_EVENT_SHUTDOWN (BEV_EVENT_WRITING | BEV_EVENT_EOF)

@@ -18,6 +18,7 @@
 
 #include <hush/common.h>
 #include <hush/handshake.h>
+#include <hush/loop.h> /* hush_loop_new(), hush_loop_free() */
 #include <hush/pool.h>
 #include <hush/record.h>
 
@@ -28,21 +29,6 @@ extern "C" {
 struct event_base;
 struct hush_loop;
 struct hush_conn;
-
-/*
- * Creates the per-event_base state hush keeps: the list of connections waiting to flush
- * coalesced writes, a cache of cipher contexts lent to active connections, and the
- * wake-up used when pool buffers come back after the pool's budget ran out. pool is
- * borrowed, not owned, and must outlive the loop; base likewise.
- * For the budget wake-up to work across threads, call evthread_use_pthreads() before
- * creating the base (libevent_pthreads).
- * Returns 0, HUSH_EINVAL or HUSH_ENOMEM; *out untouched on failure.
- */
-HUSH_EXTERN HUSH_MUST_CHECK int hush_loop_new(struct hush_loop **out, struct event_base *base,
-					      struct hush_pool *pool);
-
-/* Frees the loop. Every connection on it must have been freed first. NULL is a no-op. */
-HUSH_EXTERN void hush_loop_free(struct hush_loop *loop);
 
 /* Flags for hush_conn_config.flags. */
 enum {

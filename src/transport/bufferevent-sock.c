@@ -930,6 +930,13 @@ static int hsock_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 		 * reference and ends on its own. */
 		if (!foreign(h)) {
 			goodbye(h);
+			/* Nothing of the connection outlives bufferevent_free() on the loop's
+			 * thread, though libevent finalizes the bufferevent later (a deferred
+			 * callback may hold a reference): so hush_loop_free() may follow at
+			 * once. The socket is closed at the finalization, as libevent's socket
+			 * type does. */
+			drop_conn(h);
+			h->flags &= (uint16_t)~HS_THREADSAFE;
 		}
 		return 0;
 	case HUSH__BEV_CTRL_GET_UNDERLYING:
