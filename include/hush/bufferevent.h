@@ -19,8 +19,12 @@
  *   bufferevent_socket_connect_hostname(), so evhttp can use it (evhttp_set_bevcb() on
  *   the server, evhttp_connection_base_bufferevent_new() on the client). It is keyed by
  *   a hush handshake (cfg->handshake; a new one for each socket set) or by raw keys
- *   from an external handshaker (cfg->key; one socket only, since reusing a key would
- *   reuse nonces: a second bufferevent_setfd() with a socket fails).
+ *   from an external handshaker (cfg->key), and a raw key keys one connection only in
+ *   the whole process: a second hush bufferevent given the same key for the same
+ *   protocol and side is refused (hush_bufferevent_config_check() says
+ *   HUSH_EKEYREUSE), even after the first is gone, and a second bufferevent_setfd()
+ *   with a socket fails, because the same key twice repeats AES-GCM nonces. hush
+ *   remembers a 16-byte salted fingerprint of each raw key for the process's life.
  * - The filter flavour, hush_bufferevent_filter_new(), wraps any bufferevent (a pair, a
  *   socket, a proxy's upstream) as a libevent filter bufferevent whose filters seal and
  *   open records. Raw keys only.
@@ -126,7 +130,8 @@ struct hush_bufferevent_config {
 	const struct hush_handshake_config *handshake;
 	/* The handshake must finish within this; 0 = 10000 ms. */
 	uint32_t handshake_timeout_ms;
-	/* Raw record keys (from an external handshaker), as hush_conn_start_raw(). */
+	/* Raw record keys (from an external handshaker), as hush_conn_start_raw(): each
+	 * keys one connection only in the process (see the top of this file). */
 	enum hush_record_protocol rp;
 	const uint8_t *key; /* copied */
 	size_t key_len;
@@ -178,7 +183,9 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_check_libevent(struct event_base *base);
 
 /* Checks a configuration's keys (a handshake configuration is checked when a socket
- * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN or HUSH_EKEYLEN. The constructors also
+ * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN, HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key
+ * that keyed a hush bufferevent before in this process, for this protocol and side),
+ * HUSH_ECRYPTO. The constructors also
  * need cfg->loop (socket flavour) or cfg->pool and raw keys (filter flavour). */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);

@@ -52,6 +52,7 @@ extern "C" {
 	XX(ECOUNTER, -26, "record counter exhausted; the key must not be used again")     \
 	XX(EFRAME_PARTIAL, -27, "buffer does not hold a complete record")                  \
 	XX(EMSGSIZE, -28, "plaintext too large for one record")                            \
+	XX(EKEYREUSE, -29, "raw key already keyed a connection in this process")           \
 	/* Transport: the connection and its socket. */                                   \
 	XX(ETRUNCATED, -40, "stream ended inside a record or before the close record")       \
 	XX(ECONNRESET, -41, "connection reset by peer")                                    \

@@ -60,9 +60,15 @@ struct hsock {
 	struct hush__bev_private p; /* first: libevent's part, holding struct bufferevent */
 	struct hush_loop *loop;
 	struct hush_conn *conn;     /* NULL until a socket is set, and after it failed */
-	struct held *held;          /* plaintext over the read high watermark, or NULL */
 	const struct hush_handshake_config *hcfg; /* borrowed; NULL with raw keys */
-	uint8_t *key;               /* raw key copy, wiped and freed once used */
+	/* Raw keys: the key's copy, wiped and freed once a socket spent it (key_len != 0
+	 * until then). Afterwards, or with a handshake: plaintext over the read high
+	 * watermark, or NULL. Records flow only once the key is spent, so the two never
+	 * coexist and share their room (an idle bufferevent stays 8 bytes smaller). */
+	union {
+		uint8_t *key;
+		struct held *held;
+	} u;
 	uint8_t *peer_key;          /* the peer's verified static key, once open (XX) */
 	uint32_t key_len;
 	uint32_t max_send_frame;
@@ -193,12 +199,18 @@ static void arm_write_timer(struct hsock *h)
 	}
 }
 
+/* What the read high watermark held back, or NULL (see struct hsock's union). */
+static struct held *held_of(const struct hsock *h)
+{
+	return h->key_len == 0 ? h->u.held : NULL;
+}
+
 static void apply_reading(struct hsock *h)
 {
 	if (h->conn == NULL) {
 		return;
 	}
-	if ((h->flags & HS_WANT_READ) && h->held != NULL) {
+	if ((h->flags & HS_WANT_READ) && held_of(h) != NULL) {
 		/* What the watermark held back goes first, from the loop: this may run
 		 * inside the application's own drain of its input. */
 		hand_to_loop(h, EV_READ);
@@ -213,6 +225,7 @@ static void apply_reading(struct hsock *h)
 
 static void unref_buf(const void *data, size_t len, void *arg);
 static void fail(struct hsock *h, int err, short what);
+
 
 /* How much more plaintext the input takes under the read high watermark. */
 static size_t input_room(struct hsock *h)
@@ -258,10 +271,11 @@ static int add_input(struct hsock *h, const uint8_t *p, size_t n, struct hush_bu
 
 static void drop_held(struct hsock *h)
 {
-	if (h->held != NULL) {
-		hush_buf_release(h->held->buf);
-		hush__free(h->held, sizeof(*h->held));
-		h->held = NULL;
+	struct held *hd = held_of(h);
+	if (hd != NULL) {
+		hush_buf_release(hd->buf);
+		hush__free(hd, sizeof(*hd));
+		h->u.held = NULL;
 	}
 }
 
@@ -281,7 +295,7 @@ static void delivered(struct hsock *h, size_t n)
 /* From the loop: as much of what was held back as the watermark now takes. */
 static void deliver_held(struct hsock *h)
 {
-	struct held *hd = h->held;
+	struct held *hd = held_of(h);
 	size_t n = input_room(h);
 	if (n > hd->len) {
 		n = hd->len;
@@ -296,7 +310,7 @@ static void deliver_held(struct hsock *h)
 	}
 	if (last) {
 		hush__free(hd, sizeof(*hd)); /* its reference went with the plaintext */
-		h->held = NULL;
+		h->u.held = NULL;
 	} else {
 		hd->p += n;
 		hd->len -= n;
@@ -313,10 +327,10 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 	if (what & EV_READ) {
 		/* Reading was switched from another thread, or the watermark lets more of
 		 * what it held back in. */
-		if (h->held != NULL && (h->flags & HS_WANT_READ) && h->conn != NULL) {
+		if (held_of(h) != NULL && (h->flags & HS_WANT_READ) && h->conn != NULL) {
 			deliver_held(h);
 		}
-		if (h->held == NULL) {
+		if (held_of(h) == NULL) {
 			apply_reading(h);
 		}
 		arm_read_timer(h);
@@ -517,7 +531,7 @@ static void on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *
 		hd->buf = b;
 		hd->p = data + n;
 		hd->len = len - n;
-		h->held = hd;
+		h->u.held = hd;
 		hush_conn_pause_reading(c);
 	}
 	if (n > 0 && add_input(h, data, n, b, hd == NULL) < 0) {
@@ -641,9 +655,10 @@ static void drop_conn(struct hsock *h)
 
 static void wipe_key(struct hsock *h)
 {
-	if (h->key != NULL) {
-		hush__free_secret(h->key, h->key_len);
-		h->key = NULL;
+	if (h->key_len != 0) {
+		hush__free_secret(h->u.key, h->key_len);
+		h->u.key = NULL;
+		h->key_len = 0;
 	}
 }
 
@@ -662,7 +677,7 @@ static int set_fd(struct hsock *h, int fd)
 	}
 	h->err = 0;
 	int rc = HUSH_ESTATE; /* raw keys serve one connection only: a nonce is never reused */
-	if (h->hcfg == NULL && h->key == NULL) {
+	if (h->hcfg == NULL && h->key_len == 0) {
 		goto fail;
 	}
 	struct hush_conn_config ccfg;
@@ -696,7 +711,7 @@ static int set_fd(struct hsock *h, int fd)
 			hand_to_loop(h, EV_WRITE);
 		}
 	} else {
-		rc = hush_conn_start_raw(h->conn, (enum hush_record_protocol)h->rp, h->key,
+		rc = hush_conn_start_raw(h->conn, (enum hush_record_protocol)h->rp, h->u.key,
 					 h->key_len, (enum hush_side)h->side);
 		wipe_key(h); /* spent: a second socket is refused */
 	}
@@ -977,12 +992,12 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 		return NULL;
 	}
 	if (cfg->handshake == NULL) {
-		h->key = hush__calloc(cfg->key_len);
-		if (h->key == NULL) {
+		h->u.key = hush__calloc(cfg->key_len);
+		if (h->u.key == NULL) {
 			event_mm_free_(h);
 			return NULL;
 		}
-		memcpy(h->key, cfg->key, cfg->key_len);
+		memcpy(h->u.key, cfg->key, cfg->key_len);
 		h->key_len = (uint32_t)cfg->key_len;
 	}
 	struct bufferevent *bev = bev_of(h);
@@ -1009,8 +1024,12 @@ struct bufferevent *hush_bufferevent_socket_new(struct event_base *base, int fd,
 		bufferevent_free(bev); /* destruct wipes the key */
 		return NULL;
 	}
-	if (fd >= 0 && set_fd(h, fd) < 0) {
+	/* Last, so that a constructor failing otherwise leaves the key unspent; nothing is
+	 * sent before the application runs the loop. */
+	if ((fd >= 0 && set_fd(h, fd) < 0) ||
+	    (cfg->handshake == NULL && hush__bev_claim_raw_key(cfg) < 0)) {
 		/* The caller keeps fd: nothing was taken. */
+		drop_conn(h);
 		h->fd = -1;
 		bufferevent_free(bev);
 		return NULL;

@@ -4,7 +4,11 @@
  * it is a filter.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -583,6 +587,117 @@ static void resume_reading(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ---- Raw keys: each keys one connection in the process ---- */
+
+/*
+ * A fingerprint of every raw key a hush bufferevent took, with its record protocol and
+ * side (the two ends of one connection share the key bytes, one per side): SHA-256 over
+ * a per-process random salt, the protocol, the side and the key, cut to 16 bytes, in an
+ * open-addressed table that only grows, for the life of the process. A key seen twice
+ * would repeat AES-GCM nonces, so its second use is refused. The table comes from the C
+ * library, not hush's allocator: it outlives every hush object, and hush_set_allocator()
+ * may be called again once they are all gone.
+ */
+#define FP_LEN 16
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t (*keys_tab)[FP_LEN];
+static size_t keys_cap, keys_n;
+static uint8_t keys_salt[32];
+static bool keys_salted;
+
+static int fingerprint(const struct hush_bufferevent_config *cfg, uint8_t out[FP_LEN])
+{
+	uint8_t md[32];
+	uint8_t tag[2] = {(uint8_t)cfg->rp, (uint8_t)cfg->side};
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+		 EVP_DigestUpdate(ctx, keys_salt, sizeof(keys_salt)) == 1 &&
+		 EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
+		 EVP_DigestUpdate(ctx, cfg->key, cfg->key_len) == 1 &&
+		 EVP_DigestFinal_ex(ctx, md, NULL) == 1;
+	EVP_MD_CTX_free(ctx);
+	if (!ok) {
+		return HUSH_ECRYPTO;
+	}
+	memcpy(out, md, FP_LEN);
+	out[0] |= 1; /* an all-zero slot is empty */
+	return 0;
+}
+
+/* The slot of fp in the table: its own, or the empty one where it belongs. */
+static uint8_t *keys_slot(const uint8_t fp[FP_LEN])
+{
+	uint64_t h;
+	memcpy(&h, fp + 1, sizeof(h));
+	for (size_t i = (size_t)h & (keys_cap - 1);; i = (i + 1) & (keys_cap - 1)) {
+		static const uint8_t empty[FP_LEN];
+		if (memcmp(keys_tab[i], fp, FP_LEN) == 0 || memcmp(keys_tab[i], empty, FP_LEN) == 0) {
+			return keys_tab[i];
+		}
+	}
+}
+
+static int keys_grow(void)
+{
+	size_t cap = keys_cap ? keys_cap * 2 : 64;
+	uint8_t(*old)[FP_LEN] = keys_tab;
+	size_t old_cap = keys_cap;
+	keys_tab = calloc(cap, FP_LEN);
+	if (keys_tab == NULL) {
+		keys_tab = old;
+		return HUSH_ENOMEM;
+	}
+	keys_cap = cap;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (old[i][0] != 0) {
+			memcpy(keys_slot(old[i]), old[i], FP_LEN);
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* Records cfg's raw key as used (claim) or only looks it up. Returns 0, HUSH_EKEYREUSE,
+ * HUSH_ENOMEM or HUSH_ECRYPTO. */
+static int raw_key_check(const struct hush_bufferevent_config *cfg, bool claim)
+{
+	int rc = 0;
+	uint8_t fp[FP_LEN];
+	pthread_mutex_lock(&keys_lock);
+	if (!keys_salted) {
+		if (RAND_bytes(keys_salt, sizeof(keys_salt)) != 1) {
+			rc = HUSH_ECRYPTO;
+			goto out;
+		}
+		keys_salted = true;
+	}
+	rc = fingerprint(cfg, fp);
+	if (rc < 0) {
+		goto out;
+	}
+	if (keys_cap == 0 && !claim) {
+		goto out;
+	}
+	if ((keys_n + 1) * 2 > keys_cap && claim && (rc = keys_grow()) < 0) {
+		goto out;
+	}
+	uint8_t *slot = keys_slot(fp);
+	if (memcmp(slot, fp, FP_LEN) == 0) {
+		rc = HUSH_EKEYREUSE;
+	} else if (claim) {
+		memcpy(slot, fp, FP_LEN);
+		keys_n++;
+	}
+out:
+	pthread_mutex_unlock(&keys_lock);
+	return rc;
+}
+
+int hush__bev_claim_raw_key(const struct hush_bufferevent_config *cfg)
+{
+	return raw_key_check(cfg, true);
+}
+
 /* ---- Construction ---- */
 
 void hush_bufferevent_config_init(struct hush_bufferevent_config *cfg)
@@ -601,7 +716,7 @@ int hush_bufferevent_config_check(const struct hush_bufferevent_config *cfg)
 	HUSH_ENSURE(cfg->key != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(hush_record_protocol_name(cfg->rp) != NULL, HUSH_EPROTO_UNKNOWN);
 	HUSH_ENSURE(cfg->key_len == hush_record_key_size(cfg->rp), HUSH_EKEYLEN);
-	return 0;
+	return raw_key_check(cfg, false);
 }
 
 static struct bufferevent *wrap(struct bufferevent *underlying,
@@ -643,7 +758,7 @@ struct bufferevent *hush_bufferevent_filter_new(struct bufferevent *underlying,
 						int options)
 {
 	if (underlying == NULL || hush_bufferevent_config_check(cfg) < 0 || cfg->pool == NULL ||
-	    cfg->handshake != NULL) {
+	    cfg->handshake != NULL || hush__bev_claim_raw_key(cfg) < 0) {
 		return NULL;
 	}
 	return wrap(underlying, cfg, options);

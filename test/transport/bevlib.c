@@ -7,10 +7,17 @@
 
 #include "testlib.h"
 
-const uint8_t BEV_KEY44[44] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+uint8_t BEV_KEY44[44];
+
+void bev_new_key(void)
+{
+	static uint64_t n;
+	testlib_fill(BEV_KEY44, sizeof(BEV_KEY44), ++n * 7919u);
+}
 
 void env_init(struct env *e)
 {
+	bev_new_key();
 	e->base = event_base_new();
 	assert_non_null(e->base);
 	assert_int_equal(hush_pool_new(&e->pool, NULL), 0);

@@ -13,8 +13,11 @@
 #include <hush/record.h>
 #include <hush/pool.h>
 
-/* The raw key both ends of a raw-keyed pair use. */
-extern const uint8_t BEV_KEY44[44];
+/* The raw key both ends of a raw-keyed pair use. A hush bufferevent refuses a raw key
+ * that keyed one before in the process, so env_init() draws a new one, and a test that
+ * makes several pairs draws one for each with bev_new_key(). */
+extern uint8_t BEV_KEY44[44];
+void bev_new_key(void);
 
 struct bufferevent;
 

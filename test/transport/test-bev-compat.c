@@ -340,6 +340,55 @@ static void bev_timeouts_without_a_socket_fire_as_libevents(void **state)
 	env_done(&e);
 }
 
+/* ---- Raw keys ---- */
+
+/*
+ * A raw key keys one connection in the process: a second hush bufferevent with the same
+ * key, protocol and side is refused (HUSH_EKEYREUSE from the configuration check), in
+ * either flavour and even after the first is gone, since the same key twice repeats
+ * AES-GCM nonces. The other side of the same key is the connection's other end.
+ */
+static void bev_raw_key_keys_one_connection_only(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e);
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.key = BEV_KEY44;
+	cfg.key_len = sizeof(BEV_KEY44);
+	cfg.loop = e.loop;
+	cfg.pool = e.pool;
+	assert_int_equal(hush_bufferevent_config_check(&cfg), 0);
+	struct bufferevent *first = hush_bufferevent_socket_new(e.base, -1, &cfg, 0);
+	assert_non_null(first);
+	assert_int_equal(hush_bufferevent_config_check(&cfg), HUSH_EKEYREUSE);
+	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	struct bufferevent *pair[2];
+	assert_int_equal(bufferevent_pair_new(e.base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
+	assert_null(hush_bufferevent_filter_new(pair[0], &cfg, BEV_OPT_CLOSE_ON_FREE));
+	bufferevent_free(first);
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+
+	/* The other end of the connection holds the same key for the other side. */
+	cfg.side = HUSH_SIDE_SERVER;
+	struct bufferevent *other = hush_bufferevent_filter_new(pair[0], &cfg, BEV_OPT_CLOSE_ON_FREE);
+	assert_non_null(other);
+	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+
+	/* A constructor that fails for another reason leaves the key unspent. */
+	bev_new_key();
+	cfg.side = HUSH_SIDE_CLIENT;
+	hush__bev_layout_expect(536);
+	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	hush__bev_layout_expect(0);
+	assert_int_equal(hush_bufferevent_config_check(&cfg), 0);
+	bufferevent_free(other);
+	bufferevent_free(pair[1]);
+	env_done(&e);
+}
+
 /* ---- Freeing ---- */
 
 static void read_nothing(struct bufferevent *bev, void *arg)
@@ -425,6 +474,7 @@ int main(void)
 	    cmocka_unit_test(bev_read_high_watermark_is_never_exceeded),
 	    cmocka_unit_test(bev_disabled_does_not_advance_its_handshake),
 	    cmocka_unit_test(bev_timeouts_without_a_socket_fire_as_libevents),
+	    cmocka_unit_test(bev_raw_key_keys_one_connection_only),
 	    cmocka_unit_test(bev_loop_free_right_after_the_last_free_is_safe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -280,6 +280,7 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		app_init(&a[i], &e);
+		bev_new_key();
 		c[i] = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
 		s[i] = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
 		bufferevent_setcb(c[i], app_read, NULL, app_event, &a[i]);
