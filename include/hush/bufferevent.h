@@ -95,6 +95,53 @@
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
  * the bufferevent itself later, from the event_base, and closes the socket then); after
  * a free from another thread, run the loop once first (hush/loop.h).
+ *
+ * Differences from bufferevent_openssl that remain by design, each with its reason:
+ * - The protocol is hush's (docs/PROTOCOL.md: a Noise handshake, ALTS records), not
+ *   TLS, so the peer must be hush. Identities are static keys checked against an
+ *   allow-list or a callback, not certificates; there is no SSL object
+ *   (bufferevent_openssl_get_ssl()), and hush_bufferevent_peer_key() gives the peer's
+ *   verified key instead.
+ * - No renegotiation: Noise has none, and the ALTS record protocol rekeys itself.
+ * - No dirty shutdown (bufferevent_openssl_set_allow_dirty_shutdown()): after a
+ *   handshake an end without the peer's close record is always HUSH_ETRUNCATED, so a
+ *   cut stream is never taken for a complete one. With raw keys, as in gRPC's ALTS, an
+ *   end at a record boundary is clean.
+ * - Errors are hush codes, from hush_bufferevent_get_error(), not OpenSSL's error
+ *   queue (bufferevent_get_openssl_error()).
+ * - hush_bufferevent_shutdown() and its HUSH_BEV_EVENT_SHUTDOWN event have no
+ *   bufferevent_openssl counterpart: they tell the application when its close record
+ *   and its last bytes have left.
+ * - Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it sends its
+ *   close record (bufferevent_openssl never sends a close_notify, on free or on a
+ *   BEV_FINISHED flush), so a peer reading to the end, such as an HTTP client, sees a
+ *   clean end.
+ * - A handshake already running goes on if the bufferevent is then disabled (one
+ *   disabled before its handshake starts takes no part, as with bufferevent_openssl):
+ *   the connection reads handshake bytes regardless of the application's reading.
+ * - hush's own handshake deadline (cfg->handshake_timeout_ms, 10 s) runs beside the
+ *   bufferevent's timeouts and ends in BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR: a peer that
+ *   never finishes a handshake cannot hold a connection without timeouts set.
+ * - A raw key keys one connection in the process (see the flavours above):
+ *   bufferevent_openssl has no raw keys, and hush refuses a key's second use rather
+ *   than repeat nonces.
+ * - Threads: the socket flavour is created, and its socket set, on its loop's thread
+ *   only (bufferevent_setfd() from another fails with HUSH_ESTATE), because its
+ *   connection belongs to that thread; the other calls may come from any thread with
+ *   BEV_OPT_THREADSAFE, as with bufferevent_openssl.
+ * - bufferevent_priority_set() applies to the bufferevent's timers and deferred
+ *   callbacks, not to the socket's readiness, which the connection's own event carries.
+ * - Rate limits: a read may overshoot the read bucket by one socket read, since hush
+ *   reads what the socket holds before the bucket is charged.
+ * - The filter flavour takes raw keys only (no handshake mode yet), and its read high
+ *   watermark stops at the record that reaches it (up to one record over): splitting
+ *   a record, as the socket flavour does, would need the filter to keep the opened
+ *   rest itself, which it does not yet. Records it held back wait for the application
+ *   to drain, not to toggle reading or raise the watermark.
+ * - ABI: the socket flavour embeds libevent's private bufferevent structure, as
+ *   libevent_openssl does, but is not rebuilt with libevent: on a libevent whose
+ *   layout differs from the build's the constructor refuses (NULL;
+ *   hush_bufferevent_check_libevent() says HUSH_ELIBEVENT) until hush is rebuilt.
  */
 #ifndef HUSH_BUFFEREVENT_H
 #define HUSH_BUFFEREVENT_H
