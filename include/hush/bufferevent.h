@@ -44,9 +44,9 @@
  * bufferevent_openssl does: the input never holds more than it because of hush, and the
  * rest of a record waits in hush's pool buffer until the application drains. The
  * filter flavour stops at the record that reaches the watermark (up to one record
- * over). One case is left in the filter flavour: records held back stay so if the application, instead of
- * draining, disables and re-enables reading or raises the watermark; they come with
- * the underlying bufferevent's next bytes.
+ * over). One case is left in the filter flavour: records held back stay so if the
+ * application, instead of draining, disables and re-enables reading or raises the
+ * watermark; they come with the underlying bufferevent's next bytes.
  *
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's
@@ -58,11 +58,11 @@
  * socket bufferevent reports CONNECTED only on the side that connected, when the
  * connect completes; an accept-side event callback ported from one that treats every
  * event as the end needs one line first: if (what & BEV_EVENT_CONNECTED) return;
- * BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
- * (with a handshake: its close record arrived), after the plaintext that came before
- * it and once what the application wrote until then was handed to the socket (so a
- * request that came with the peer's close record is answered before the EOF); HUSH_BEV_EVENT_SHUTDOWN when
- * hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
+ * BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly (with a handshake:
+ * its close record arrived), after the plaintext that came before it and once what
+ * the application wrote until then was handed to the socket (so a request that came
+ * with the peer's close record is answered before the EOF); HUSH_BEV_EVENT_SHUTDOWN
+ * when hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
  * BEV_EVENT_WRITING for the bufferevent's timeouts (reading or writing is disabled
  * first, as libevent's socket bufferevent does); BEV_EVENT_ERROR otherwise, with the
  * hush error code from hush_bufferevent_get_error(). A stream cut short (inside a
@@ -88,8 +88,8 @@
  * callbacks. Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it
  * sends the close record within bufferevent_free() if the socket takes it at once, so
  * the peer sees a clean end even when the caller shuts the socket down next
- * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent with
- * BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
+ * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
+ * with BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
  * bufferevent_free() on the loop's thread releases the hush connection at once, so
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes

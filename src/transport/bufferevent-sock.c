@@ -226,7 +226,6 @@ static void apply_reading(struct hsock *h)
 static void unref_buf(const void *data, size_t len, void *arg);
 static void fail(struct hsock *h, int err, short what);
 
-
 /* How much more plaintext the input takes under the read high watermark. */
 static size_t input_room(struct hsock *h)
 {
