@@ -53,6 +53,13 @@
  * does when its output is. Plaintext waits in the output evbuffer until the handshake
  * has finished.
  *
+ * Handshakes (socket flavour): one starts from the loop once a socket is set and the
+ * bufferevent has reading or writing enabled, so one disabled before the loop runs
+ * takes no part until enabled; its configuration is checked when the socket is set.
+ * Until it ends, the bufferevent's read and write timeouts run whenever set, so the
+ * write timeout is the connect-and-handshake timeout evhttp expects. With no socket
+ * yet, the timeouts run whenever enabled, as on libevent's socket type.
+ *
  * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
  * ended, on both sides, and none for a connection that raw keys start open. A plain
  * socket bufferevent reports CONNECTED only on the side that connected, when the
