@@ -935,8 +935,40 @@ static int open_plain(struct ep *e, struct env *env, int fd, int server)
 	return 0;
 }
 
+/*
+ * A hush bufferevent refuses a raw key that keyed one before in the process (a key
+ * twice would repeat nonces), so each connection's key is hush_key hashed with the
+ * connection's addresses, client's first: both ends derive the same one, and no two
+ * connections open at once share it.
+ */
+static int bev_conn_key(int fd, int server, uint8_t out[44])
+{
+	struct sockaddr_storage a[2];
+	socklen_t la = sizeof(a[0]), lb = sizeof(a[1]);
+	memset(a, 0, sizeof(a));
+	if (getsockname(fd, (struct sockaddr *)&a[server ? 1 : 0], &la) != 0 ||
+	    getpeername(fd, (struct sockaddr *)&a[server ? 0 : 1], &lb) != 0) {
+		return -1;
+	}
+	uint8_t md[2][32];
+	unsigned int n;
+	if (EVP_Digest(a, sizeof(a), md[0], &n, EVP_sha256(), NULL) != 1) {
+		return -1;
+	}
+	memcpy(md[1], hush_key, 32);
+	for (int i = 0; i < 32; i++) {
+		md[1][i] ^= md[0][i];
+	}
+	if (EVP_Digest(md, sizeof(md), md[0], &n, EVP_sha256(), NULL) != 1 ||
+	    EVP_Digest(md[0], 32, md[1], &n, EVP_sha256(), NULL) != 1) {
+		return -1;
+	}
+	memcpy(out, md, 44);
+	return 0;
+}
+
 /* hush as a bufferevent (include/hush/bufferevent.h), keyed by raw keys or, with hc, a
- * hush handshake: CONNECTED comes from the loop. */
+ * hush handshake, whose end CONNECTED reports. */
 static int open_hush_bev_with(struct ep *e, struct env *env, int fd, int server,
 			      const struct hush_handshake_config *hc)
 {
@@ -944,8 +976,13 @@ static int open_hush_bev_with(struct ep *e, struct env *env, int fd, int server,
 	hush_bufferevent_config_init(&cfg);
 	cfg.loop = env->loop;
 	cfg.handshake = hc;
-	cfg.key = hush_key;
-	cfg.key_len = sizeof(hush_key);
+	uint8_t key[44];
+	if (hc == NULL && bev_conn_key(fd, server, key) != 0) {
+		close(fd);
+		return -1;
+	}
+	cfg.key = key;
+	cfg.key_len = sizeof(key);
 	cfg.side = server ? HUSH_SIDE_SERVER : HUSH_SIDE_CLIENT;
 	struct bufferevent *bev =
 		hush_bufferevent_socket_new(env->base, fd, &cfg, BEV_OPT_CLOSE_ON_FREE);
@@ -954,6 +991,9 @@ static int open_hush_bev_with(struct ep *e, struct env *env, int fd, int server,
 		return -1;
 	}
 	bev_attach(e, bev);
+	if (hc == NULL) {
+		ep_opened(e); /* raw keys start open: no CONNECTED, as bufferevent_openssl */
+	}
 	return 0;
 }
 

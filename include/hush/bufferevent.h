@@ -19,8 +19,12 @@
  *   bufferevent_socket_connect_hostname(), so evhttp can use it (evhttp_set_bevcb() on
  *   the server, evhttp_connection_base_bufferevent_new() on the client). It is keyed by
  *   a hush handshake (cfg->handshake; a new one for each socket set) or by raw keys
- *   from an external handshaker (cfg->key; one socket only, since reusing a key would
- *   reuse nonces: a second bufferevent_setfd() with a socket fails).
+ *   from an external handshaker (cfg->key), and a raw key keys one connection only in
+ *   the whole process: a second hush bufferevent given the same key for the same
+ *   protocol and side is refused (hush_bufferevent_config_check() says
+ *   HUSH_EKEYREUSE), even after the first is gone, and a second bufferevent_setfd()
+ *   with a socket fails, because the same key twice repeats AES-GCM nonces. hush
+ *   remembers a 16-byte salted fingerprint of each raw key for the process's life.
  * - The filter flavour, hush_bufferevent_filter_new(), wraps any bufferevent (a pair, a
  *   socket, a proxy's upstream) as a libevent filter bufferevent whose filters seal and
  *   open records. Raw keys only.
@@ -36,26 +40,45 @@
  * evbuffer; records already read are delivered as soon as the application drains it
  * below the watermark, without waiting for the socket or the underlying bufferevent, in
  * both flavours (libevent's own filters wait for more bytes from the underlying
- * bufferevent). Delivery stops at the record that reaches the watermark. One case is
- * left in the filter flavour: records held back stay so if the application, instead of
- * draining, disables and re-enables reading or raises the watermark; they come with
- * the underlying bufferevent's next bytes.
+ * bufferevent). The socket flavour honours the watermark exactly, as
+ * bufferevent_openssl does: the input never holds more than it because of hush, and the
+ * rest of a record waits in hush's pool buffer until the application drains. The
+ * filter flavour stops at the record that reaches the watermark (up to one record
+ * over). One case is left in the filter flavour: records held back stay so if the
+ * application, instead of draining, disables and re-enables reading or raises the
+ * watermark; they come with the underlying bufferevent's next bytes.
  *
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's
  * does when its output is. Plaintext waits in the output evbuffer until the handshake
  * has finished.
  *
- * Events: BEV_EVENT_CONNECTED when records may flow (the handshake finished, or raw
- * keys are in place); BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly
- * (with a handshake: its close record arrived); HUSH_BEV_EVENT_SHUTDOWN when
- * hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
+ * Handshakes (socket flavour): one starts from the loop once a socket is set and the
+ * bufferevent has reading or writing enabled, so one disabled before the loop runs
+ * takes no part until enabled; its configuration is checked when the socket is set.
+ * Until it ends, the bufferevent's read and write timeouts run whenever set, so the
+ * write timeout is the connect-and-handshake timeout evhttp expects. With no socket
+ * yet, the timeouts run whenever enabled, as on libevent's socket type.
+ *
+ * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
+ * ended, on both sides, and none for a connection that raw keys start open. A plain
+ * socket bufferevent reports CONNECTED only on the side that connected, when the
+ * connect completes; an accept-side event callback ported from one that treats every
+ * event as the end needs one line first: if (what & BEV_EVENT_CONNECTED) return;
+ * BEV_EVENT_READING | BEV_EVENT_EOF when the peer finished cleanly (with a handshake:
+ * its close record arrived), after the plaintext that came before it and once what
+ * the application wrote until then was handed to the socket (so a request that came
+ * with the peer's close record is answered before the EOF); HUSH_BEV_EVENT_SHUTDOWN
+ * when hush_bufferevent_shutdown() completed; BEV_EVENT_TIMEOUT with BEV_EVENT_READING or
  * BEV_EVENT_WRITING for the bufferevent's timeouts (reading or writing is disabled
  * first, as libevent's socket bufferevent does); BEV_EVENT_ERROR otherwise, with the
  * hush error code from hush_bufferevent_get_error(). A stream cut short (inside a
  * record, or without the close record after a handshake) is BEV_EVENT_READING |
  * BEV_EVENT_EOF | BEV_EVENT_ERROR with HUSH_ETRUNCATED; a handshake that ran out of
  * time is BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR with HUSH_ETIMEDOUT.
+ * bufferevent_flush(bev, EV_WRITE, BEV_FINISHED) closes the write side gracefully as
+ * hush_bufferevent_shutdown() does, but, as with libevent's own types, reports nothing
+ * to the writer.
  *
  * Threads: create a hush bufferevent, and set its socket, on the thread that runs its
  * loop's event_base. With BEV_OPT_THREADSAFE (and evthread_use_pthreads()), the other
@@ -70,10 +93,62 @@
  * peer reset, bad record) stays allocated until the application frees it; its
  * connection state is released at once. It may be freed from inside any of its
  * callbacks. Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it
- * sends the close record first if the socket takes it at once, so the peer sees a
- * clean end. The filter flavour frees the underlying bufferevent with
- * BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
+ * sends the close record within bufferevent_free() if the socket takes it at once, so
+ * the peer sees a clean end even when the caller shuts the socket down next
+ * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
+ * with BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
+ * bufferevent_free() on the loop's thread releases the hush connection at once, so
+ * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
+ * the bufferevent itself later, from the event_base, and closes the socket then); after
+ * a free from another thread, run the loop once first (hush/loop.h).
+ *
+ * Differences from bufferevent_openssl that remain by design, each with its reason:
+ * - The protocol is hush's (docs/PROTOCOL.md: a Noise handshake, ALTS records), not
+ *   TLS, so the peer must be hush. Identities are static keys checked against an
+ *   allow-list or a callback, not certificates; there is no SSL object
+ *   (bufferevent_openssl_get_ssl()), and hush_bufferevent_peer_key() gives the peer's
+ *   verified key instead.
+ * - No renegotiation: Noise has none, and the ALTS record protocol rekeys itself.
+ * - No dirty shutdown (bufferevent_openssl_set_allow_dirty_shutdown()): after a
+ *   handshake an end without the peer's close record is always HUSH_ETRUNCATED, so a
+ *   cut stream is never taken for a complete one. With raw keys, as in gRPC's ALTS, an
+ *   end at a record boundary is clean.
+ * - Errors are hush codes, from hush_bufferevent_get_error(), not OpenSSL's error
+ *   queue (bufferevent_get_openssl_error()).
+ * - hush_bufferevent_shutdown() and its HUSH_BEV_EVENT_SHUTDOWN event have no
+ *   bufferevent_openssl counterpart: they tell the application when its close record
+ *   and its last bytes have left.
+ * - Freed with BEV_OPT_CLOSE_ON_FREE after everything written has left, it sends its
+ *   close record (bufferevent_openssl never sends a close_notify, on free or on a
+ *   BEV_FINISHED flush), so a peer reading to the end, such as an HTTP client, sees a
+ *   clean end.
+ * - A handshake already running goes on if the bufferevent is then disabled (one
+ *   disabled before its handshake starts takes no part, as with bufferevent_openssl):
+ *   the connection reads handshake bytes regardless of the application's reading.
+ * - hush's own handshake deadline (cfg->handshake_timeout_ms, 10 s) runs beside the
+ *   bufferevent's timeouts and ends in BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR: a peer that
+ *   never finishes a handshake cannot hold a connection without timeouts set.
+ * - A raw key keys one connection in the process (see the flavours above):
+ *   bufferevent_openssl has no raw keys, and hush refuses a key's second use rather
+ *   than repeat nonces.
+ * - Threads: the socket flavour is created, and its socket set, on its loop's thread
+ *   only (bufferevent_setfd() from another fails with HUSH_ESTATE), because its
+ *   connection belongs to that thread; the other calls may come from any thread with
+ *   BEV_OPT_THREADSAFE, as with bufferevent_openssl.
+ * - bufferevent_priority_set() applies to the bufferevent's timers and deferred
+ *   callbacks, not to the socket's readiness, which the connection's own event carries.
+ * - Rate limits: a read may overshoot the read bucket by one socket read, since hush
+ *   reads what the socket holds before the bucket is charged.
+ * - The filter flavour takes raw keys only (no handshake mode yet), and its read high
+ *   watermark stops at the record that reaches it (up to one record over): splitting
+ *   a record, as the socket flavour does, would need the filter to keep the opened
+ *   rest itself, which it does not yet. Records it held back wait for the application
+ *   to drain, not to toggle reading or raise the watermark.
+ * - ABI: the socket flavour embeds libevent's private bufferevent structure, as
+ *   libevent_openssl does, but is not rebuilt with libevent: on a libevent whose
+ *   layout differs from the build's the constructor refuses (NULL;
+ *   hush_bufferevent_check_libevent() says HUSH_ELIBEVENT) until hush is rebuilt.
  */
 #ifndef HUSH_BUFFEREVENT_H
 #define HUSH_BUFFEREVENT_H
@@ -82,7 +157,7 @@
 
 #include <hush/common.h>
 #include <hush/keys.h>
-#include <hush/loop.h>
+#include <hush/loop.h> /* hush_loop_new(), which cfg->loop needs */
 #include <hush/pool.h>
 #include <hush/record.h>
 
@@ -93,8 +168,7 @@ extern "C" {
 struct bufferevent;
 struct event_base;
 
-struct hush_loop;
-struct hush_handshake_config;
+struct hush_handshake_config; /* hush/handshake.h, for cfg->handshake */
 
 /* The event reported when hush_bufferevent_shutdown() completed. */
 #define HUSH_BEV_EVENT_SHUTDOWN (BEV_EVENT_WRITING | BEV_EVENT_EOF)
@@ -110,7 +184,8 @@ struct hush_bufferevent_config {
 	const struct hush_handshake_config *handshake;
 	/* The handshake must finish within this; 0 = 10000 ms. */
 	uint32_t handshake_timeout_ms;
-	/* Raw record keys (from an external handshaker), as hush_conn_start_raw(). */
+	/* Raw record keys (from an external handshaker), as hush_conn_start_raw(): each
+	 * keys one connection only in the process (see the top of this file). */
 	enum hush_record_protocol rp;
 	const uint8_t *key; /* copied */
 	size_t key_len;
@@ -141,19 +216,38 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_filter_new(
  * one set later with bufferevent_setfd() or bufferevent_socket_connect() (as evhttp
  * does). base must be cfg->loop's. options are BEV_OPT_* flags as for
  * bufferevent_socket_new(). Returns NULL on failure (bad config; out of memory; a
- * socket hush_conn_new() refuses), having taken nothing: the caller keeps fd.
+ * socket hush_conn_new() refuses; a libevent whose layout differs from the build's,
+ * which hush_bufferevent_check_libevent() tells), having taken nothing: the caller
+ * keeps fd.
  */
 HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 	struct event_base *base, int fd, const struct hush_bufferevent_config *cfg, int options);
 
+/*
+ * Whether the libevent running in this process has the internal layout this build of
+ * hush was made for (socket flavour: see docs/DESIGN.md, "What hush relies on in
+ * libevent"). Measured once per process, on base, which must be a valid event_base,
+ * then remembered. hush_bufferevent_socket_new() checks it first and returns NULL on a
+ * mismatch; call this to tell that refusal from others. A mismatch means hush must be
+ * rebuilt against the libevent now installed: nothing is ever written past libevent's
+ * structure.
+ * Returns 0, HUSH_ELIBEVENT (a different layout, or not libevent 2.1), HUSH_EINVAL (base
+ * is NULL) or HUSH_ENOMEM (not remembered: a later call measures again). Thread-safe.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_check_libevent(struct event_base *base);
+
 /* Checks a configuration's keys (a handshake configuration is checked when a socket
- * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN or HUSH_EKEYLEN. The constructors also
+ * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN, HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key
+ * that keyed a hush bufferevent before in this process, for this protocol and side),
+ * HUSH_ECRYPTO. The constructors also
  * need cfg->loop (socket flavour) or cfg->pool and raw keys (filter flavour). */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);
 
 /* The hush error that failed bev (a HUSH_E* code), 0 if none, HUSH_EINVAL if bev is
- * not a hush bufferevent. */
+ * not a hush bufferevent. Socket flavour: the error stays when the socket is let go
+ * (bufferevent_setfd(bev, -1), as evhttp does before its request callback runs) and is
+ * cleared when a new socket is set. */
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
 
 /*

@@ -52,6 +52,7 @@ extern "C" {
 	XX(ECOUNTER, -26, "record counter exhausted; the key must not be used again")     \
 	XX(EFRAME_PARTIAL, -27, "buffer does not hold a complete record")                  \
 	XX(EMSGSIZE, -28, "plaintext too large for one record")                            \
+	XX(EKEYREUSE, -29, "raw key already keyed a connection in this process")           \
 	/* Transport: the connection and its socket. */                                   \
 	XX(ETRUNCATED, -40, "stream ended inside a record or before the close record")       \
 	XX(ECONNRESET, -41, "connection reset by peer")                                    \
@@ -59,6 +60,7 @@ extern "C" {
 	XX(ETIMEDOUT, -43, "timed out")                                                    \
 	XX(ECLOSED, -44, "connection is closed")                                           \
 	XX(EIO, -45, "socket error")                                                       \
+	XX(ELIBEVENT, -46, "libevent's internal layout differs from the build's")           \
 	/* Handshake and identities. */                                                   \
 	XX(EHANDSHAKE, -60, "handshake message malformed or failed to decrypt")            \
 	XX(EPEER, -61, "peer's static key is not allowed")                                 \

@@ -18,7 +18,7 @@
 
 #include <hush/common.h>
 #include <hush/handshake.h>
-#include <hush/loop.h>
+#include <hush/loop.h> /* hush_loop_new(), hush_loop_free() */
 #include <hush/pool.h>
 #include <hush/record.h>
 

@@ -38,8 +38,13 @@ struct hush_loop;
 HUSH_EXTERN HUSH_MUST_CHECK int hush_loop_new(struct hush_loop **out, struct event_base *base,
 					      struct hush_pool *pool);
 
-/* Frees the loop. Every connection and listener on it must have been freed first.
- * NULL is a no-op. */
+/*
+ * Frees the loop. NULL is a no-op. Every hush_conn and listener on it must have been
+ * freed first (hush_conn_free()). Hush socket bufferevents: it may come right after the
+ * last bufferevent_free(), with no turn of the loop between, when those frees were made
+ * on the loop's thread; a bufferevent freed from another thread is finished by the
+ * loop's thread, so run the loop once (event_base_loop(base, EVLOOP_NONBLOCK)) first.
+ */
 HUSH_EXTERN void hush_loop_free(struct hush_loop *loop);
 
 #ifdef __cplusplus

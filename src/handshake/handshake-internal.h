@@ -121,6 +121,10 @@ size_t hush__params_encode(const struct hush__params *p, uint8_t out[HUSH_PARAMS
  */
 int hush__params_decode(const uint8_t *in, size_t len, struct hush__params *out);
 
+/* What hush_handshake_new() would refuse cfg for (0 if nothing), without starting one:
+ * for a caller that starts the handshake later and must answer now. */
+int hush__handshake_check_config(const struct hush_handshake_config *cfg, enum hush_side side);
+
 /* Test hook: the handshake's next ephemeral key is e_priv instead of a random one. */
 void hush__handshake_set_ephemeral(struct hush_handshake *hs, const uint8_t e_priv[NOISE_DHLEN]);
 

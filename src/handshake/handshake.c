@@ -268,6 +268,12 @@ static int check_config(const struct hush_handshake_config *cfg, enum hush_side 
 	return 0;
 }
 
+int hush__handshake_check_config(const struct hush_handshake_config *cfg, enum hush_side side)
+{
+	HUSH_ENSURE(cfg != NULL, HUSH_EINVAL);
+	return check_config(cfg, side);
+}
+
 int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_config *cfg,
 		       enum hush_side side)
 {

@@ -4,7 +4,11 @@
  * it is a filter.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -32,7 +36,6 @@ struct hbev {
 	bool held_back;                 /* drained_cb is enabled */
 	bool resume_pending;            /* resume_reading() is queued on the loop */
 	short eof_pending;              /* the underlying EOF, told after those records */
-	bool connected_pending;
 	bool freed;                     /* bev was finalized: only the pending callbacks hold h */
 	struct hbev *next;              /* registry chain */
 };
@@ -488,7 +491,7 @@ static void detach_underlying(struct hbev *h)
 /* A finalized filter's state goes once no callback queued on the loop holds it. */
 static void release_if_unused(struct hbev *h)
 {
-	if (h->freed && !h->connected_pending && !h->resume_pending) {
+	if (h->freed && !h->resume_pending) {
 		hush__free(h, sizeof(*h));
 	}
 }
@@ -584,23 +587,115 @@ static void resume_reading(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void report_connected(evutil_socket_t fd, short what, void *arg)
+/* ---- Raw keys: each keys one connection in the process ---- */
+
+/*
+ * A fingerprint of every raw key a hush bufferevent took, with its record protocol and
+ * side (the two ends of one connection share the key bytes, one per side): SHA-256 over
+ * a per-process random salt, the protocol, the side and the key, cut to 16 bytes, in an
+ * open-addressed table that only grows, for the life of the process. A key seen twice
+ * would repeat AES-GCM nonces, so its second use is refused. The table comes from the C
+ * library, not hush's allocator: it outlives every hush object, and hush_set_allocator()
+ * may be called again once they are all gone.
+ */
+#define FP_LEN 16
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t (*keys_tab)[FP_LEN];
+static size_t keys_cap, keys_n;
+static uint8_t keys_salt[32];
+static bool keys_salted;
+
+static int fingerprint(const struct hush_bufferevent_config *cfg, uint8_t out[FP_LEN])
 {
-	struct hbev *h = arg;
-	(void)fd;
-	(void)what;
-	h->connected_pending = false;
-	if (h->freed) {
-		release_if_unused(h);
-		return;
+	uint8_t md[32];
+	uint8_t tag[2] = {(uint8_t)cfg->rp, (uint8_t)cfg->side};
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+		 EVP_DigestUpdate(ctx, keys_salt, sizeof(keys_salt)) == 1 &&
+		 EVP_DigestUpdate(ctx, tag, sizeof(tag)) == 1 &&
+		 EVP_DigestUpdate(ctx, cfg->key, cfg->key_len) == 1 &&
+		 EVP_DigestFinal_ex(ctx, md, NULL) == 1;
+	EVP_MD_CTX_free(ctx);
+	if (!ok) {
+		return HUSH_ECRYPTO;
 	}
-	/* Freed by the application but not yet finalized, bev has no callbacks and no
-	 * reference left: triggering it would take and drop one, and free it again. */
-	bufferevent_event_cb app_event;
-	bufferevent_getcb(h->bev, NULL, NULL, &app_event, NULL);
-	if (app_event != NULL) {
-		bufferevent_trigger_event(h->bev, BEV_EVENT_CONNECTED, 0);
+	memcpy(out, md, FP_LEN);
+	out[0] |= 1; /* an all-zero slot is empty */
+	return 0;
+}
+
+/* The slot of fp in the table: its own, or the empty one where it belongs. */
+static uint8_t *keys_slot(const uint8_t fp[FP_LEN])
+{
+	uint64_t h;
+	memcpy(&h, fp + 1, sizeof(h));
+	for (size_t i = (size_t)h & (keys_cap - 1);; i = (i + 1) & (keys_cap - 1)) {
+		static const uint8_t empty[FP_LEN];
+		if (memcmp(keys_tab[i], fp, FP_LEN) == 0 || memcmp(keys_tab[i], empty, FP_LEN) == 0) {
+			return keys_tab[i];
+		}
 	}
+}
+
+static int keys_grow(void)
+{
+	size_t cap = keys_cap ? keys_cap * 2 : 64;
+	uint8_t(*old)[FP_LEN] = keys_tab;
+	size_t old_cap = keys_cap;
+	keys_tab = calloc(cap, FP_LEN);
+	if (keys_tab == NULL) {
+		keys_tab = old;
+		return HUSH_ENOMEM;
+	}
+	keys_cap = cap;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (old[i][0] != 0) {
+			memcpy(keys_slot(old[i]), old[i], FP_LEN);
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* Records cfg's raw key as used (claim) or only looks it up. Returns 0, HUSH_EKEYREUSE,
+ * HUSH_ENOMEM or HUSH_ECRYPTO. */
+static int raw_key_check(const struct hush_bufferevent_config *cfg, bool claim)
+{
+	int rc = 0;
+	uint8_t fp[FP_LEN];
+	pthread_mutex_lock(&keys_lock);
+	if (!keys_salted) {
+		if (RAND_bytes(keys_salt, sizeof(keys_salt)) != 1) {
+			rc = HUSH_ECRYPTO;
+			goto out;
+		}
+		keys_salted = true;
+	}
+	rc = fingerprint(cfg, fp);
+	if (rc < 0) {
+		goto out;
+	}
+	if (keys_cap == 0 && !claim) {
+		goto out;
+	}
+	if ((keys_n + 1) * 2 > keys_cap && claim && (rc = keys_grow()) < 0) {
+		goto out;
+	}
+	uint8_t *slot = keys_slot(fp);
+	if (memcmp(slot, fp, FP_LEN) == 0) {
+		rc = HUSH_EKEYREUSE;
+	} else if (claim) {
+		memcpy(slot, fp, FP_LEN);
+		keys_n++;
+	}
+out:
+	pthread_mutex_unlock(&keys_lock);
+	return rc;
+}
+
+int hush__bev_claim_raw_key(const struct hush_bufferevent_config *cfg)
+{
+	return raw_key_check(cfg, true);
 }
 
 /* ---- Construction ---- */
@@ -624,7 +719,7 @@ int hush_bufferevent_config_check(const struct hush_bufferevent_config *cfg)
 	HUSH_ENSURE(cfg->key != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(hush_record_protocol_name(cfg->rp) != NULL, HUSH_EPROTO_UNKNOWN);
 	HUSH_ENSURE(cfg->key_len == hush_record_key_size(cfg->rp), HUSH_EKEYLEN);
-	return 0;
+	return raw_key_check(cfg, false);
 }
 
 static struct bufferevent *wrap(struct bufferevent *underlying,
@@ -656,12 +751,8 @@ static struct bufferevent *wrap(struct bufferevent *underlying,
 	bufferevent_getcb(underlying, &h->inner_read, &w, &h->inner_event, &filter_arg);
 	reg_add(h);
 	bufferevent_setcb(underlying, on_underlying_read, w, on_underlying_event, filter_arg);
-	/* Keys are in place: report CONNECTED from the loop, once the application has had
-	 * the chance to set its callbacks. */
-	if (event_base_once(bufferevent_get_base(underlying), -1, EV_TIMEOUT, report_connected,
-			    h, NULL) == 0) {
-		h->connected_pending = true;
-	}
+	/* Raw keys: the connection starts open, so no BEV_EVENT_CONNECTED is reported, as
+	 * with bufferevent_openssl made in BUFFEREVENT_SSL_OPEN. */
 	return h->bev;
 }
 
@@ -670,7 +761,7 @@ struct bufferevent *hush_bufferevent_filter_new(struct bufferevent *underlying,
 						int options)
 {
 	if (underlying == NULL || hush_bufferevent_config_check(cfg) < 0 || cfg->pool == NULL ||
-	    cfg->handshake != NULL) {
+	    cfg->handshake != NULL || hush__bev_claim_raw_key(cfg) < 0) {
 		return NULL;
 	}
 	return wrap(underlying, cfg, options);

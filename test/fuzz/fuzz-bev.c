@@ -11,8 +11,8 @@
  * a read callback (so reading stays paused at the watermark until then).
  *
  * Raw bytes must never deliver plaintext and end in at most one ERROR with a known
- * code; sealed records must all arrive, in order and intact, with at most one record
- * past the watermark at any time, and a clean EOF when the peer shut down. Either way,
+ * code; sealed records must all arrive, in order and intact, never past the read high
+ * watermark, and a clean EOF when the peer shut down. Either way,
  * once freed, no pool buffer may be out (LeakSanitizer checks the heap).
  */
 #include <errno.h>
@@ -31,7 +31,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const uint8_t KEY44[44] = {4, 4, 3, 2, 1};
+/* A hush bufferevent refuses a raw key that keyed one before in the process: each
+ * input gets its own (a counter in the first bytes). */
+static uint8_t KEY44[44] = {4, 4, 3, 2, 1};
+static uint64_t inputs;
 
 struct app {
 	struct evbuffer *got;
@@ -78,6 +81,8 @@ static uint8_t pattern(size_t i)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	inputs++;
+	memcpy(KEY44 + 8, &inputs, sizeof(inputs));
 	if (base == NULL) {
 		base = event_base_new();
 		if (base == NULL || hush_pool_new(&pool, NULL) != 0 ||
@@ -194,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 
-	if (a.errors > 1 || a.eof > 1 || (a.errors && a.eof) || a.connected != 1 ||
+	if (a.errors > 1 || a.eof > 1 || (a.errors && a.eof) || a.connected != 0 ||
 	    (a.errors && (a.err >= 0 || strcmp(hush_err_name(a.err), "UNKNOWN") == 0))) {
 		abort();
 	}
@@ -210,7 +215,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			}
 		}
-		if (high != 0 && a.max_input >= high + max_record) {
+		/* The socket flavour honours the read high watermark exactly. */
+		if (high != 0 && a.max_input > high) {
 			abort();
 		}
 		if ((mode & 2) && a.eof != 1) {

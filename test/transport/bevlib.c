@@ -7,7 +7,19 @@
 
 #include "testlib.h"
 
-const uint8_t BEV_KEY44[44] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+uint8_t BEV_KEY44[44];
+
+void bev_new_key(void)
+{
+	static uint64_t n;
+	testlib_fill(BEV_KEY44, sizeof(BEV_KEY44), ++n * 7919u);
+}
+
+void bev_env_init(struct env *e)
+{
+	bev_new_key();
+	env_init(e, NULL);
+}
 
 struct bufferevent *bev_raw_socket(struct env *e, int fd, enum hush_side side,
 				   size_t max_send_frame)

@@ -15,8 +15,14 @@
 
 #include "envlib.h"
 
-/* The raw key both ends of a raw-keyed pair use. */
-extern const uint8_t BEV_KEY44[44];
+/* The raw key both ends of a raw-keyed pair use. A hush bufferevent refuses a raw key
+ * that keyed one before in the process, so bev_env_init() draws a new one, and a test
+ * that makes several pairs draws one for each with bev_new_key(). */
+extern uint8_t BEV_KEY44[44];
+void bev_new_key(void);
+
+/* The transport fixture (env_init(), envlib.h) with a fresh BEV_KEY44. */
+void bev_env_init(struct env *e);
 
 struct bufferevent;
 

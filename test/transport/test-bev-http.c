@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -41,6 +42,9 @@ struct world {
 	int status;
 	struct evbuffer *body;
 	int done;
+	/* The client's bufferevent, and its hush error when the response came. */
+	struct bufferevent *client_bev;
+	int err_at_response;
 };
 
 static uint8_t pattern(size_t i)
@@ -170,6 +174,9 @@ static void on_response(struct evhttp_request *req, void *arg)
 	struct world *w = arg;
 	w->done = 1;
 	w->status = req != NULL ? evhttp_request_get_response_code(req) : -1;
+	if (w->client_bev != NULL) {
+		w->err_at_response = hush_bufferevent_get_error(w->client_bev);
+	}
 	evbuffer_drain(w->body, evbuffer_get_length(w->body));
 	if (req != NULL) {
 		evbuffer_add_buffer(w->body, evhttp_request_get_input_buffer(req));
@@ -212,6 +219,7 @@ static struct evhttp_connection *client(struct world *w)
 	struct bufferevent *bev =
 		hush_bufferevent_socket_new(w->base, -1, &w->cbev, BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(bev);
+	w->client_bev = bev;
 	struct evhttp_connection *evcon =
 		evhttp_connection_base_bufferevent_new(w->base, NULL, bev, "127.0.0.1", w->port);
 	assert_non_null(evcon);
@@ -324,6 +332,201 @@ static void evhttp_server_refuses_plaintext_http(void **state)
 	world_done(&w);
 }
 
+/* A loopback port nobody listens on. */
+static uint16_t closed_port(void)
+{
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(probe, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &sl), 0);
+	close(probe);
+	return ntohs(sin.sin_port);
+}
+
+/*
+ * A connect that fails (libevent's https-client against a closed port): the request
+ * fails at once, and nothing of the connection is left on the loop, so a program whose
+ * loop runs until it has no events ends, as with bufferevent_openssl. The write timer
+ * bufferevent_socket_connect() armed with the connection's timeout (30 s here; evhttp's
+ * default is 45 s) used to stay, unknown to hush, and keep the loop alive that long.
+ */
+static void evhttp_failed_connect_leaves_nothing_on_the_loop(void **state)
+{
+	(void)state;
+	struct world w;
+	world_init(&w);
+	int before = event_base_get_num_events(w.base, EVENT_BASE_COUNT_ADDED);
+	w.port = closed_port();
+	struct evhttp_connection *evcon = client(&w);
+	evhttp_connection_set_timeout(evcon, 30);
+	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
+	assert_true(w.status != HTTP_OK);
+	event_base_loop(w.base, EVLOOP_NONBLOCK);
+	assert_int_equal(event_base_get_num_events(w.base, EVENT_BASE_COUNT_ADDED), before);
+	evhttp_connection_free(evcon);
+	world_done(&w);
+}
+
+/*
+ * The connection's timeout covers the connect and the handshake, as evhttp expects of
+ * a bufferevent: a server that accepts but never answers fails the request through the
+ * bufferevent's own timeout (1 s), not hush's handshake deadline (set to 15 s here),
+ * and leaves nothing on the loop.
+ */
+static void evhttp_connect_timeout_covers_the_handshake(void **state)
+{
+	(void)state;
+	struct world w;
+	world_init(&w);
+	int before = event_base_get_num_events(w.base, EVENT_BASE_COUNT_ADDED);
+	int mute = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(mute, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(mute, 4), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(mute, (struct sockaddr *)&sin, &sl), 0);
+	w.port = ntohs(sin.sin_port);
+	w.cbev.handshake_timeout_ms = 15000;
+	struct evhttp_connection *evcon = client(&w);
+	evhttp_connection_set_timeout(evcon, 1);
+	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
+	assert_true(w.status != HTTP_OK);
+	assert_int_equal(w.err_at_response, 0); /* not HUSH_ETIMEDOUT: the handshake's */
+	event_base_loop(w.base, EVLOOP_NONBLOCK);
+	assert_int_equal(event_base_get_num_events(w.base, EVENT_BASE_COUNT_ADDED), before);
+	evhttp_connection_free(evcon);
+	close(mute);
+	world_done(&w);
+}
+
+/*
+ * Why it failed survives evhttp's bufferevent_setfd(-1), which comes before the request
+ * callback: the error stays until a new connection starts.
+ */
+static void evhttp_keeps_the_reason_for_a_failure(void **state)
+{
+	(void)state;
+	struct world w;
+	world_init(&w);
+	uint16_t port = w.port;
+	w.port = closed_port();
+	struct evhttp_connection *evcon = client(&w);
+	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
+	assert_true(w.status != HTTP_OK);
+	assert_int_equal(w.err_at_response, HUSH_EIO);
+	assert_int_equal(bufferevent_getfd(w.client_bev), -1); /* evhttp let go of it */
+	assert_int_equal(hush_bufferevent_get_error(w.client_bev), HUSH_EIO);
+	evhttp_connection_free(evcon);
+
+	/* A server that does not trust the client: the handshake's verdict is kept. */
+	w.port = port;
+	uint8_t stranger[HUSH_KEY_SIZE];
+	memset(stranger, 0x5a, sizeof(stranger));
+	w.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])stranger;
+	evcon = client(&w);
+	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
+	assert_true(w.status != HTTP_OK);
+	assert_int_equal(w.err_at_response, HUSH_EPEER);
+
+	/* A new connection on the same bufferevent starts with no error. */
+	w.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])w.pub_s;
+	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
+	assert_int_equal(w.status, HTTP_OK);
+	assert_int_equal(w.err_at_response, 0);
+	evhttp_connection_free(evcon);
+	struct timeval tv = {0, 200000};
+	event_base_loopexit(w.base, &tv);
+	event_base_dispatch(w.base);
+	world_done(&w);
+}
+
+/* A client that sends one request and its close record at once, then reads to EOF. */
+struct closer {
+	struct world *w;
+	struct bufferevent *bev;
+	struct evbuffer *got;
+	int ended;
+	int clean; /* the server's close record came: an EOF without error */
+};
+
+static void closer_read(struct bufferevent *bev, void *arg)
+{
+	struct closer *c = arg;
+	evbuffer_add_buffer(c->got, bufferevent_get_input(bev));
+}
+
+static void closer_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct closer *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		static const char req[] = "GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+		assert_int_equal(bufferevent_write(bev, req, sizeof(req) - 1), 0);
+		/* The close record goes out right behind the request, in the same write. */
+		assert_int_equal(hush_bufferevent_shutdown(bev), 0);
+		return;
+	}
+	if (what == HUSH_BEV_EVENT_SHUTDOWN) {
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		c->ended = 1;
+		c->clean = what == (BEV_EVENT_READING | BEV_EVENT_EOF) &&
+			   hush_bufferevent_get_error(bev) == 0;
+		event_base_loopbreak(c->w->base);
+	}
+}
+
+/*
+ * 300 clients each send a request followed at once by their close record, so the
+ * server reads both together: every request is answered (the peer's close record ends
+ * only its sending, as a TCP FIN does for plain evhttp), and every answer ends with the
+ * server's close record, which hush sends when evhttp frees the bufferevent, before
+ * evhttp's own shutdown(fd, SHUT_WR).
+ */
+static void evhttp_answers_a_request_that_came_with_the_close_record(void **state)
+{
+	(void)state;
+	struct world w;
+	world_init(&w);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(w.port);
+	int answered = 0, clean = 0;
+	for (int i = 0; i < 300; i++) {
+		struct closer c = {.w = &w, .got = evbuffer_new()};
+		c.bev = hush_bufferevent_socket_new(w.base, -1, &w.cbev, BEV_OPT_CLOSE_ON_FREE);
+		assert_non_null(c.bev);
+		bufferevent_setcb(c.bev, closer_read, NULL, closer_event, &c);
+		bufferevent_enable(c.bev, EV_READ | EV_WRITE);
+		assert_int_equal(
+			bufferevent_socket_connect(c.bev, (struct sockaddr *)&sin, sizeof(sin)), 0);
+		struct timeval tv = {20, 0};
+		struct event *t = evtimer_new(w.base, on_deadline, w.base);
+		evtimer_add(t, &tv);
+		while (!c.ended && event_base_dispatch(w.base) == 0 && evtimer_pending(t, NULL)) {
+		}
+		event_free(t);
+		assert_true(c.ended);
+		size_t n = evbuffer_get_length(c.got);
+		const char *r = (const char *)evbuffer_pullup(c.got, -1);
+		answered += n > 12 && memcmp(r, "HTTP/1.1 200", 12) == 0;
+		clean += c.clean;
+		bufferevent_free(c.bev);
+		evbuffer_free(c.got);
+	}
+	print_message("requests %d answered %d clean %d\n", w.requests, answered, clean);
+	assert_int_equal(w.requests, 300);
+	assert_int_equal(answered, 300);
+	assert_int_equal(clean, 300);
+	struct timeval tv = {0, 100000};
+	event_base_loopexit(w.base, &tv);
+	event_base_dispatch(w.base);
+	world_done(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -331,6 +534,10 @@ int main(void)
 		cmocka_unit_test(evhttp_reconnects_with_a_new_handshake),
 		cmocka_unit_test(evhttp_request_fails_when_the_server_is_not_trusted),
 		cmocka_unit_test(evhttp_server_refuses_plaintext_http),
+		cmocka_unit_test(evhttp_failed_connect_leaves_nothing_on_the_loop),
+		cmocka_unit_test(evhttp_connect_timeout_covers_the_handshake),
+		cmocka_unit_test(evhttp_keeps_the_reason_for_a_failure),
+		cmocka_unit_test(evhttp_answers_a_request_that_came_with_the_close_record),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
