@@ -55,7 +55,7 @@ enum {
 struct conn_hs {
 	struct hush_handshake *hs;     /* NULL once finished */
 	struct hush_record *rec;       /* the record context, until OPEN is reported */
-	struct hush_listener *owner;   /* whose cap this handshake counts against */
+	struct hush__admission *owner; /* the listener's record of it, or NULL */
 	uint32_t started;              /* now_ms() when it started */
 	struct hush_handshake_result res; /* key wiped; reported with OPEN */
 };
@@ -363,7 +363,7 @@ static void hs_end(struct hush_conn *c)
 }
 
 int hush__conn_start_handshake_for(struct hush_conn *c, const struct hush_handshake_config *hcfg,
-				   enum hush_side side, struct hush_listener *owner)
+				   enum hush_side side, struct hush__admission *owner)
 {
 	HUSH_ENSURE(c != NULL && hcfg != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
@@ -470,6 +470,16 @@ static int hs_finish(struct hush_conn *c)
 	return 0;
 }
 
+/* The peer's first message is in once it is this end's turn or the handshake is done:
+ * the listener stops treating the connection as the least advanced. */
+static void hs_note_progress(struct conn_hs *h)
+{
+	if (h->owner != NULL && h->hs != NULL &&
+	    (hush_handshake_wants_write(h->hs) || hush_handshake_done(h->hs))) {
+		hush__listener_handshake_progressed(h->owner);
+	}
+}
+
 /*
  * Runs the handshake as far as the bytes at hand allow: feeds what was received, writes
  * this end's messages into the write queue, and sends. Bytes received while it is this
@@ -488,6 +498,7 @@ static void hs_step(struct hush_conn *c)
 			if (rc == 0) {
 				c->rstart += (uint32_t)used;
 				c->rlen -= (uint32_t)used;
+				hs_note_progress(h);
 			}
 		} else if (hush_handshake_wants_write(h->hs)) {
 			uint8_t out[HUSH_HANDSHAKE_MAX_OUTPUT];
@@ -549,6 +560,13 @@ static void hs_on_readable(struct hush_conn *c)
 		hush_buf_release(c->rbuf);
 		c->rbuf = NULL;
 		c->rstart = 0;
+	}
+}
+
+void hush__conn_abort_handshake(struct hush_conn *c, int err)
+{
+	if (c->state == ST_HANDSHAKE) {
+		conn_fail(c, err);
 	}
 }
 

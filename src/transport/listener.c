@@ -1,9 +1,12 @@
 /*
  * Accepting hush connections: libevent's evconnlistener, each accepted socket started
- * as the server of a hush handshake, with a cap on handshakes in progress.
+ * as the server of a hush handshake, with admission control over the handshakes in
+ * progress (see hush/listener.h): eviction at the cap, the first message's deadline and
+ * a cap per source address.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,11 +18,47 @@
 
 /* Pause after accept() failed for lack of descriptors or memory, instead of spinning. */
 #define ACCEPT_BACKOFF_MS 100
+/* Buckets of the per-source table: a power of two, at most this many. */
+#define MAX_BUCKETS 4096u
+/* Source key: a family byte, then the address (IPv4) or its /64 (IPv6). */
+#define SOURCE_KEY_MAX 9
+
+/* Admission stages: a handshake moves from the first list to the second once the
+ * peer's first message is in, and eviction takes from the first list first. */
+enum { STAGE_FIRST = 0, STAGE_LATER = 1, N_STAGES = 2 };
+
+/*
+ * The listener's record of one handshake in progress. The connection holds a pointer
+ * to it (struct conn_hs) and reports progress and the end through it.
+ */
+struct hush__admission {
+	struct hush_listener *l;
+	struct hush_conn *c;
+	struct hush__admission *prev;  /* the stage's list, oldest first */
+	struct hush__admission *next;
+	struct hush__admission *hnext; /* the source's bucket */
+	uint32_t started;              /* loop clock, ms, at the accept */
+	uint8_t stage;
+	uint8_t keylen;                /* 0: not counted per source (Unix sockets) */
+	uint8_t key[SOURCE_KEY_MAX];
+};
+
+struct adm_list {
+	struct hush__admission *head;
+	struct hush__admission *tail;
+};
 
 struct hush_listener {
 	struct hush_loop *loop;
 	struct evconnlistener *lev;  /* NULL once freed by the application */
 	struct event *backoff;
+	struct event *first_timer;   /* the oldest first-message deadline */
+	struct adm_list stages[N_STAGES];
+	struct hush__admission **buckets;
+	unsigned nbuckets;
+	unsigned max_per_source;
+	uint32_t first_timeout_ms;
+	struct hush_listener_stats stats;
 	const struct hush_handshake_config *hcfg;
 	struct hush_conn_config conn;
 	struct hush_conn_callbacks cb;
@@ -27,10 +66,9 @@ struct hush_listener {
 	void *accept_arg;
 	unsigned max_handshakes;
 	unsigned handshakes;         /* in progress, started here */
-	bool capped;                 /* not accepting: at max_handshakes */
 	bool paused;                 /* not accepting: hush_listener_pause() */
 	bool backing_off;            /* not accepting: accept() ran out of resources */
-	bool in_accept;              /* inside on_accept */
+	bool in_accept;              /* inside on_accept or another walk: keep the struct */
 	bool freed;                  /* hush_listener_free() was called */
 };
 
@@ -38,7 +76,161 @@ void hush_listener_config_init(struct hush_listener_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_handshakes = 256;
+	cfg->max_per_source = 32;
+	cfg->first_message_timeout_ms = 3000;
 	cfg->backlog = 1024;
+}
+
+static void maybe_destroy(struct hush_listener *l);
+
+static uint32_t loop_ms(const struct hush_listener *l)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(l->loop->base, &tv);
+	return (uint32_t)((uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u);
+}
+
+/* ---- Admission records ---- */
+
+/* The key a source is counted under; 0 when it is not counted. */
+static uint8_t source_key(const struct sockaddr *sa, socklen_t len, uint8_t key[SOURCE_KEY_MAX])
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	if (sa == NULL) {
+		return 0;
+	}
+	if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		key[0] = 4;
+		memcpy(key + 1, &in->sin_addr, 4);
+		return 5;
+	}
+	if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+			key[0] = 4;
+			memcpy(key + 1, a + 12, 4);
+			return 5;
+		}
+		/* One host of IPv6 commonly owns a whole /64: count it as one source. */
+		key[0] = 6;
+		memcpy(key + 1, a, 8);
+		return 9;
+	}
+	return 0;
+}
+
+static unsigned bucket_of(const struct hush_listener *l, const uint8_t *key, uint8_t keylen)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (uint8_t i = 0; i < keylen; i++) {
+		h = (h ^ key[i]) * 16777619u;
+	}
+	return h & (l->nbuckets - 1);
+}
+
+static unsigned source_count(const struct hush_listener *l, const uint8_t *key, uint8_t keylen)
+{
+	unsigned n = 0;
+	for (const struct hush__admission *a = l->buckets[bucket_of(l, key, keylen)]; a != NULL;
+	     a = a->hnext) {
+		n += a->keylen == keylen && memcmp(a->key, key, keylen) == 0;
+	}
+	return n;
+}
+
+static void list_push(struct adm_list *li, struct hush__admission *a)
+{
+	a->prev = li->tail;
+	a->next = NULL;
+	if (li->tail != NULL) {
+		li->tail->next = a;
+	} else {
+		li->head = a;
+	}
+	li->tail = a;
+}
+
+static void list_unlink(struct adm_list *li, struct hush__admission *a)
+{
+	if (a->prev != NULL) {
+		a->prev->next = a->next;
+	} else {
+		li->head = a->next;
+	}
+	if (a->next != NULL) {
+		a->next->prev = a->prev;
+	} else {
+		li->tail = a->prev;
+	}
+	a->prev = a->next = NULL;
+}
+
+/* Arms the first-message timer for the oldest handshake still waiting, if any. */
+static void arm_first_timer(struct hush_listener *l)
+{
+	const struct hush__admission *a = l->stages[STAGE_FIRST].head;
+	if (a == NULL || l->first_timeout_ms == 0 || evtimer_pending(l->first_timer, NULL)) {
+		return;
+	}
+	int32_t left = (int32_t)(a->started + l->first_timeout_ms - loop_ms(l));
+	uint32_t ms = left > 0 ? (uint32_t)left : 0;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(l->first_timer, &tv);
+}
+
+static void on_first_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct hush_listener *l = arg;
+	(void)fd;
+	(void)what;
+	uint32_t now = loop_ms(l);
+	/* The list is in accept order: stop at the first one still in time. Failing a
+	 * connection ends its handshake, which takes it off the list; the guard keeps the
+	 * listener (freed by the application meanwhile) until the walk is over. */
+	struct hush__admission *a;
+	bool was = l->in_accept;
+	l->in_accept = true;
+	while ((a = l->stages[STAGE_FIRST].head) != NULL &&
+	       (int32_t)(now - a->started) >= (int32_t)l->first_timeout_ms) {
+		l->stats.first_timeouts++;
+		unsigned before = l->handshakes;
+		hush__conn_abort_handshake(a->c, HUSH_ETIMEDOUT);
+		if (l->handshakes == before) {
+			break; /* not expected: the handshake did not end */
+		}
+	}
+	l->in_accept = was;
+	arm_first_timer(l);
+	maybe_destroy(l);
+}
+
+void hush__listener_handshake_progressed(struct hush__admission *a)
+{
+	if (a->stage != STAGE_FIRST) {
+		return;
+	}
+	struct hush_listener *l = a->l;
+	list_unlink(&l->stages[STAGE_FIRST], a);
+	a->stage = STAGE_LATER;
+	list_push(&l->stages[STAGE_LATER], a);
+}
+
+/* At the cap: the handshake with the least progress, the oldest first, gives way.
+ * Returns false when none could. */
+static bool evict_one(struct hush_listener *l)
+{
+	struct hush__admission *a = l->stages[STAGE_FIRST].head;
+	if (a == NULL) {
+		a = l->stages[STAGE_LATER].head;
+	}
+	if (a == NULL) {
+		return false;
+	}
+	unsigned before = l->handshakes;
+	l->stats.evicted++;
+	hush__conn_abort_handshake(a->c, HUSH_EBUSY);
+	return l->handshakes < before;
 }
 
 /* Accepts again unless something still says not to. */
@@ -47,7 +239,7 @@ static void update_accepting(struct hush_listener *l)
 	if (l->lev == NULL) {
 		return;
 	}
-	if (l->capped || l->paused || l->backing_off) {
+	if (l->paused || l->backing_off) {
 		evconnlistener_disable(l->lev);
 	} else {
 		evconnlistener_enable(l->lev);
@@ -62,6 +254,10 @@ static void destroy(struct hush_listener *l)
 	if (l->backoff != NULL) {
 		event_free(l->backoff);
 	}
+	if (l->first_timer != NULL) {
+		event_free(l->first_timer);
+	}
+	hush__free(l->buckets, l->nbuckets * sizeof(*l->buckets));
 	hush__free(l, sizeof(*l));
 }
 
@@ -73,13 +269,20 @@ static void maybe_destroy(struct hush_listener *l)
 	}
 }
 
-void hush__listener_handshake_ended(struct hush_listener *l)
+void hush__listener_handshake_ended(struct hush__admission *a)
 {
-	l->handshakes--;
-	if (l->capped && l->handshakes < l->max_handshakes) {
-		l->capped = false;
-		update_accepting(l);
+	struct hush_listener *l = a->l;
+	list_unlink(&l->stages[a->stage], a);
+	if (a->keylen > 0) {
+		struct hush__admission **pp = &l->buckets[bucket_of(l, a->key, a->keylen)];
+		while (*pp != a) {
+			pp = &(*pp)->hnext;
+		}
+		*pp = a->hnext;
 	}
+	hush__free(a, sizeof(*a));
+	l->handshakes--;
+	/* Inside the accept path or the timer the caller destroys the listener if due. */
 	maybe_destroy(l);
 }
 
@@ -98,22 +301,53 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	struct hush_listener *l = arg;
 	struct hush_conn *c = NULL;
 	(void)lev;
+	uint8_t key[SOURCE_KEY_MAX];
+	uint8_t keylen = source_key(addr, (socklen_t)addrlen, key);
+	/* One source may not hold more than its share of the handshakes. */
+	if (keylen > 0 && source_count(l, key, keylen) >= l->max_per_source) {
+		l->stats.refused_per_source++;
+		close(fd);
+		return;
+	}
+	struct hush__admission *a = hush__calloc(sizeof(*a));
+	if (a == NULL) {
+		close(fd);
+		return;
+	}
+	/* At the cap the newcomer takes the place of the least advanced handshake, so
+	 * that peers which stall cannot hold the door shut (hush/listener.h). The guard
+	 * keeps the listener alive if that was its last handshake after a free. */
+	l->in_accept = true;
+	while (l->handshakes >= l->max_handshakes && evict_one(l)) {
+	}
 	/* hush_conn_new closes fd itself on failure when it was to own it. */
 	if (hush_conn_new(&c, l->loop, fd, &l->conn, &l->cb, l->accept_arg) < 0) {
+		hush__free(a, sizeof(*a));
 		drop_socket(l, NULL, fd);
-		return;
+		goto out;
 	}
-	if (hush__conn_start_handshake_for(c, l->hcfg, HUSH_SIDE_SERVER, l) < 0) {
+	if (hush__conn_start_handshake_for(c, l->hcfg, HUSH_SIDE_SERVER, a) < 0) {
+		hush__free(a, sizeof(*a));
 		drop_socket(l, c, fd);
-		return;
+		goto out;
+	}
+	a->l = l;
+	a->c = c;
+	a->started = loop_ms(l);
+	a->stage = STAGE_FIRST;
+	a->keylen = keylen;
+	memcpy(a->key, key, keylen);
+	list_push(&l->stages[STAGE_FIRST], a);
+	if (keylen > 0) {
+		unsigned b = bucket_of(l, key, keylen);
+		a->hnext = l->buckets[b];
+		l->buckets[b] = a;
 	}
 	l->handshakes++;
-	if (l->handshakes >= l->max_handshakes) {
-		l->capped = true;
-		update_accepting(l);
-	}
-	l->in_accept = true;
+	l->stats.accepted++;
+	arm_first_timer(l);
 	l->on_accept(l, c, addr, (socklen_t)addrlen, l->accept_arg);
+out:
 	l->in_accept = false;
 	maybe_destroy(l);
 }
@@ -149,7 +383,7 @@ int hush_listener_new(struct hush_listener **out, struct hush_loop *loop, int fd
 	struct hush_listener *l = NULL;
 	if (out == NULL || loop == NULL || fd < 0 || cfg == NULL || cfg->handshake == NULL ||
 	    cfg->callbacks == NULL || cfg->callbacks->on_event == NULL || cfg->on_accept == NULL ||
-	    cfg->max_handshakes == 0 || cfg->backlog < 0) {
+	    cfg->max_handshakes == 0 || cfg->max_per_source == 0 || cfg->backlog < 0) {
 		goto fail;
 	}
 	int fl = fcntl(fd, F_GETFL);
@@ -177,8 +411,17 @@ int hush_listener_new(struct hush_listener **out, struct hush_loop *loop, int fd
 	l->on_accept = cfg->on_accept;
 	l->accept_arg = cfg->accept_arg;
 	l->max_handshakes = cfg->max_handshakes;
+	l->max_per_source = cfg->max_per_source;
+	l->first_timeout_ms = cfg->first_message_timeout_ms;
+	/* About one bucket per handshake at the cap, within bounds. */
+	l->nbuckets = 16;
+	while (l->nbuckets < cfg->max_handshakes && l->nbuckets < MAX_BUCKETS) {
+		l->nbuckets *= 2;
+	}
+	l->buckets = hush__calloc(l->nbuckets * sizeof(*l->buckets));
 	l->backoff = evtimer_new(loop->base, on_backoff_end, l);
-	if (l->backoff == NULL) {
+	l->first_timer = evtimer_new(loop->base, on_first_timer, l);
+	if (l->buckets == NULL || l->backoff == NULL || l->first_timer == NULL) {
 		rc = HUSH_ENOMEM;
 		goto fail;
 	}
@@ -198,10 +441,8 @@ int hush_listener_new(struct hush_listener **out, struct hush_loop *loop, int fd
 	return 0;
 fail:
 	if (l != NULL) {
-		if (l->backoff != NULL) {
-			event_free(l->backoff);
-		}
-		hush__free(l, sizeof(*l));
+		l->lev = NULL;
+		destroy(l);
 	}
 	if (fd >= 0) {
 		close(fd);
@@ -237,4 +478,9 @@ void hush_listener_resume(struct hush_listener *l)
 unsigned hush_listener_handshakes(const struct hush_listener *l)
 {
 	return l->handshakes;
+}
+
+void hush_listener_get_stats(const struct hush_listener *l, struct hush_listener_stats *out)
+{
+	*out = l->stats;
 }

@@ -120,6 +120,8 @@ struct pipe_options {
 	unsigned max_conns; /* --max-conns */
 	bool max_conns_set;
 	unsigned max_handshakes; /* --max-handshakes, per worker (-d) */
+	unsigned max_per_source; /* --max-per-source, per worker (-d) */
+	uint32_t first_message_timeout_ms; /* --first-message-timeout (-d); 0: none */
 	uint32_t handshake_timeout_ms;
 	uint32_t connect_timeout_ms;
 	uint32_t idle_timeout_ms; /* 0: none */

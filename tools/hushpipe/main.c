@@ -333,6 +333,8 @@ static int worker_setup(struct worker *w, struct event_base *main_base)
 	lc.on_accept = on_hush_accept;
 	lc.accept_arg = w;
 	lc.max_handshakes = P.opt.max_handshakes;
+	lc.max_per_source = P.opt.max_per_source;
+	lc.first_message_timeout_ms = P.opt.first_message_timeout_ms;
 	lc.backlog = P.opt.backlog;
 	int rc = hush_listener_new(&w->hl, w->loop, fd, &lc);
 	if (rc < 0) {

@@ -19,8 +19,9 @@ static void usage(FILE *f)
 	       "                {-k KEYFILE {--peer KEY ... | --peers FILE} [--psk FILE] | --psk "
 	       "FILE}\n"
 	       "                [-j N] [--cipher aes-128-gcm | chacha20-poly1305]\n"
-	       "                [--max-conns N] [--max-handshakes N] [--backlog N]\n"
-	       "                [--handshake-timeout SEC] [--connect-timeout SEC]\n"
+	       "                [--max-conns N] [--max-handshakes N] [--max-per-source N]\n"
+	       "                [--backlog N] [--handshake-timeout SEC]\n"
+	       "                [--first-message-timeout SEC] [--connect-timeout SEC]\n"
 	       "                [--idle-timeout SEC] [--drain-timeout SEC]\n"
 	       "                [--log-level error|warn|info|debug] [-v] [-q] [--pidfile FILE]\n"
 	       "       hushpipe --help | --version\n"
@@ -60,6 +61,8 @@ enum {
 	OPT_CIPHER,
 	OPT_MAX_CONNS,
 	OPT_MAX_HANDSHAKES,
+	OPT_MAX_PER_SOURCE,
+	OPT_FIRST_TIMEOUT,
 	OPT_BACKLOG,
 	OPT_HS_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
@@ -83,6 +86,8 @@ static const struct option long_opts[] = {
     {"cipher", required_argument, NULL, OPT_CIPHER},
     {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
     {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
+    {"max-per-source", required_argument, NULL, OPT_MAX_PER_SOURCE},
+    {"first-message-timeout", required_argument, NULL, OPT_FIRST_TIMEOUT},
     {"backlog", required_argument, NULL, OPT_BACKLOG},
     {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
@@ -117,6 +122,8 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 	memset(o, 0, sizeof(*o));
 	o->max_conns = 10000;
 	o->max_handshakes = 256;
+	o->max_per_source = 32;
+	o->first_message_timeout_ms = 3000;
 	o->backlog = 1024;
 	o->handshake_timeout_ms = 10000;
 	o->connect_timeout_ms = 5000;
@@ -202,6 +209,13 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 				return 2;
 			}
 			break;
+		case OPT_MAX_PER_SOURCE:
+			if (!parse_uint(optarg, 1, 1u << 20, &o->max_per_source)) {
+				fprintf(stderr,
+					"hushpipe: --max-per-source: expected a positive number\n");
+				return 2;
+			}
+			break;
 		case OPT_BACKLOG:
 			if (!parse_uint(optarg, 1, 1u << 20, &u)) {
 				fprintf(stderr,
@@ -211,6 +225,7 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			o->backlog = (int)u;
 			break;
 		case OPT_HS_TIMEOUT:
+		case OPT_FIRST_TIMEOUT:
 		case OPT_CONNECT_TIMEOUT:
 		case OPT_IDLE_TIMEOUT:
 		case OPT_DRAIN_TIMEOUT:
@@ -224,6 +239,8 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			}
 			if (c == OPT_HS_TIMEOUT) {
 				o->handshake_timeout_ms = ms;
+			} else if (c == OPT_FIRST_TIMEOUT) {
+				o->first_message_timeout_ms = ms;
 			} else if (c == OPT_CONNECT_TIMEOUT) {
 				o->connect_timeout_ms = ms;
 			} else if (c == OPT_IDLE_TIMEOUT) {
