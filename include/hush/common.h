@@ -59,6 +59,7 @@ extern "C" {
 	XX(ETIMEDOUT, -43, "timed out")                                                    \
 	XX(ECLOSED, -44, "connection is closed")                                           \
 	XX(EIO, -45, "socket error")                                                       \
+	XX(ESTALLED, -46, "a record begun by the peer was not completed within its deadline") \
 	/* Handshake and identities. */                                                   \
 	XX(EHANDSHAKE, -60, "handshake message malformed or failed to decrypt")            \
 	XX(EPEER, -61, "peer's static key is not allowed")                                 \

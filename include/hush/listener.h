@@ -8,22 +8,26 @@
  * handshake succeeds, HUSH_CONN_EV_ERROR when it fails).
  *
  * Admission: at most max_handshakes handshakes are in progress at once. At the cap the
- * listener keeps accepting: each newcomer evicts a handshake in progress (it fails with
- * HUSH_EBUSY), the one that has made the least progress (still waiting for the peer's
- * first handshake message), the oldest first. A peer that finished its first message
- * is evicted only when no handshake is still waiting for one, and then the oldest such
- * peer goes. So a flood of peers that connect and stall, reconnecting when cut, cannot
- * fill the kernel's backlog and lock out peers that finish quickly. Besides the
- * connection configuration's handshake_timeout_ms (default 10 s, a deadline for the
- * whole handshake), the peer's first handshake message must arrive whole within
- * first_message_timeout_ms (default 3 s) of the accept, or the handshake fails with
- * HUSH_ETIMEDOUT. And at most max_per_source handshakes may be in progress from one
- * source address (an IPv6 address counts by its /64, an IPv4-mapped one as IPv4; Unix
- * sockets are not counted): a connection beyond that is closed at once, before any
- * hush_conn exists, and on_accept is not called. A handshake stops counting when it
- * ends, either way; with Noise NNpsk0 only once the initiator's key confirmation
- * record arrived (hush/conn.h, docs/PROTOCOL.md section 14.1). When accept() fails for
- * lack of descriptors or memory the listener pauses for 100 ms instead of spinning.
+ * listener keeps accepting: a newcomer evicts a stalled handshake (it fails with
+ * HUSH_EBUSY), the one that has made the least progress: first those still waiting for
+ * the peer's first handshake message, the oldest first, then the oldest of the others.
+ * A handshake has stalled when it made no progress for min_stall_ms (default 1 s) and
+ * its peer has no bytes waiting in the socket. When none has (a burst of real
+ * clients, not a flood), the listener takes the newcomer over the cap and stops
+ * accepting, the kernel's backlog holding the next, until a handshake ends or the
+ * oldest may have stalled. So peers that connect and stall, reconnecting when cut,
+ * cannot fill the backlog and lock out peers that finish promptly, and a burst of real
+ * clients is not cut short. Besides the connection configuration's
+ * handshake_timeout_ms (default 10 s, a deadline for the whole handshake), the peer's
+ * first handshake message must arrive whole within first_message_timeout_ms (default
+ * 3 s) of the accept, or the handshake fails with HUSH_ETIMEDOUT. At the cap a source
+ * address (an IPv6 address counts by its /64, an IPv4-mapped one as IPv4; Unix sockets
+ * are not counted) that holds max_per_source handshakes may not evict another's: its
+ * next connection is closed at once, before any hush_conn exists, and on_accept is not
+ * called. A handshake stops counting when it ends, either way; with Noise NNpsk0 only
+ * once the initiator's key confirmation arrived (hush/conn.h, docs/PROTOCOL.md section
+ * 14.1). When accept() fails for lack of descriptors or memory the listener pauses for
+ * 100 ms instead of spinning.
  *
  * Threads: like a connection, a listener is used only from the thread running its
  * loop's event_base. For several threads, give each its own loop and listener (on a
@@ -67,15 +71,21 @@ struct hush_listener_config {
 	hush_accept_fn on_accept;
 	void *accept_arg;
 	/* Handshakes in progress at once, at least 1; default 256. At the cap a newcomer
-	 * evicts the handshake in progress that made the least progress (see above). */
+	 * evicts the stalled handshake that made the least progress (see above). */
 	unsigned max_handshakes;
-	/* Handshakes in progress from one source address (IPv6: one /64), at least 1;
-	 * default 32. Beyond it new connections from that source are closed at once. */
+	/* At the cap, handshakes in progress from one source address (IPv6: one /64), at
+	 * least 1; default 32. A source holding this many may not evict another's: its
+	 * new connections are closed at once. */
 	unsigned max_per_source;
 	/* The peer's first handshake message must be whole this long after the accept,
 	 * or the handshake fails with HUSH_ETIMEDOUT; 0 = no such deadline (only the
 	 * connection's handshake_timeout_ms applies); default 3000. */
 	uint32_t first_message_timeout_ms;
+	/* At the cap only a stalled handshake is evicted: one that made no progress (the
+	 * accept, or the peer's first message) for this long and whose peer has no bytes
+	 * waiting; default 1000. Shorter evicts stalled peers sooner under a flood;
+	 * longer spares slow real clients. */
+	uint32_t min_stall_ms;
 	/* Backlog for listen() when the socket is not listening yet; default 1024. */
 	int backlog;
 };

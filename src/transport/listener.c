@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -20,6 +21,8 @@
 #define ACCEPT_BACKOFF_MS 100
 /* Buckets of the per-source table: a power of two, at most this many. */
 #define MAX_BUCKETS 4096u
+/* Candidates looked at, per stage, when choosing whom to evict. */
+#define EVICT_SCAN 16
 /* Source key: a family byte, then the address (IPv4) or its /64 (IPv6). */
 #define SOURCE_KEY_MAX 9
 
@@ -38,6 +41,7 @@ struct hush__admission {
 	struct hush__admission *next;
 	struct hush__admission *hnext; /* the source's bucket */
 	uint32_t started;              /* loop clock, ms, at the accept */
+	uint32_t since;                /* loop clock, ms, when it entered its stage */
 	uint8_t stage;
 	uint8_t keylen;                /* 0: not counted per source (Unix sockets) */
 	uint8_t key[SOURCE_KEY_MAX];
@@ -53,11 +57,13 @@ struct hush_listener {
 	struct evconnlistener *lev;  /* NULL once freed by the application */
 	struct event *backoff;
 	struct event *first_timer;   /* the oldest first-message deadline */
+	struct event *stall_timer;   /* capped: when the oldest may have stalled */
 	struct adm_list stages[N_STAGES];
 	struct hush__admission **buckets;
 	unsigned nbuckets;
 	unsigned max_per_source;
 	uint32_t first_timeout_ms;
+	uint32_t min_stall_ms;
 	struct hush_listener_stats stats;
 	const struct hush_handshake_config *hcfg;
 	struct hush_conn_config conn;
@@ -66,6 +72,8 @@ struct hush_listener {
 	void *accept_arg;
 	unsigned max_handshakes;
 	unsigned handshakes;         /* in progress, started here */
+	bool capped;                 /* not accepting: at the cap, and every handshake
+				      * looked at had bytes waiting (a burst, not a stall) */
 	bool paused;                 /* not accepting: hush_listener_pause() */
 	bool backing_off;            /* not accepting: accept() ran out of resources */
 	bool in_accept;              /* inside on_accept or another walk: keep the struct */
@@ -78,10 +86,12 @@ void hush_listener_config_init(struct hush_listener_config *cfg)
 	cfg->max_handshakes = 256;
 	cfg->max_per_source = 32;
 	cfg->first_message_timeout_ms = 3000;
+	cfg->min_stall_ms = 1000;
 	cfg->backlog = 1024;
 }
 
 static void maybe_destroy(struct hush_listener *l);
+static void update_accepting(struct hush_listener *l);
 
 static uint32_t loop_ms(const struct hush_listener *l)
 {
@@ -213,33 +223,67 @@ void hush__listener_handshake_progressed(struct hush__admission *a)
 	struct hush_listener *l = a->l;
 	list_unlink(&l->stages[STAGE_FIRST], a);
 	a->stage = STAGE_LATER;
+	a->since = loop_ms(l);
 	list_push(&l->stages[STAGE_LATER], a);
 }
 
-/* At the cap: the handshake with the least progress, the oldest first, gives way.
- * Returns false when none could. */
-static bool evict_one(struct hush_listener *l)
+/* Whether the peer's bytes wait in the socket: the connection is busy, not stalled, and
+ * reads them in this loop iteration. */
+static bool bytes_waiting(const struct hush__admission *a)
 {
-	struct hush__admission *a = l->stages[STAGE_FIRST].head;
-	if (a == NULL) {
-		a = l->stages[STAGE_LATER].head;
-	}
-	if (a == NULL) {
-		return false;
-	}
-	unsigned before = l->handshakes;
-	l->stats.evicted++;
-	hush__conn_abort_handshake(a->c, HUSH_EBUSY);
-	return l->handshakes < before;
+	int n = 0;
+	return ioctl(hush_conn_fd(a->c), FIONREAD, &n) == 0 && n > 0;
 }
 
+/*
+ * At the cap, whom a newcomer replaces: the handshake with the least progress, the
+ * oldest first, among the stalled ones: those that made no progress for min_stall_ms
+ * and whose peer has no bytes waiting. A handshake that moved recently, or whose bytes
+ * wait to be read, belongs to a peer that is merely slower than the accept loop (a
+ * burst of real clients: the server's answer or the client's next message is on its
+ * way). NULL when none of the first candidates has stalled; *next_ms is then how long
+ * until the oldest candidate may have.
+ */
+static struct hush__admission *pick_victim(const struct hush_listener *l, uint32_t *next_ms)
+{
+	uint32_t now = loop_ms(l);
+	*next_ms = l->min_stall_ms;
+	for (int stage = STAGE_FIRST; stage < N_STAGES; stage++) {
+		int k = 0;
+		for (struct hush__admission *a = l->stages[stage].head; a != NULL && k < EVICT_SCAN;
+		     a = a->next, k++) {
+			int32_t age = (int32_t)(now - a->since);
+			if (age < (int32_t)l->min_stall_ms) {
+				uint32_t left = l->min_stall_ms - (uint32_t)(age > 0 ? age : 0);
+				*next_ms = left < *next_ms ? left : *next_ms;
+				continue;
+			}
+			if (!bytes_waiting(a)) {
+				return a;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Capped: look again once the oldest handshake may have stalled. */
+static void on_stall_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct hush_listener *l = arg;
+	(void)fd;
+	(void)what;
+	if (l->capped) {
+		l->capped = false;
+		update_accepting(l);
+	}
+}
 /* Accepts again unless something still says not to. */
 static void update_accepting(struct hush_listener *l)
 {
 	if (l->lev == NULL) {
 		return;
 	}
-	if (l->paused || l->backing_off) {
+	if (l->capped || l->paused || l->backing_off) {
 		evconnlistener_disable(l->lev);
 	} else {
 		evconnlistener_enable(l->lev);
@@ -257,6 +301,9 @@ static void destroy(struct hush_listener *l)
 	if (l->first_timer != NULL) {
 		event_free(l->first_timer);
 	}
+	if (l->stall_timer != NULL) {
+		event_free(l->stall_timer);
+	}
 	hush__free(l->buckets, l->nbuckets * sizeof(*l->buckets));
 	hush__free(l, sizeof(*l));
 }
@@ -272,6 +319,7 @@ static void maybe_destroy(struct hush_listener *l)
 void hush__listener_handshake_ended(struct hush__admission *a)
 {
 	struct hush_listener *l = a->l;
+	bool resume = l->capped && l->handshakes - 1 < l->max_handshakes;
 	list_unlink(&l->stages[a->stage], a);
 	if (a->keylen > 0) {
 		struct hush__admission **pp = &l->buckets[bucket_of(l, a->key, a->keylen)];
@@ -282,6 +330,11 @@ void hush__listener_handshake_ended(struct hush__admission *a)
 	}
 	hush__free(a, sizeof(*a));
 	l->handshakes--;
+	if (resume) {
+		l->capped = false;
+		event_del(l->stall_timer);
+		update_accepting(l);
+	}
 	/* Inside the accept path or the timer the caller destroys the listener if due. */
 	maybe_destroy(l);
 }
@@ -303,22 +356,40 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	(void)lev;
 	uint8_t key[SOURCE_KEY_MAX];
 	uint8_t keylen = source_key(addr, (socklen_t)addrlen, key);
-	/* One source may not hold more than its share of the handshakes. */
-	if (keylen > 0 && source_count(l, key, keylen) >= l->max_per_source) {
-		l->stats.refused_per_source++;
-		close(fd);
-		return;
+	struct hush__admission *victim = NULL;
+	uint32_t next_ms = 0;
+	if (l->handshakes >= l->max_handshakes) {
+		victim = pick_victim(l, &next_ms);
+		/* Under pressure one source may not hold more than its share: it cannot
+		 * take the place of another's handshake. */
+		if (victim != NULL && keylen > 0 &&
+		    source_count(l, key, keylen) >= l->max_per_source) {
+			l->stats.refused_per_source++;
+			close(fd);
+			return;
+		}
 	}
 	struct hush__admission *a = hush__calloc(sizeof(*a));
 	if (a == NULL) {
 		close(fd);
 		return;
 	}
-	/* At the cap the newcomer takes the place of the least advanced handshake, so
-	 * that peers which stall cannot hold the door shut (hush/listener.h). The guard
-	 * keeps the listener alive if that was its last handshake after a free. */
 	l->in_accept = true;
-	while (l->handshakes >= l->max_handshakes && evict_one(l)) {
+	if (victim != NULL) {
+		/* The newcomer takes the place of the least advanced stalled handshake, so
+		 * that peers which stall cannot hold the door shut (hush/listener.h). The
+		 * guard keeps the listener alive if that was its last handshake after a
+		 * free. */
+		l->stats.evicted++;
+		hush__conn_abort_handshake(victim->c, HUSH_EBUSY);
+	} else if (l->handshakes >= l->max_handshakes) {
+		/* No one has stalled: a burst, not a flood. This one is taken over the cap;
+		 * the next wait in the backlog until a handshake ends or the oldest may
+		 * have stalled. */
+		struct timeval tv = {next_ms / 1000, (next_ms % 1000) * 1000};
+		l->capped = true;
+		update_accepting(l);
+		evtimer_add(l->stall_timer, &tv);
 	}
 	/* hush_conn_new closes fd itself on failure when it was to own it. */
 	if (hush_conn_new(&c, l->loop, fd, &l->conn, &l->cb, l->accept_arg) < 0) {
@@ -333,7 +404,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	}
 	a->l = l;
 	a->c = c;
-	a->started = loop_ms(l);
+	a->started = a->since = loop_ms(l);
 	a->stage = STAGE_FIRST;
 	a->keylen = keylen;
 	memcpy(a->key, key, keylen);
@@ -413,6 +484,7 @@ int hush_listener_new(struct hush_listener **out, struct hush_loop *loop, int fd
 	l->max_handshakes = cfg->max_handshakes;
 	l->max_per_source = cfg->max_per_source;
 	l->first_timeout_ms = cfg->first_message_timeout_ms;
+	l->min_stall_ms = cfg->min_stall_ms;
 	/* About one bucket per handshake at the cap, within bounds. */
 	l->nbuckets = 16;
 	while (l->nbuckets < cfg->max_handshakes && l->nbuckets < MAX_BUCKETS) {
@@ -421,7 +493,9 @@ int hush_listener_new(struct hush_listener **out, struct hush_loop *loop, int fd
 	l->buckets = hush__calloc(l->nbuckets * sizeof(*l->buckets));
 	l->backoff = evtimer_new(loop->base, on_backoff_end, l);
 	l->first_timer = evtimer_new(loop->base, on_first_timer, l);
-	if (l->buckets == NULL || l->backoff == NULL || l->first_timer == NULL) {
+	l->stall_timer = evtimer_new(loop->base, on_stall_timer, l);
+	if (l->buckets == NULL || l->backoff == NULL || l->first_timer == NULL ||
+	    l->stall_timer == NULL) {
 		rc = HUSH_ENOMEM;
 		goto fail;
 	}
@@ -460,6 +534,7 @@ void hush_listener_free(struct hush_listener *l)
 	evconnlistener_free(l->lev);
 	l->lev = NULL;
 	event_del(l->backoff);
+	event_del(l->stall_timer);
 	maybe_destroy(l);
 }
 

@@ -127,6 +127,8 @@ struct pipe_options {
 	uint32_t idle_timeout_ms; /* 0: none */
 	uint32_t drain_timeout_ms;
 	int backlog;
+	uint64_t pool_budget; /* --pool-budget, bytes; 0: none */
+	bool pool_budget_set;
 	const char *pidfile;
 };
 

@@ -442,6 +442,38 @@ static void fit_fd_limit(void)
 	}
 }
 
+/*
+ * The pool's budget: what all connections' buffers may hold at once. A peer that sends
+ * part of a large record pins a buffer for it (until the record deadline), so without
+ * a budget many peers could pin gigabytes. By default: 128 KiB a connection at
+ * --max-conns (room for a read and a write buffer each, all busy at once), at most a
+ * quarter of the machine's memory, at least 32 MiB (or that quarter, if smaller). At
+ * the budget reading pauses until buffers come back; nothing is lost.
+ */
+#define BUDGET_PER_CONN (128u * 1024u)
+#define BUDGET_FLOOR (32u << 20)
+
+static size_t pool_budget(void)
+{
+	if (P.opt.pool_budget_set) {
+		return (size_t)P.opt.pool_budget;
+	}
+	long pages = sysconf(_SC_PHYS_PAGES);
+	long psize = sysconf(_SC_PAGESIZE);
+	uint64_t quarter = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 4 : 0;
+	uint64_t b = (uint64_t)P.opt.max_conns * BUDGET_PER_CONN;
+	if (quarter != 0 && b > quarter) {
+		b = quarter;
+	}
+	if (b < BUDGET_FLOOR) {
+		b = quarter != 0 && quarter < BUDGET_FLOOR ? quarter : BUDGET_FLOOR;
+	}
+	if (b > SIZE_MAX) {
+		b = SIZE_MAX;
+	}
+	return (size_t)b;
+}
+
 static int write_pidfile(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -505,9 +537,17 @@ int main(int argc, char **argv)
 	/* Resume plaintext reading when a quarter of the high watermark is left, so the
 	 * hush socket never runs dry between the two. */
 	P.ccfg.write_low_water = P.ccfg.write_high_water / 4;
-	if (hush_pool_new(&P.pool, NULL) < 0) {
+	struct hush_pool_config pc;
+	hush_pool_config_init(&pc);
+	pc.budget = pool_budget();
+	if (hush_pool_new(&P.pool, &pc) < 0) {
 		log_msg(LOG_ERROR, "out of memory");
 		goto out;
+	}
+	if (pc.budget != 0) {
+		log_msg(LOG_INFO, "buffer pool budget %zu MiB", pc.budget >> 20);
+	} else {
+		log_msg(LOG_INFO, "buffer pool budget: none");
 	}
 	main_base = event_base_new();
 	if (main_base == NULL || make_listen_sockets() < 0) {

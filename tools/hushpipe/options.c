@@ -20,7 +20,7 @@ static void usage(FILE *f)
 	       "FILE}\n"
 	       "                [-j N] [--cipher aes-128-gcm | chacha20-poly1305]\n"
 	       "                [--max-conns N] [--max-handshakes N] [--max-per-source N]\n"
-	       "                [--backlog N] [--handshake-timeout SEC]\n"
+	       "                [--backlog N] [--pool-budget MIB] [--handshake-timeout SEC]\n"
 	       "                [--first-message-timeout SEC] [--connect-timeout SEC]\n"
 	       "                [--idle-timeout SEC] [--drain-timeout SEC]\n"
 	       "                [--log-level error|warn|info|debug] [-v] [-q] [--pidfile FILE]\n"
@@ -64,6 +64,7 @@ enum {
 	OPT_MAX_PER_SOURCE,
 	OPT_FIRST_TIMEOUT,
 	OPT_BACKLOG,
+	OPT_POOL_BUDGET,
 	OPT_HS_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
@@ -89,6 +90,7 @@ static const struct option long_opts[] = {
     {"max-per-source", required_argument, NULL, OPT_MAX_PER_SOURCE},
     {"first-message-timeout", required_argument, NULL, OPT_FIRST_TIMEOUT},
     {"backlog", required_argument, NULL, OPT_BACKLOG},
+    {"pool-budget", required_argument, NULL, OPT_POOL_BUDGET},
     {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -215,6 +217,14 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 					"hushpipe: --max-per-source: expected a positive number\n");
 				return 2;
 			}
+			break;
+		case OPT_POOL_BUDGET:
+			if (!parse_uint(optarg, 0, 1u << 24, &u)) {
+				fprintf(stderr, "hushpipe: --pool-budget: expected MiB (0: none)\n");
+				return 2;
+			}
+			o->pool_budget = (uint64_t)u << 20;
+			o->pool_budget_set = true;
 			break;
 		case OPT_BACKLOG:
 			if (!parse_uint(optarg, 1, 1u << 20, &u)) {
