@@ -68,7 +68,8 @@ extern "C" {
 	XX(EKEYPERM, -64, "private key file is readable by group or others")               \
 	XX(EEXIST, -65, "file already exists")                                             \
 	XX(EBUSY, -66, "too many handshakes in progress")                                  \
-	XX(ENOVERIFY, -67, "no peer verification configured")
+	XX(ENOVERIFY, -67, "no peer verification configured")                               \
+	XX(ENOTFILE, -68, "not a regular file")
 
 /* The error codes, as an enum so debuggers show names. */
 enum hush_error {

@@ -13,18 +13,20 @@
  * the peer's first handshake message, the oldest first, then the oldest of the others.
  * A handshake has stalled when it made no progress for min_stall_ms (default 1 s) and
  * its peer has no bytes waiting in the socket. When none has (a burst of real
- * clients, not a flood), the listener takes the newcomer over the cap and stops
- * accepting, the kernel's backlog holding the next, until a handshake ends or the
- * oldest may have stalled. So peers that connect and stall, reconnecting when cut,
+ * clients, not a flood), the listener takes the newcomer over the cap, up to half the
+ * cap more for sources under their share; beyond that it stops accepting, the
+ * kernel's backlog holding the next, until a handshake ends or the oldest may have
+ * stalled. So peers that connect and stall, reconnecting when cut,
  * cannot fill the backlog and lock out peers that finish promptly, and a burst of real
  * clients is not cut short. Besides the connection configuration's
  * handshake_timeout_ms (default 10 s, a deadline for the whole handshake), the peer's
  * first handshake message must arrive whole within first_message_timeout_ms (default
  * 3 s) of the accept, or the handshake fails with HUSH_ETIMEDOUT. At the cap a source
  * address (an IPv6 address counts by its /64, an IPv4-mapped one as IPv4; Unix sockets
- * are not counted) that holds max_per_source handshakes may not evict another's: its
- * next connection is closed at once, before any hush_conn exists, and on_accept is not
- * called. A handshake stops counting when it ends, either way; with Noise NNpsk0 only
+ * are not counted) that holds max_per_source handshakes while other sources have some
+ * in progress (or a stalled one could be evicted) gets no more: its next connection is
+ * closed at once, before any hush_conn exists, and on_accept is not called. A source
+ * alone waits in the backlog. A handshake stops counting when it ends, either way; with Noise NNpsk0 only
  * once the initiator's key confirmation arrived (hush/conn.h, docs/PROTOCOL.md section
  * 14.1). When accept() fails for lack of descriptors or memory the listener pauses for
  * 100 ms instead of spinning.

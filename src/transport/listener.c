@@ -358,12 +358,16 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	uint8_t keylen = source_key(addr, (socklen_t)addrlen, key);
 	struct hush__admission *victim = NULL;
 	uint32_t next_ms = 0;
+	unsigned mine = 0;
 	if (l->handshakes >= l->max_handshakes) {
 		victim = pick_victim(l, &next_ms);
-		/* Under pressure one source may not hold more than its share: it cannot
-		 * take the place of another's handshake. */
-		if (victim != NULL && keylen > 0 &&
-		    source_count(l, key, keylen) >= l->max_per_source) {
+		mine = keylen > 0 ? source_count(l, key, keylen) : 0;
+		/* Under pressure one source may not hold more than its share while others
+		 * wait: it can neither take the place of another's handshake nor make the
+		 * listener stop accepting. A source alone (one client opening many
+		 * connections at once) waits in the backlog instead. */
+		if (keylen > 0 && mine >= l->max_per_source &&
+		    (victim != NULL || mine < l->handshakes)) {
 			l->stats.refused_per_source++;
 			close(fd);
 			return;
@@ -382,10 +386,14 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		 * free. */
 		l->stats.evicted++;
 		hush__conn_abort_handshake(victim->c, HUSH_EBUSY);
-	} else if (l->handshakes >= l->max_handshakes) {
+	} else if (l->handshakes >= l->max_handshakes &&
+		   (mine >= l->max_per_source ||
+		    l->handshakes >= l->max_handshakes + l->max_handshakes / 2)) {
 		/* No one has stalled: a burst, not a flood. This one is taken over the cap;
 		 * the next wait in the backlog until a handshake ends or the oldest may
-		 * have stalled. */
+		 * have stalled. Short of that, a source under its share gets headroom of
+		 * half the cap: stopping accept() hands the backlog to whoever fills it
+		 * fastest. */
 		struct timeval tv = {next_ms / 1000, (next_ms % 1000) * 1000};
 		l->capped = true;
 		update_accepting(l);

@@ -229,6 +229,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	maybe_resume(w);
 	relay_expire(w);
+	if (w->index == 0) {
+		log_limits_flush();
+	}
 }
 
 static void *worker_main(void *arg)
@@ -534,6 +537,7 @@ int main(int argc, char **argv)
 	fit_fd_limit();
 	hush_conn_config_init(&P.ccfg);
 	P.ccfg.handshake_timeout_ms = P.opt.handshake_timeout_ms;
+	P.ccfg.record_timeout_ms = P.opt.record_timeout_ms;
 	/* Resume plaintext reading when a quarter of the high watermark is left, so the
 	 * hush socket never runs dry between the two. */
 	P.ccfg.write_low_water = P.ccfg.write_high_water / 4;

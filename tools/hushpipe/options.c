@@ -21,7 +21,8 @@ static void usage(FILE *f)
 	       "                [-j N] [--cipher aes-128-gcm | chacha20-poly1305]\n"
 	       "                [--max-conns N] [--max-handshakes N] [--max-per-source N]\n"
 	       "                [--backlog N] [--pool-budget MIB] [--handshake-timeout SEC]\n"
-	       "                [--first-message-timeout SEC] [--connect-timeout SEC]\n"
+	       "                [--first-message-timeout SEC] [--record-timeout SEC]\n"
+	       "                [--connect-timeout SEC]\n"
 	       "                [--idle-timeout SEC] [--drain-timeout SEC]\n"
 	       "                [--log-level error|warn|info|debug] [-v] [-q] [--pidfile FILE]\n"
 	       "       hushpipe --help | --version\n"
@@ -63,6 +64,7 @@ enum {
 	OPT_MAX_HANDSHAKES,
 	OPT_MAX_PER_SOURCE,
 	OPT_FIRST_TIMEOUT,
+	OPT_RECORD_TIMEOUT,
 	OPT_BACKLOG,
 	OPT_POOL_BUDGET,
 	OPT_HS_TIMEOUT,
@@ -89,6 +91,7 @@ static const struct option long_opts[] = {
     {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
     {"max-per-source", required_argument, NULL, OPT_MAX_PER_SOURCE},
     {"first-message-timeout", required_argument, NULL, OPT_FIRST_TIMEOUT},
+    {"record-timeout", required_argument, NULL, OPT_RECORD_TIMEOUT},
     {"backlog", required_argument, NULL, OPT_BACKLOG},
     {"pool-budget", required_argument, NULL, OPT_POOL_BUDGET},
     {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
@@ -126,6 +129,7 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 	o->max_handshakes = 256;
 	o->max_per_source = 32;
 	o->first_message_timeout_ms = 3000;
+	o->record_timeout_ms = 30000;
 	o->backlog = 1024;
 	o->handshake_timeout_ms = 10000;
 	o->connect_timeout_ms = 5000;
@@ -236,6 +240,7 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			break;
 		case OPT_HS_TIMEOUT:
 		case OPT_FIRST_TIMEOUT:
+		case OPT_RECORD_TIMEOUT:
 		case OPT_CONNECT_TIMEOUT:
 		case OPT_IDLE_TIMEOUT:
 		case OPT_DRAIN_TIMEOUT:
@@ -249,6 +254,8 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			}
 			if (c == OPT_HS_TIMEOUT) {
 				o->handshake_timeout_ms = ms;
+			} else if (c == OPT_RECORD_TIMEOUT) {
+				o->record_timeout_ms = ms;
 			} else if (c == OPT_FIRST_TIMEOUT) {
 				o->first_message_timeout_ms = ms;
 			} else if (c == OPT_CONNECT_TIMEOUT) {
