@@ -704,11 +704,13 @@ static void hs_on_readable(struct hush_conn *c)
 	}
 }
 
-void hush__conn_abort_handshake(struct hush_conn *c, int err)
+bool hush__conn_abort_handshake(struct hush_conn *c, int err)
 {
-	if (c->state == ST_HANDSHAKE) {
-		conn_fail(c, err);
+	if (c->state != ST_HANDSHAKE) {
+		return false;
 	}
+	conn_fail(c, err);
+	return true;
 }
 
 int hush_conn_handshake_result(const struct hush_conn *c, struct hush_handshake_result *out)

@@ -204,9 +204,7 @@ static void on_first_timer(evutil_socket_t fd, short what, void *arg)
 	while ((a = l->stages[STAGE_FIRST].head) != NULL &&
 	       (int32_t)(now - a->started) >= (int32_t)l->first_timeout_ms) {
 		l->stats.first_timeouts++;
-		unsigned before = l->handshakes;
-		hush__conn_abort_handshake(a->c, HUSH_ETIMEDOUT);
-		if (l->handshakes == before) {
+		if (!hush__conn_abort_handshake(a->c, HUSH_ETIMEDOUT)) {
 			break; /* not expected: the handshake did not end */
 		}
 	}
