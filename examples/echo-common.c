@@ -203,7 +203,9 @@ void echo_session_finish(struct echo_session *s)
 	}
 	session_free(s);
 	served++;
-	if (echo_opt.connect != NULL || exit_code != 0 || served >= echo_opt.count) {
+	/* A server goes on to the next client after a bad one; --count connections served,
+	 * well or not, end it (exit status 1 if any failed). */
+	if (echo_opt.connect != NULL || served >= echo_opt.count) {
 		event_base_loopbreak(echo_base);
 	}
 }

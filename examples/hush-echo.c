@@ -28,7 +28,9 @@
  *   RESULT sent_bytes=N sent_sha256=HEX recv_bytes=N recv_sha256=HEX
  *          handshake_hash=HEX remote_static=B64
  * (one line; remote_static=- with NNpsk0, which has no static keys) and the program
- * exits 0, or prints "hush-echo: WHAT: MESSAGE (NAME)" and exits 1.
+ * exits 0, or prints "hush-echo: WHAT: MESSAGE (NAME)" and exits 1. With --listen a bad
+ * client does not end the server: it serves the next, until --count connections have
+ * ended, and exits 1 if any failed.
  */
 #include <errno.h>
 #include <stdlib.h>

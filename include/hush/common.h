@@ -61,6 +61,7 @@ extern "C" {
 	XX(ECLOSED, -44, "connection is closed")                                           \
 	XX(EIO, -45, "socket error")                                                       \
 	XX(ELIBEVENT, -46, "libevent's internal layout differs from the build's")           \
+	XX(ESTALLED, -47, "a record begun by the peer was not completed within its deadline") \
 	/* Handshake and identities. */                                                   \
 	XX(EHANDSHAKE, -60, "handshake message malformed or failed to decrypt")            \
 	XX(EPEER, -61, "peer's static key is not allowed")                                 \
@@ -70,7 +71,8 @@ extern "C" {
 	XX(EEXIST, -65, "file already exists")                                             \
 	XX(EBUSY, -66, "too many handshakes in progress")                                  \
 	XX(ENOVERIFY, -67, "no peer verification configured")                             \
-	XX(EOUTOFTURN, -68, "peer sent handshake bytes out of turn")
+	XX(EOUTOFTURN, -68, "peer sent handshake bytes out of turn")                       \
+	XX(ENOTFILE, -69, "not a regular file")
 
 /* The error codes, as an enum so debuggers show names. */
 enum hush_error {

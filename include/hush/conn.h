@@ -49,14 +49,21 @@ struct hush_conn_config {
 				       256 KiB */
 	size_t write_low_water;     /* on_writable fires when the queue falls to this after
 				       passing the high watermark; default 0 */
-	uint32_t read_timeout_ms;   /* no bytes received for this long: HUSH_ETIMEDOUT; 0 =
-				       none (default) */
+	uint32_t read_timeout_ms;   /* no complete record received for this long:
+				       HUSH_ETIMEDOUT; 0 = none (default). Bytes of a record
+				       still arriving do not count: a peer cannot keep a
+				       connection alive by trickling one record */
 	uint32_t write_timeout_ms;  /* queued bytes made no progress for this long:
 				       HUSH_ETIMEDOUT; 0 = none (default) */
 	uint32_t handshake_timeout_ms; /* a handshake not finished this long after it
 				       started: HUSH_ETIMEDOUT, however slowly the peer
 				       trickles bytes; 0 = none; default 10000 */
 	unsigned flags;             /* HUSH_CONN_* flags; default HUSH_CONN_CLOSE_ON_FREE */
+	uint32_t record_timeout_ms; /* a record whose first byte arrived must be whole this
+				       long after, while reading (not paused by the
+				       application): else HUSH_ESTALLED. It bounds how long a
+				       peer can pin the buffer of a partial record; 0 = none;
+				       default 30000 */
 };
 
 /* Fills cfg with the defaults above. */
@@ -127,7 +134,10 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_conn_start_raw(struct hush_conn *c,
  * HUSH_ETIMEDOUT, HUSH_ECLOSED or HUSH_ECONNRESET when the peer went away), always
  * from the loop. hush_conn_write() returns HUSH_ESTATE until OPEN.
  * Connections keyed this way end each direction with hush's close record: see
- * hush_conn_shutdown() and HUSH_CONN_EV_EOF.
+ * hush_conn_shutdown() and HUSH_CONN_EV_EOF. With Noise NNpsk0 the client sends a key
+ * confirmation record as soon as its handshake ends, and the server reports OPEN only
+ * once that record has opened (docs/PROTOCOL.md section 14.1): a replayed first flight
+ * never reaches the application; until then the handshake's deadline runs.
  * Returns 0, HUSH_ESTATE (already started) or hush_handshake_new()'s errors
  * (HUSH_EINVAL, HUSH_ENOVERIFY, HUSH_EPROTO_UNKNOWN, HUSH_ENOMEM, HUSH_ECRYPTO); on
  * failure the connection is unchanged and may be freed or started again.

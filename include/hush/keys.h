@@ -41,8 +41,10 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_keypair_generate(struct hush_keypair **out)
 
 /*
  * Loads a private key file. Returns 0; HUSH_ESYS (cannot open or read: see errno);
- * HUSH_EKEYPERM (group or others may read it); HUSH_EBADKEY (malformed, wrong length,
- * or a public line that does not match the private key); HUSH_ENOMEM. *out untouched
+ * HUSH_ENOTFILE (not a regular file: a FIFO, a device or a directory is refused at
+ * once, never read or waited on); HUSH_EKEYPERM (group or others may read it);
+ * HUSH_EBADKEY (malformed, wrong length, an all-zero private key, or a public line that
+ * does not match the private key); HUSH_ENOMEM. *out untouched
  * on failure.
  */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_keypair_load(struct hush_keypair **out, const char *path);
@@ -101,7 +103,8 @@ struct hush_peers;
  * On success *out is a new list the caller owns (free it with hush_peers_free()).
  * bad_line may be NULL; otherwise it is always written: the 1-based number of the
  * first malformed line when that is the error, else 0.
- * Returns 0; HUSH_EINVAL (out or text NULL); HUSH_EBADKEY (a malformed line, or len
+ * Returns 0; HUSH_EINVAL (out or text NULL); HUSH_EBADKEY (a malformed line, or a key
+ * that is a low-order X25519 point, which no one can own: *bad_line is its number; or len
  * above HUSH_PEERS_MAX_FILE with *bad_line 0); HUSH_ENOMEM. *out is untouched on
  * failure.
  */
@@ -112,8 +115,10 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_peers_parse(struct hush_peers **out, const 
  * Reads the peers file at path and parses it as hush_peers_parse() does. The file is
  * read once, whole, during the call; its permissions are not checked (it holds no
  * secret).
- * Returns 0; HUSH_EINVAL (out or path NULL); HUSH_ESYS (cannot open or read it, a
- * directory for example: see errno); HUSH_EBADKEY (a malformed line, or a file larger
+ * Returns 0; HUSH_EINVAL (out or path NULL); HUSH_ESYS (cannot open or read it: see
+ * errno); HUSH_ENOTFILE (not a regular file: a FIFO, a device or a directory is refused
+ * at once, never read or waited on); HUSH_EBADKEY (a malformed line or a low-order
+ * X25519 point, with its number, or a file larger
  * than HUSH_PEERS_MAX_FILE with *bad_line 0); HUSH_ENOMEM. *out is untouched and
  * bad_line as for hush_peers_parse() on failure.
  */

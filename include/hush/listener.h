@@ -7,13 +7,29 @@
  * on_accept and then through the connection's own callbacks (HUSH_CONN_EV_OPEN when the
  * handshake succeeds, HUSH_CONN_EV_ERROR when it fails).
  *
- * Limits: at most max_handshakes handshakes are in progress at once. At the cap the
- * listener stops accepting (the kernel's backlog holds new peers) and starts again as
- * soon as one handshake ends, whichever way; a handshake that stalls ends at the
- * connection configuration's handshake_timeout_ms (default 10 s). So a flood of
- * half-open peers costs a bounded amount of memory and never starves established
- * connections. When accept() fails for lack of descriptors or memory the listener
- * pauses for 100 ms instead of spinning.
+ * Admission: at most max_handshakes handshakes are in progress at once. At the cap the
+ * listener keeps accepting: a newcomer evicts a stalled handshake (it fails with
+ * HUSH_EBUSY), the one that has made the least progress: first those still waiting for
+ * the peer's first handshake message, the oldest first, then the oldest of the others.
+ * A handshake has stalled when it made no progress for min_stall_ms (default 1 s) and
+ * its peer has no bytes waiting in the socket. When none has (a burst of real
+ * clients, not a flood), the listener takes the newcomer over the cap, up to half the
+ * cap more for sources under their share; beyond that it stops accepting, the
+ * kernel's backlog holding the next, until a handshake ends or the oldest may have
+ * stalled. So peers that connect and stall, reconnecting when cut,
+ * cannot fill the backlog and lock out peers that finish promptly, and a burst of real
+ * clients is not cut short. Besides the connection configuration's
+ * handshake_timeout_ms (default 10 s, a deadline for the whole handshake), the peer's
+ * first handshake message must arrive whole within first_message_timeout_ms (default
+ * 3 s) of the accept, or the handshake fails with HUSH_ETIMEDOUT. At the cap a source
+ * address (an IPv6 address counts by its /64, an IPv4-mapped one as IPv4; Unix sockets
+ * are not counted) that holds max_per_source handshakes while other sources have some
+ * in progress (or a stalled one could be evicted) gets no more: its next connection is
+ * closed at once, before any hush_conn exists, and on_accept is not called. A source
+ * alone waits in the backlog. A handshake stops counting when it ends, either way; with Noise NNpsk0 only
+ * once the initiator's key confirmation arrived (hush/conn.h, docs/PROTOCOL.md section
+ * 14.1). When accept() fails for lack of descriptors or memory the listener pauses for
+ * 100 ms instead of spinning.
  *
  * Threads: like a connection, a listener is used only from the thread running its
  * loop's event_base. For several threads, give each its own loop and listener (on a
@@ -22,6 +38,7 @@
 #ifndef HUSH_LISTENER_H
 #define HUSH_LISTENER_H
 
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include <hush/common.h>
@@ -55,8 +72,22 @@ struct hush_listener_config {
 	/* Required. */
 	hush_accept_fn on_accept;
 	void *accept_arg;
-	/* Handshakes in progress at once, at least 1; default 256. */
+	/* Handshakes in progress at once, at least 1; default 256. At the cap a newcomer
+	 * evicts the stalled handshake that made the least progress (see above). */
 	unsigned max_handshakes;
+	/* At the cap, handshakes in progress from one source address (IPv6: one /64), at
+	 * least 1; default 32. A source holding this many may not evict another's: its
+	 * new connections are closed at once. */
+	unsigned max_per_source;
+	/* The peer's first handshake message must be whole this long after the accept,
+	 * or the handshake fails with HUSH_ETIMEDOUT; 0 = no such deadline (only the
+	 * connection's handshake_timeout_ms applies); default 3000. */
+	uint32_t first_message_timeout_ms;
+	/* At the cap only a stalled handshake is evicted: one that made no progress (the
+	 * accept, or the peer's first message) for this long and whose peer has no bytes
+	 * waiting; default 1000. Shorter evicts stalled peers sooner under a flood;
+	 * longer spares slow real clients. */
+	uint32_t min_stall_ms;
 	/* Backlog for listen() when the socket is not listening yet; default 1024. */
 	int backlog;
 };
@@ -68,7 +99,8 @@ HUSH_EXTERN void hush_listener_config_init(struct hush_listener_config *cfg);
  * Starts accepting on fd, a bound stream socket (listening already or not; made
  * non-blocking), owned by the listener from this call on, even when it fails: it is
  * closed by hush_listener_free() or on failure.
- * Returns 0; HUSH_EINVAL (NULL or missing required fields, max_handshakes 0, bad fd);
+ * Returns 0; HUSH_EINVAL (NULL or missing required fields, max_handshakes or
+ * max_per_source 0, bad fd);
  * HUSH_ENOMEM; HUSH_ESYS (listen failed). *out is untouched on failure.
  */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_listener_new(struct hush_listener **out,
@@ -88,6 +120,18 @@ HUSH_EXTERN void hush_listener_resume(struct hush_listener *l);
 
 /* Handshakes in progress that this listener started. */
 HUSH_EXTERN unsigned hush_listener_handshakes(const struct hush_listener *l);
+
+/* What the listener's admission did, since it was created. */
+struct hush_listener_stats {
+	uint64_t accepted;          /* connections given to on_accept */
+	uint64_t evicted;           /* handshakes evicted at the cap (HUSH_EBUSY) */
+	uint64_t first_timeouts;    /* no whole first message in time (HUSH_ETIMEDOUT) */
+	uint64_t refused_per_source; /* closed at once: their source was at max_per_source */
+};
+
+/* Fills *out. */
+HUSH_EXTERN void hush_listener_get_stats(const struct hush_listener *l,
+					 struct hush_listener_stats *out);
 
 #ifdef __cplusplus
 }

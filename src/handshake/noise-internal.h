@@ -129,6 +129,9 @@ int hush__noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size
 
 /* X25519 public key of a private key. Returns 0 or HUSH_ECRYPTO. */
 int hush__noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN]);
+/* 0 when pub may be a peer's public key; HUSH_EBADKEY for a low-order point (its DH
+ * result is all zero for every private key); HUSH_ECRYPTO. */
+int hush__noise_dh_check_public(const uint8_t pub[NOISE_DHLEN]);
 
 /* The private key priv as an EVP_PKEY (*key, the caller's), and its public key.
  * Returns 0 or HUSH_ECRYPTO (nothing to free). */

@@ -130,18 +130,40 @@ static int write_secret_file(const char *path, const char *text)
 	return 0;
 }
 
+/*
+ * Opens a file to read, refusing anything but a regular file (HUSH_ENOTFILE) without
+ * blocking: a FIFO put in a key's place would otherwise block open() until a writer
+ * comes, and a device could block any read. O_NONBLOCK makes the open return at once;
+ * it changes nothing for a regular file. Fills *st. Returns the descriptor or a
+ * negative code (HUSH_ESYS with errno set).
+ */
+static int open_regular(const char *path, struct stat *st)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		return HUSH_ESYS;
+	}
+	if (fstat(fd, st) != 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return HUSH_ESYS;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return HUSH_ENOTFILE;
+	}
+	return fd;
+}
+
 /* Reads a secret file whole into buf (NUL-terminated), refusing loose permissions. */
 static int read_secret_file(const char *path, char buf[MAX_FILE + 1])
 {
 	HUSH_ENSURE(path != NULL, HUSH_EINVAL);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		return HUSH_ESYS;
-	}
 	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		close(fd);
-		return HUSH_ESYS;
+	int fd = open_regular(path, &st);
+	if (fd < 0) {
+		return fd;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
 		close(fd);
@@ -214,8 +236,12 @@ int hush__keypair_parse(char *text, struct hush_keypair *out)
 {
 	struct hush_keypair kp = {0};
 	uint8_t pub[HUSH_KEY_SIZE];
+	static const uint8_t zero[HUSH_KEY_SIZE];
 	int rc = find_key(text, "private", kp.priv);
-	if (rc == 0) {
+	/* An all-zero private key is no secret: a placeholder or a wiped file. */
+	if (rc == 0 && CRYPTO_memcmp(kp.priv, zero, HUSH_KEY_SIZE) == 0) {
+		rc = HUSH_EBADKEY;
+	} else if (rc == 0) {
 		rc = hush__noise_dh_public(kp.priv, kp.pub) == 0 ? 0 : HUSH_EBADKEY;
 	} else {
 		rc = HUSH_EBADKEY;
@@ -369,6 +395,11 @@ static int peers_scan(const char *text, size_t len, uint8_t (*keys)[HUSH_KEY_SIZ
 		line++;
 		uint8_t key[HUSH_KEY_SIZE];
 		int rc = peers_line(text + pos, k, key);
+		/* A low-order point is no one's key: every DH with it gives zero. Judged in
+		 * the first pass, which sees every line. */
+		if (rc == 1 && keys == NULL && hush__noise_dh_check_public(key) != 0) {
+			rc = HUSH_EBADKEY;
+		}
 		if (rc < 0) {
 			*bad_line = line;
 			return rc;
@@ -526,8 +557,11 @@ int hush_peers_load(struct hush_peers **out, const char *path, unsigned *bad_lin
 		*bad_line = 0;
 	}
 	HUSH_ENSURE(out != NULL && path != NULL, HUSH_EINVAL);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	HUSH_ENSURE(fd >= 0, HUSH_ESYS);
+	struct stat st;
+	int fd = open_regular(path, &st);
+	if (fd < 0) {
+		return fd;
+	}
 	char *buf;
 	size_t len, cap;
 	int rc = read_whole(fd, HUSH_PEERS_MAX_FILE, &buf, &len, &cap);

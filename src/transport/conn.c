@@ -57,10 +57,26 @@ enum {
 struct conn_hs {
 	struct hush_handshake *hs;     /* NULL once finished */
 	struct hush_record *rec;       /* the record context, until OPEN is reported */
-	struct hush_listener *owner;   /* whose cap this handshake counts against */
+	struct hush__admission *owner; /* the listener's record of it, or NULL */
 	uint32_t started;              /* now_ms() when it started */
+	uint8_t confirm;               /* NNpsk0's key confirmation: enum confirm_role */
 	struct hush_handshake_result res; /* key wiped; reported with OPEN */
 };
+
+/*
+ * Key confirmation for Noise NNpsk0 (docs/PROTOCOL.md section 14.1), whose responder
+ * otherwise learns nothing of the initiator's liveness: a replayed message 1 would
+ * complete its handshake. The initiator's first record is the confirmation record, a
+ * record whose plaintext is the one byte CONFIRM_BYTE; the responder reports OPEN only
+ * once it has opened it.
+ */
+enum confirm_role {
+	CONFIRM_NONE = 0,
+	CONFIRM_SEND,  /* initiator: queue the confirmation record when the handshake ends */
+	CONFIRM_WAIT,  /* responder: the handshake ended; waiting for the confirmation */
+};
+#define CONFIRM_BYTE 0x01u
+#define CONFIRM_FRAME (HUSH_RECORD_OVERHEAD + 1u)
 
 struct hush_conn {
 	struct hush_loop *loop;
@@ -91,6 +107,7 @@ struct hush_conn {
 	/* Activity times (now_ms) for the read and write timeouts. */
 	uint32_t last_read;
 	uint32_t last_write;
+	uint32_t partial_since; /* first byte of the partial record in rbuf, if any */
 	struct event ev;
 };
 
@@ -130,6 +147,7 @@ static int send_sealed(struct hush_conn *c);
 static void starve(struct hush_conn *c);
 static void record_begin(struct wq_hdr *h, uint8_t *d);
 static void peer_closed(struct hush_conn *c);
+static int queue_confirm(struct hush_conn *c);
 
 void hush_conn_config_init(struct hush_conn_config *cfg)
 {
@@ -147,6 +165,7 @@ void hush_conn_config_init(struct hush_conn_config *cfg)
 	cfg->write_low_water = 0;
 	cfg->handshake_timeout_ms = 10000;
 	cfg->flags = HUSH_CONN_CLOSE_ON_FREE;
+	cfg->record_timeout_ms = 30000;
 }
 
 /* Milliseconds of the loop's cached clock, modulo 2^32 (differences stay right). */
@@ -351,6 +370,13 @@ int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const
 
 /* ---- The handshake phase ---- */
 
+/* Whether the handshake phase still reads from the peer: its messages, or the NNpsk0
+ * responder's confirmation record. */
+static bool hs_reading(const struct hush_conn *c)
+{
+	return c->hs->hs != NULL || c->hs->confirm == CONFIRM_WAIT;
+}
+
 /* Frees what the handshake phase holds, wiping it, and gives back its listener slot. */
 static void hs_end(struct hush_conn *c)
 {
@@ -370,7 +396,7 @@ static void hs_end(struct hush_conn *c)
 }
 
 int hush__conn_start_handshake_for(struct hush_conn *c, const struct hush_handshake_config *hcfg,
-				   enum hush_side side, struct hush_listener *owner)
+				   enum hush_side side, struct hush__admission *owner)
 {
 	HUSH_ENSURE(c != NULL && hcfg != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
@@ -388,6 +414,10 @@ int hush__conn_start_handshake_for(struct hush_conn *c, const struct hush_handsh
 	}
 	h->owner = owner;
 	h->started = now_ms(c);
+	if (hcfg->protocol == HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 ||
+	    hcfg->protocol == HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256) {
+		h->confirm = side == HUSH_SIDE_CLIENT ? CONFIRM_SEND : CONFIRM_WAIT;
+	}
 	c->hs = h;
 	c->flags |= F_HS;
 	c->state = ST_HANDSHAKE;
@@ -469,12 +499,130 @@ static int hs_finish(struct hush_conn *c)
 	h->rec = rec;
 	hush_handshake_free(h->hs);
 	h->hs = NULL;
+	if (h->confirm == CONFIRM_SEND) {
+		HUSH_GUARD(queue_confirm(c));
+		h->confirm = CONFIRM_NONE;
+	}
+	if (h->confirm == CONFIRM_WAIT) {
+		return 0; /* OPEN waits for the initiator's confirmation (hs_confirm) */
+	}
 	if (h->owner != NULL) {
 		hush__listener_handshake_ended(h->owner);
 		h->owner = NULL;
 	}
 	c->flags |= F_OPEN_REPORT;
 	return 0;
+}
+
+/* Lends the handshake phase's record context cipher contexts for one call, when it has
+ * none of its own (pinned connections keep theirs). */
+static int hs_ciphers_lend(struct hush_conn *c)
+{
+	if (c->cfg->c.flags & HUSH_CONN_PINNED) {
+		return 0;
+	}
+	EVP_CIPHER_CTX *sx = hush__loop_ctx_borrow(c->loop);
+	EVP_CIPHER_CTX *ox = hush__loop_ctx_borrow(c->loop);
+	if (sx == NULL || ox == NULL) {
+		hush__loop_ctx_return(c->loop, sx);
+		hush__loop_ctx_return(c->loop, ox);
+		return HUSH_ENOMEM;
+	}
+	hush__record_give_ciphers(c->hs->rec, sx, ox);
+	return 0;
+}
+
+static void hs_ciphers_return(struct hush_conn *c)
+{
+	if (c->cfg->c.flags & HUSH_CONN_PINNED) {
+		return;
+	}
+	EVP_CIPHER_CTX *sx = NULL;
+	EVP_CIPHER_CTX *ox = NULL;
+	hush__record_take_ciphers(c->hs->rec, &sx, &ox);
+	hush__loop_ctx_return(c->loop, sx);
+	hush__loop_ctx_return(c->loop, ox);
+}
+
+/*
+ * The initiator's confirmation record, sealed now (record 0) and queued with the
+ * handshake's own bytes, so that it leaves with them before OPEN is reported: even an
+ * application that frees the connection at OPEN has sent it.
+ */
+static int queue_confirm(struct hush_conn *c)
+{
+	struct hush_buf *b;
+	HUSH_GUARD(wq_room(c, CONFIRM_FRAME, &b));
+	struct wq_hdr *h = wq_hdr(b);
+	uint8_t *d = hush_buf_data(b) + h->end;
+	d[HUSH_RECORD_HEADER_SIZE] = CONFIRM_BYTE;
+	size_t flen = 0;
+	HUSH_GUARD(hs_ciphers_lend(c));
+	int rc = hush_record_seal(c->hs->rec, d, CONFIRM_FRAME, 1, &flen);
+	hs_ciphers_return(c);
+	HUSH_GUARD(rc);
+	h->end += (uint32_t)flen;
+	h->sealed = h->last = h->end;
+	c->queued += flen;
+	return 0;
+}
+
+/* Opens one record with the handshake phase's record context. */
+static int hs_open_record(struct hush_conn *c, uint8_t *p, size_t n, struct hush_iovec *pt)
+{
+	HUSH_GUARD(hs_ciphers_lend(c));
+	int rc = hush_record_open(c->hs->rec, p, n, pt);
+	hs_ciphers_return(c);
+	return rc;
+}
+
+/*
+ * The responder waits for the confirmation record: it must be the initiator's first
+ * record, authenticated under the session's keys, which a replayed message 1 cannot
+ * give (the responder's ephemeral key is new). Anything else fails the handshake: a
+ * record that does not open (HUSH_EAUTH), one of another size or content
+ * (HUSH_EHANDSHAKE). Until it arrives the handshake's deadline runs and the listener
+ * counts it as in progress.
+ */
+static int hs_confirm(struct hush_conn *c)
+{
+	struct conn_hs *h = c->hs;
+	if (c->rbuf == NULL || c->rlen < 4) {
+		return 0;
+	}
+	uint8_t *p = hush_buf_data(c->rbuf) + c->rstart;
+	/* Judged at the LENGTH already: nothing longer is waited for. */
+	HUSH_ENSURE(hush__load_le32(p) == CONFIRM_FRAME - 4, HUSH_EHANDSHAKE);
+	if (c->rlen < CONFIRM_FRAME) {
+		return 0;
+	}
+	size_t need = 0;
+	HUSH_GUARD(hush_record_parse(h->rec, p, c->rlen, &need));
+	HUSH_ENSURE(need == CONFIRM_FRAME, HUSH_EHANDSHAKE);
+	struct hush_iovec pt;
+	HUSH_GUARD(hs_open_record(c, p, need, &pt));
+	HUSH_ENSURE(pt.len == 1 && ((const uint8_t *)pt.base)[0] == CONFIRM_BYTE,
+		    HUSH_EHANDSHAKE);
+	c->rstart += CONFIRM_FRAME;
+	c->rlen -= CONFIRM_FRAME;
+	h->confirm = CONFIRM_NONE;
+	if (h->owner != NULL) {
+		hush__listener_handshake_ended(h->owner);
+		h->owner = NULL;
+	}
+	HUSH_GUARD(schedule(c));
+	c->flags |= F_OPEN_REPORT;
+	return 0;
+}
+
+/* The peer's first message is in once it is this end's turn or the handshake is done:
+ * the listener stops treating the connection as the least advanced. */
+static void hs_note_progress(struct conn_hs *h)
+{
+	if (h->owner != NULL && h->hs != NULL &&
+	    (hush_handshake_wants_write(h->hs) || hush_handshake_done(h->hs))) {
+		hush__listener_handshake_progressed(h->owner);
+	}
 }
 
 /*
@@ -495,6 +643,7 @@ static void hs_step(struct hush_conn *c)
 			if (rc == 0) {
 				c->rstart += (uint32_t)used;
 				c->rlen -= (uint32_t)used;
+				hs_note_progress(h);
 			}
 		} else if (hush_handshake_wants_write(h->hs)) {
 			uint8_t out[HUSH_HANDSHAKE_MAX_OUTPUT];
@@ -509,6 +658,9 @@ static void hs_step(struct hush_conn *c)
 		if (rc == 0 && hush_handshake_done(h->hs)) {
 			rc = hs_finish(c);
 		}
+	}
+	if (rc == 0 && h->confirm == CONFIRM_WAIT && h->hs == NULL) {
+		rc = hs_confirm(c);
 	}
 	if (rc == 0) {
 		rc = send_sealed(c);
@@ -570,6 +722,15 @@ static void hs_on_readable(struct hush_conn *c)
 		c->rbuf = NULL;
 		c->rstart = 0;
 	}
+}
+
+bool hush__conn_abort_handshake(struct hush_conn *c, int err)
+{
+	if (c->state != ST_HANDSHAKE) {
+		return false;
+	}
+	conn_fail(c, err);
+	return true;
 }
 
 int hush_conn_handshake_result(const struct hush_conn *c, struct hush_handshake_result *out)
@@ -666,6 +827,41 @@ static void conn_fail(struct hush_conn *c, int err)
 
 /* ---- Event interest ---- */
 
+/* Marks c->interest while the record deadline's timer runs (not an event flag). */
+#define IN_PARTIAL 0x80u
+
+/* Whether bytes of a record wait in rbuf for the rest, with a deadline configured. Only
+ * while reading: a pause by the application, or a wait for pool buffers, holds records
+ * for reasons that are not the peer's. */
+static bool partial_pending_now(const struct hush_conn *c)
+{
+	return c->state == ST_OPEN && c->rbuf != NULL && c->rlen > 0 &&
+	       c->cfg->c.record_timeout_ms != 0 && !(c->flags & (F_PAUSED | F_STARVED));
+}
+
+static bool partial_pending(const struct hush_conn *c)
+{
+	return (c->interest & IN_PARTIAL) && partial_pending_now(c);
+}
+
+/*
+ * After bytes arrived and the records they completed were delivered: a completed record
+ * is activity for the idle timeout, and a partial record that began in these bytes
+ * starts its deadline. The bytes of a partial record are not activity, so trickling
+ * one never keeps a connection alive. rs is rstart before the records were opened.
+ */
+static void note_read_progress(struct hush_conn *c, bool had_partial, uint32_t rs)
+{
+	bool completed = c->rstart != rs;
+	uint32_t now = now_ms(c);
+	if (completed) {
+		c->last_read = now;
+	}
+	if (c->rlen > 0 && (completed || !had_partial)) {
+		c->partial_since = now;
+	}
+}
+
 static void update_interest(struct hush_conn *c)
 {
 	uint8_t want = 0;
@@ -675,17 +871,23 @@ static void update_interest(struct hush_conn *c)
 	}
 	/* A handshake reads until it finishes, paused or not: its bytes are not the
 	 * application's. */
-	if (hs && c->hs->hs != NULL && !(c->flags & (F_STARVED | F_FREEING))) {
+	if (hs && hs_reading(c) && !(c->flags & (F_STARVED | F_FREEING))) {
 		want |= EV_READ;
 	}
 	if ((c->state == ST_OPEN || hs) && (c->flags & F_WANT_WRITE)) {
 		want |= EV_WRITE;
+	}
+	/* The record deadline's timer runs only while a partial record is pending: an
+	 * idle connection keeps no timer for it. */
+	if ((want & EV_READ) && partial_pending_now(c)) {
+		want |= IN_PARTIAL;
 	}
 	if (want == c->interest) {
 		return;
 	}
 	event_del(&c->ev);
 	c->interest = want;
+	want &= (uint8_t)~IN_PARTIAL;
 	if (want == 0) {
 		return;
 	}
@@ -700,6 +902,9 @@ static void update_interest(struct hush_conn *c)
 	if (!hs && (want & EV_WRITE) && cfg->write_timeout_ms != 0 &&
 	    (t == 0 || cfg->write_timeout_ms < t)) {
 		t = cfg->write_timeout_ms;
+	}
+	if (c->interest & IN_PARTIAL) {
+		t = t == 0 || cfg->record_timeout_ms < t ? cfg->record_timeout_ms : t;
 	}
 	if (t != 0) {
 		/* Check at a quarter of the shortest timeout so expiry is found within 25%. */
@@ -912,6 +1117,7 @@ static void on_readable(struct hush_conn *c)
 		if (c->rbuf == NULL && !acquire_rbuf(c)) {
 			return;
 		}
+		bool had_partial = c->rlen > 0;
 		uint8_t *base = hush_buf_data(c->rbuf);
 		size_t off = c->rstart + c->rlen;
 		size_t room = hush_buf_capacity(c->rbuf) - off;
@@ -940,13 +1146,14 @@ static void on_readable(struct hush_conn *c)
 			emit(c, HUSH_CONN_EV_EOF, 0);
 			break;
 		}
-		c->last_read = now_ms(c);
 		budget -= (size_t)n;
 		c->rlen += (uint32_t)n;
+		uint32_t rs = c->rstart;
 		size_t need;
 		if (!drain(c, &need)) {
 			return;
 		}
+		note_read_progress(c, had_partial, rs);
 	}
 	rbuf_idle(c);
 }
@@ -1286,10 +1493,14 @@ static void check_timeouts(struct hush_conn *c)
 		/* A deadline from the start, so a peer trickling bytes cannot extend it. */
 		/* Signed: libevent's cached clock may read a little behind the clock that
 		 * stamped the start, and that must not look like an expiry. */
-		if (c->hs->hs != NULL && cfg->handshake_timeout_ms != 0 &&
+		if (hs_reading(c) && cfg->handshake_timeout_ms != 0 &&
 		    (int32_t)(now - c->hs->started) >= (int32_t)cfg->handshake_timeout_ms) {
 			conn_fail(c, HUSH_ETIMEDOUT);
 		}
+		return;
+	}
+	if (partial_pending(c) && now - c->partial_since >= cfg->record_timeout_ms) {
+		conn_fail(c, HUSH_ESTALLED);
 		return;
 	}
 	if ((c->interest & EV_READ) && cfg->read_timeout_ms != 0 &&
@@ -1354,9 +1565,12 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 static void on_socket_guarded(struct hush_conn *c, short what)
 {
 	enter(c);
-	/* The handshake's deadline is checked on every event: bytes trickling in would
-	 * otherwise keep postponing the persistent event's timeout. */
-	if ((what & EV_TIMEOUT) || c->state == ST_HANDSHAKE) {
+	/* Deadlines that bytes must not postpone (the handshake's, a partial record's, the
+	 * idle timeout, which only whole records reset) are checked on every event:
+	 * bytes trickling in would otherwise keep postponing the persistent event's
+	 * timeout. */
+	if ((what & EV_TIMEOUT) || c->state == ST_HANDSHAKE || (c->interest & IN_PARTIAL) ||
+	    c->cfg->c.read_timeout_ms != 0) {
 		check_timeouts(c);
 	}
 	if (!dead(c) && c->state == ST_HANDSHAKE) {
@@ -1430,7 +1644,7 @@ static void report_open(struct hush_conn *c)
 		h->rec = NULL;
 		c->state = ST_OPEN;
 		c->flags |= F_CLOSE_SIG;
-		c->last_read = c->last_write = now_ms(c);
+		c->last_read = c->last_write = c->partial_since = now_ms(c);
 		if (c->rbuf != NULL && c->rlen > 0) {
 			c->flags |= F_REPLAY; /* records that came with the last message */
 		}
@@ -1537,6 +1751,8 @@ void hush_conn_resume_reading(struct hush_conn *c)
 	if (c->state != ST_OPEN) {
 		return;
 	}
+	/* The pause was the application's: the peer's deadline starts again. */
+	c->partial_since = now_ms(c);
 	/* Records already read are delivered now, without waiting for more bytes from
 	 * the socket. */
 	if (c->rbuf != NULL && c->rlen > 0 && schedule(c) == 0) {

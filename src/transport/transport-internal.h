@@ -80,14 +80,23 @@ void hush__loop_forget(struct hush_loop *loop, struct hush_conn *c);
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop);
 void hush__loop_ctx_return(struct hush_loop *loop, EVP_CIPHER_CTX *ctx);
 
-/* Starts a connection's handshake counted against a listener's cap; the listener is
- * told once when the handshake ends, whichever way (hush__listener_handshake_ended). */
-struct hush_listener;
+/*
+ * Starts a connection's handshake admitted by a listener (listener.c): the connection
+ * tells the listener through owner when the peer's first handshake message is in
+ * (hush__listener_handshake_progressed) and, once, when the handshake ends, whichever
+ * way (hush__listener_handshake_ended); owner may be NULL.
+ */
+struct hush__admission;
 struct hush_handshake_config;
 HUSH_MUST_CHECK int hush__conn_start_handshake_for(struct hush_conn *c,
 						   const struct hush_handshake_config *hcfg,
-						   enum hush_side side, struct hush_listener *owner);
-void hush__listener_handshake_ended(struct hush_listener *l);
+						   enum hush_side side, struct hush__admission *owner);
+void hush__listener_handshake_progressed(struct hush__admission *a);
+void hush__listener_handshake_ended(struct hush__admission *a);
+/* Fails a connection whose handshake is in progress with err (eviction, deadline),
+ * which ends the handshake at once (hush__listener_handshake_ended); reported to the
+ * application from the loop as usual. Returns false, doing nothing, otherwise. */
+bool hush__conn_abort_handshake(struct hush_conn *c, int err);
 
 /* hush_conn_new() with a guard (struct conn_cfg). */
 HUSH_MUST_CHECK int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int fd,

@@ -61,7 +61,7 @@ SUM=$(sha256sum "$DATA" | cut -d' ' -f1)
 PROTOCOLS="Noise_XX_25519_AESGCM_SHA256 Noise_XX_25519_ChaChaPoly_SHA256
 Noise_XXpsk3_25519_AESGCM_SHA256 Noise_XXpsk3_25519_ChaChaPoly_SHA256
 Noise_NNpsk0_25519_AESGCM_SHA256 Noise_NNpsk0_25519_ChaChaPoly_SHA256"
-echo "1..$((6 * 2 + 3 + 4 + 16))"
+echo "1..$((6 * 2 + 3 + 4 + 17))"
 
 # ids PROTOCOL: sets SID and CID, the identity options of the server and the client for
 # PROTOCOL (each allowing the other), and SPUB and CPUB, the remote_static each end must
@@ -229,6 +229,19 @@ start_server "$ECHO" --protocol $NN --psk "$K/psk" --echo
 run_client "$GOPEER" --protocol $NN --psk "$K/psk2" --send "$DATA"
 refused "NNpsk0: wrong PSK, hush-echo server fails message 1 (EHANDSHAKE)" \
 	server.err "handshake failed: .*(EHANDSHAKE)"
+
+# A server serves the next client after a bad one.
+start_server "$ECHO" --protocol $NN --psk "$K/psk" --echo --count 2
+timeout 60 "$GOPEER" --protocol $NN --psk "$K/psk2" --send "$DATA" --connect "$ADDR" \
+	>"$WORK/client.out" 2>"$WORK/client.err"
+BAD=$?
+run_client "$GOPEER" --protocol $NN --psk "$K/psk" --send "$DATA"
+if [ $BAD -eq 1 ] && [ $CRC -eq 0 ] && [ $SRC -eq 1 ] && grep -q "^RESULT" "$WORK/server.out" &&
+	grep -q "handshake failed: .*(EHANDSHAKE)" "$WORK/server.err"; then
+	ok "NNpsk0: hush-echo --listen serves the next client after one with a wrong PSK"
+else
+	notok "hush-echo --listen after a bad client (bad $BAD, client exit $CRC, server exit $SRC)"
+fi
 
 start_server "$GOPEER" --protocol $NN --psk "$K/psk2" --echo
 run_client "$ECHO" --protocol $NN --psk "$K/psk" --send "$DATA"

@@ -469,6 +469,11 @@ static void bev_read_high_watermark_never_stalls(void **state)
 	uint8_t *msg = malloc(ca.want);
 	testlib_fill(msg, ca.want, 9);
 	run(&e); /* until CONNECTED: writes made before would be coalesced */
+	/* In NNpsk0 the server is connected last, on the client's confirmation record. */
+	for (int i = 0; i < 1000 && sa.connected == 0; i++) {
+		event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
+	assert_int_equal(sa.connected, 1);
 	/* Everything at once, in 1 KiB records: then the peer falls silent. */
 	for (size_t off = 0; off < ca.want; off += REC) {
 		assert_int_equal(bufferevent_write(s, msg + off, REC), 0);
@@ -537,7 +542,12 @@ static void bev_freed_from_its_own_callbacks(void **state)
 		bufferevent_setcb(s, app_read, NULL, app_event, &sa);
 		bufferevent_enable(c, EV_READ | EV_WRITE);
 		bufferevent_enable(s, EV_READ | EV_WRITE);
-		assert_int_equal(bufferevent_write(s, "some data", 9), 0);
+		/* Freed at CONNECTED, the client reads nothing: the server, connected only
+		 * on the client's NNpsk0 confirmation, writes nothing (its bytes would meet
+		 * a closed socket, which is not what this checks). */
+		if (when != 0) {
+			assert_int_equal(bufferevent_write(s, "some data", 9), 0);
+		}
 		if (when == 2) {
 			assert_int_equal(hush_bufferevent_shutdown(s), 0);
 		}

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/time.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -873,6 +874,180 @@ static void handshake_conn_churn_returns_heap_to_its_start(void **state)
 	testlib_alloc_uninstall();
 }
 
+/* ---- NNpsk0 key confirmation (PROTOCOL.md section 14.1) ---- */
+
+static void write_all_fd(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR) {
+			continue;
+		}
+		assert_true(k > 0);
+		p += k;
+		n -= (size_t)k;
+	}
+}
+
+static bool end_done(void *arg);
+
+/* Reads what the server sent on fd (its message 2) without waiting long. */
+static size_t drain_fd(struct env *e, int fd, uint8_t *buf, size_t cap)
+{
+	size_t got = 0;
+	for (int i = 0; i < 200 && got == 0; i++) {
+		event_base_loop(e->base, EVLOOP_NONBLOCK);
+		ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+		if (n > 0) {
+			got = (size_t)n;
+		} else {
+			usleep(1000);
+		}
+	}
+	return got;
+}
+
+static bool all_failed(void *arg)
+{
+	struct end *x = arg;
+	for (int i = 0; i < 5; i++) {
+		if (x[i].err == 0 && !x[i].opened) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * A captured NNpsk0 first flight, replayed, never opens a connection: the server
+ * answers with message 2, but without the initiator's confirmation record, sealed under
+ * keys that depend on the server's new ephemeral key, OPEN is never reported. Whatever
+ * the replayer does next fails the handshake: silence (HUSH_ETIMEDOUT), a record of
+ * another length (HUSH_EHANDSHAKE, judged at its LENGTH), a forged record of the right
+ * length (HUSH_EAUTH), going away (HUSH_ECLOSED); and an initiator that completes the
+ * handshake but sends data first fails it too (HUSH_EHANDSHAKE). A real client then
+ * opens, and the server's first bytes reach it.
+ */
+static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	hush_conn_config_init(&cc);
+	cc.handshake_timeout_ms = 400;
+	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
+	size_t flen = 0;
+	struct hush_handshake *cap;
+	assert_int_equal(hush_handshake_new(&cap, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_next(cap, flight, sizeof(flight), &flen), 0);
+	struct end srv[5];
+	int peer[5];
+	for (int round = 0; round < 10; round++) {
+		memset(srv, 0, sizeof(srv));
+		for (int i = 0; i < 5; i++) {
+			int sv[2];
+			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+			peer[i] = sv[1];
+			start(&e, sv[0], &srv[i], &cc, &d.sc, HUSH_SIDE_SERVER);
+			write_all_fd(peer[i], flight, flen);
+		}
+		uint8_t m2[2048];
+		for (int i = 0; i < 5; i++) {
+			size_t n = drain_fd(&e, peer[i], m2, sizeof(m2));
+			assert_true(n > 0); /* the server answered the replay */
+		}
+		uint8_t junk[64];
+		testlib_fill(junk, sizeof(junk), (uint64_t)round);
+		/* 0: silent. 1: a close-record-sized record. 2: a forged confirmation. */
+		hush__store_le32(junk, 20);
+		write_all_fd(peer[1], junk, 24);
+		hush__store_le32(junk + 24, 21);
+		hush__store_le32(junk + 28, HUSH_RECORD_TYPE);
+		write_all_fd(peer[2], junk + 24, 25);
+		/* 3: goes away. */
+		close(peer[3]);
+		peer[3] = -1;
+		/* 4: a record announcing the receive limit. */
+		hush__store_le32(junk, HUSH_RECORD_DEFAULT_RECV_LIMIT);
+		write_all_fd(peer[4], junk, 8);
+		run_until(&e, 2000, all_failed, srv);
+		assert_int_equal(srv[0].err, HUSH_ETIMEDOUT);
+		assert_int_equal(srv[1].err, HUSH_EHANDSHAKE);
+		assert_int_equal(srv[2].err, HUSH_EAUTH);
+		assert_int_equal(srv[3].err, HUSH_ECLOSED);
+		assert_int_equal(srv[4].err, HUSH_EHANDSHAKE);
+		for (int i = 0; i < 5; i++) {
+			assert_int_equal(srv[i].opened, 0);
+			end_free(&srv[i]);
+			if (peer[i] >= 0) {
+				close(peer[i]);
+			}
+		}
+	}
+	hush_handshake_free(cap);
+	/* An initiator that completes the handshake but whose first record is data. */
+	{
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct end x = {0};
+		start(&e, sv[0], &x, &cc, &d.sc, HUSH_SIDE_SERVER);
+		struct hush_handshake *hs;
+		assert_int_equal(hush_handshake_new(&hs, &d.cc, HUSH_SIDE_CLIENT), 0);
+		assert_int_equal(hush_handshake_next(hs, flight, sizeof(flight), &flen), 0);
+		write_all_fd(sv[1], flight, flen);
+		uint8_t m2[2048];
+		size_t n = drain_fd(&e, sv[1], m2, sizeof(m2));
+		size_t used = 0;
+		assert_int_equal(hush_handshake_read(hs, m2, n, &used), 0);
+		assert_true(hush_handshake_done(hs));
+		struct hush_handshake_result res;
+		assert_int_equal(hush_handshake_result(hs, &res), 0);
+		struct hush_record *rec;
+		assert_int_equal(hush_record_new(&rec, res.record_protocol, res.key, res.key_len,
+						 res.side),
+				 0);
+		uint8_t frame[64];
+		memcpy(frame + HUSH_RECORD_HEADER_SIZE, "hi", 2);
+		size_t fl;
+		assert_int_equal(hush_record_seal(rec, frame, sizeof(frame), 2, &fl), 0);
+		write_all_fd(sv[1], frame, fl);
+		run_until(&e, 2000, end_done, &x);
+		assert_int_equal(x.opened, 0);
+		assert_int_equal(x.err, HUSH_EHANDSHAKE);
+		hush_record_free(rec);
+		hush_handshake_result_wipe(&res);
+		hush_handshake_free(hs);
+		end_free(&x);
+		close(sv[1]);
+	}
+	/* A real client opens, and the server's greeting written at OPEN reaches it. */
+	{
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		struct end a = {0};
+		struct end b = {.greeting = (const uint8_t *)"hello", .greeting_len = 5};
+		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		struct two t = {&a, &b};
+		run_until(&e, 2000, both_open_or_failed, &t);
+		assert_int_equal(a.opened, 1);
+		assert_int_equal(b.opened, 1);
+		for (int i = 0; i < 200 && a.len < 5; i++) {
+			event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+			usleep(1000);
+		}
+		assert_int_equal(a.len, 5);
+		assert_memory_equal(a.data, "hello", 5);
+		end_free(&a);
+		end_free(&b);
+	}
+	ids_done(&d);
+	env_done(&e);
+}
+
 /* ---- Listener ---- */
 
 struct server {
@@ -936,12 +1111,75 @@ static bool accepted_n(void *arg)
 	       (w->client == NULL || w->client->opened || w->client->err);
 }
 
+/* A TCP connection to port from 127.0.0.x (x = host). */
+static int tcp_connect_from(uint16_t port, int host)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in src = {.sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host)};
+	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Sends a well-formed first flight (hello and message 1) of hc's protocol on fd, then
+ * nothing more: the peer's handshake is past its first message and stalls there. */
+static void send_first_flight(int fd, const struct hush_handshake_config *hc)
+{
+	struct hush_handshake *hs;
+	uint8_t out[HUSH_HANDSHAKE_MAX_OUTPUT];
+	size_t n = 0;
+	assert_int_equal(hush_handshake_new(&hs, hc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_next(hs, out, sizeof(out), &n), 0);
+	assert_int_equal(send(fd, out, n, 0), (ssize_t)n);
+	hush_handshake_free(hs);
+}
+
+static void listener_setup(struct env *e, struct server *s, struct ids *d,
+			   struct hush_conn_config *cc, struct hush_listener_config *lc,
+			   uint16_t *port)
+{
+	hush_conn_config_init(cc);
+	s->e = e;
+	hush_listener_config_init(lc);
+	lc->handshake = &d->sc;
+	lc->conn = cc;
+	lc->callbacks = &end_cb;
+	lc->on_accept = srv_on_accept;
+	lc->accept_arg = s;
+	(void)port;
+}
+
+/* Runs the loop until the server's answer arrives on fd (its message 2: the server
+ * took the first message), or 2 s pass. */
+static void run_until_answered(struct env *e, int fd)
+{
+	for (int i = 0; i < 2000; i++) {
+		event_base_loop(e->base, EVLOOP_NONBLOCK);
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, 1) == 1) {
+			return;
+		}
+	}
+	fail_msg("no answer to the first flight");
+}
+
+static bool end_done(void *arg)
+{
+	struct end *x = arg;
+	return x->opened || x->err;
+}
+
 /*
- * At most max_handshakes handshakes run at once: stalled peers beyond the cap wait in
- * the backlog, are accepted as earlier handshakes time out, and a real client then
+ * At the cap the listener keeps accepting, and each newcomer evicts the handshake
+ * that made the least progress: stalled peers that sent nothing go first, oldest first,
+ * before a peer that sent its whole first message; a real client arriving at the cap
  * completes. A listener freed while handshakes run stays until they end.
  */
-static void listener_caps_handshakes_in_progress(void **state)
+static void listener_at_cap_evicts_the_least_advanced_handshake(void **state)
 {
 	(void)state;
 	struct env e;
@@ -949,64 +1187,287 @@ static void listener_caps_handshakes_in_progress(void **state)
 	struct ids d;
 	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	struct hush_conn_config cc;
-	hush_conn_config_init(&cc);
-	cc.handshake_timeout_ms = 300;
-	struct server s = {.e = &e};
+	struct server s = {0};
 	struct hush_listener_config lc;
-	hush_listener_config_init(&lc);
-	lc.handshake = &d.sc;
-	lc.conn = &cc;
-	lc.callbacks = &end_cb;
-	lc.on_accept = srv_on_accept;
-	lc.accept_arg = &s;
-	lc.max_handshakes = 2;
 	uint16_t port;
+	listener_setup(&e, &s, &d, &cc, &lc, &port);
+	cc.handshake_timeout_ms = 5000;
+	lc.max_handshakes = 2;
+	lc.first_message_timeout_ms = 0;
+	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
 	int lfd = tcp_listener(&port);
 	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
-	int stalled[4];
-	for (int i = 0; i < 4; i++) {
-		stalled[i] = tcp_connect(port); /* sends nothing */
-	}
-	struct cap_wait w = {.s = &s, .accepted = 2};
-	run_until(&e, 150, accepted_n, &w);
-	/* Within the timeout only two were taken. */
-	assert_int_equal(s.n, 2);
+	/* ends[0] sends its first message, ends[1] nothing. */
+	int p[5];
+	p[0] = tcp_connect(port);
+	send_first_flight(p[0], &d.cc);
+	struct cap_wait w = {.s = &s, .accepted = 1};
+	run_until(&e, 2000, accepted_n, &w);
+	run_until_answered(&e, p[0]);
+	p[1] = tcp_connect(port);
+	w.accepted = 2;
+	run_until(&e, 2000, accepted_n, &w);
 	assert_int_equal(hush_listener_handshakes(s.l), 2);
-	/* They time out, the next two are accepted and time out too. */
-	w.accepted = 4;
-	w.failed = 4;
-	run_until(&e, 3000, accepted_n, &w);
-	assert_int_equal(s.n, 4);
-	for (int i = 0; i < 4; i++) {
-		assert_int_equal(s.ends[i].err, HUSH_ETIMEDOUT);
-	}
-	/* A real client gets through. */
+	/* At the cap: the stalled one that sent nothing gives way, not the older one. */
+	usleep(20000);
+	p[2] = tcp_connect(port);
+	w.accepted = 3;
+	w.failed = 1;
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.ends[0].err, 0);
+	assert_int_equal(s.ends[1].err, HUSH_EBUSY);
+	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	/* A real client at the cap evicts ends[2] (still waiting for a first message) and
+	 * completes; ends[0] is still in progress. */
 	struct end client = {0};
+	usleep(20000);
 	start(&e, tcp_connect(port), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
-	w.accepted = 5;
+	w.accepted = 4;
+	w.failed = 2;
 	w.client = &client;
 	run_until(&e, 3000, accepted_n, &w);
 	assert_int_equal(client.err, 0);
 	assert_int_equal(client.opened, 1);
-	/* One more stalled peer; free the listener while its handshake runs. */
-	int late = tcp_connect(port);
+	assert_int_equal(s.ends[2].err, HUSH_EBUSY);
+	/* In XX the server opens last, on message 3. */
+	run_until(&e, 2000, end_done, &s.ends[3]);
+	assert_int_equal(s.ends[3].opened, 1);
+	assert_int_equal(s.ends[0].err, 0);
+	assert_int_equal(hush_listener_handshakes(s.l), 1);
+	/* With no peer left that is waiting for a first message, the oldest goes. */
+	p[3] = tcp_connect(port);
+	send_first_flight(p[3], &d.cc);
+	w.accepted = 5;
+	run_until(&e, 2000, accepted_n, &w);
+	run_until_answered(&e, p[3]);
+	usleep(20000);
+	p[4] = tcp_connect(port);
 	w.accepted = 6;
+	w.failed = 3;
 	w.client = NULL;
 	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.n, 6);
-	assert_int_equal(hush_listener_handshakes(s.l), 1);
+	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
+	assert_int_equal(s.ends[4].err, 0);
+	assert_int_equal(s.ends[5].err, 0);
+	struct hush_listener_stats st;
+	hush_listener_get_stats(s.l, &st);
+	assert_int_equal(st.accepted, 6);
+	assert_int_equal(st.evicted, 3);
+	assert_int_equal(st.refused_per_source, 0);
+	/* Freed with two handshakes running: they go on to their deadline. */
 	hush_listener_free(s.l);
 	w.failed = 5;
-	run_until(&e, 3000, accepted_n, &w);
+	run_until(&e, 8000, accepted_n, &w);
+	assert_int_equal(s.ends[4].err, HUSH_ETIMEDOUT);
 	assert_int_equal(s.ends[5].err, HUSH_ETIMEDOUT);
-	for (int i = 0; i < 4; i++) {
-		close(stalled[i]);
+	for (int i = 0; i < 5; i++) {
+		close(p[i]);
 	}
-	close(late);
 	for (int i = 0; i < s.n; i++) {
 		end_free(&s.ends[i]);
 	}
 	end_free(&client);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/*
+ * The first message has a deadline of its own: a peer that sends nothing fails with
+ * HUSH_ETIMEDOUT at first_message_timeout_ms, well before the handshake's deadline; a
+ * peer whose first message came whole is held only to the handshake's deadline.
+ */
+static void listener_first_message_deadline_fails_stalled_peers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	struct server s = {0};
+	struct hush_listener_config lc;
+	uint16_t port;
+	listener_setup(&e, &s, &d, &cc, &lc, &port);
+	cc.handshake_timeout_ms = 1500;
+	lc.first_message_timeout_ms = 200;
+	int lfd = tcp_listener(&port);
+	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct timeval t0, t1, t2;
+	gettimeofday(&t0, NULL);
+	int silent = tcp_connect(port);
+	int trickle = tcp_connect(port);
+	/* Half a first flight: not whole, so the first deadline applies. */
+	assert_int_equal(send(trickle, "\x00\x24hush/", 7, 0), 7);
+	int spoke = tcp_connect(port);
+	send_first_flight(spoke, &d.cc);
+	struct cap_wait w = {.s = &s, .accepted = 3, .failed = 2};
+	run_until(&e, 3000, accepted_n, &w);
+	gettimeofday(&t1, NULL);
+	long ms1 = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+	int spoke_i = -1;
+	for (int i = 0; i < s.n; i++) {
+		if (s.ends[i].err == 0) {
+			spoke_i = i;
+		} else {
+			assert_int_equal(s.ends[i].err, HUSH_ETIMEDOUT);
+		}
+	}
+	assert_true(spoke_i >= 0);
+	assert_true(ms1 >= 190 && ms1 < 1000);
+	struct hush_listener_stats st;
+	hush_listener_get_stats(s.l, &st);
+	assert_int_equal(st.first_timeouts, 2);
+	w.failed = 3;
+	run_until(&e, 3000, accepted_n, &w);
+	gettimeofday(&t2, NULL);
+	long ms2 = (t2.tv_sec - t0.tv_sec) * 1000 + (t2.tv_usec - t0.tv_usec) / 1000;
+	assert_int_equal(s.ends[spoke_i].err, HUSH_ETIMEDOUT);
+	assert_true(ms2 >= 1400);
+	close(silent);
+	close(trickle);
+	close(spoke);
+	for (int i = 0; i < s.n; i++) {
+		end_free(&s.ends[i]);
+	}
+	hush_listener_free(s.l);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/* Reads until EOF or reset; true when the socket was closed by the peer. */
+static bool closed_by_peer(int fd, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char b[64];
+	ssize_t n = recv(fd, b, sizeof(b), 0);
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/*
+ * At the cap one source address holds at most max_per_source handshakes: its next
+ * connection is closed at once and never reaches the application (it may not take the
+ * place of another's handshake), while a client from another address evicts a stalled
+ * peer and completes; once the source holds fewer, it may connect again.
+ */
+static void listener_at_cap_limits_handshakes_per_source(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	struct server s = {0};
+	struct hush_listener_config lc;
+	uint16_t port;
+	listener_setup(&e, &s, &d, &cc, &lc, &port);
+	lc.max_handshakes = 3;
+	lc.max_per_source = 2;
+	lc.first_message_timeout_ms = 0;
+	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
+	int lfd = tcp_listener(&port);
+	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	int a = tcp_connect_from(port, 5);
+	int b = tcp_connect_from(port, 5);
+	int c = tcp_connect_from(port, 6);
+	struct cap_wait w = {.s = &s, .accepted = 3};
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(s.l), 3);
+	usleep(20000);
+	int refused = tcp_connect_from(port, 5);
+	struct hush_listener_stats st = {0};
+	for (int i = 0; i < 2000 && st.refused_per_source == 0; i++) {
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		usleep(1000);
+		hush_listener_get_stats(s.l, &st);
+	}
+	assert_int_equal(st.refused_per_source, 1);
+	assert_true(closed_by_peer(refused, 1000));
+	assert_int_equal(s.n, 3);
+	/* Another address takes the place of the oldest stalled peer. */
+	struct end client = {0};
+	start(&e, tcp_connect_from(port, 7), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	w.accepted = 4;
+	w.failed = 1;
+	w.client = &client;
+	run_until(&e, 3000, accepted_n, &w);
+	assert_int_equal(client.opened, 1);
+	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
+	/* The source holds one handshake now: it may connect again. */
+	run_until(&e, 2000, end_done, &s.ends[3]);
+	int again = tcp_connect_from(port, 5);
+	w.accepted = 5;
+	w.client = NULL;
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(s.n, 5);
+	hush_listener_get_stats(s.l, &st);
+	assert_int_equal(st.refused_per_source, 1);
+	close(a);
+	close(b);
+	close(c);
+	close(refused);
+	close(again);
+	for (int i = 0; i < s.n; i++) {
+		end_free(&s.ends[i]);
+	}
+	end_free(&client);
+	hush_listener_free(s.l);
+	ids_done(&d);
+	env_done(&e);
+}
+
+/*
+ * A burst of real clients beyond the cap is not a flood: peers whose bytes already wait
+ * are never evicted; the listener waits with the rest in the backlog, as before, and
+ * every client completes.
+ */
+static void listener_burst_beyond_the_cap_waits_and_completes(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	struct server s = {0};
+	struct hush_listener_config lc;
+	uint16_t port;
+	listener_setup(&e, &s, &d, &cc, &lc, &port);
+	lc.max_handshakes = 2;
+	int lfd = tcp_listener(&port);
+	assert_int_equal(listen(lfd, 16), 0);
+	enum { N = 8 };
+	struct end clients[N] = {{0}};
+	for (int i = 0; i < N; i++) {
+		start(&e, tcp_connect(port), &clients[i], NULL, &d.cc, HUSH_SIDE_CLIENT);
+	}
+	/* Every first flight is sent before the listener exists: it accepts them all in
+	 * one burst, each with its bytes waiting. */
+	for (int i = 0; i < 10; i++) {
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct cap_wait w = {.s = &s, .accepted = N};
+	run_until(&e, 5000, accepted_n, &w);
+	for (int i = 0; i < N; i++) {
+		run_until(&e, 3000, end_done, &clients[i]);
+		assert_int_equal(clients[i].err, 0);
+		assert_int_equal(clients[i].opened, 1);
+	}
+	for (int i = 0; i < N; i++) {
+		run_until(&e, 3000, end_done, &s.ends[i]);
+		assert_int_equal(s.ends[i].opened, 1);
+	}
+	struct hush_listener_stats st;
+	hush_listener_get_stats(s.l, &st);
+	assert_int_equal(st.evicted, 0);
+	for (int i = 0; i < N; i++) {
+		end_free(&clients[i]);
+		end_free(&s.ends[i]);
+	}
+	hush_listener_free(s.l);
 	ids_done(&d);
 	env_done(&e);
 }
@@ -1031,6 +1492,9 @@ static void listener_bad_configuration_fails_with_einval(void **state)
 	lc.on_accept = srv_on_accept;
 	lc.max_handshakes = 0;
 	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	lc.max_handshakes = 1;
+	lc.max_per_source = 0;
+	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
 	assert_null(l);
 	ids_done(&d);
 	env_done(&e);
@@ -1053,7 +1517,11 @@ int main(void)
 		cmocka_unit_test(handshake_conn_state_is_wiped_when_freed),
 		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
-		cmocka_unit_test(listener_caps_handshakes_in_progress),
+		cmocka_unit_test(handshake_conn_nnpsk0_replayed_first_flight_never_opens),
+		cmocka_unit_test(listener_at_cap_evicts_the_least_advanced_handshake),
+		cmocka_unit_test(listener_first_message_deadline_fails_stalled_peers),
+		cmocka_unit_test(listener_at_cap_limits_handshakes_per_source),
+		cmocka_unit_test(listener_burst_beyond_the_cap_waits_and_completes),
 		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

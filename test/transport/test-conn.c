@@ -1219,6 +1219,171 @@ static void conn_unfinished_record_holds_room_for_what_arrived(void **state)
 	}
 }
 
+static uint64_t ms_now(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* Runs the loop until every sink of s[0..n) has an error, or ms pass. */
+static void run_until_failed(struct env *e, struct sink *s, int n, int ms)
+{
+	uint64_t end = ms_now() + (uint64_t)ms;
+	for (;;) {
+		int failed = 0;
+		for (int i = 0; i < n; i++) {
+			failed += s[i].err != 0;
+		}
+		if (failed == n || ms_now() >= end) {
+			return;
+		}
+		run_for_ms(e, 10);
+	}
+}
+
+/*
+ * A peer that sends most of a large record and stops pins the buffer that holds it only
+ * until the record deadline: then the connection fails with HUSH_ESTALLED and every
+ * buffer goes back. Trickling more bytes of the same record does not move the deadline,
+ * and another connection that completes its records meanwhile is not affected.
+ */
+static void conn_stalled_partial_record_fails_estalled_at_deadline(void **state)
+{
+	(void)state;
+	enum { N = 8, SENT = 100000 };
+	struct env e;
+	env_init(&e, NULL);
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.record_timeout_ms = 300;
+	int sv[N + 1][2];
+	struct sink s[N + 1];
+	struct hush_conn *c[N + 1];
+	memset(s, 0, sizeof(s));
+	for (int i = 0; i <= N; i++) {
+		pair(sv[i]);
+		c[i] = open_conn(&e, sv[i][0], &s[i], &cfg, HUSH_SIDE_SERVER);
+	}
+	run_for_ms(&e, 1);
+	/* One record of 1 MiB - 4 bytes of LENGTH, of which SENT bytes go out. */
+	struct peer p;
+	peer_init(&p, -1, HUSH_SIDE_CLIENT, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4);
+	size_t big_len = HUSH_RECORD_DEFAULT_RECV_LIMIT - HUSH_RECORD_OVERHEAD + 4;
+	uint8_t *big = calloc(1, big_len);
+	assert_non_null(big);
+	size_t wire_len;
+	uint8_t *wire = peer_seal(&p, big, big_len, &wire_len);
+	uint64_t t0 = ms_now();
+	for (int i = 0; i < N; i++) {
+		write_all(sv[i][1], wire, SENT);
+	}
+	for (int k = 0; k < 20; k++) {
+		event_base_loop(e.base, EVLOOP_NONBLOCK);
+	}
+	struct hush_pool_stats st;
+	hush_pool_stats(e.pool, &st);
+	print_message("# %d peers, %d bytes of a 1 MiB record each: %llu pool bytes pinned\n", N,
+		      SENT, (unsigned long long)st.total.bytes_in_use);
+	assert_true(st.total.bytes_in_use >= (uint64_t)N * SENT);
+	/* The healthy connection gets a whole record every 50 ms, in two halves; the
+	 * first stalled one gets a byte more of its record every 50 ms. */
+	struct peer q;
+	peer_init(&q, sv[N][1], HUSH_SIDE_CLIENT, 0);
+	uint8_t msg[1000];
+	testlib_fill(msg, sizeof(msg), 3);
+	size_t off = SENT;
+	while (ms_now() - t0 < 280) {
+		size_t ql;
+		uint8_t *qw = peer_seal(&q, msg, sizeof(msg), &ql);
+		write_all(sv[N][1], qw, ql / 2);
+		run_for_ms(&e, 25);
+		write_all(sv[N][1], qw + ql / 2, ql - ql / 2);
+		free(qw);
+		write_all(sv[0][1], wire + off++, 1);
+		run_for_ms(&e, 25);
+	}
+	run_until_failed(&e, s, N, 2000);
+	uint64_t t1 = ms_now();
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(s[i].err, HUSH_ESTALLED);
+	}
+	assert_true(t1 - t0 >= 295);
+	assert_true(t1 - t0 < 1500);
+	assert_int_equal(s[N].err, 0);
+	assert_true(s[N].len >= 4 * sizeof(msg));
+	for (int i = 0; i < N; i++) {
+		hush_conn_free(c[i]);
+		close(sv[i][1]);
+		free(s[i].data);
+	}
+	hush_pool_stats(e.pool, &st);
+	assert_int_equal(st.total.in_use, 0);
+	assert_string_equal(hush_err_name(HUSH_ESTALLED), "ESTALLED");
+	hush_conn_free(c[N]);
+	peer_done(&q);
+	free(s[N].data);
+	p.fd = -1;
+	peer_done(&p);
+	free(wire);
+	free(big);
+	env_done(&e);
+}
+
+/*
+ * Bytes of a record still arriving are not activity for the idle timeout: a peer that
+ * trickles one record fails with HUSH_ETIMEDOUT at read_timeout_ms (the record deadline
+ * off), while a peer that completes records keeps its connection.
+ */
+static void conn_partial_record_bytes_do_not_reset_the_idle_timeout(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.read_timeout_ms = 300;
+	cfg.record_timeout_ms = 0;
+	int sv[2][2];
+	struct sink s[2];
+	struct hush_conn *c[2];
+	memset(s, 0, sizeof(s));
+	for (int i = 0; i < 2; i++) {
+		pair(sv[i]);
+		c[i] = open_conn(&e, sv[i][0], &s[i], &cfg, HUSH_SIDE_SERVER);
+	}
+	struct peer p[2];
+	for (int i = 0; i < 2; i++) {
+		peer_init(&p[i], sv[i][1], HUSH_SIDE_CLIENT, 0);
+	}
+	uint8_t msg[4000];
+	testlib_fill(msg, sizeof(msg), 5);
+	size_t tl;
+	uint8_t *trickle = peer_seal(&p[0], msg, sizeof(msg), &tl);
+	uint64_t t0 = ms_now();
+	size_t off = 0;
+	while (s[0].err == 0 && ms_now() - t0 < 1500) {
+		write_all(sv[0][1], trickle + off++, 1);
+		size_t wl;
+		uint8_t *w = peer_seal(&p[1], msg, 100, &wl);
+		write_all(sv[1][1], w, wl);
+		free(w);
+		run_for_ms(&e, 20);
+	}
+	uint64_t t1 = ms_now();
+	assert_int_equal(s[0].err, HUSH_ETIMEDOUT);
+	assert_true(t1 - t0 >= 290);
+	assert_true(t1 - t0 < 1000);
+	assert_int_equal(s[1].err, 0);
+	for (int i = 0; i < 2; i++) {
+		hush_conn_free(c[i]);
+		peer_done(&p[i]);
+		free(s[i].data);
+	}
+	free(trickle);
+	env_done(&e);
+}
+
 /* Two threads, each with its own event_base and loop, sharing one pool. */
 struct worker {
 	struct hush_pool *pool;
@@ -1470,6 +1635,8 @@ int main(void)
 		cmocka_unit_test(conn_read_idle_timeout_fails_with_timedout),
 		cmocka_unit_test(conn_stalled_write_times_out),
 		cmocka_unit_test(conn_unfinished_record_holds_room_for_what_arrived),
+		cmocka_unit_test(conn_stalled_partial_record_fails_estalled_at_deadline),
+		cmocka_unit_test(conn_partial_record_bytes_do_not_reset_the_idle_timeout),
 		cmocka_unit_test(conn_two_threads_share_one_pool),
 		cmocka_unit_test(conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(conn_churn_returns_heap_to_its_start),

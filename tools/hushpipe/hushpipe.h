@@ -42,6 +42,33 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 /* Writes a statistics line (labelled "stats"), whatever the level. */
 void log_stats(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Rate-limited lines, for what a peer can make happen at will (failed handshakes,
+ * refused keys, failed connects): at most LOG_BURST lines of a kind a second; the
+ * rest are counted and reported as one line, "N similar lines suppressed (kind)", when
+ * the second is over (at the next line of the kind or at log_limits_flush()), as sshd
+ * and nginx do. Thread-safe.
+ */
+#define LOG_BURST 20
+struct log_limit {
+	pthread_mutex_t lock;
+	const char *kind;
+	uint64_t window; /* the second (pipe_now_ms() / 1000) being counted */
+	unsigned lines;
+	unsigned suppressed;
+};
+#define LOG_LIMIT_INIT(kind) {PTHREAD_MUTEX_INITIALIZER, kind, 0, 0, 0}
+
+extern struct log_limit log_limit_failures; /* connections that ended in failure */
+extern struct log_limit log_limit_refusals; /* refused peer keys */
+
+/* rl NULL: not limited. */
+void log_limited(struct log_limit *rl, enum log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Reports what each limiter suppressed in a second that is over. */
+void log_limits_flush(void);
+
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */
 int log_level_from_name(const char *name);
 
@@ -120,11 +147,16 @@ struct pipe_options {
 	unsigned max_conns; /* --max-conns */
 	bool max_conns_set;
 	unsigned max_handshakes; /* --max-handshakes, per worker (-d) */
+	unsigned max_per_source; /* --max-per-source, per worker (-d) */
+	uint32_t first_message_timeout_ms; /* --first-message-timeout (-d); 0: none */
 	uint32_t handshake_timeout_ms;
+	uint32_t record_timeout_ms; /* --record-timeout; 0: none */
 	uint32_t connect_timeout_ms;
 	uint32_t idle_timeout_ms; /* 0: none */
 	uint32_t drain_timeout_ms;
 	int backlog;
+	uint64_t pool_budget; /* --pool-budget, bytes; 0: none */
+	bool pool_budget_set;
 	const char *pidfile;
 };
 

@@ -20,7 +20,8 @@ static int verify_peer(const uint8_t key[HUSH_KEY_SIZE], void *arg)
 	if (!ok && log_enabled(LOG_INFO)) {
 		char b64[HUSH_KEY_BASE64_LEN + 1];
 		hush_key_to_base64(key, b64);
-		log_msg(LOG_INFO, "refusing peer key %s: not an allowed peer", b64);
+		log_limited(&log_limit_refusals, LOG_INFO, "refusing peer key %s: not an allowed peer",
+			    b64);
 	}
 	return ok ? 0 : -1;
 }
@@ -32,7 +33,8 @@ static int load_peers_file(struct hush_peers **out)
 	if (rc == HUSH_ESYS) {
 		log_msg(LOG_ERROR, "%s: %s", P.opt.peers_file, strerror(errno));
 	} else if (rc < 0 && bad_line != 0) {
-		log_msg(LOG_ERROR, "%s:%u: not a peer key line", P.opt.peers_file, bad_line);
+		log_msg(LOG_ERROR, "%s:%u: not a peer key line (malformed, or a low-order key)",
+			P.opt.peers_file, bad_line);
 	} else if (rc < 0) {
 		log_msg(LOG_ERROR, "%s: %s", P.opt.peers_file, hush_strerror(rc));
 	}

@@ -69,3 +69,68 @@ void log_stats(const char *fmt, ...)
 	vlog("stats", fmt, ap);
 	va_end(ap);
 }
+
+struct log_limit log_limit_failures = LOG_LIMIT_INIT("connection failures");
+struct log_limit log_limit_refusals = LOG_LIMIT_INIT("refused peer keys");
+
+/* The count to report for a second that is over, or 0; starts the new second. */
+static unsigned limit_roll(struct log_limit *rl, uint64_t now_s)
+{
+	unsigned n = 0;
+	if (rl->window != now_s) {
+		n = rl->suppressed;
+		rl->window = now_s;
+		rl->lines = 0;
+		rl->suppressed = 0;
+	}
+	return n;
+}
+
+static void report_suppressed(const struct log_limit *rl, unsigned n)
+{
+	if (n > 0) {
+		log_msg(LOG_WARN, "%u similar line%s suppressed (%s)", n, n == 1 ? "" : "s",
+			rl->kind);
+	}
+}
+
+void log_limited(struct log_limit *rl, enum log_level lvl, const char *fmt, ...)
+{
+	if (!log_enabled(lvl)) {
+		return;
+	}
+	va_list ap;
+	if (rl == NULL) {
+		va_start(ap, fmt);
+		vlog(level_names[lvl], fmt, ap);
+		va_end(ap);
+		return;
+	}
+	pthread_mutex_lock(&rl->lock);
+	unsigned done = limit_roll(rl, pipe_now_ms() / 1000);
+	bool emit = rl->lines < LOG_BURST;
+	if (emit) {
+		rl->lines++;
+	} else {
+		rl->suppressed++;
+	}
+	pthread_mutex_unlock(&rl->lock);
+	report_suppressed(rl, done);
+	if (emit) {
+		va_start(ap, fmt);
+		vlog(level_names[lvl], fmt, ap);
+		va_end(ap);
+	}
+}
+
+void log_limits_flush(void)
+{
+	struct log_limit *all[] = {&log_limit_failures, &log_limit_refusals};
+	uint64_t now_s = pipe_now_ms() / 1000;
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		pthread_mutex_lock(&all[i]->lock);
+		unsigned done = limit_roll(all[i], now_s);
+		pthread_mutex_unlock(&all[i]->lock);
+		report_suppressed(all[i], done);
+	}
+}

@@ -229,6 +229,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	maybe_resume(w);
 	relay_expire(w);
+	if (w->index == 0) {
+		log_limits_flush();
+	}
 }
 
 static void *worker_main(void *arg)
@@ -333,6 +336,8 @@ static int worker_setup(struct worker *w, struct event_base *main_base)
 	lc.on_accept = on_hush_accept;
 	lc.accept_arg = w;
 	lc.max_handshakes = P.opt.max_handshakes;
+	lc.max_per_source = P.opt.max_per_source;
+	lc.first_message_timeout_ms = P.opt.first_message_timeout_ms;
 	lc.backlog = P.opt.backlog;
 	int rc = hush_listener_new(&w->hl, w->loop, fd, &lc);
 	if (rc < 0) {
@@ -440,6 +445,38 @@ static void fit_fd_limit(void)
 	}
 }
 
+/*
+ * The pool's budget: what all connections' buffers may hold at once. A peer that sends
+ * part of a large record pins a buffer for it (until the record deadline), so without
+ * a budget many peers could pin gigabytes. By default: 128 KiB a connection at
+ * --max-conns (room for a read and a write buffer each, all busy at once), at most a
+ * quarter of the machine's memory, at least 32 MiB (or that quarter, if smaller). At
+ * the budget reading pauses until buffers come back; nothing is lost.
+ */
+#define BUDGET_PER_CONN (128u * 1024u)
+#define BUDGET_FLOOR (32u << 20)
+
+static size_t pool_budget(void)
+{
+	if (P.opt.pool_budget_set) {
+		return (size_t)P.opt.pool_budget;
+	}
+	long pages = sysconf(_SC_PHYS_PAGES);
+	long psize = sysconf(_SC_PAGESIZE);
+	uint64_t quarter = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 4 : 0;
+	uint64_t b = (uint64_t)P.opt.max_conns * BUDGET_PER_CONN;
+	if (quarter != 0 && b > quarter) {
+		b = quarter;
+	}
+	if (b < BUDGET_FLOOR) {
+		b = quarter != 0 && quarter < BUDGET_FLOOR ? quarter : BUDGET_FLOOR;
+	}
+	if (b > SIZE_MAX) {
+		b = SIZE_MAX;
+	}
+	return (size_t)b;
+}
+
 static int write_pidfile(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -500,12 +537,21 @@ int main(int argc, char **argv)
 	fit_fd_limit();
 	hush_conn_config_init(&P.ccfg);
 	P.ccfg.handshake_timeout_ms = P.opt.handshake_timeout_ms;
+	P.ccfg.record_timeout_ms = P.opt.record_timeout_ms;
 	/* Resume plaintext reading when a quarter of the high watermark is left, so the
 	 * hush socket never runs dry between the two. */
 	P.ccfg.write_low_water = P.ccfg.write_high_water / 4;
-	if (hush_pool_new(&P.pool, NULL) < 0) {
+	struct hush_pool_config pc;
+	hush_pool_config_init(&pc);
+	pc.budget = pool_budget();
+	if (hush_pool_new(&P.pool, &pc) < 0) {
 		log_msg(LOG_ERROR, "out of memory");
 		goto out;
+	}
+	if (pc.budget != 0) {
+		log_msg(LOG_INFO, "buffer pool budget %zu MiB", pc.budget >> 20);
+	} else {
+		log_msg(LOG_INFO, "buffer pool budget: none");
 	}
 	main_base = event_base_new();
 	if (main_base == NULL || make_listen_sockets() < 0) {

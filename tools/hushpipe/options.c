@@ -19,8 +19,10 @@ static void usage(FILE *f)
 	       "                {-k KEYFILE {--peer KEY ... | --peers FILE} [--psk FILE] | --psk "
 	       "FILE}\n"
 	       "                [-j N] [--cipher aes-128-gcm | chacha20-poly1305]\n"
-	       "                [--max-conns N] [--max-handshakes N] [--backlog N]\n"
-	       "                [--handshake-timeout SEC] [--connect-timeout SEC]\n"
+	       "                [--max-conns N] [--max-handshakes N] [--max-per-source N]\n"
+	       "                [--backlog N] [--pool-budget MIB] [--handshake-timeout SEC]\n"
+	       "                [--first-message-timeout SEC] [--record-timeout SEC]\n"
+	       "                [--connect-timeout SEC]\n"
 	       "                [--idle-timeout SEC] [--drain-timeout SEC]\n"
 	       "                [--log-level error|warn|info|debug] [-v] [-q] [--pidfile FILE]\n"
 	       "       hushpipe --help | --version\n"
@@ -60,7 +62,11 @@ enum {
 	OPT_CIPHER,
 	OPT_MAX_CONNS,
 	OPT_MAX_HANDSHAKES,
+	OPT_MAX_PER_SOURCE,
+	OPT_FIRST_TIMEOUT,
+	OPT_RECORD_TIMEOUT,
 	OPT_BACKLOG,
+	OPT_POOL_BUDGET,
 	OPT_HS_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
@@ -83,7 +89,11 @@ static const struct option long_opts[] = {
     {"cipher", required_argument, NULL, OPT_CIPHER},
     {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
     {"max-handshakes", required_argument, NULL, OPT_MAX_HANDSHAKES},
+    {"max-per-source", required_argument, NULL, OPT_MAX_PER_SOURCE},
+    {"first-message-timeout", required_argument, NULL, OPT_FIRST_TIMEOUT},
+    {"record-timeout", required_argument, NULL, OPT_RECORD_TIMEOUT},
     {"backlog", required_argument, NULL, OPT_BACKLOG},
+    {"pool-budget", required_argument, NULL, OPT_POOL_BUDGET},
     {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -117,6 +127,9 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 	memset(o, 0, sizeof(*o));
 	o->max_conns = 10000;
 	o->max_handshakes = 256;
+	o->max_per_source = 32;
+	o->first_message_timeout_ms = 3000;
+	o->record_timeout_ms = 30000;
 	o->backlog = 1024;
 	o->handshake_timeout_ms = 10000;
 	o->connect_timeout_ms = 5000;
@@ -202,6 +215,21 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 				return 2;
 			}
 			break;
+		case OPT_MAX_PER_SOURCE:
+			if (!parse_uint(optarg, 1, 1u << 20, &o->max_per_source)) {
+				fprintf(stderr,
+					"hushpipe: --max-per-source: expected a positive number\n");
+				return 2;
+			}
+			break;
+		case OPT_POOL_BUDGET:
+			if (!parse_uint(optarg, 0, 1u << 24, &u)) {
+				fprintf(stderr, "hushpipe: --pool-budget: expected MiB (0: none)\n");
+				return 2;
+			}
+			o->pool_budget = (uint64_t)u << 20;
+			o->pool_budget_set = true;
+			break;
 		case OPT_BACKLOG:
 			if (!parse_uint(optarg, 1, 1u << 20, &u)) {
 				fprintf(stderr,
@@ -211,6 +239,8 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			o->backlog = (int)u;
 			break;
 		case OPT_HS_TIMEOUT:
+		case OPT_FIRST_TIMEOUT:
+		case OPT_RECORD_TIMEOUT:
 		case OPT_CONNECT_TIMEOUT:
 		case OPT_IDLE_TIMEOUT:
 		case OPT_DRAIN_TIMEOUT:
@@ -224,6 +254,10 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 			}
 			if (c == OPT_HS_TIMEOUT) {
 				o->handshake_timeout_ms = ms;
+			} else if (c == OPT_RECORD_TIMEOUT) {
+				o->record_timeout_ms = ms;
+			} else if (c == OPT_FIRST_TIMEOUT) {
+				o->first_message_timeout_ms = ms;
 			} else if (c == OPT_CONNECT_TIMEOUT) {
 				o->connect_timeout_ms = ms;
 			} else if (c == OPT_IDLE_TIMEOUT) {

@@ -197,7 +197,8 @@ static void session_end(struct session *s, bool clean, const char *why, const ch
 		char from[64];
 		peer_text(s, from, sizeof(from));
 		uint64_t ms = pipe_now_ms() - s->start_ms;
-		log_msg(LOG_INFO,
+		/* A peer can make failures at will: their lines are rate-limited. */
+		log_limited(clean ? NULL : &log_limit_failures, LOG_INFO,
 			"conn %" PRIu64 " closed (%s%s%s): from %s, %" PRIu64
 			" B plain->hush, %" PRIu64 " B hush->plain, %" PRIu64 ".%03u s",
 			s->id, why, detail != NULL ? ": " : "", detail != NULL ? detail : "", from,
@@ -485,7 +486,8 @@ static bool connect_next(struct session *s)
 	}
 	char detail[256];
 	snprintf(detail, sizeof(detail), "%s: %s", target_spec(), strerror(s->connect_err));
-	log_msg(LOG_WARN, "conn %" PRIu64 ": cannot connect to %s", s->id, detail);
+	log_limited(&log_limit_failures, LOG_WARN, "conn %" PRIu64 ": cannot connect to %s",
+		    s->id, detail);
 	session_end(s, false, "connect failed", detail);
 	return false;
 }

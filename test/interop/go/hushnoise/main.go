@@ -660,6 +660,26 @@ func serve(raw net.Conn, initiator bool, id identity) {
 		fail("NewConn", err)
 	}
 	crypter := lastCrypter
+	// Section 14.1: in NNpsk0 (no static keys) the initiator's first record is the
+	// confirmation record, plaintext 01, and the responder's connection is open only
+	// once that record has opened.
+	if o.remoteStatic == nil {
+		if initiator {
+			if _, err := c.Write([]byte{1}); err != nil {
+				fail("confirmation record", err)
+			}
+		} else {
+			b := make([]byte, 64)
+			n, err := c.Read(b)
+			if err != nil {
+				fail("confirmation record", err)
+			}
+			if n != 1 || b[0] != 1 {
+				fail("confirmation record", errf("EHANDSHAKE",
+					"the first record is not the confirmation record"))
+			}
+		}
+	}
 	finishWrite := func() error {
 		if !*noClose {
 			if err := sendClose(raw, crypter); err != nil {
