@@ -1418,6 +1418,99 @@ static void listener_at_cap_limits_handshakes_per_source(void **state)
 	env_done(&e);
 }
 
+/* A TCP connection to [::]:port, from 127.0.0.x (host > 0, as an IPv4 client of a
+ * dual-stack socket: the listener sees ::ffff:127.0.0.x) or from ::1 (host 0). */
+static int dual_connect(uint16_t port, int host)
+{
+	if (host > 0) {
+		return tcp_connect_from(port, host);
+	}
+	int fd = socket(AF_INET6, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+				  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static bool refused_one_more(struct env *e, struct hush_listener *l, uint64_t want)
+{
+	struct hush_listener_stats st = {0};
+	for (int i = 0; i < 2000 && st.refused_per_source < want; i++) {
+		event_base_loop(e->base, EVLOOP_NONBLOCK);
+		usleep(1000);
+		hush_listener_get_stats(l, &st);
+	}
+	return st.refused_per_source == want;
+}
+
+/*
+ * Sources on a dual-stack listener: an IPv4 client (seen as ::ffff:a.b.c.d) counts by
+ * its IPv4 address, not as part of one IPv6 /64 with every other IPv4 client, and ::1
+ * is a source of its own. Skipped where IPv6 loopback is missing.
+ */
+static void listener_sources_on_a_dual_stack_socket(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET6, SOCK_STREAM, 0);
+	int off = 0;
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+	if (lfd < 0 || setsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) < 0 ||
+	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (lfd >= 0) {
+			close(lfd);
+		}
+		skip();
+	}
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	uint16_t port = ntohs(sa.sin6_port);
+	struct env e;
+	env_init(&e, NULL);
+	struct ids d;
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct hush_conn_config cc;
+	struct server s = {0};
+	struct hush_listener_config lc;
+	uint16_t unused;
+	listener_setup(&e, &s, &d, &cc, &lc, &unused);
+	lc.max_handshakes = 2;
+	lc.max_per_source = 1;
+	lc.first_message_timeout_ms = 0;
+	lc.min_stall_ms = 5;
+	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	int fds[5];
+	fds[0] = dual_connect(port, 5);
+	fds[1] = dual_connect(port, 0);
+	struct cap_wait w = {.s = &s, .accepted = 2};
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	usleep(20000);
+	/* 127.0.0.5 holds its share: refused. */
+	fds[2] = dual_connect(port, 5);
+	assert_true(refused_one_more(&e, s.l, 1));
+	/* 127.0.0.6 is another source: it takes a stalled one's place. */
+	fds[3] = dual_connect(port, 6);
+	w.accepted = 3;
+	w.failed = 1;
+	run_until(&e, 2000, accepted_n, &w);
+	assert_int_equal(s.n, 3);
+	usleep(20000);
+	/* ::1 still holds its share: refused. */
+	fds[4] = dual_connect(port, 0);
+	assert_true(refused_one_more(&e, s.l, 2));
+	assert_int_equal(s.n, 3);
+	for (int i = 0; i < 5; i++) {
+		close(fds[i]);
+	}
+	for (int i = 0; i < s.n; i++) {
+		end_free(&s.ends[i]);
+	}
+	hush_listener_free(s.l);
+	ids_done(&d);
+	env_done(&e);
+}
+
 /*
  * A burst of real clients beyond the cap is not a flood: peers whose bytes already wait
  * are never evicted; the listener waits with the rest in the backlog, as before, and
@@ -1522,6 +1615,7 @@ int main(void)
 		cmocka_unit_test(listener_first_message_deadline_fails_stalled_peers),
 		cmocka_unit_test(listener_at_cap_limits_handshakes_per_source),
 		cmocka_unit_test(listener_burst_beyond_the_cap_waits_and_completes),
+		cmocka_unit_test(listener_sources_on_a_dual_stack_socket),
 		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
