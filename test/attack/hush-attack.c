@@ -202,7 +202,12 @@ static int send_record(int fd, struct hush_record *rec, const uint8_t *p, size_t
 {
 	uint8_t frame[2048];
 	size_t flen;
-	memcpy(frame + HUSH_RECORD_HEADER_SIZE, p, n);
+	if (n > sizeof(frame) - HUSH_RECORD_OVERHEAD) {
+		return HUSH_EMSGSIZE;
+	}
+	if (n > 0) {
+		memcpy(frame + HUSH_RECORD_HEADER_SIZE, p, n);
+	}
 	GUARD(hush_record_seal(rec, frame, sizeof(frame), n, &flen));
 	return send_all(fd, frame, flen) < 0 ? HUSH_EPIPE : 0;
 }
