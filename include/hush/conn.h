@@ -49,6 +49,8 @@ struct hush_conn_config {
 				       256 KiB */
 	size_t write_low_water;     /* on_writable fires when the queue falls to this after
 				       passing the high watermark; default 0 */
+	/* Timeouts are in milliseconds, at most INT32_MAX (about 24 days): hush_conn_new()
+	 * refuses larger ones with HUSH_EINVAL. */
 	uint32_t read_timeout_ms;   /* no complete record received for this long:
 				       HUSH_ETIMEDOUT; 0 = none (default). Bytes of a record
 				       still arriving do not count: a peer cannot keep a

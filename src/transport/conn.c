@@ -176,6 +176,13 @@ static uint32_t now_ms(struct hush_conn *c)
 	return (uint32_t)((uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u);
 }
 
+/* Whether timeout_ms have passed from since to now, both from now_ms(); false while now
+ * reads earlier than since (see check_timeouts). Timeouts are below 2^31 ms. */
+static bool elapsed(uint32_t now, uint32_t since, uint32_t timeout_ms)
+{
+	return (int32_t)(now - since) >= (int32_t)timeout_ms;
+}
+
 /* Callback guards: depth counts callbacks on the stack so a free from inside one is
  * carried out when the outermost returns. leave() says whether c is still alive. */
 static void enter(struct hush_conn *c)
@@ -271,7 +278,9 @@ int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int f
 	if (out == NULL || loop == NULL || fd < 0 || cfg->read_size == 0 ||
 	    cfg->read_size > UINT32_MAX / 2 || cfg->max_read_per_event == 0 ||
 	    cfg->write_low_water > cfg->write_high_water || cfg->max_send_frame == 0 ||
-	    cfg->recv_limit == 0) {
+	    cfg->recv_limit == 0 || cfg->read_timeout_ms > INT32_MAX ||
+	    cfg->write_timeout_ms > INT32_MAX || cfg->handshake_timeout_ms > INT32_MAX ||
+	    cfg->record_timeout_ms > INT32_MAX) {
 		goto fail;
 	}
 	int fl = fcntl(fd, F_GETFL);
@@ -1494,22 +1503,26 @@ static void check_timeouts(struct hush_conn *c)
 		/* Signed: libevent's cached clock may read a little behind the clock that
 		 * stamped the start, and that must not look like an expiry. */
 		if (hs_reading(c) && cfg->handshake_timeout_ms != 0 &&
-		    (int32_t)(now - c->hs->started) >= (int32_t)cfg->handshake_timeout_ms) {
+		    elapsed(now, c->hs->started, cfg->handshake_timeout_ms)) {
 			conn_fail(c, HUSH_ETIMEDOUT);
 		}
 		return;
 	}
-	if (partial_pending(c) && now - c->partial_since >= cfg->record_timeout_ms) {
+	/* Each of these stamps may come from outside the loop (a call from the application:
+	 * a fresh clock) while now is the loop's cached clock, which can read a little
+	 * behind it: differences are signed, so that such a stamp never looks like an
+	 * expiry (unsigned, it wrapped to 2^32 - 1 and failed a connection at once). */
+	if (partial_pending(c) && elapsed(now, c->partial_since, cfg->record_timeout_ms)) {
 		conn_fail(c, HUSH_ESTALLED);
 		return;
 	}
 	if ((c->interest & EV_READ) && cfg->read_timeout_ms != 0 &&
-	    now - c->last_read >= cfg->read_timeout_ms) {
+	    elapsed(now, c->last_read, cfg->read_timeout_ms)) {
 		conn_fail(c, HUSH_ETIMEDOUT);
 		return;
 	}
 	if ((c->flags & F_WANT_WRITE) && cfg->write_timeout_ms != 0 &&
-	    now - c->last_write >= cfg->write_timeout_ms) {
+	    elapsed(now, c->last_write, cfg->write_timeout_ms)) {
 		conn_fail(c, HUSH_ETIMEDOUT);
 	}
 }

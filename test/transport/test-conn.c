@@ -252,6 +252,37 @@ static void conn_idle_connection_holds_no_buffers(void **state)
 	free(s.data);
 }
 
+/* Timeouts are compared as signed differences of a 32-bit clock: one of 2^31 ms or more
+ * is refused rather than never (or at once) expiring. */
+static void conn_timeout_beyond_int32_is_refused(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	int sv[2];
+	pair(sv);
+	uint32_t *fields[4];
+	struct hush_conn_config cfg;
+	fields[0] = &cfg.read_timeout_ms;
+	fields[1] = &cfg.write_timeout_ms;
+	fields[2] = &cfg.handshake_timeout_ms;
+	fields[3] = &cfg.record_timeout_ms;
+	for (int i = 0; i < 4; i++) {
+		hush_conn_config_init(&cfg);
+		cfg.flags = 0;
+		*fields[i] = (uint32_t)INT32_MAX + 1;
+		struct hush_conn *c = (struct hush_conn *)&e; /* must stay untouched */
+		assert_int_equal(hush_conn_new(&c, e.loop, sv[0], &cfg, NULL, NULL), HUSH_EINVAL);
+		assert_ptr_equal(c, (struct hush_conn *)&e);
+		*fields[i] = INT32_MAX;
+		assert_int_equal(hush_conn_new(&c, e.loop, sv[0], &cfg, NULL, NULL), 0);
+		hush_conn_free(c);
+	}
+	close(sv[0]);
+	close(sv[1]);
+	env_done(&e);
+}
+
 static void conn_records_one_byte_per_write_are_delivered_whole(void **state)
 {
 	(void)state;
@@ -1614,6 +1645,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conn_idle_connection_holds_no_buffers),
+		cmocka_unit_test(conn_timeout_beyond_int32_is_refused),
 		cmocka_unit_test(conn_records_one_byte_per_write_are_delivered_whole),
 		cmocka_unit_test(conn_random_split_points_deliver_exact_bytes),
 		cmocka_unit_test(conn_large_records_from_peer_are_accepted),
