@@ -48,6 +48,12 @@ long testlib_unhex(const char *hex, uint8_t *out, size_t cap);
  */
 int testlib_fd_room(const char *what, int want, int per_unit, int spare);
 
+/* The 14 encodings of Curve25519's points of small order (0, 1, the two of order 8,
+ * p - 1, p, p + 1, and each with the top bit set, which X25519 ignores), as hex: a DH
+ * with any of them is all zero. */
+#define TESTLIB_N_LOW_ORDER 14
+extern const char *const testlib_low_order_x25519[TESTLIB_N_LOW_ORDER];
+
 /* Fills buf with bytes from a simple deterministic generator seeded by seed. */
 void testlib_fill(uint8_t *buf, size_t len, uint64_t seed);
 

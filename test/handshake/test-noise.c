@@ -272,25 +272,10 @@ static void noise_low_order_public_keys_are_refused(void **state)
 	(void)state;
 	/* Points of small order (0, 1, the two of order 8, p - 1, p, p + 1), and the same
 	 * with the top bit set, which X25519 ignores. */
-	static const char *bad[] = {
-	    "0000000000000000000000000000000000000000000000000000000000000000",
-	    "0100000000000000000000000000000000000000000000000000000000000000",
-	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
-	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
-	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "0000000000000000000000000000000000000000000000000000000000000080",
-	    "0100000000000000000000000000000000000000000000000000000000000080",
-	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
-	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
-	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	};
+	const char *const *bad = testlib_low_order_x25519;
 	static struct vector v[NVEC];
 	assert_int_equal(load_vectors(v, NVEC), 24);
-	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+	for (size_t b = 0; b < TESTLIB_N_LOW_ORDER; b++) {
 		struct noise_handshake i, r;
 		int x = 0;
 		while (strstr(v[x].name, "_XX_") == NULL) {

@@ -823,25 +823,10 @@ static void keys_all_zero_private_key_is_bad_key(void **state)
 static void peers_low_order_points_are_bad_keys_with_their_number(void **state)
 {
 	(void)state;
-	static const char *low[] = {
-	    "0000000000000000000000000000000000000000000000000000000000000000",
-	    "0100000000000000000000000000000000000000000000000000000000000000",
-	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
-	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
-	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-	    "0000000000000000000000000000000000000000000000000000000000000080",
-	    "0100000000000000000000000000000000000000000000000000000000000080",
-	    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
-	    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
-	    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-	};
+	const char *const *low = testlib_low_order_x25519;
 	char path[300];
 	path_of(path, sizeof(path), "low.peers");
-	for (size_t i = 0; i < sizeof(low) / sizeof(low[0]); i++) {
+	for (size_t i = 0; i < TESTLIB_N_LOW_ORDER; i++) {
 		uint8_t k[32], good[32];
 		char b[45], g[45], text[200];
 		assert_int_equal(testlib_unhex(low[i], k, sizeof(k)), 32);
