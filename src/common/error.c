@@ -9,10 +9,9 @@ struct err_entry {
 	const char *msg;
 };
 
-static const struct err_entry err_table[] = {
-	{ HUSH_OK, "OK", "success" },
-#define HUSH_ERRNO_ENTRY(name, value, msg) { HUSH_##name, #name, msg },
-	HUSH_ERRNO_MAP(HUSH_ERRNO_ENTRY)
+static const struct err_entry err_table[] = {{HUSH_OK, "OK", "success"},
+#define HUSH_ERRNO_ENTRY(name, value, msg) {HUSH_##name, #name, msg},
+					     HUSH_ERRNO_MAP(HUSH_ERRNO_ENTRY)
 #undef HUSH_ERRNO_ENTRY
 };
 
