@@ -27,10 +27,16 @@
  *    child, client side here, over loopback TCP.
  *  - ReadMemoryUsage, WriteMemoryUsage: time and allocations of receiving or sending one
  *    1 KiB message on an established connection.
- *  - LargeMessage: throughput of 1 MiB messages, sender and receiver on their own threads.
+ *  - LargeMessage: throughput of 1 MiB messages, sender and receiver on their own threads,
+ *    beside three limits measured in the same run: aes-gcm-limit (one core sealing 16 KiB
+ *    records), raw-socket (plain loopback TCP, 64 KiB reads) and bound (1 / (1/raw-socket
+ *    + 1/aes-gcm-limit), a sender sealing on one core over that wire).
  *  - PingPong: round trips of 64-byte messages, each end on its own thread.
- *  - Handshake: full handshakes per second, both ends on one thread.
- *  - Pool: one 16 KiB acquire and release, against malloc and free.
+ *  - Handshake: full handshakes per second, both ends on one thread, with the allocations
+ *    of both ends per handshake; x25519-limit is X25519's own speed divided by the 8
+ *    operations of an XX handshake (and by 4 for NNpsk0, as nnpsk0-handshakes/s).
+ *  - Pool: one 16 KiB acquire and release, against malloc and free, on 1, 2 and 4
+ *    threads.
  *  - ManyConns: 1,000 to 9,000 connections with 5% of them echoing 16 KiB messages: peak
  *    heap, throughput, and the page faults and allocator calls per second while busy;
  *    hush's ready-read and pinned modes side by side at each count, with their ratio.
@@ -369,14 +375,18 @@ static struct hush_pool *pool_shared;
 
 /*
  * Pool: one acquire and release of a 16 KiB buffer from hush's pool (default tiers),
- * against malloc and free of the same size, on 1 and 2 threads sharing the pool. ns/op
+ * against malloc and free of the same size, on 1, 2 and 4 threads sharing the pool (4
+ * threads on a 2-core machine show what preemption in the middle of an operation costs:
+ * a thread holding a lock may be switched out). ns/op
  * is wall time over the operations of one thread; allocs/op and B/op count every
  * allocator call of all threads over all operations. The loop is benchlib's
  * bench_pool_measure, which benchmarks/bench-pool runs over every tier.
  */
 static void pool_run(const struct benchmark *b, const struct variant *v)
 {
-	for (int threads = 1; threads <= 2; threads++) {
+	static const int thread_counts[] = {1, 2, 4};
+	for (size_t t = 0; t < ARRAY_SIZE(thread_counts); t++) {
+		int threads = thread_counts[t];
 		char name[128];
 		snprintf(name, sizeof(name), "%s/%s/threads=%d", b->name, v->name, threads);
 		if (!wanted(name)) {
