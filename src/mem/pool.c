@@ -68,7 +68,9 @@ struct thread_slot {
 };
 
 static _Thread_local struct thread_slot thread_slots[THREAD_SLOTS];
+/* closing_epoch when this thread's slots were last swept. */
 static _Thread_local uint64_t thread_epoch_seen;
+/* The key's value is set for this thread: thread_exit will run when it exits. */
 static _Thread_local bool thread_exit_armed;
 /* Bumped (release) by every hush_pool_free after it sets CLOSING. */
 static _Atomic uint64_t closing_epoch;
@@ -125,6 +127,11 @@ void hush_pool_config_init(struct hush_pool_config *cfg)
 		cfg->tier_size[i] = sizes[i];
 		cfg->tier_retain[i] = retain[i];
 	}
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
 }
 
 static int config_check(const struct hush_pool_config *cfg)
@@ -199,9 +206,8 @@ int hush_pool_new(struct hush_pool **out, const struct hush_pool_config *cfg)
 				? UINT32_MAX
 				: cfg->tier_retain[tiers_done];
 		/* A tier that keeps nothing caches nothing either; a cache holds little. */
-		size_t cap = HUSH__POOL_CACHE_BYTES / t->size;
-		cap = cap < HUSH__POOL_CACHE_DEPTH ? cap : HUSH__POOL_CACHE_DEPTH;
-		cap = cap < t->retain ? cap : t->retain;
+		size_t cap = min_size(HUSH__POOL_CACHE_BYTES / t->size, HUSH__POOL_CACHE_DEPTH);
+		cap = min_size(cap, t->retain);
 		t->cache_cap = (uint32_t)cap;
 		pool->caching = pool->caching || (cap != 0 && cfg->budget == 0);
 		for (shards_done = 0; shards_done < HUSH__POOL_SHARDS; shards_done++) {
