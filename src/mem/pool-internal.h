@@ -193,4 +193,7 @@ struct hush_pool {
 	struct hush__pool_tier tier[];
 };
 
+/* Destroys the first n shard locks of tier t (all of them when n is the shard count). */
+void hush__pool_tier_locks_destroy(struct hush__pool_tier *t, unsigned n);
+
 #endif /* HUSH_POOL_INTERNAL_H */
