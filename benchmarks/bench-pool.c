@@ -10,8 +10,6 @@
  * time divided by the operations each thread did; allocs/op and B/op count every
  * allocator call made during the timed loop by all threads, divided by all operations.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,169 +20,26 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_THREADS   2
-#define SEQ_LEN	      64 /* length of the size sequence; a power of two */
 
-enum variant {
-	V_POOL,
-	V_MALLOC,
-};
-
-struct bench {
-	const char *name; /* variant as printed */
-	enum variant kind;
-	struct hush_pool *pool;
-	const char *label; /* size as printed */
-	size_t seq[SEQ_LEN];
-	int threads;
-};
-
-struct worker {
-	const struct bench *b;
-	uint64_t n;
-	pthread_barrier_t *start;
-	pthread_barrier_t *stop;
-	/* The malloc variant counts its own calls: the hooks only see hush's. */
-	uint64_t mallocs;
-	uint64_t malloc_bytes;
-	int failed;
-};
-
-/* Keeps the compiler from dropping the writes, and with them malloc and free. */
-static volatile uint8_t sink;
-
-static void loop_pool(struct worker *w)
+/* Measures one case with benchlib's bench_pool_measure (hush-bench's Pool group runs the
+ * same loop) and prints it. */
+static void measure(const char *variant, const char *label, const struct bench_pool_case *c,
+		    uint64_t target_ns)
 {
-	const struct bench *b = w->b;
-	uint8_t acc = 0;
-
-	for (uint64_t i = 0; i < w->n; i++) {
-		size_t size = b->seq[i & (SEQ_LEN - 1)];
-		struct hush_buf *buf;
-		if (hush_pool_acquire(b->pool, size, &buf) != 0) {
-			w->failed = 1;
-			return;
-		}
-		uint8_t *d = hush_buf_data(buf);
-		d[0] = (uint8_t)i;
-		d[size - 1] = (uint8_t)i;
-		acc ^= d[0];
-		hush_buf_release(buf);
+	struct bench_pool_result r;
+	if (bench_pool_measure(c, 100, target_ns, &r) < 0) {
+		fprintf(stderr, "bench-pool: %s/%s failed to allocate\n", variant, label);
+		exit(1);
 	}
-	sink = acc;
-}
-
-static void loop_malloc(struct worker *w)
-{
-	const struct bench *b = w->b;
-	uint8_t acc = 0;
-
-	for (uint64_t i = 0; i < w->n; i++) {
-		size_t size = b->seq[i & (SEQ_LEN - 1)];
-		uint8_t *d = malloc(size);
-		if (d == NULL) {
-			w->failed = 1;
-			return;
-		}
-		w->mallocs++;
-		w->malloc_bytes += size;
-		d[0] = (uint8_t)i;
-		d[size - 1] = (uint8_t)i;
-		acc ^= d[0];
-		free(d);
-	}
-	sink = acc;
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	pthread_barrier_wait(w->start);
-	if (w->b->kind == V_POOL) {
-		loop_pool(w);
-	} else {
-		loop_malloc(w);
-	}
-	pthread_barrier_wait(w->stop);
-	return NULL;
-}
-
-struct result {
-	uint64_t ns;
-	uint64_t allocs;
-	uint64_t bytes;
-	int failed;
-};
-
-/* Runs n operations on each of b->threads threads; times only the loops. */
-static struct result run(const struct bench *b, uint64_t n)
-{
-	pthread_barrier_t start, stop;
-	struct worker w[MAX_THREADS];
-	pthread_t th[MAX_THREADS];
-	struct bench_alloc_counts before, after;
-	struct result r = {0, 0, 0, 0};
-
-	pthread_barrier_init(&start, NULL, (unsigned)b->threads + 1);
-	pthread_barrier_init(&stop, NULL, (unsigned)b->threads + 1);
-	for (int t = 0; t < b->threads; t++) {
-		w[t] = (struct worker){b, n, &start, &stop, 0, 0, 0};
-		if (pthread_create(&th[t], NULL, worker_main, &w[t]) != 0) {
-			fprintf(stderr, "bench-pool: pthread_create failed\n");
-			exit(1);
-		}
-	}
-	bench_alloc_read(&before);
-	pthread_barrier_wait(&start);
-	uint64_t t0 = bench_now_ns();
-	pthread_barrier_wait(&stop);
-	uint64_t t1 = bench_now_ns();
-	bench_alloc_read(&after);
-	for (int t = 0; t < b->threads; t++) {
-		pthread_join(th[t], NULL);
-		r.allocs += w[t].mallocs;
-		r.bytes += w[t].malloc_bytes;
-		r.failed |= w[t].failed;
-	}
-	pthread_barrier_destroy(&start);
-	pthread_barrier_destroy(&stop);
-	r.ns = t1 - t0;
-	r.allocs += after.allocs - before.allocs;
-	r.bytes += after.bytes - before.bytes;
-	return r;
-}
-
-/* Grows n until one run lasts target_ns (as Go's testing package does), then prints. */
-static void measure(const struct bench *b, uint64_t target_ns)
-{
-	uint64_t n = 100;
-	struct result r;
-
-	/* A warm-up run fills the pool's lists (and malloc's) before anything counts. */
-	r = run(b, 1000);
-	for (;;) {
-		r = run(b, n);
-		if (r.failed) {
-			fprintf(stderr, "bench-pool: %s/%s failed to allocate\n", b->name,
-				b->label);
-			exit(1);
-		}
-		if (r.ns >= target_ns || n >= 1000000000ull) {
-			break;
-		}
-		double grow = r.ns == 0 ? 100.0 : 1.2 * (double)target_ns / (double)r.ns;
-		grow = grow < 2.0 ? 2.0 : grow > 100.0 ? 100.0 : grow;
-		n = (uint64_t)((double)n * grow);
-	}
-
 	char name[128];
-	snprintf(name, sizeof(name), "Pool/%s/%s/threads=%d", b->name, b->label, b->threads);
-	double ops = (double)n * b->threads;
+	snprintf(name, sizeof(name), "Pool/%s/%s/threads=%d", variant, label, c->threads);
+	double ops = (double)r.n * c->threads;
 	struct bench_metric m[] = {
-	    {(double)r.ns / (double)n, "ns/op"},
+	    {(double)r.ns / (double)r.n, "ns/op"},
 	    {(double)r.bytes / ops, "B/op"},
 	    {(double)r.allocs / ops, "allocs/op"},
 	};
-	bench_print(name, b->threads, n, m, ARRAY_SIZE(m));
+	bench_print(name, c->threads, r.n, m, ARRAY_SIZE(m));
 }
 
 static uint64_t xorshift(uint64_t *x)
@@ -206,7 +61,7 @@ static const struct {
 static void fill_seq(size_t *seq, size_t size)
 {
 	uint64_t rng = 0x2545f4914f6cdd1dull;
-	for (unsigned i = 0; i < SEQ_LEN; i++) {
+	for (unsigned i = 0; i < BENCH_POOL_SEQ; i++) {
 		seq[i] = size != 0 ? size : sizes[xorshift(&rng) % 5].size;
 	}
 }
@@ -229,21 +84,19 @@ static int bench_main(int quick)
 	uint64_t target = quick ? 40000000ull : 500000000ull;
 	struct hush_pool *pool = pool_or_die(0);
 	struct hush_pool *wipe = pool_or_die(HUSH_POOL_WIPE);
-	struct bench b;
+	struct bench_pool_case c;
 
 	for (int threads = 1; threads <= MAX_THREADS; threads++) {
 		for (size_t s = 0; s < ARRAY_SIZE(sizes); s++) {
-			b = (struct bench){"hush-pool", V_POOL, pool, sizes[s].label, {0}, threads};
-			fill_seq(b.seq, sizes[s].size);
-			measure(&b, target);
-			b.name = "malloc";
-			b.kind = V_MALLOC;
-			measure(&b, target);
+			c = (struct bench_pool_case){BENCH_POOL_HUSH, pool, {0}, threads};
+			fill_seq(c.seq, sizes[s].size);
+			measure("hush-pool", sizes[s].label, &c, target);
+			c.kind = BENCH_POOL_MALLOC;
+			measure("malloc", sizes[s].label, &c, target);
 			if (sizes[s].size == 16384) {
-				b.name = "hush-pool-wipe";
-				b.kind = V_POOL;
-				b.pool = wipe;
-				measure(&b, target);
+				c.kind = BENCH_POOL_HUSH;
+				c.pool = wipe;
+				measure("hush-pool-wipe", sizes[s].label, &c, target);
 			}
 		}
 	}

@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include <hush/common.h>
+#include <hush/pool.h>
 
 #include "benchlib.h"
 
@@ -19,8 +20,7 @@ uint64_t bench_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void bench_print(const char *name, int procs, uint64_t n, const struct bench_metric *m,
-		 size_t nm)
+void bench_print(const char *name, int procs, uint64_t n, const struct bench_metric *m, size_t nm)
 {
 	printf("Benchmark%s-%d\t%llu", name, procs, (unsigned long long)n);
 	for (size_t i = 0; i < nm; i++) {
@@ -323,4 +323,104 @@ int bench_has_flag(int argc, char **argv, const char *flag)
 		}
 	}
 	return 0;
+}
+
+/* --- The pool benchmark --- */
+
+struct pool_worker {
+	const struct bench_pool_case *c;
+	uint64_t mallocs; /* malloc is not hooked: its loop counts its own calls */
+	uint64_t malloc_bytes;
+	int failed;
+};
+
+/* Keeps the compiler from dropping the writes, and with them malloc and free. */
+static volatile uint8_t pool_sink;
+
+static void pool_loop(void *arg, uint64_t n)
+{
+	struct pool_worker *w = arg;
+	const struct bench_pool_case *c = w->c;
+	uint8_t acc = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		size_t size = c->seq[i & (BENCH_POOL_SEQ - 1)];
+		struct hush_buf *buf = NULL;
+		uint8_t *d;
+		if (c->kind == BENCH_POOL_HUSH) {
+			if (hush_pool_acquire(c->pool, size, &buf) != 0) {
+				w->failed = 1;
+				return;
+			}
+			d = hush_buf_data(buf);
+		} else {
+			d = malloc(size);
+			if (d == NULL) {
+				w->failed = 1;
+				return;
+			}
+			w->mallocs++;
+			w->malloc_bytes += size;
+		}
+		d[0] = (uint8_t)i;
+		d[size - 1] = (uint8_t)i;
+		acc ^= d[0];
+		if (buf != NULL) {
+			hush_buf_release(buf);
+		} else {
+			free(d);
+		}
+	}
+	pool_sink = acc;
+}
+
+/* One run of n operations on each thread. */
+static int pool_run_once(const struct bench_pool_case *c, uint64_t n, struct bench_pool_result *r)
+{
+	struct pool_worker w[BENCH_POOL_MAX_THREADS];
+	void *args[BENCH_POOL_MAX_THREADS];
+	struct bench_alloc_counts d;
+
+	if (c->threads < 1 || c->threads > BENCH_POOL_MAX_THREADS) {
+		return -1;
+	}
+	for (int t = 0; t < c->threads; t++) {
+		w[t] = (struct pool_worker){c, 0, 0, 0};
+		args[t] = &w[t];
+	}
+	if (bench_run_threads(c->threads, pool_loop, args, n, &r->ns, &d) < 0) {
+		return -1;
+	}
+	r->n = n;
+	r->allocs = d.allocs;
+	r->bytes = d.bytes;
+	for (int t = 0; t < c->threads; t++) {
+		if (w[t].failed) {
+			return -1;
+		}
+		r->allocs += w[t].mallocs;
+		r->bytes += w[t].malloc_bytes;
+	}
+	return 0;
+}
+
+int bench_pool_measure(const struct bench_pool_case *c, uint64_t start_n, uint64_t target,
+		       struct bench_pool_result *r)
+{
+	uint64_t n = start_n;
+
+	if (pool_run_once(c, 1000, r) < 0) {
+		return -1;
+	}
+	for (;;) {
+		if (pool_run_once(c, n, r) < 0) {
+			return -1;
+		}
+		if (r->ns >= target || n >= 1000000000ull) {
+			return 0;
+		}
+		double grow = r->ns == 0 ? 100.0 : 1.2 * (double)target / (double)r->ns;
+		grow = grow < 2.0 ? 2.0 : grow > 100.0 ? 100.0 : grow;
+		n = (uint64_t)((double)n * grow);
+	}
 }

@@ -22,8 +22,7 @@ uint64_t bench_now_ns(void);
  * Prints one result line: "Benchmark<name>-<procs>\t<n>\t<v> <unit>\t...". procs is the
  * number of threads the benchmark ran on (Go's GOMAXPROCS suffix).
  */
-void bench_print(const char *name, int procs, uint64_t n, const struct bench_metric *m,
-		 size_t nm);
+void bench_print(const char *name, int procs, uint64_t n, const struct bench_metric *m, size_t nm);
 
 /*
  * Routes hush's, OpenSSL's and libevent's allocations through counters. Call first
@@ -43,7 +42,7 @@ int bench_alloc_install(void);
 struct bench_alloc_counts {
 	uint64_t allocs; /* allocation calls (malloc, realloc of NULL, calloc) */
 	uint64_t frees;
-	uint64_t bytes;  /* bytes requested by allocation calls */
+	uint64_t bytes; /* bytes requested by allocation calls */
 	int64_t live_bytes;
 	int64_t live_buffers; /* live blocks of at least BENCH_BUFFER_MIN bytes */
 };
@@ -60,5 +59,44 @@ int bench_run_threads(int nthreads, void (*fn)(void *arg, uint64_t n), void *con
 
 /* True when argv holds flag (e.g. "--quick"). */
 int bench_has_flag(int argc, char **argv, const char *flag);
+
+/*
+ * The pool benchmark, one implementation for bench-pool and hush-bench's Pool group: n
+ * acquires and releases from a hush pool (or mallocs and frees) on each of `threads`
+ * threads sharing the pool, sizes taken from seq in turn. Each operation writes the
+ * first and last byte of its buffer, so neither malloc nor the pool can skip the work.
+ */
+#define BENCH_POOL_SEQ	       64 /* length of a size sequence; a power of two */
+#define BENCH_POOL_MAX_THREADS 8
+
+enum bench_pool_kind {
+	BENCH_POOL_HUSH,   /* hush_pool_acquire and hush_buf_release */
+	BENCH_POOL_MALLOC, /* malloc and free: glibc, not hooked, so counted here */
+};
+
+struct hush_pool;
+
+struct bench_pool_case {
+	enum bench_pool_kind kind;
+	struct hush_pool *pool; /* BENCH_POOL_HUSH */
+	size_t seq[BENCH_POOL_SEQ];
+	int threads; /* 1..BENCH_POOL_MAX_THREADS */
+};
+
+struct bench_pool_result {
+	uint64_t n;	 /* operations per thread in the timed run */
+	uint64_t ns;	 /* its wall time, from the threads' release to the last one's end */
+	uint64_t allocs; /* allocator calls of all threads: hush's hooks plus malloc's */
+	uint64_t bytes;	 /* bytes those calls asked for */
+};
+
+/*
+ * One run of 1000 operations per thread to warm the pool's lists (and malloc's), then
+ * runs from start_n operations per thread, growing n as Go's testing package does, until
+ * one lasts target ns; *r describes that last run. Returns 0, or -1 when an allocation
+ * failed or the threads could not be started.
+ */
+int bench_pool_measure(const struct bench_pool_case *c, uint64_t start_n, uint64_t target,
+		       struct bench_pool_result *r);
 
 #endif /* HUSH_BENCHLIB_H */

@@ -11,6 +11,17 @@
  * Threads: one pool may be shared by any number of threads (typically one event loop
  * per thread). Every function here is thread-safe unless it says otherwise. A buffer has
  * one owner at a time; its references (hush_buf_ref) may be dropped from any thread.
+ *
+ * Thread caches: a pool without a budget keeps, for each thread that acquires from it,
+ * a small cache in front of the shared tiers, so that a thread's acquire after its own
+ * release takes no lock. Per tier and thread it holds at most 4 buffers, 128 KiB of
+ * capacity and the tier's retention cap (with the defaults: 4, 4, 4, 3, 2 and 0
+ * buffers, about 307 KiB per thread at the most). These idle buffers come on top of
+ * tier_retain and count as retained. A thread's caches go back to the shared tiers
+ * when it exits, and when it calls hush_pool_free or hush_pool_trim on the pool (the
+ * trim empties other threads' caches at their next call on the pool). Up to 32
+ * threads per pool, and 4 pools per thread, get a cache; others use the shared tiers.
+ * A pool with a budget has no caches (see hush_pool_config.budget).
  */
 #ifndef HUSH_POOL_H
 #define HUSH_POOL_H
@@ -45,10 +56,14 @@ struct hush_pool_config {
 	unsigned ntiers;
 	/* Usable bytes of each tier's buffers; strictly increasing. */
 	size_t tier_size[HUSH_POOL_MAX_TIERS];
-	/* Idle buffers each tier keeps for reuse; beyond this a released buffer is freed. */
+	/* Idle buffers each tier keeps for reuse on its shared lists; beyond this a
+	 * released buffer is freed. Thread caches keep up to min(4, this) more per thread
+	 * (see "Thread caches" above); 0 keeps nothing anywhere. */
 	size_t tier_retain[HUSH_POOL_MAX_TIERS];
 	/* Most bytes (sum of capacities, oversize included) handed out at once; 0 means no
-	 * limit. Retained idle buffers do not count. */
+	 * limit. Retained idle buffers do not count. A pool with a budget has no thread
+	 * caches, so the budget bounds exactly what callers hold and idle memory stays
+	 * within tier_retain. Values of 2^48 and above act as 2^48. */
 	size_t budget;
 	/* HUSH_POOL_* flags. */
 	unsigned flags;
@@ -80,8 +95,9 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_pool_new(struct hush_pool **out,
 
 /*
  * Releases the pool. Buffers still out keep it alive: their memory and the pool's go
- * back to the allocator when the last of them is released. NULL is a no-op. Do not
- * acquire from the pool after this call.
+ * back to the allocator when the last of them is released. So do other threads' caches
+ * of it: each goes back when its thread exits or next acquires or releases from any
+ * pool. NULL is a no-op. Do not acquire from the pool after this call.
  */
 HUSH_EXTERN void hush_pool_free(struct hush_pool *pool);
 
@@ -111,8 +127,11 @@ HUSH_EXTERN void hush_buf_ref(struct hush_buf *buf);
 HUSH_EXTERN void hush_buf_release(struct hush_buf *buf);
 
 /*
- * Frees every retained idle buffer. Returns the number of bytes (capacities) given back
- * to the allocator. Buffers in use are not affected.
+ * Frees every retained idle buffer: those on the shared lists and those in the calling
+ * thread's cache. Another thread's cache is emptied into the shared lists at that
+ * thread's next acquire or release on this pool (trim again then to free them). Returns
+ * the number of bytes (capacities) given back to the allocator. Buffers in use are not
+ * affected.
  */
 HUSH_EXTERN size_t hush_pool_trim(struct hush_pool *pool);
 
@@ -129,9 +148,9 @@ HUSH_EXTERN void hush_pool_set_available_cb(struct hush_pool *pool, hush_pool_av
 
 struct hush_pool_tier_stats {
 	size_t size;              /* usable bytes per buffer; 0 for the oversize and total rows */
-	uint64_t in_use;          /* buffers out now */
-	uint64_t retained;        /* idle buffers kept for reuse now */
-	uint64_t high_water;      /* most buffers out at once */
+	uint64_t in_use;          /* buffers out now (in callers' hands) */
+	uint64_t retained;        /* idle buffers kept for reuse now, thread caches included */
+	uint64_t high_water;      /* most buffers out at once, cached ones counted as out */
 	uint64_t acquisitions;    /* successful acquires served */
 	uint64_t misses;          /* acquisitions that had to call the allocator */
 	uint64_t failures;        /* acquires refused (budget) or failed (allocator) */
@@ -151,9 +170,11 @@ struct hush_pool_stats {
 };
 
 /*
- * Copies the statistics. Each counter is read atomically; under concurrent use the set
- * is a snapshot of moving values, exact when the pool is quiet. Cheap: no lock is held
- * longer than one list's counters.
+ * Copies the statistics, the thread caches' counts merged in. Each counter is read
+ * atomically; under concurrent use the set is a snapshot of moving values, exact when
+ * the pool is quiet. The high-water marks are peaks of buffers drawn from the shared
+ * tiers, so they may exceed the peak in callers' hands by what the thread caches held
+ * then. Cheap: no lock is held longer than one list's counters.
  */
 HUSH_EXTERN void hush_pool_stats(const struct hush_pool *pool, struct hush_pool_stats *out);
 

@@ -79,7 +79,8 @@ struct hush__pool_shard {
 struct hush__pool_tier {
 	/* Read-only after creation. */
 	size_t size;
-	size_t retain; /* at most UINT32_MAX */
+	size_t retain;	    /* at most UINT32_MAX */
+	uint32_t cache_cap; /* buffers each thread cache may hold; 0: none */
 	/* Slow-path counters: they move only with an allocator call or a refusal. */
 	_Atomic uint64_t misses;
 	_Atomic uint64_t failures;
@@ -97,21 +98,58 @@ struct hush__pool_oversize {
 };
 
 /*
- * The pool's hot word: the bytes handed out (capacities, oversize included) and two
- * flags, changed together atomically. CLOSING is set by hush_pool_free; whoever moves
- * the word to "CLOSING and no bytes out" destroys the pool, which happens exactly once
- * because only one atomic operation can make that transition. WAITING records that an
- * acquire was refused; the release that clears it calls the available callback.
+ * The pool's hot word: the bytes drawn from the tiers (capacities, oversize included:
+ * buffers in callers' hands and those parked in thread caches), the thread caches
+ * attached to the pool, and two flags, changed together atomically. CLOSING is set by
+ * hush_pool_free; whoever moves the word to "CLOSING, no bytes out, no cache attached"
+ * destroys the pool, which happens exactly once because only one atomic operation can
+ * make that transition. WAITING records that an acquire was refused; the release that
+ * clears it calls the available callback.
  */
-#define HUSH__POOL_CLOSING ((uint64_t)1 << 63)
-#define HUSH__POOL_WAITING ((uint64_t)1 << 62)
-#define HUSH__POOL_BYTES   (HUSH__POOL_WAITING - 1)
+#define HUSH__POOL_CLOSING    ((uint64_t)1 << 63)
+#define HUSH__POOL_WAITING    ((uint64_t)1 << 62)
+#define HUSH__POOL_ONE_CACHE  ((uint64_t)1 << 52)
+#define HUSH__POOL_CACHE_BITS (HUSH__POOL_WAITING - HUSH__POOL_ONE_CACHE)
+#define HUSH__POOL_BYTES      (HUSH__POOL_ONE_CACHE - 1)
+/* What must be zero, besides CLOSING being set, for the pool to be destroyed. */
+#define HUSH__POOL_HELD (HUSH__POOL_BYTES | HUSH__POOL_CACHE_BITS)
 /*
  * Bytes are reserved before they are allocated, so a request must be refused before it
- * could carry into the flags. 2^48 bytes (256 TiB) is the whole of a 48-bit address
- * space, so no request refused for this could have been allocated anyway.
+ * could carry into the cache count. 2^48 bytes (256 TiB) is the whole of a 48-bit
+ * address space, so no request refused for this could have been allocated anyway; the
+ * 2^52 of the bytes field leaves room for sixteen such reservations at once.
  */
 #define HUSH__POOL_MAX_REQUEST ((uint64_t)1 << 48)
+
+/*
+ * Thread caches (see pool.c, "Thread caches"). Each pool holds HUSH__POOL_CACHES of
+ * them, made with the pool; a thread takes one the first time it acquires from the pool
+ * and holds it until it exits (or the pool closes). A thread beyond that number, or a
+ * pool with a budget, goes straight to the shared tiers. A tier's cache keeps at most
+ * HUSH__POOL_CACHE_DEPTH buffers, at most HUSH__POOL_CACHE_BYTES of capacity and at
+ * most the tier's retention cap (hush__pool_tier.cache_cap).
+ */
+#define HUSH__POOL_CACHES      32
+#define HUSH__POOL_CACHE_DEPTH 4
+#define HUSH__POOL_CACHE_BYTES ((size_t)128 * 1024)
+
+/*
+ * One tier's part of a thread cache: a LIFO stack, written only by its owner thread.
+ * n and hits are atomics only so that hush_pool_stats may read them from another thread
+ * (the owner writes them with plain relaxed loads and stores, no read-modify-write).
+ */
+struct hush__pool_cache_tier {
+	_Atomic uint32_t n;    /* buffers held */
+	_Atomic uint64_t hits; /* acquisitions served from here, by every owner so far */
+	struct hush_buf *buf[HUSH__POOL_CACHE_DEPTH];
+};
+
+/* A thread cache. Owned (by one thread) or free; on cache lines of its own. */
+struct hush__pool_cache {
+	_Alignas(HUSH__CACHE_LINE) _Atomic uint32_t owned;
+	uint64_t trim_seen; /* the pool's trim_gen when this cache last emptied */
+	struct hush__pool_cache_tier tier[HUSH_POOL_MAX_TIERS];
+};
 
 struct hush_pool {
 	/* Read-only after creation. */
@@ -120,6 +158,11 @@ struct hush_pool {
 	uint64_t budget; /* 0 = none */
 	unsigned flags;
 	unsigned ntiers;
+	bool caching; /* no budget, and some tier has a cache_cap */
+
+	/* Read on every cached acquire and release, written by hush_pool_trim only: a
+	 * thread cache that has not emptied since the last trim empties first. */
+	_Alignas(HUSH__CACHE_LINE) _Atomic uint64_t trim_gen;
 
 	/*
 	 * Everything acquire and release write on every call, on one cache line for up
@@ -145,7 +188,12 @@ struct hush_pool {
 	void *cb_arg;
 	struct hush__pool_oversize oversize;
 
+	struct hush__pool_cache cache[HUSH__POOL_CACHES];
+
 	struct hush__pool_tier tier[];
 };
+
+/* Destroys the first n shard locks of tier t (all of them when n is the shard count). */
+void hush__pool_tier_locks_destroy(struct hush__pool_tier *t, unsigned n);
 
 #endif /* HUSH_POOL_INTERNAL_H */

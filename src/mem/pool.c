@@ -1,13 +1,15 @@
 /*
  * The tiered buffer pool: see include/hush/pool.h for the contract and docs/DESIGN.md
- * for why the tiers have the sizes they have.
+ * for why the tiers have the sizes they have. Making a pool is in pool-new.c.
  *
- * Hot path: one uncontended mutex (the calling thread's own shard of the tier) and
- * three atomic counters that share one cache line (budget and lifetime, buffers out,
- * the tier's state). No global lock is ever taken by acquire or release. The shared
- * counters are the price of exact pool-wide peaks and of the budget: under two threads
- * hammering one pool that line moves between cores on every call (bench-pool measures
- * it); in a server, calls are separated by system calls and that cost shrinks.
+ * Hot path: the calling thread's own cache (see "Thread caches" below): a few buffers
+ * per tier that only this thread touches, so a cached acquire or release takes no lock
+ * and writes no cache line another thread writes. Behind the caches, the shared tiers:
+ * one uncontended mutex (the thread's own shard of the tier) and three atomic counters
+ * that share one cache line (budget and lifetime, buffers out, the tier's state). No
+ * global lock is ever taken by acquire or release. The shared counters are the price of
+ * the budget and of pool-wide peaks: under two threads hammering the shared tiers that
+ * line moves between cores on every call (bench-pool measures it).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -22,8 +24,6 @@
 _Static_assert(sizeof(struct hush_buf) % 16 == 0, "buffer data must stay 16-byte aligned");
 _Static_assert((HUSH__POOL_SHARDS & (HUSH__POOL_SHARDS - 1)) == 0, "shards: power of two");
 _Static_assert(HUSH_POOL_MAX_TIERS < HUSH__POOL_OVERSIZE, "tier index must fit in a byte");
-
-#define KNOWN_FLAGS (HUSH_POOL_WIPE)
 
 /*
  * Each thread takes the next number from this counter the first time it touches any
@@ -41,6 +41,43 @@ static inline unsigned my_shard(void)
 	}
 	return thread_shard;
 }
+
+/*
+ * Thread caches. A thread that acquires from a pool without a budget takes one of the
+ * pool's HUSH__POOL_CACHES caches and keeps it in one of its THREAD_SLOTS slots: its
+ * releases fill the cache (up to each tier's cache_cap) and its acquires empty it before
+ * going to the shared tiers. Cached buffers still count as drawn from the tiers (the
+ * tier's out count and the pool's word do not move), so the statistics subtract them
+ * when read (hush_pool_stats) and nothing shared is written while they move.
+ *
+ * An attached cache pins its pool (a unit of HUSH__POOL_CACHE_BITS in the word): the
+ * thread's slot can therefore always reach the pool. A cache is given back, its buffers
+ * returned to the shared tiers first, when its thread exits (the key destructor), when
+ * that thread calls hush_pool_free on the pool, or on that thread's next acquire or
+ * release on any pool after some pool was freed (closing_epoch). Another thread never
+ * touches a cache's buffers: hush_pool_trim empties the caller's cache at once and the
+ * others at their owners' next call on the pool (trim_gen).
+ */
+#define THREAD_SLOTS 4
+
+struct thread_slot {
+	struct hush_pool *pool; /* NULL: free */
+	struct hush__pool_cache *cache;
+};
+
+static _Thread_local struct thread_slot thread_slots[THREAD_SLOTS];
+/* closing_epoch when this thread's slots were last swept. */
+static _Thread_local uint64_t thread_epoch_seen;
+/* The key's value is set for this thread: thread_exit will run when it exits. */
+static _Thread_local bool thread_exit_armed;
+/* Bumped (release) by every hush_pool_free after it sets CLOSING. */
+static _Atomic uint64_t closing_epoch;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static bool exit_key_ok;
+
+static bool release_to_tier(struct hush_pool *pool, struct hush_buf *buf);
+static void pool_destroy(struct hush_pool *pool);
 
 /*
  * A reference or magic error means the caller's program is already corrupting memory;
@@ -61,130 +98,6 @@ static inline void max_u64(_Atomic uint64_t *max, uint64_t v)
 	}
 }
 
-void hush_pool_config_init(struct hush_pool_config *cfg)
-{
-	if (cfg == NULL) {
-		return;
-	}
-	/*
-	 * The caps bound the idle memory the pool keeps by default to about 11.3 MiB
-	 * (1024 x 256 B + 256 x 4160 + 128 x 16448 + 64 x 33280 + 32 x 64 KiB + 4 x
-	 * (1 MiB + 64)), well under 16 MiB, while still covering a burst of a few hundred
-	 * busy connections in the record-sized tiers without calling the allocator.
-	 */
-	static const size_t sizes[] = {
-	    256,			  /* control messages, a frame's first bytes */
-	    4096 + HUSH_POOL_HEADROOM,	  /* one 4 KiB frame */
-	    16384 + HUSH_POOL_HEADROOM,	  /* one 16 KiB frame */
-	    32768 + 512,		  /* two 16 KiB frames: the default read */
-	    65536,			  /* bulk reads and writes */
-	    1048576 + HUSH_POOL_HEADROOM, /* the largest frame a peer may send */
-	};
-	static const size_t retain[] = {1024, 256, 128, 64, 32, 4};
-
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->ntiers = HUSH_ARRAY_SIZE(sizes);
-	for (unsigned i = 0; i < cfg->ntiers; i++) {
-		cfg->tier_size[i] = sizes[i];
-		cfg->tier_retain[i] = retain[i];
-	}
-}
-
-static int config_check(const struct hush_pool_config *cfg)
-{
-	HUSH_ENSURE(cfg->ntiers >= 1 && cfg->ntiers <= HUSH_POOL_MAX_TIERS, HUSH_EINVAL);
-	HUSH_ENSURE((cfg->flags & ~(unsigned)KNOWN_FLAGS) == 0, HUSH_EINVAL);
-	for (unsigned i = 0; i < cfg->ntiers; i++) {
-		size_t size = cfg->tier_size[i];
-		HUSH_ENSURE(size != 0, HUSH_EINVAL);
-		/* The header is added to every allocation, so it must not wrap. */
-		HUSH_ENSURE(size <= SIZE_MAX - sizeof(struct hush_buf), HUSH_EINVAL);
-		HUSH_ENSURE(size < HUSH__POOL_MAX_REQUEST, HUSH_EINVAL);
-		HUSH_ENSURE(i == 0 || size > cfg->tier_size[i - 1], HUSH_EINVAL);
-	}
-	return 0;
-}
-
-/* Destroys the first n shard locks of tier t (all of them when n is the shard count). */
-static void tier_locks_destroy(struct hush__pool_tier *t, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		pthread_mutex_destroy(&t->shard[i].lock);
-	}
-}
-
-int hush_pool_new(struct hush_pool **out, const struct hush_pool_config *cfg)
-{
-	struct hush_pool_config defaults;
-	struct hush_pool *pool = NULL;
-	unsigned tiers_done = 0;
-	unsigned shards_done = 0;
-	bool cb_lock_done = false;
-	int rc;
-
-	HUSH_ENSURE(out != NULL, HUSH_EINVAL);
-	if (cfg == NULL) {
-		hush_pool_config_init(&defaults);
-		cfg = &defaults;
-	}
-	HUSH_GUARD(config_check(cfg));
-
-	/*
-	 * The allocator promises only max_align_t alignment; over-allocate by a cache line
-	 * so that the counters different threads write really sit on lines of their own.
-	 */
-	size_t size = sizeof(struct hush_pool) + cfg->ntiers * sizeof(struct hush__pool_tier);
-	size_t raw_size = size + HUSH__CACHE_LINE - 1;
-	void *raw = hush__alloc(raw_size);
-	HUSH_ENSURE(raw != NULL, HUSH_ENOMEM);
-	uintptr_t addr =
-	    ((uintptr_t)raw + HUSH__CACHE_LINE - 1) & ~(uintptr_t)(HUSH__CACHE_LINE - 1);
-	pool = (struct hush_pool *)addr;
-	memset(pool, 0, size);
-	pool->raw = raw;
-	pool->raw_size = raw_size;
-	pool->budget = cfg->budget;
-	pool->flags = cfg->flags;
-	pool->ntiers = cfg->ntiers;
-
-	rc = HUSH_ENOMEM;
-	if (pthread_mutex_init(&pool->cb_lock, NULL) != 0) {
-		goto out;
-	}
-	cb_lock_done = true;
-	for (tiers_done = 0; tiers_done < cfg->ntiers; tiers_done++) {
-		struct hush__pool_tier *t = &pool->tier[tiers_done];
-		t->size = cfg->tier_size[tiers_done];
-		/* The kept count has 32 bits; a larger cap means "no cap" just the same. */
-		t->retain = cfg->tier_retain[tiers_done] > UINT32_MAX
-				? UINT32_MAX
-				: cfg->tier_retain[tiers_done];
-		for (shards_done = 0; shards_done < HUSH__POOL_SHARDS; shards_done++) {
-			if (pthread_mutex_init(&t->shard[shards_done].lock, NULL) != 0) {
-				goto out;
-			}
-		}
-	}
-	*out = pool;
-	pool = NULL;
-	rc = 0;
-out:
-	if (pool != NULL) {
-		/* Undo exactly the initialisations that succeeded. */
-		if (tiers_done < cfg->ntiers) {
-			tier_locks_destroy(&pool->tier[tiers_done], shards_done);
-		}
-		for (unsigned i = 0; i < tiers_done; i++) {
-			tier_locks_destroy(&pool->tier[i], HUSH__POOL_SHARDS);
-		}
-		if (cb_lock_done) {
-			pthread_mutex_destroy(&pool->cb_lock);
-		}
-		hush__free(raw, raw_size);
-	}
-	return rc;
-}
-
 /* Gives one buffer's memory back to the allocator; touches nothing of the pool. */
 static void buf_free(struct hush_buf *buf)
 {
@@ -201,13 +114,11 @@ static void buf_destroy(struct hush_pool *pool, struct hush_buf *buf)
 	buf_free(buf);
 }
 
-size_t hush_pool_trim(struct hush_pool *pool)
+/* Frees every buffer on the shared lists; thread caches are not touched. */
+static size_t trim_shared(struct hush_pool *pool)
 {
 	size_t bytes = 0;
 
-	if (pool == NULL) {
-		return 0;
-	}
 	for (unsigned i = 0; i < pool->ntiers; i++) {
 		struct hush__pool_tier *t = &pool->tier[i];
 		for (unsigned s = 0; s < HUSH__POOL_SHARDS; s++) {
@@ -235,12 +146,210 @@ size_t hush_pool_trim(struct hush_pool *pool)
 	return bytes;
 }
 
+/* --- Thread caches: lookup, attach, flush, detach --- */
+
+/*
+ * Returns every buffer of cache c to the shared tiers, which keep it or free it as any
+ * release; returns the bytes (capacities) freed.
+ */
+static size_t cache_flush(struct hush_pool *pool, struct hush__pool_cache *c)
+{
+	size_t freed = 0;
+	c->trim_seen = atomic_load_explicit(&pool->trim_gen, memory_order_relaxed);
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		struct hush__pool_cache_tier *ct = &c->tier[i];
+		uint32_t n = atomic_load_explicit(&ct->n, memory_order_relaxed);
+		while (n > 0) {
+			struct hush_buf *buf = ct->buf[--n];
+			atomic_store_explicit(&ct->n, n, memory_order_relaxed);
+			freed += release_to_tier(pool, buf) ? 0 : pool->tier[i].size;
+		}
+	}
+	return freed;
+}
+
+/*
+ * Empties the slot's cache, gives the cache back to its pool and unpins the pool, which
+ * this call destroys when it was the last thing holding a closed pool.
+ */
+static void slot_detach(struct thread_slot *sl)
+{
+	struct hush_pool *pool = sl->pool;
+	struct hush__pool_cache *c = sl->cache;
+
+	sl->pool = NULL;
+	sl->cache = NULL;
+	cache_flush(pool, c);
+	atomic_store_explicit(&c->owned, 0, memory_order_release);
+	uint64_t old =
+	    atomic_fetch_sub_explicit(&pool->word, HUSH__POOL_ONE_CACHE, memory_order_acq_rel);
+	if ((old & HUSH__POOL_CLOSING) && (old & HUSH__POOL_HELD) == HUSH__POOL_ONE_CACHE) {
+		pool_destroy(pool);
+	}
+}
+
+/* The key destructor: an exiting thread gives back every cache it holds. */
+static void thread_exit(void *arg)
+{
+	(void)arg;
+	for (unsigned k = 0; k < THREAD_SLOTS; k++) {
+		if (thread_slots[k].pool != NULL) {
+			slot_detach(&thread_slots[k]);
+		}
+	}
+}
+
+static void exit_key_make(void)
+{
+	exit_key_ok = pthread_key_create(&exit_key, thread_exit) == 0;
+}
+
+/* Gives back the caches of pools that hush_pool_free has closed since the last look. */
+static void slots_sweep(void)
+{
+	for (unsigned k = 0; k < THREAD_SLOTS; k++) {
+		struct thread_slot *sl = &thread_slots[k];
+		if (sl->pool != NULL &&
+		    (atomic_load_explicit(&sl->pool->word, memory_order_acquire) &
+		     HUSH__POOL_CLOSING)) {
+			slot_detach(sl);
+		}
+	}
+}
+
+/* This thread's cache of pool, emptied first if the pool was trimmed since; or NULL. */
+static inline struct hush__pool_cache *cache_find(struct hush_pool *pool)
+{
+	uint64_t epoch = atomic_load_explicit(&closing_epoch, memory_order_acquire);
+	if (HUSH_UNLIKELY(epoch != thread_epoch_seen)) {
+		thread_epoch_seen = epoch;
+		slots_sweep();
+	}
+	for (unsigned k = 0; k < THREAD_SLOTS; k++) {
+		if (thread_slots[k].pool == pool) {
+			struct hush__pool_cache *c = thread_slots[k].cache;
+			if (HUSH_UNLIKELY(
+				c->trim_seen !=
+				atomic_load_explicit(&pool->trim_gen, memory_order_relaxed))) {
+				cache_flush(pool, c);
+			}
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Takes one of the pool's free caches for this thread; NULL when the thread's slots or
+ * the pool's caches are all taken, or the exit hook cannot be set (without it an
+ * exiting thread would strand its cache).
+ */
+static struct hush__pool_cache *cache_attach(struct hush_pool *pool)
+{
+	struct thread_slot *sl = NULL;
+	for (unsigned k = 0; k < THREAD_SLOTS && sl == NULL; k++) {
+		sl = thread_slots[k].pool == NULL ? &thread_slots[k] : NULL;
+	}
+	uint64_t attached =
+	    (atomic_load_explicit(&pool->word, memory_order_relaxed) & HUSH__POOL_CACHE_BITS) /
+	    HUSH__POOL_ONE_CACHE;
+	if (sl == NULL || attached >= HUSH__POOL_CACHES) {
+		return NULL;
+	}
+	if (!thread_exit_armed) {
+		pthread_once(&exit_key_once, exit_key_make);
+		/* Any non-NULL value makes the destructor run at the thread's exit. */
+		if (!exit_key_ok || pthread_setspecific(exit_key, &thread_exit_armed) != 0) {
+			return NULL;
+		}
+		thread_exit_armed = true;
+	}
+	for (unsigned k = 0; k < HUSH__POOL_CACHES; k++) {
+		struct hush__pool_cache *c = &pool->cache[k];
+		uint32_t expected = 0;
+		if (atomic_load_explicit(&c->owned, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong_explicit(
+			&c->owned, &expected, 1, memory_order_acquire, memory_order_relaxed)) {
+			atomic_fetch_add_explicit(&pool->word, HUSH__POOL_ONE_CACHE,
+						  memory_order_relaxed);
+			c->trim_seen = atomic_load_explicit(&pool->trim_gen, memory_order_relaxed);
+			sl->pool = pool;
+			sl->cache = c;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* Parks a released tier buffer in this thread's cache; false when it has no room. */
+static inline bool cache_push(struct hush_pool *pool, struct hush_buf *buf)
+{
+	unsigned i = buf->tier;
+	uint32_t cap = pool->tier[i].cache_cap;
+	if (cap == 0) {
+		return false;
+	}
+	struct hush__pool_cache *c = cache_find(pool);
+	if (c == NULL) {
+		return false;
+	}
+	struct hush__pool_cache_tier *ct = &c->tier[i];
+	uint32_t n = atomic_load_explicit(&ct->n, memory_order_relaxed);
+	if (n >= cap) {
+		return false;
+	}
+	HUSH_POISON(buf->data, buf->capacity);
+	buf->magic = HUSH__BUF_IDLE;
+	ct->buf[n] = buf;
+	atomic_store_explicit(&ct->n, n + 1, memory_order_relaxed);
+	return true;
+}
+
+/* Takes a buffer of tier i from this thread's cache (attaching one if need be), or NULL. */
+static inline struct hush_buf *cache_pop(struct hush_pool *pool, unsigned i)
+{
+	struct hush__pool_cache *c = cache_find(pool);
+	if (c == NULL) {
+		c = cache_attach(pool);
+		if (c == NULL) {
+			return NULL;
+		}
+	}
+	struct hush__pool_cache_tier *ct = &c->tier[i];
+	uint32_t n = atomic_load_explicit(&ct->n, memory_order_relaxed);
+	if (n == 0) {
+		return NULL;
+	}
+	struct hush_buf *buf = ct->buf[n - 1];
+	atomic_store_explicit(&ct->n, n - 1, memory_order_relaxed);
+	atomic_store_explicit(&ct->hits, atomic_load_explicit(&ct->hits, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	return buf;
+}
+
+size_t hush_pool_trim(struct hush_pool *pool)
+{
+	if (pool == NULL) {
+		return 0;
+	}
+	/* Every cache not emptied since this generation empties at its owner's next call;
+	 * this thread's own empties now. */
+	size_t bytes = 0;
+	atomic_fetch_add_explicit(&pool->trim_gen, 1, memory_order_relaxed);
+	for (unsigned k = 0; k < THREAD_SLOTS && pool->caching; k++) {
+		if (thread_slots[k].pool == pool) {
+			bytes += cache_flush(pool, thread_slots[k].cache);
+		}
+	}
+	return bytes + trim_shared(pool);
+}
+
 static void pool_destroy(struct hush_pool *pool)
 {
 	/* Buffers released while hush_pool_free ran may have been retained after its trim. */
-	hush_pool_trim(pool);
+	trim_shared(pool);
 	for (unsigned i = 0; i < pool->ntiers; i++) {
-		tier_locks_destroy(&pool->tier[i], HUSH__POOL_SHARDS);
+		hush__pool_tier_locks_destroy(&pool->tier[i], HUSH__POOL_SHARDS);
 	}
 	pthread_mutex_destroy(&pool->cb_lock);
 	hush__free(pool->raw, pool->raw_size);
@@ -257,10 +366,17 @@ void hush_pool_free(struct hush_pool *pool)
 	 * one that destroys it. A buffer retained between the trim and the flag is freed
 	 * by the destroy; releases that see the flag keep nothing.
 	 */
-	hush_pool_trim(pool);
+	for (unsigned k = 0; k < THREAD_SLOTS && pool->caching; k++) {
+		if (thread_slots[k].pool == pool) {
+			slot_detach(&thread_slots[k]); /* not closing yet: no destroy here */
+		}
+	}
+	trim_shared(pool);
 	uint64_t old =
 	    atomic_fetch_or_explicit(&pool->word, HUSH__POOL_CLOSING, memory_order_acq_rel);
-	if ((old & HUSH__POOL_BYTES) == 0) {
+	/* Other threads holding a cache of this pool give it back at their next call. */
+	atomic_fetch_add_explicit(&closing_epoch, 1, memory_order_release);
+	if ((old & HUSH__POOL_HELD) == 0) {
 		pool_destroy(pool);
 	}
 }
@@ -354,7 +470,7 @@ static struct after_return pool_return(struct hush_pool *pool, uint64_t cap)
 	atomic_fetch_sub_explicit(&pool->live, 1, memory_order_relaxed);
 	uint64_t old = atomic_fetch_sub_explicit(&pool->word, cap, memory_order_acq_rel);
 	r.closing = (old & HUSH__POOL_CLOSING) != 0;
-	r.destroy = r.closing && (old & HUSH__POOL_BYTES) == cap;
+	r.destroy = r.closing && (old & HUSH__POOL_HELD) == cap;
 	/* After hush_pool_free nobody may acquire, so nobody needs waking. */
 	if (HUSH_UNLIKELY(old & HUSH__POOL_WAITING) && !r.closing) {
 		old = atomic_fetch_and_explicit(&pool->word, ~HUSH__POOL_WAITING,
@@ -482,6 +598,22 @@ int hush_pool_acquire(struct hush_pool *pool, size_t min_size, struct hush_buf *
 
 	struct hush__pool_tier *t = &pool->tier[i];
 	size_t cap = t->size;
+	if (HUSH_LIKELY(pool->caching) && t->cache_cap != 0) {
+		/* Already counted as drawn: nothing shared to update. */
+		struct hush_buf *buf = cache_pop(pool, i);
+		if (buf != NULL) {
+			HUSH_UNPOISON(buf->data, cap);
+			if (HUSH_UNLIKELY(buf->magic != HUSH__BUF_IDLE)) {
+				buf_fatal(buf,
+					  "pool cache corrupted: idle buffer header overwritten");
+			}
+			buf->next = NULL;
+			buf->magic = HUSH__BUF_LIVE;
+			atomic_store_explicit(&buf->refs, 1, memory_order_relaxed);
+			*out = buf;
+			return 0;
+		}
+	}
 	/*
 	 * Take the buffer first, then do every shared update together (budget, count,
 	 * tier state): the line that holds them then moves between cores once per call.
@@ -587,11 +719,11 @@ static bool tier_count_back(struct hush_pool *pool, unsigned i)
 }
 
 /*
- * A tier buffer's last release. It holds the thread's own shard lock from the tier's
- * count to the push, so that the shared counters move back to back and the pool cannot
- * be destroyed under it: the destroy's trim must take that lock too.
+ * A tier buffer's last release; returns true when the tier kept it. It holds the thread's own shard
+ * lock from the tier's count to the push, so that the shared counters move back to back and the
+ * pool cannot be destroyed under it: the destroy's trim must take that lock too.
  */
-static void release_to_tier(struct hush_pool *pool, struct hush_buf *buf)
+static bool release_to_tier(struct hush_pool *pool, struct hush_buf *buf)
 {
 	unsigned i = buf->tier;
 	size_t cap = buf->capacity;
@@ -621,6 +753,7 @@ static void release_to_tier(struct hush_pool *pool, struct hush_buf *buf)
 		buf_free(buf);
 	}
 	after_return_run(pool, &r);
+	return keep;
 }
 
 void hush_buf_release(struct hush_buf *buf)
@@ -641,6 +774,9 @@ void hush_buf_release(struct hush_buf *buf)
 		OPENSSL_cleanse(buf->data, cap);
 	}
 	if (HUSH_LIKELY(buf->tier != HUSH__POOL_OVERSIZE)) {
+		if (HUSH_LIKELY(pool->caching) && cache_push(pool, buf)) {
+			return;
+		}
 		release_to_tier(pool, buf);
 		return;
 	}
@@ -656,11 +792,19 @@ void hush_buf_release(struct hush_buf *buf)
 	after_return_run(pool, &r);
 }
 
-static void fill_tier_row(struct hush_pool_tier_stats *row, struct hush_pool *pool, unsigned i)
+/* Fills tier i's row, thread caches merged in; returns the buffers in those caches. */
+static uint64_t fill_tier_row(struct hush_pool_tier_stats *row, struct hush_pool *pool, unsigned i)
 {
 	struct hush__pool_tier *t = &pool->tier[i];
 	uint64_t retained = 0;
 	uint64_t hits = 0;
+	uint64_t cached = 0;
+
+	for (unsigned k = 0; k < HUSH__POOL_CACHES; k++) {
+		struct hush__pool_cache_tier *ct = &pool->cache[k].tier[i];
+		cached += atomic_load_explicit(&ct->n, memory_order_relaxed);
+		hits += atomic_load_explicit(&ct->hits, memory_order_relaxed);
+	}
 
 	for (unsigned s = 0; s < HUSH__POOL_SHARDS; s++) {
 		struct hush__pool_shard *sh = &t->shard[s];
@@ -669,8 +813,11 @@ static void fill_tier_row(struct hush_pool_tier_stats *row, struct hush_pool *po
 		hits += sh->hits;
 		pthread_mutex_unlock(&sh->lock);
 	}
+	/* Cached buffers count as out in the tier's state: they are idle, not in use. */
+	uint64_t out = HUSH__TIER_OUT(atomic_load_explicit(&pool->state[i], memory_order_relaxed));
+	retained += cached;
 	row->size = t->size;
-	row->in_use = HUSH__TIER_OUT(atomic_load_explicit(&pool->state[i], memory_order_relaxed));
+	row->in_use = out > cached ? out - cached : 0;
 	row->retained = retained;
 	row->high_water = atomic_load_explicit(&pool->tier_high_water[i], memory_order_relaxed);
 	row->misses = atomic_load_explicit(&t->misses, memory_order_relaxed);
@@ -679,6 +826,7 @@ static void fill_tier_row(struct hush_pool_tier_stats *row, struct hush_pool *po
 	row->bytes_in_use = row->in_use * t->size;
 	row->bytes_retained = retained * t->size;
 	row->bytes_high_water = row->high_water * t->size;
+	return cached;
 }
 
 void hush_pool_stats(const struct hush_pool *cpool, struct hush_pool_stats *out)
@@ -698,9 +846,10 @@ void hush_pool_stats(const struct hush_pool *cpool, struct hush_pool_stats *out)
 	memset(out, 0, sizeof(*out));
 	out->ntiers = pool->ntiers;
 	out->budget = pool->budget;
+	uint64_t cached_bytes = 0;
 	for (unsigned i = 0; i < pool->ntiers; i++) {
 		struct hush_pool_tier_stats *row = &out->tier[i];
-		fill_tier_row(row, pool, i);
+		cached_bytes += fill_tier_row(row, pool, i) * pool->tier[i].size;
 		tot->in_use += row->in_use;
 		tot->retained += row->retained;
 		tot->acquisitions += row->acquisitions;
@@ -724,8 +873,8 @@ void hush_pool_stats(const struct hush_pool *cpool, struct hush_pool_stats *out)
 	tot->misses += out->oversize.misses;
 	tot->failures += out->oversize.failures;
 	/* Tiers and oversize together, from the one counter the budget uses. */
-	tot->bytes_in_use =
-	    atomic_load_explicit(&pool->word, memory_order_relaxed) & HUSH__POOL_BYTES;
+	uint64_t drawn = atomic_load_explicit(&pool->word, memory_order_relaxed) & HUSH__POOL_BYTES;
+	tot->bytes_in_use = drawn > cached_bytes ? drawn - cached_bytes : 0;
 	tot->high_water = atomic_load_explicit(&pool->live_high_water, memory_order_relaxed);
 	tot->bytes_high_water = atomic_load_explicit(&pool->bytes_high_water, memory_order_relaxed);
 

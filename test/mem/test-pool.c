@@ -364,6 +364,10 @@ static void release_oversize_frees_and_never_retains(void **state)
 
 /* --- Retention --- */
 
+/*
+ * The cap bounds the shared lists; this thread's cache keeps min(4, cap) more: of five
+ * released, two stay in the cache, two on the list, one is freed.
+ */
 static void release_over_retention_cap_frees_excess(void **state)
 {
 	(void)state;
@@ -371,6 +375,7 @@ static void release_over_retention_cap_frees_excess(void **state)
 	small_config(&cfg, 2, 0);
 	testlib_alloc_install();
 	struct hush_pool *pool = pool_new_checked(&cfg);
+	assert_int_equal(pool->tier[0].cache_cap, 2);
 	struct hush_buf *b[5];
 	for (int i = 0; i < 5; i++) {
 		b[i] = acquire_checked(pool, 100);
@@ -380,11 +385,14 @@ static void release_over_retention_cap_frees_excess(void **state)
 		hush_buf_release(b[i]);
 	}
 	struct hush_pool_stats st = stats_of(pool);
-	assert_int_equal(st.tier[0].retained, 2);
-	assert_int_equal(st.tier[0].bytes_retained, 200);
+	assert_int_equal(st.tier[0].retained, 4);
+	assert_int_equal(st.tier[0].bytes_retained, 400);
 	assert_int_equal(st.tier[0].in_use, 0);
-	assert_int_equal(st.allocator_frees, 3);
-	assert_int_equal(live_allocations(), live - 3);
+	assert_int_equal(st.allocator_frees, 1);
+	assert_int_equal(live_allocations(), live - 1);
+	/* The cache emptied, the list holds its cap, no more. */
+	assert_int_equal(hush_pool_trim(pool), 400);
+	assert_int_equal(live_allocations(), live - 5);
 	hush_pool_free(pool);
 	assert_int_equal(live_allocations(), 0);
 	testlib_alloc_uninstall();
@@ -718,7 +726,8 @@ static void stats_known_sequence_add_up(void **state)
 	small_config(&cfg, 1, 4);
 	struct hush_pool *pool = pool_new_checked(&cfg);
 
-	/* Three small out at once, then back: one retained, two freed. */
+	/* Three small out at once, then back: one to this thread's cache (the tier's cache
+	 * holds min(4, cap 1) = 1), one to the shared list (its cap), one freed. */
 	struct hush_buf *s[3];
 	for (int i = 0; i < 3; i++) {
 		s[i] = acquire_checked(pool, 50);
@@ -726,7 +735,7 @@ static void stats_known_sequence_add_up(void **state)
 	for (int i = 0; i < 3; i++) {
 		hush_buf_release(s[i]);
 	}
-	/* One small again (a hit), two large, one oversize. */
+	/* One small again (a hit, from the cache), two large, one oversize. */
 	struct hush_buf *x = acquire_checked(pool, 100);
 	struct hush_buf *l1 = acquire_checked(pool, 500);
 	struct hush_buf *l2 = acquire_checked(pool, 1000);
@@ -737,13 +746,13 @@ static void stats_known_sequence_add_up(void **state)
 	assert_int_equal(st.ntiers, 2);
 	assert_int_equal(st.tier[0].size, 100);
 	assert_int_equal(st.tier[0].in_use, 1);
-	assert_int_equal(st.tier[0].retained, 0);
+	assert_int_equal(st.tier[0].retained, 1);
 	assert_int_equal(st.tier[0].high_water, 3);
 	assert_int_equal(st.tier[0].acquisitions, 4);
 	assert_int_equal(st.tier[0].misses, 3);
 	assert_int_equal(st.tier[0].failures, 0);
 	assert_int_equal(st.tier[0].bytes_in_use, 100);
-	assert_int_equal(st.tier[0].bytes_retained, 0);
+	assert_int_equal(st.tier[0].bytes_retained, 100);
 	assert_int_equal(st.tier[0].bytes_high_water, 300);
 
 	assert_int_equal(st.tier[1].size, 1000);
@@ -761,16 +770,16 @@ static void stats_known_sequence_add_up(void **state)
 	assert_int_equal(st.oversize.acquisitions, 1);
 
 	assert_int_equal(st.total.in_use, 3);
-	assert_int_equal(st.total.retained, 1);
+	assert_int_equal(st.total.retained, 2);
 	/* Pool-wide peaks: four buffers (x, l1, l2, o) and 3101 bytes at once. */
 	assert_int_equal(st.total.high_water, 4);
 	assert_int_equal(st.total.bytes_high_water, 100 + 1000 + 1000 + 1001);
 	assert_int_equal(st.total.acquisitions, 7);
 	assert_int_equal(st.total.misses, 6);
 	assert_int_equal(st.total.bytes_in_use, 2101);
-	assert_int_equal(st.total.bytes_retained, 1000);
+	assert_int_equal(st.total.bytes_retained, 1100);
 	assert_int_equal(st.allocator_calls, 6);
-	assert_int_equal(st.allocator_frees, 2);
+	assert_int_equal(st.allocator_frees, 1);
 	/* What was allocated and not freed is exactly what is out or retained. */
 	assert_int_equal(st.allocator_calls - st.allocator_frees,
 			 st.total.in_use + st.total.retained);
@@ -1197,7 +1206,12 @@ static void stress_threads_never_share_a_buffer(void **state)
 	assert_int_equal(st.total.acquisitions, acquired);
 	assert_int_equal(st.total.failures, 0);
 	assert_int_equal(st.allocator_calls - st.allocator_frees, st.total.retained);
-	assert_true(st.total.high_water <= STRESS_THREADS * STRESS_SLOTS);
+	/* The peaks count cached buffers as drawn: each thread's cache may add its own. */
+	uint64_t cache_room = 0;
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		cache_room += pool->tier[i].cache_cap;
+	}
+	assert_true(st.total.high_water <= STRESS_THREADS * (STRESS_SLOTS + cache_room));
 	struct hush_pool_config cfg;
 	hush_pool_config_init(&cfg);
 	for (unsigned i = 0; i < st.ntiers; i++) {
@@ -1205,6 +1219,352 @@ static void stress_threads_never_share_a_buffer(void **state)
 		assert_true(st.tier[i].retained <= cfg.tier_retain[i]);
 	}
 	hush_pool_free(pool);
+}
+
+/* --- Thread caches --- */
+
+/* How many of the pool's caches some thread holds, from the pool's word. */
+static uint64_t caches_attached(const struct hush_pool *pool)
+{
+	return (atomic_load(&pool->word) & HUSH__POOL_CACHE_BITS) / HUSH__POOL_ONE_CACHE;
+}
+
+static void cache_defaults_hold_a_few_buffers_per_tier(void **state)
+{
+	(void)state;
+	struct hush_pool *pool = pool_new_checked(NULL);
+	/* 256 B, 4 KiB and 16 KiB tiers: 4 each; 32.5 KiB: 3 and 64 KiB: 2 (128 KiB of
+	 * capacity at most); 1 MiB: none. */
+	static const uint32_t want[] = {4, 4, 4, 3, 2, 0};
+	for (unsigned i = 0; i < pool->ntiers; i++) {
+		assert_int_equal(pool->tier[i].cache_cap, want[i]);
+	}
+	assert_true(pool->caching);
+	hush_pool_free(pool);
+}
+
+static void cache_acquire_release_warm_touches_no_shared_state(void **state)
+{
+	(void)state;
+	struct hush_pool *pool = pool_new_checked(NULL);
+	hush_buf_release(acquire_checked(pool, 16384));
+	uint64_t word = atomic_load(&pool->word);
+	uint64_t tier_state = atomic_load(&pool->state[2]);
+	uint64_t live = atomic_load(&pool->live);
+	for (int i = 0; i < 1000; i++) {
+		struct hush_buf *b = acquire_checked(pool, 16384);
+		/* Out in the caller's hands while the shared counters stand still. */
+		assert_int_equal(atomic_load(&pool->word), word);
+		assert_int_equal(atomic_load(&pool->state[2]), tier_state);
+		hush_buf_release(b);
+	}
+	assert_int_equal(atomic_load(&pool->word), word);
+	assert_int_equal(atomic_load(&pool->state[2]), tier_state);
+	assert_int_equal(atomic_load(&pool->live), live);
+	for (unsigned s = 0; s < HUSH__POOL_SHARDS; s++) {
+		assert_int_equal(pool->tier[2].shard[s].hits, 0);
+	}
+	hush_pool_free(pool);
+}
+
+static void cache_stats_exact_while_buffers_are_cached(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	struct hush_pool *pool = pool_new_checked(NULL);
+	struct hush_buf *b[6];
+	for (int i = 0; i < 6; i++) {
+		b[i] = acquire_checked(pool, 16384);
+	}
+	/* Four go to this thread's cache, two to the shared list. */
+	for (int i = 0; i < 5; i++) {
+		hush_buf_release(b[i]);
+	}
+	struct hush_pool_stats st = stats_of(pool);
+	assert_int_equal(st.tier[2].in_use, 1);
+	assert_int_equal(st.tier[2].retained, 5);
+	assert_int_equal(st.tier[2].bytes_in_use, 16448);
+	assert_int_equal(st.tier[2].bytes_retained, 5 * 16448);
+	assert_int_equal(st.total.in_use, 1);
+	assert_int_equal(st.total.bytes_in_use, 16448);
+	assert_int_equal(st.total.retained, 5);
+	assert_int_equal(st.allocator_calls - st.allocator_frees,
+			 st.total.in_use + st.total.retained);
+	/* Three back out: all from the cache, counted as hits, nothing allocated. */
+	uint64_t calls = allocator_calls();
+	for (int i = 0; i < 3; i++) {
+		b[i] = acquire_checked(pool, 16384);
+	}
+	assert_int_equal(allocator_calls(), calls);
+	st = stats_of(pool);
+	assert_int_equal(st.tier[2].acquisitions, 9);
+	assert_int_equal(st.tier[2].misses, 6);
+	assert_int_equal(st.tier[2].in_use, 4);
+	assert_int_equal(st.tier[2].retained, 2);
+	assert_int_equal(st.total.bytes_in_use, 4 * 16448);
+	for (int i = 0; i < 3; i++) {
+		hush_buf_release(b[i]);
+	}
+	hush_buf_release(b[5]);
+	st = stats_of(pool);
+	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(st.total.bytes_in_use, 0);
+	assert_int_equal(st.total.retained, 6);
+	hush_pool_free(pool);
+	assert_int_equal(live_allocations(), 0);
+	testlib_alloc_uninstall();
+}
+
+/* A pool with a budget never caches: the budget counts exactly what callers hold, and
+ * every release can wake a refused acquirer. */
+static void cache_budget_pool_never_caches(void **state)
+{
+	(void)state;
+	struct hush_pool_config cfg;
+	hush_pool_config_init(&cfg);
+	cfg.budget = 2 * 16448;
+	struct hush_pool *pool = pool_new_checked(&cfg);
+	assert_false(pool->caching);
+	struct hush_buf *a = acquire_checked(pool, 16384);
+	struct hush_buf *b = acquire_checked(pool, 16384);
+	struct hush_buf *c = SENTINEL_BUF;
+	assert_int_equal(hush_pool_acquire(pool, 16384, &c), HUSH_ENOBUFS);
+	assert_ptr_equal(c, SENTINEL_BUF);
+	hush_buf_release(a);
+	assert_int_equal(atomic_load(&pool->word) & HUSH__POOL_BYTES, 16448);
+	assert_int_equal(HUSH__TIER_KEPT(atomic_load(&pool->state[2])), 1);
+	c = acquire_checked(pool, 16384);
+	assert_int_equal(caches_attached(pool), 0);
+	hush_buf_release(b);
+	hush_buf_release(c);
+	assert_int_equal(stats_of(pool).total.retained, 2);
+	hush_pool_free(pool);
+}
+
+struct cache_job {
+	struct hush_pool *pool;
+	pthread_barrier_t *hold; /* NULL: none */
+	unsigned held;		 /* buffers kept out until the barrier */
+	uint64_t ops;
+	int rc;
+};
+
+/* Acquires and releases 16 KiB buffers; keeps `held` of them out across the barrier. */
+static void *cache_job_main(void *arg)
+{
+	struct cache_job *j = arg;
+	struct hush_buf *keep[8] = {NULL};
+	for (uint64_t i = 0; i < j->ops && j->rc == 0; i++) {
+		struct hush_buf *b = NULL;
+		j->rc = hush_pool_acquire(j->pool, 16384, &b);
+		if (j->rc == 0) {
+			memset(hush_buf_data(b), (int)i, 64);
+			hush_buf_release(b);
+		}
+	}
+	for (unsigned k = 0; k < j->held && j->rc == 0; k++) {
+		j->rc = hush_pool_acquire(j->pool, 16384, &keep[k]);
+	}
+	if (j->hold != NULL) {
+		pthread_barrier_wait(j->hold); /* the main thread reads the stats */
+		pthread_barrier_wait(j->hold);
+	}
+	for (unsigned k = 0; k < j->held; k++) {
+		hush_buf_release(keep[k]);
+	}
+	return NULL;
+}
+
+static void cache_thread_exit_returns_its_buffers(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	struct hush_pool *pool = pool_new_checked(NULL);
+	struct cache_job j = {pool, NULL, 3, 100, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cache_job_main, &j), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(j.rc, 0);
+	/* The exited thread's cache went back: its three buffers sit on the shared list. */
+	assert_int_equal(caches_attached(pool), 0);
+	for (unsigned k = 0; k < HUSH__POOL_CACHES; k++) {
+		assert_int_equal(atomic_load(&pool->cache[k].owned), 0);
+		assert_int_equal(atomic_load(&pool->cache[k].tier[2].n), 0);
+	}
+	struct hush_pool_stats st = stats_of(pool);
+	assert_int_equal(HUSH__TIER_KEPT(atomic_load(&pool->state[2])), 3);
+	assert_int_equal(st.tier[2].retained, 3);
+	assert_int_equal(st.tier[2].in_use, 0);
+	assert_int_equal(st.tier[2].acquisitions, 103);
+	assert_int_equal(st.total.bytes_in_use, 0);
+	assert_int_equal(atomic_load(&pool->word) & HUSH__POOL_BYTES, 0);
+	hush_pool_free(pool);
+	assert_int_equal(live_allocations(), 0);
+	testlib_alloc_uninstall();
+}
+
+/* A cache pins its pool: freed while another thread holds one, the pool goes when that
+ * thread exits. */
+static void cache_pool_freed_while_cached_goes_at_thread_exit(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	struct hush_pool *pool = pool_new_checked(NULL);
+	pthread_barrier_t hold;
+	pthread_barrier_init(&hold, NULL, 2);
+	struct cache_job j = {pool, &hold, 0, 10, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cache_job_main, &j), 0);
+	pthread_barrier_wait(&hold);
+	assert_int_equal(caches_attached(pool), 1);
+	hush_pool_free(pool);
+	/* The pool and the cached buffer are still there. */
+	assert_int_equal(live_allocations(), 2);
+	pthread_barrier_wait(&hold);
+	pthread_join(th, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_int_equal(live_allocations(), 0);
+	pthread_barrier_destroy(&hold);
+	testlib_alloc_uninstall();
+}
+
+/* A cache of a freed pool goes back at its thread's next call into any pool. */
+static void *free_then_use_other_pool(void *arg)
+{
+	struct cache_job *j = arg;
+	struct hush_pool *other = NULL;
+	hush_buf_release(acquire_checked(j->pool, 100));
+	pthread_barrier_wait(j->hold);
+	pthread_barrier_wait(j->hold); /* the main thread frees j->pool meanwhile */
+	j->rc = hush_pool_new(&other, NULL);
+	if (j->rc == 0) {
+		hush_buf_release(acquire_checked(other, 100));
+		pthread_barrier_wait(j->hold);
+		pthread_barrier_wait(j->hold);
+		hush_pool_free(other);
+	}
+	return NULL;
+}
+
+static void cache_of_freed_pool_goes_at_next_call_on_any_pool(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	struct hush_pool *pool = pool_new_checked(NULL);
+	pthread_barrier_t hold;
+	pthread_barrier_init(&hold, NULL, 2);
+	struct cache_job j = {pool, &hold, 0, 0, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, free_then_use_other_pool, &j), 0);
+	pthread_barrier_wait(&hold);
+	hush_pool_free(pool);
+	assert_int_equal(live_allocations(), 2); /* pinned by the thread's cache */
+	pthread_barrier_wait(&hold);
+	pthread_barrier_wait(&hold);
+	/* The thread used another pool: the freed one is gone; the other pool and its
+	 * cached buffer remain. */
+	assert_int_equal(live_allocations(), 2);
+	pthread_barrier_wait(&hold);
+	pthread_join(th, NULL);
+	assert_int_equal(j.rc, 0);
+	assert_int_equal(live_allocations(), 0);
+	pthread_barrier_destroy(&hold);
+	testlib_alloc_uninstall();
+}
+
+/* hush_pool_trim frees this thread's cache at once; another thread's cache goes to the
+ * shared lists at that thread's next call on the pool. */
+static void *cache_then_call_again(void *arg)
+{
+	struct cache_job *j = arg;
+	hush_buf_release(acquire_checked(j->pool, 16384));
+	hush_buf_release(acquire_checked(j->pool, 4096));
+	pthread_barrier_wait(j->hold);
+	pthread_barrier_wait(j->hold); /* the main thread trims meanwhile */
+	hush_buf_release(acquire_checked(j->pool, 100));
+	pthread_barrier_wait(j->hold);
+	pthread_barrier_wait(j->hold);
+	return NULL;
+}
+
+static void cache_trim_empties_other_threads_caches_at_their_next_call(void **state)
+{
+	(void)state;
+	struct hush_pool *pool = pool_new_checked(NULL);
+	pthread_barrier_t hold;
+	pthread_barrier_init(&hold, NULL, 2);
+	struct cache_job j = {pool, &hold, 0, 0, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cache_then_call_again, &j), 0);
+	pthread_barrier_wait(&hold);
+	hush_buf_release(acquire_checked(pool, 65536));
+	assert_int_equal(stats_of(pool).total.retained, 3);
+	/* Ours freed at once; the other thread's two are its own until it calls again. */
+	assert_int_equal(hush_pool_trim(pool), 65536);
+	assert_int_equal(stats_of(pool).total.retained, 2);
+	pthread_barrier_wait(&hold);
+	pthread_barrier_wait(&hold);
+	/* It called: its 16 KiB and 4 KiB buffers went to the shared lists (and the 256 B
+	 * one it just released to its emptied cache). */
+	struct hush_pool_stats st = stats_of(pool);
+	assert_int_equal(HUSH__TIER_KEPT(atomic_load(&pool->state[2])), 1);
+	assert_int_equal(HUSH__TIER_KEPT(atomic_load(&pool->state[1])), 1);
+	assert_int_equal(st.total.retained, 3);
+	assert_int_equal(hush_pool_trim(pool), 16448 + 4160);
+	pthread_barrier_wait(&hold);
+	pthread_join(th, NULL);
+	pthread_barrier_destroy(&hold);
+	hush_pool_free(pool);
+}
+
+/* More threads than the pool has caches: the rest use the shared tiers; every figure is
+ * exact while they all hold buffers, and after they all exit. */
+#define MANY_THREADS (HUSH__POOL_CACHES + 8)
+
+static void cache_many_threads_stats_exact(void **state)
+{
+	(void)state;
+	testlib_alloc_install();
+	struct hush_pool *pool = pool_new_checked(NULL);
+	pthread_barrier_t hold;
+	pthread_barrier_init(&hold, NULL, MANY_THREADS + 1);
+	struct cache_job j[MANY_THREADS];
+	pthread_t th[MANY_THREADS];
+	for (unsigned t = 0; t < MANY_THREADS; t++) {
+		j[t] = (struct cache_job){pool, &hold, 1 + t % 3, 2000, 0};
+		assert_int_equal(pthread_create(&th[t], NULL, cache_job_main, &j[t]), 0);
+	}
+	pthread_barrier_wait(&hold);
+	uint64_t held = 0, ops = 0;
+	for (unsigned t = 0; t < MANY_THREADS; t++) {
+		assert_int_equal(j[t].rc, 0);
+		held += j[t].held;
+		ops += j[t].ops + j[t].held;
+	}
+	assert_int_equal(caches_attached(pool), HUSH__POOL_CACHES);
+	struct hush_pool_stats st = stats_of(pool);
+	assert_int_equal(st.tier[2].in_use, held);
+	assert_int_equal(st.total.bytes_in_use, held * 16448);
+	assert_int_equal(st.tier[2].acquisitions, ops);
+	assert_int_equal(st.allocator_calls - st.allocator_frees,
+			 st.total.in_use + st.total.retained);
+	/* Idle memory beyond the shared cap: at most one cache's worth per thread. */
+	assert_true(st.tier[2].retained <= 128 + HUSH__POOL_CACHES * pool->tier[2].cache_cap);
+	pthread_barrier_wait(&hold);
+	for (unsigned t = 0; t < MANY_THREADS; t++) {
+		pthread_join(th[t], NULL);
+	}
+	pthread_barrier_destroy(&hold);
+	st = stats_of(pool);
+	assert_int_equal(caches_attached(pool), 0);
+	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(st.total.bytes_in_use, 0);
+	assert_int_equal(st.tier[2].acquisitions, ops);
+	assert_true(st.tier[2].retained <= 128);
+	assert_int_equal(st.allocator_calls - st.allocator_frees, st.total.retained);
+	hush_pool_free(pool);
+	assert_int_equal(live_allocations(), 0);
+	testlib_alloc_uninstall();
 }
 
 /* --- AddressSanitizer --- */
@@ -1280,6 +1640,15 @@ int main(void)
 	    cmocka_unit_test(release_with_wipe_flag_zeroes_buffer),
 	    cmocka_unit_test(acquire_own_shard_empty_steals_from_other_thread),
 	    cmocka_unit_test(stress_threads_never_share_a_buffer),
+	    cmocka_unit_test(cache_defaults_hold_a_few_buffers_per_tier),
+	    cmocka_unit_test(cache_acquire_release_warm_touches_no_shared_state),
+	    cmocka_unit_test(cache_stats_exact_while_buffers_are_cached),
+	    cmocka_unit_test(cache_budget_pool_never_caches),
+	    cmocka_unit_test(cache_thread_exit_returns_its_buffers),
+	    cmocka_unit_test(cache_pool_freed_while_cached_goes_at_thread_exit),
+	    cmocka_unit_test(cache_of_freed_pool_goes_at_next_call_on_any_pool),
+	    cmocka_unit_test(cache_trim_empties_other_threads_caches_at_their_next_call),
+	    cmocka_unit_test(cache_many_threads_stats_exact),
 #ifdef HUSH_ASAN
 	    cmocka_unit_test(buf_read_after_release_caught_by_asan),
 #endif
