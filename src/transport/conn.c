@@ -8,7 +8,6 @@
  * one struct event; no buffer and no cipher context. See docs/DESIGN.md, "Transport".
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,71 +15,8 @@
 #include <unistd.h>
 
 #include "record/record-internal.h"
-#include "transport/conn-handshake.h"
+#include "transport/conn-internal.h"
 
-enum conn_state {
-	ST_NEW = 0,   /* created, no keys yet */
-	ST_HANDSHAKE, /* a hush handshake runs (or finished, OPEN not yet reported) */
-	ST_OPEN,      /* records flow */
-	ST_FAILED,    /* error reported; only free is left */
-};
-
-/* Connection flags (struct hush_conn.flags). */
-enum {
-	F_PAUSED = 1u << 0,        /* the application paused reading */
-	F_STARVED = 1u << 1,       /* reading waits for pool buffers */
-	F_EOF = 1u << 2,           /* the peer's EOF was seen */
-	F_WANT_WRITE = 1u << 3,    /* the socket refused bytes; wait for EV_WRITE */
-	F_SHUT_REQ = 1u << 4,      /* hush_conn_shutdown() was called */
-	F_SHUT_DONE = 1u << 5,     /* the write side is shut down */
-	F_PENDING = 1u << 6,       /* on the loop's pending list */
-	F_OPEN_REPORT = 1u << 7,   /* OPEN still to be reported */
-	F_OVER_HIGH = 1u << 8,     /* queue passed the high watermark */
-	F_FREEING = 1u << 9,       /* freed from inside a callback */
-	F_RBUF_KEPT = 1u << 10,    /* the application kept the read buffer */
-	F_IN_DATA = 1u << 11,      /* inside on_data */
-	F_CIPHERS = 1u << 12,      /* the record context holds lent cipher contexts */
-	F_ERR_REPORT = 1u << 13,   /* ERROR still to be reported */
-	F_REPLAY = 1u << 14,       /* records already read wait for delivery (resume) */
-	F_HS = 1u << 15,           /* hs (not rec) is live: a handshake runs */
-	F_CLOSE_SIG = 1u << 16,    /* keyed by a hush handshake: the close record is used */
-	F_IN_ENTRY = 1u << 17,     /* inside a loop entry that flushes before it returns */
-	F_FLUSH_END = 1u << 18,    /* writes wait for the end of that entry */
-};
-
-struct hush_conn {
-	struct hush_loop *loop;
-	/* The record context once open; while F_HS is set, the handshake phase instead, so
-	 * an established connection is no larger than one started with raw keys. */
-	union {
-		struct hush_record *rec;
-		struct hush__conn_hs *hs;
-	};
-	const struct conn_cfg *cfg; /* configuration and callbacks, shared */
-	void *arg;
-	/* Bytes received and not yet used: the start of the next, incomplete record (or,
-	 * in a handshake, records that followed its last message). No buffer whenever
-	 * nothing is pending. */
-	struct hush__rbuf rb;
-	struct hush__wq wq;
-	struct hush_conn_stats stats;
-	int fd;
-	int err;
-	uint32_t flags;
-	uint16_t depth;  /* callbacks on the stack; free is deferred while > 0 */
-	uint8_t state;
-	uint8_t interest; /* EV_READ / EV_WRITE the event is added with */
-	/* Activity times (now_ms) for the read and write timeouts. */
-	uint32_t last_read;
-	uint32_t last_write;
-	uint32_t partial_since; /* first byte of the partial record in rb, if any */
-	struct event ev;
-};
-
-static void conn_destroy(struct hush_conn *c);
-static void conn_fail(struct hush_conn *c, int err);
-static void update_interest(struct hush_conn *c);
-static int flush_queue(struct hush_conn *c);
 static void on_socket(evutil_socket_t fd, short what, void *arg);
 static int send_sealed(struct hush_conn *c);
 static void starve(struct hush_conn *c);
@@ -88,38 +24,10 @@ static void peer_closed(struct hush_conn *c);
 static void conn_on_pending(void *item);
 static void conn_on_wake(void *item);
 
-/* What the loop runs for a connection on its lists. */
-static const struct hush__loop_ops conn_loop_ops = {
+const struct hush__loop_ops hush__conn_loop_ops = {
 	.on_pending = conn_on_pending,
 	.on_wake = conn_on_wake,
 };
-
-void hush_conn_config_init(struct hush_conn_config *cfg)
-{
-	if (cfg == NULL) {
-		return;
-	}
-	/* memset, not a compound literal: the loop compares configurations with memcmp
-	 * (loop.c), so the padding must be zero too. */
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->max_send_frame = HUSH_RECORD_DEFAULT_SEND_FRAME;
-	cfg->recv_limit = HUSH_RECORD_DEFAULT_RECV_LIMIT;
-	cfg->read_size = 32768 + 512;
-	cfg->max_read_per_event = 256 * 1024;
-	cfg->write_high_water = 256 * 1024;
-	cfg->write_low_water = 0;
-	cfg->handshake_timeout_ms = 10000;
-	cfg->flags = HUSH_CONN_CLOSE_ON_FREE;
-	cfg->record_timeout_ms = 30000;
-}
-
-/* Milliseconds of the loop's cached clock, modulo 2^32 (differences stay right). */
-static uint32_t now_ms(struct hush_conn *c)
-{
-	struct timeval tv;
-	event_base_gettimeofday_cached(c->loop->base, &tv);
-	return (uint32_t)((uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u);
-}
 
 /* Whether timeout_ms have passed from since to now, both from now_ms(); false while now
  * reads earlier than since (see check_timeouts). Timeouts are below 2^31 ms. */
@@ -128,30 +36,13 @@ static bool elapsed(uint32_t now, uint32_t since, uint32_t timeout_ms)
 	return (int32_t)(now - since) >= (int32_t)timeout_ms;
 }
 
-/* Callback guards: depth counts callbacks on the stack so a free from inside one is
- * carried out when the outermost returns. leave() says whether c is still alive. */
-static void enter(struct hush_conn *c)
-{
-	c->depth++;
-}
-
-static bool leave(struct hush_conn *c)
+bool hush__conn_leave(struct hush_conn *c)
 {
 	if (--c->depth == 0 && (c->flags & F_FREEING)) {
-		conn_destroy(c);
+		hush__conn_destroy(c);
 		return false;
 	}
 	return true;
-}
-
-static bool dead(const struct hush_conn *c)
-{
-	return (c->flags & F_FREEING) != 0 || c->state == ST_FAILED;
-}
-
-static bool pinned(const struct hush_conn *c)
-{
-	return (c->cfg->c.flags & HUSH_CONN_PINNED) != 0;
 }
 
 static void emit(struct hush_conn *c, enum hush_conn_event ev, int err)
@@ -172,7 +63,7 @@ static int ciphers_attach(struct hush_conn *c)
 	return 0;
 }
 
-static void ciphers_detach(struct hush_conn *c)
+void hush__conn_ciphers_detach(struct hush_conn *c)
 {
 	if (!(c->flags & F_CIPHERS)) {
 		return;
@@ -181,7 +72,7 @@ static void ciphers_detach(struct hush_conn *c)
 	c->flags &= ~(uint32_t)F_CIPHERS;
 }
 
-static int schedule(struct hush_conn *c)
+int hush__conn_schedule(struct hush_conn *c)
 {
 	if (c->flags & F_PENDING) {
 		return 0;
@@ -191,71 +82,10 @@ static int schedule(struct hush_conn *c)
 	return 0;
 }
 
-/* ---- Creation and teardown ---- */
-
-int hush_conn_new(struct hush_conn **out, struct hush_loop *loop, int fd,
-		  const struct hush_conn_config *cfg, const struct hush_conn_callbacks *cb,
-		  void *arg)
-{
-	return hush__conn_new_guarded(out, loop, fd, cfg, cb, arg, NULL);
-}
-
-int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int fd,
-			   const struct hush_conn_config *cfg, const struct hush_conn_callbacks *cb,
-			   void *arg, void (*guard)(void *, bool))
-{
-	struct hush_conn_config defaults;
-	if (cfg == NULL) {
-		hush_conn_config_init(&defaults);
-		cfg = &defaults;
-	}
-	bool close_fd = (cfg->flags & HUSH_CONN_CLOSE_ON_FREE) != 0;
-	int rc = HUSH_EINVAL;
-	struct hush_conn *c = NULL;
-
-	if (out == NULL || loop == NULL || fd < 0 || cfg->read_size == 0 ||
-	    cfg->read_size > UINT32_MAX / 2 || cfg->max_read_per_event == 0 ||
-	    cfg->write_low_water > cfg->write_high_water || cfg->max_send_frame == 0 ||
-	    cfg->recv_limit == 0 || cfg->read_timeout_ms > INT32_MAX ||
-	    cfg->write_timeout_ms > INT32_MAX || cfg->handshake_timeout_ms > INT32_MAX ||
-	    cfg->record_timeout_ms > INT32_MAX) {
-		goto fail;
-	}
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-		rc = fl < 0 ? HUSH_EINVAL : HUSH_ESYS;
-		goto fail;
-	}
-	c = hush__calloc(sizeof(*c));
-	if (c == NULL) {
-		rc = HUSH_ENOMEM;
-		goto fail;
-	}
-	struct hush_conn_callbacks none = {NULL, NULL, NULL};
-	struct conn_cfg *k;
-	rc = hush__loop_cfg_get(loop, cfg, cb != NULL ? cb : &none, guard, &k);
-	if (rc < 0) {
-		hush__free(c, sizeof(*c));
-		goto fail;
-	}
-	c->loop = loop;
-	c->cfg = k;
-	c->arg = arg;
-	c->fd = fd;
-	event_assign(&c->ev, loop->base, fd, 0, NULL, NULL);
-	loop->ops = &conn_loop_ops;
-	loop->nconns++;
-	*out = c;
-	return 0;
-fail:
-	if (close_fd && fd >= 0) {
-		close(fd);
-	}
-	return rc;
-}
+/* ---- Pinned mode ---- */
 
 /* The classic design: buffers for the connection's whole life (HUSH_CONN_PINNED). */
-static int pin_buffers(struct hush_conn *c)
+int hush__conn_pin_buffers(struct hush_conn *c)
 {
 	const struct hush_conn_config *cfg = &c->cfg->c;
 	struct hush__rbuf rb = c->rb;
@@ -268,34 +98,6 @@ static int pin_buffers(struct hush_conn *c)
 		return rc;
 	}
 	c->rb = rb;
-	return 0;
-}
-
-int hush_conn_start_raw(struct hush_conn *c, enum hush_record_protocol rp, const uint8_t *key,
-			size_t key_len, enum hush_side side)
-{
-	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
-	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
-	const struct hush_conn_config *cfg = &c->cfg->c;
-	struct hush_record *rec = NULL;
-	int rc = pinned(c) ? hush_record_new(&rec, rp, key, key_len, side)
-			   : hush__record_new_bare(&rec, rp, key, key_len, side);
-	HUSH_GUARD(rc);
-	rc = hush_record_set_limits(rec, cfg->max_send_frame, cfg->recv_limit);
-	if (rc == 0 && pinned(c)) {
-		rc = pin_buffers(c);
-	}
-	if (rc == 0) {
-		rc = schedule(c);
-	}
-	if (rc < 0) {
-		hush_record_free(rec);
-		return rc;
-	}
-	c->rec = rec;
-	c->state = ST_OPEN;
-	c->flags |= F_OPEN_REPORT;
-	c->last_read = c->last_write = now_ms(c);
 	return 0;
 }
 
@@ -313,32 +115,6 @@ static void hs_end(struct hush_conn *c)
 	c->flags &= ~(uint32_t)F_HS;
 }
 
-int hush__conn_start_handshake_for(struct hush_conn *c, const struct hush_handshake_config *hcfg,
-				   enum hush_side side, struct hush__hs_watch *watch)
-{
-	HUSH_ENSURE(c != NULL && hcfg != NULL, HUSH_EINVAL);
-	HUSH_ENSURE(c->state == ST_NEW && c->rec == NULL, HUSH_ESTATE);
-	struct hush__conn_hs *h;
-	HUSH_GUARD(hush__hs_new(&h, hcfg, side, watch, now_ms(c)));
-	/* The first step (the initiator's first flight) is taken from the loop. */
-	int rc = schedule(c);
-	if (rc < 0) {
-		h->watch = NULL; /* the caller still owns its record of it */
-		hush__hs_free(h);
-		return rc;
-	}
-	c->hs = h;
-	c->flags |= F_HS;
-	c->state = ST_HANDSHAKE;
-	return 0;
-}
-
-int hush_conn_start_handshake(struct hush_conn *c, const struct hush_handshake_config *hcfg,
-			      enum hush_side side)
-{
-	return hush__conn_start_handshake_for(c, hcfg, side, NULL);
-}
-
 /*
  * Runs the handshake as far as the bytes at hand allow (hush__hs_step()) and sends what
  * it queued. OPEN, when due, is reported from the loop, with the records that followed
@@ -350,7 +126,7 @@ static void hs_step(struct hush_conn *c)
 	unsigned events = 0;
 	int rc = hush__hs_step(c->hs, &io, &events);
 	if (rc == 0 && events != 0) {
-		rc = schedule(c);
+		rc = hush__conn_schedule(c);
 	}
 	if (rc == 0 && (events & HUSH__HS_OPEN)) {
 		c->flags |= F_OPEN_REPORT;
@@ -359,42 +135,15 @@ static void hs_step(struct hush_conn *c)
 		rc = send_sealed(c);
 	}
 	if (rc < 0) {
-		conn_fail(c, rc);
+		hush__conn_fail(c, rc);
 		return;
 	}
-	update_interest(c);
+	hush__conn_update_interest(c);
 }
 
-bool hush__conn_abort_handshake(struct hush_conn *c, int err)
-{
-	if (c->state != ST_HANDSHAKE) {
-		return false;
-	}
-	conn_fail(c, err);
-	return true;
-}
+/* ---- Teardown and failure ---- */
 
-int hush_conn_handshake_result(const struct hush_conn *c, struct hush_handshake_result *out)
-{
-	HUSH_ENSURE(c != NULL && out != NULL, HUSH_EINVAL);
-	HUSH_ENSURE(c->loop->open_conn == c && c->loop->open_res != NULL, HUSH_ESTATE);
-	*out = *c->loop->open_res;
-	return 0;
-}
-
-void hush_conn_set_arg(struct hush_conn *c, void *arg)
-{
-	if (c != NULL) {
-		c->arg = arg;
-	}
-}
-
-void *hush_conn_get_arg(const struct hush_conn *c)
-{
-	return c != NULL ? c->arg : NULL;
-}
-
-static void conn_destroy(struct hush_conn *c)
+void hush__conn_destroy(struct hush_conn *c)
 {
 	event_del(&c->ev);
 	if (c->flags & (F_PENDING | F_STARVED)) {
@@ -402,7 +151,7 @@ static void conn_destroy(struct hush_conn *c)
 	}
 	hush__rbuf_release(&c->rb);
 	hush__wq_clear(&c->wq);
-	ciphers_detach(c);
+	hush__conn_ciphers_detach(c);
 	if (c->flags & F_HS) {
 		hs_end(c);
 	} else {
@@ -416,21 +165,8 @@ static void conn_destroy(struct hush_conn *c)
 	hush__free(c, sizeof(*c));
 }
 
-void hush_conn_free(struct hush_conn *c)
-{
-	if (c == NULL) {
-		return;
-	}
-	if (c->depth > 0) {
-		c->flags |= F_FREEING;
-		event_del(&c->ev);
-		return;
-	}
-	conn_destroy(c);
-}
-
 /* Fails the connection for good: stops its event, drops its buffers, reports err. */
-static void conn_fail(struct hush_conn *c, int err)
+void hush__conn_fail(struct hush_conn *c, int err)
 {
 	if (c->state == ST_FAILED) {
 		return;
@@ -444,11 +180,11 @@ static void conn_fail(struct hush_conn *c, int err)
 	shutdown(c->fd, SHUT_RDWR);
 	hush__rbuf_release(&c->rb);
 	hush__wq_clear(&c->wq);
-	ciphers_detach(c);
+	hush__conn_ciphers_detach(c);
 	hs_end(c);
 	/* Reported from the loop, so no API call ever calls back into the application. */
 	c->flags |= F_ERR_REPORT;
-	if (schedule(c) < 0) {
+	if (hush__conn_schedule(c) < 0) {
 		c->flags &= ~(uint32_t)F_ERR_REPORT;
 		emit(c, HUSH_CONN_EV_ERROR, err);
 	}
@@ -491,7 +227,7 @@ static void note_read_progress(struct hush_conn *c, bool had_partial, uint32_t r
 	}
 }
 
-static void update_interest(struct hush_conn *c)
+void hush__conn_update_interest(struct hush_conn *c)
 {
 	uint8_t want = 0;
 	bool hs = c->state == ST_HANDSHAKE;
@@ -555,7 +291,7 @@ static bool read_room_ok(struct hush_conn *c, int rc)
 	if (rc == HUSH_ENOBUFS) {
 		starve(c);
 	} else if (rc < 0) {
-		conn_fail(c, rc);
+		hush__conn_fail(c, rc);
 	}
 	return rc == 0;
 }
@@ -602,7 +338,7 @@ static void hs_on_readable(struct hush_conn *c)
 		n = HUSH_ECLOSED; /* the peer went away mid-handshake */
 	}
 	if (n < 0 && n != HUSH_EAGAIN) {
-		conn_fail(c, (int)n);
+		hush__conn_fail(c, (int)n);
 		return;
 	}
 	hs_step(c);
@@ -639,18 +375,8 @@ static void peer_closed(struct hush_conn *c)
 {
 	drop_rbuf(c);
 	c->flags |= F_EOF;
-	update_interest(c);
+	hush__conn_update_interest(c);
 	emit(c, HUSH_CONN_EV_EOF, 0);
-}
-
-struct hush_buf *hush_conn_keep_data(struct hush_conn *c)
-{
-	if (c == NULL || !(c->flags & F_IN_DATA) || c->rb.buf == NULL) {
-		return NULL;
-	}
-	hush_buf_ref(c->rb.buf);
-	c->flags |= F_RBUF_KEPT;
-	return c->rb.buf;
 }
 
 /*
@@ -683,7 +409,7 @@ static bool drain(struct hush_conn *c, size_t *need)
 				continue;
 			}
 		}
-		conn_fail(c, rc);
+		hush__conn_fail(c, rc);
 		return false;
 	}
 	return true;
@@ -693,7 +419,7 @@ static void starve(struct hush_conn *c)
 {
 	if (hush__loop_add_starved(c->loop, c) == 0) {
 		c->flags |= F_STARVED;
-		update_interest(c);
+		hush__conn_update_interest(c);
 	}
 	/* If even the list could not grow, reading stays enabled and the next readiness
 	 * event tries again: slower, but nothing is lost. */
@@ -754,17 +480,17 @@ static void on_readable(struct hush_conn *c)
 			break;
 		}
 		if (n < 0) {
-			conn_fail(c, (int)n);
+			hush__conn_fail(c, (int)n);
 			return;
 		}
 		if (n == 0) {
 			/* With the close signal, only the close record is a clean end. */
 			if (c->rb.len > 0 || (c->flags & F_CLOSE_SIG)) {
-				conn_fail(c, HUSH_ETRUNCATED);
+				hush__conn_fail(c, HUSH_ETRUNCATED);
 				return;
 			}
 			c->flags |= F_EOF;
-			update_interest(c);
+			hush__conn_update_interest(c);
 			emit(c, HUSH_CONN_EV_EOF, 0);
 			break;
 		}
@@ -823,7 +549,7 @@ static void after_send_progress(struct hush_conn *c)
 	    c->wq.queued == 0) {
 		c->flags |= F_SHUT_DONE;
 		if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-			conn_fail(c, HUSH_EIO);
+			hush__conn_fail(c, HUSH_EIO);
 			return;
 		}
 		emit(c, HUSH_CONN_EV_SHUTDOWN, 0);
@@ -831,7 +557,7 @@ static void after_send_progress(struct hush_conn *c)
 }
 
 /* Seals and sends what is queued; failures fail the connection. */
-static int flush_queue(struct hush_conn *c)
+int hush__conn_flush_queue(struct hush_conn *c)
 {
 	if (c->state != ST_OPEN) {
 		return c->err;
@@ -844,96 +570,10 @@ static int flush_queue(struct hush_conn *c)
 		rc = send_sealed(c);
 	}
 	if (rc < 0) {
-		conn_fail(c, rc);
+		hush__conn_fail(c, rc);
 		return rc;
 	}
-	update_interest(c);
-	return 0;
-}
-
-int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
-{
-	HUSH_ENSURE(c != NULL && (data != NULL || len == 0), HUSH_EINVAL);
-	if (c->state == ST_FAILED) {
-		return c->err;
-	}
-	HUSH_ENSURE(c->state == ST_OPEN && !(c->flags & (F_SHUT_REQ | F_FREEING)), HUSH_ESTATE);
-	if (len == 0) {
-		return 0;
-	}
-	/* All or nothing: a failure part-way leaves the queue as it was. */
-	HUSH_GUARD(hush__wq_write(&c->wq, c->loop->pool, hush_record_max_payload(c->rec), data,
-				  len));
-	c->stats.bytes_out += len;
-
-	/*
-	 * Sent when the callback's caller is done, so that writes made in one callback share
-	 * records; at once when a buffer's worth is waiting. From inside one of this
-	 * connection's own loop entries (its readiness event, its end-of-iteration work)
-	 * that is the end of the entry: its buffers and cipher contexts then go back before
-	 * the next connection's event, so a loop iteration that serves hundreds of
-	 * connections borrows the buffers of one at a time, not of all of them, and the
-	 * pool's retained buffers cover them. Other writes wait for the end of the loop
-	 * iteration.
-	 */
-	int rc = 0;
-	if (c->flags & F_IN_ENTRY) {
-		c->flags |= F_FLUSH_END;
-	} else {
-		rc = schedule(c);
-	}
-	if (rc == 0 && c->wq.queued >= HUSH__WQ_MAX_BUF / 2 && !(c->flags & F_WANT_WRITE)) {
-		rc = hush_conn_flush(c);
-	}
-	if (rc < 0) {
-		return rc;
-	}
-	if (c->wq.queued > c->cfg->c.write_high_water) {
-		c->flags |= F_OVER_HIGH;
-		return 1;
-	}
-	return 0;
-}
-
-int hush_conn_flush(struct hush_conn *c)
-{
-	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
-	if (c->state != ST_OPEN) {
-		return c->state == ST_FAILED ? c->err : HUSH_ESTATE;
-	}
-	/* Inside one of this connection's callbacks the read path may be using the cipher
-	 * contexts, so only the outermost caller gives them back. */
-	enter(c);
-	int rc = flush_queue(c);
-	if (c->depth == 1 && !(c->flags & F_PENDING)) {
-		ciphers_detach(c);
-	}
-	leave(c);
-	return rc;
-}
-
-size_t hush_conn_queued(const struct hush_conn *c)
-{
-	return c != NULL ? c->wq.queued : 0;
-}
-
-int hush_conn_shutdown(struct hush_conn *c)
-{
-	HUSH_ENSURE(c != NULL, HUSH_EINVAL);
-	if (c->state == ST_FAILED) {
-		return c->err;
-	}
-	HUSH_ENSURE(c->state == ST_OPEN, HUSH_ESTATE);
-	if (c->flags & F_SHUT_REQ) {
-		return 0;
-	}
-	HUSH_GUARD(schedule(c));
-	/* The close record (an empty record) is sealed with the rest, so it is the last
-	 * record of this direction. */
-	if (c->flags & F_CLOSE_SIG) {
-		HUSH_GUARD(hush__wq_add_close(&c->wq, c->loop->pool));
-	}
-	c->flags |= F_SHUT_REQ;
+	hush__conn_update_interest(c);
 	return 0;
 }
 
@@ -949,7 +589,7 @@ static void check_timeouts(struct hush_conn *c)
 		 * stamped the start, and that must not look like an expiry. */
 		if (hush__hs_reading(c->hs) && cfg->handshake_timeout_ms != 0 &&
 		    elapsed(now, c->hs->started, cfg->handshake_timeout_ms)) {
-			conn_fail(c, HUSH_ETIMEDOUT);
+			hush__conn_fail(c, HUSH_ETIMEDOUT);
 		}
 		return;
 	}
@@ -958,17 +598,17 @@ static void check_timeouts(struct hush_conn *c)
 	 * behind it: differences are signed, so that such a stamp never looks like an
 	 * expiry (unsigned, it wrapped to 2^32 - 1 and failed a connection at once). */
 	if (partial_pending(c) && elapsed(now, c->partial_since, cfg->record_timeout_ms)) {
-		conn_fail(c, HUSH_ESTALLED);
+		hush__conn_fail(c, HUSH_ESTALLED);
 		return;
 	}
 	if ((c->interest & EV_READ) && cfg->read_timeout_ms != 0 &&
 	    elapsed(now, c->last_read, cfg->read_timeout_ms)) {
-		conn_fail(c, HUSH_ETIMEDOUT);
+		hush__conn_fail(c, HUSH_ETIMEDOUT);
 		return;
 	}
 	if ((c->flags & F_WANT_WRITE) && cfg->write_timeout_ms != 0 &&
 	    elapsed(now, c->last_write, cfg->write_timeout_ms)) {
-		conn_fail(c, HUSH_ETIMEDOUT);
+		hush__conn_fail(c, HUSH_ETIMEDOUT);
 	}
 }
 
@@ -1007,7 +647,7 @@ static void entry_flush(struct hush_conn *c)
 		return;
 	}
 	c->flags &= ~(uint32_t)F_FLUSH_END;
-	if (!dead(c) && flush_queue(c) == 0) {
+	if (!dead(c) && hush__conn_flush_queue(c) == 0) {
 		after_send_progress(c);
 	}
 }
@@ -1035,20 +675,20 @@ static void on_socket_guarded(struct hush_conn *c, short what)
 		if (what & EV_WRITE) {
 			int rc = send_sealed(c);
 			if (rc < 0) {
-				conn_fail(c, rc);
+				hush__conn_fail(c, rc);
 			}
 		}
 		if (!dead(c) && (what & EV_READ)) {
 			hs_on_readable(c);
 		}
 		if (!dead(c)) {
-			update_interest(c);
+			hush__conn_update_interest(c);
 		}
-		leave(c);
+		hush__conn_leave(c);
 		return;
 	}
 	if (!dead(c) && (what & EV_WRITE)) {
-		if (flush_queue(c) == 0) {
+		if (hush__conn_flush_queue(c) == 0) {
 			after_send_progress(c);
 		}
 	}
@@ -1056,19 +696,19 @@ static void on_socket_guarded(struct hush_conn *c, short what)
 	if (!dead(c) && (what & EV_READ)) {
 		int rc = ciphers_attach(c);
 		if (rc < 0) {
-			conn_fail(c, rc);
+			hush__conn_fail(c, rc);
 		} else {
 			on_readable(c);
 		}
 	}
 	entry_flush(c);
 	if (!dead(c)) {
-		update_interest(c);
+		hush__conn_update_interest(c);
 		if (!(c->flags & F_PENDING)) {
-			ciphers_detach(c);
+			hush__conn_ciphers_detach(c);
 		}
 	}
-	leave(c);
+	hush__conn_leave(c);
 }
 
 /* Delivers records that were read before the application paused. */
@@ -1079,7 +719,7 @@ static void replay(struct hush_conn *c)
 	}
 	int rc = ciphers_attach(c);
 	if (rc < 0) {
-		conn_fail(c, rc);
+		hush__conn_fail(c, rc);
 		return;
 	}
 	if (prepare_rbuf(c, false)) {
@@ -1108,15 +748,15 @@ static void report_open(struct hush_conn *c)
 		}
 		int rc = 0;
 		if (pinned(c)) {
-			rc = pin_buffers(c);
+			rc = hush__conn_pin_buffers(c);
 		}
 		if (rc < 0) {
 			hush__hs_free(h);
-			conn_fail(c, rc); /* reported from the loop, as ever */
+			hush__conn_fail(c, rc); /* reported from the loop, as ever */
 			return;
 		}
 	}
-	update_interest(c);
+	hush__conn_update_interest(c);
 	const struct hush_conn *prev_conn = c->loop->open_conn;
 	const struct hush_handshake_result *prev_res = c->loop->open_res;
 	c->loop->open_conn = c;
@@ -1142,7 +782,7 @@ static void on_pending_guarded(struct hush_conn *c, short what)
 	if (c->flags & F_ERR_REPORT) {
 		c->flags &= ~(uint32_t)F_ERR_REPORT;
 		emit(c, HUSH_CONN_EV_ERROR, c->err);
-		leave(c);
+		hush__conn_leave(c);
 		return;
 	}
 	if (c->state == ST_HANDSHAKE && c->hs->hs != NULL) {
@@ -1161,14 +801,14 @@ static void on_pending_guarded(struct hush_conn *c, short what)
 	}
 	c->flags &= ~(uint32_t)(F_IN_ENTRY | F_FLUSH_END);
 	if (!dead(c) && c->state == ST_OPEN) {
-		if (flush_queue(c) == 0) {
+		if (hush__conn_flush_queue(c) == 0) {
 			after_send_progress(c);
 		}
 	}
 	if (!dead(c) && !(c->flags & F_PENDING)) {
-		ciphers_detach(c);
+		hush__conn_ciphers_detach(c);
 	}
-	leave(c);
+	hush__conn_leave(c);
 }
 
 static void on_wake_guarded(struct hush_conn *c, short what)
@@ -1176,75 +816,11 @@ static void on_wake_guarded(struct hush_conn *c, short what)
 	(void)what;
 	c->flags &= ~(uint32_t)F_STARVED;
 	if (!dead(c)) {
-		update_interest(c);
+		hush__conn_update_interest(c);
 	}
 }
 
 static void conn_on_wake(void *item)
 {
 	guarded(item, on_wake_guarded, 0);
-}
-
-void hush_conn_pause_reading(struct hush_conn *c)
-{
-	if (c == NULL) {
-		return;
-	}
-	c->flags |= F_PAUSED;
-	if (c->state == ST_OPEN) {
-		update_interest(c);
-	}
-}
-
-void hush_conn_resume_reading(struct hush_conn *c)
-{
-	if (c == NULL || !(c->flags & F_PAUSED)) {
-		return;
-	}
-	c->flags &= ~(uint32_t)F_PAUSED;
-	if (c->state != ST_OPEN) {
-		return;
-	}
-	/* The pause was the application's: the peer's deadline starts again. */
-	c->partial_since = now_ms(c);
-	/* Records already read are delivered now, without waiting for more bytes from
-	 * the socket. */
-	if (c->rb.buf != NULL && c->rb.len > 0 && schedule(c) == 0) {
-		c->flags |= F_REPLAY;
-	}
-	update_interest(c);
-}
-
-int hush_conn_error(const struct hush_conn *c)
-{
-	return c != NULL ? c->err : HUSH_EINVAL;
-}
-
-int hush_conn_fd(const struct hush_conn *c)
-{
-	return c != NULL ? c->fd : -1;
-}
-
-unsigned hush_conn_buffers_held(const struct hush_conn *c)
-{
-	if (c == NULL) {
-		return 0;
-	}
-	return (c->rb.buf != NULL) + hush__wq_buffers(&c->wq);
-}
-
-void hush_conn_get_stats(const struct hush_conn *c, struct hush_conn_stats *out)
-{
-	if (out != NULL) {
-		if (c != NULL) {
-			*out = c->stats;
-		} else {
-			memset(out, 0, sizeof(*out));
-		}
-	}
-}
-
-size_t hush__conn_size(void)
-{
-	return sizeof(struct hush_conn);
 }
