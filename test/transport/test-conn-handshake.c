@@ -1153,6 +1153,45 @@ static void listener_setup(struct env *e, struct server *s, struct ids *d,
 	(void)port;
 }
 
+/* The usual listener test: a server whose listener (made by the test, from lc) starts
+ * XX handshakes with d's identities; the clean end frees what it accepted. */
+struct lis {
+	struct env e;
+	struct ids d;
+	struct hush_conn_config cc;
+	struct server s;
+	struct hush_listener_config lc;
+	uint16_t port;
+};
+
+static int lis_setup(void **state)
+{
+	struct lis *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	ids_init(&f->d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	listener_setup(&f->e, &f->s, &f->d, &f->cc, &f->lc, &f->port);
+	*state = f;
+	return 0;
+}
+
+/* Frees the ends the listener accepted, then the listener (unless the test did and
+ * cleared s.l), then checks the loop is clean. */
+static int lis_teardown(void **state)
+{
+	struct lis *f = *state;
+	for (int i = 0; i < f->s.n; i++) {
+		end_free(&f->s.ends[i]);
+	}
+	hush_listener_free(f->s.l);
+	ids_done(&f->d);
+	env_done(&f->e);
+	free(f);
+	return 0;
+}
+
+#define LIS(fn) cmocka_unit_test_setup_teardown(fn, lis_setup, lis_teardown)
+
 /* Runs the loop until the server's answer arrives on fd (its message 2: the server
  * took the first message), or 2 s pass. */
 static void run_until_answered(struct env *e, int fd)
@@ -1181,95 +1220,82 @@ static bool end_done(void *arg)
  */
 static void listener_at_cap_evicts_the_least_advanced_handshake(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	cc.handshake_timeout_ms = 5000;
-	lc.max_handshakes = 2;
-	lc.first_message_timeout_ms = 0;
-	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct lis *f = *state;
+	f->cc.handshake_timeout_ms = 5000;
+	f->lc.max_handshakes = 2;
+	f->lc.first_message_timeout_ms = 0;
+	f->lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
 	/* ends[0] sends its first message, ends[1] nothing. */
 	int p[5];
-	p[0] = tcp_connect(port);
-	send_first_flight(p[0], &d.cc);
-	struct cap_wait w = {.s = &s, .accepted = 1};
-	run_until(&e, 2000, accepted_n, &w);
-	run_until_answered(&e, p[0]);
-	p[1] = tcp_connect(port);
+	p[0] = tcp_connect(f->port);
+	send_first_flight(p[0], &f->d.cc);
+	struct cap_wait w = {.s = &f->s, .accepted = 1};
+	run_until(&f->e, 2000, accepted_n, &w);
+	run_until_answered(&f->e, p[0]);
+	p[1] = tcp_connect(f->port);
 	w.accepted = 2;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 2);
 	/* At the cap: the stalled one that sent nothing gives way, not the older one. */
 	usleep(20000);
-	p[2] = tcp_connect(port);
+	p[2] = tcp_connect(f->port);
 	w.accepted = 3;
 	w.failed = 1;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.n, 3);
-	assert_int_equal(s.ends[0].err, 0);
-	assert_int_equal(s.ends[1].err, HUSH_EBUSY);
-	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.n, 3);
+	assert_int_equal(f->s.ends[0].err, 0);
+	assert_int_equal(f->s.ends[1].err, HUSH_EBUSY);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 2);
 	/* A real client at the cap evicts ends[2] (still waiting for a first message) and
 	 * completes; ends[0] is still in progress. */
 	struct end client = {0};
 	usleep(20000);
-	start(&e, tcp_connect(port), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, tcp_connect(f->port), &client, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	w.accepted = 4;
 	w.failed = 2;
 	w.client = &client;
-	run_until(&e, 3000, accepted_n, &w);
+	run_until(&f->e, 3000, accepted_n, &w);
 	assert_int_equal(client.err, 0);
 	assert_int_equal(client.opened, 1);
-	assert_int_equal(s.ends[2].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[2].err, HUSH_EBUSY);
 	/* In XX the server opens last, on message 3. */
-	run_until(&e, 2000, end_done, &s.ends[3]);
-	assert_int_equal(s.ends[3].opened, 1);
-	assert_int_equal(s.ends[0].err, 0);
-	assert_int_equal(hush_listener_handshakes(s.l), 1);
+	run_until(&f->e, 2000, end_done, &f->s.ends[3]);
+	assert_int_equal(f->s.ends[3].opened, 1);
+	assert_int_equal(f->s.ends[0].err, 0);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 1);
 	/* With no peer left that is waiting for a first message, the oldest goes. */
-	p[3] = tcp_connect(port);
-	send_first_flight(p[3], &d.cc);
+	p[3] = tcp_connect(f->port);
+	send_first_flight(p[3], &f->d.cc);
 	w.accepted = 5;
-	run_until(&e, 2000, accepted_n, &w);
-	run_until_answered(&e, p[3]);
+	run_until(&f->e, 2000, accepted_n, &w);
+	run_until_answered(&f->e, p[3]);
 	usleep(20000);
-	p[4] = tcp_connect(port);
+	p[4] = tcp_connect(f->port);
 	w.accepted = 6;
 	w.failed = 3;
 	w.client = NULL;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
-	assert_int_equal(s.ends[4].err, 0);
-	assert_int_equal(s.ends[5].err, 0);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.ends[0].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[4].err, 0);
+	assert_int_equal(f->s.ends[5].err, 0);
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.accepted, 6);
 	assert_int_equal(st.evicted, 3);
 	assert_int_equal(st.refused_per_source, 0);
 	/* Freed with two handshakes running: they go on to their deadline. */
-	hush_listener_free(s.l);
+	hush_listener_free(f->s.l);
+	f->s.l = NULL;
 	w.failed = 5;
-	run_until(&e, 8000, accepted_n, &w);
-	assert_int_equal(s.ends[4].err, HUSH_ETIMEDOUT);
-	assert_int_equal(s.ends[5].err, HUSH_ETIMEDOUT);
+	run_until(&f->e, 8000, accepted_n, &w);
+	assert_int_equal(f->s.ends[4].err, HUSH_ETIMEDOUT);
+	assert_int_equal(f->s.ends[5].err, HUSH_ETIMEDOUT);
 	for (int i = 0; i < 5; i++) {
 		close(p[i]);
 	}
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
 	end_free(&client);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /*
@@ -1279,61 +1305,46 @@ static void listener_at_cap_evicts_the_least_advanced_handshake(void **state)
  */
 static void listener_first_message_deadline_fails_stalled_peers(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	cc.handshake_timeout_ms = 3000;
-	lc.first_message_timeout_ms = 400;
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct lis *f = *state;
+	f->cc.handshake_timeout_ms = 3000;
+	f->lc.first_message_timeout_ms = 400;
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
 	struct timeval t0, t1, t2;
 	gettimeofday(&t0, NULL);
-	int silent = tcp_connect(port);
-	int trickle = tcp_connect(port);
+	int silent = tcp_connect(f->port);
+	int trickle = tcp_connect(f->port);
 	/* Half a first flight: not whole, so the first deadline applies. */
 	assert_int_equal(send(trickle, "\x00\x24hush/", 7, 0), 7);
-	int spoke = tcp_connect(port);
-	send_first_flight(spoke, &d.cc);
-	struct cap_wait w = {.s = &s, .accepted = 3, .failed = 2};
-	run_until(&e, 6000, accepted_n, &w);
+	int spoke = tcp_connect(f->port);
+	send_first_flight(spoke, &f->d.cc);
+	struct cap_wait w = {.s = &f->s, .accepted = 3, .failed = 2};
+	run_until(&f->e, 6000, accepted_n, &w);
 	gettimeofday(&t1, NULL);
 	long ms1 = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
 	int spoke_i = -1;
-	for (int i = 0; i < s.n; i++) {
-		if (s.ends[i].err == 0) {
+	for (int i = 0; i < f->s.n; i++) {
+		if (f->s.ends[i].err == 0) {
 			spoke_i = i;
 		} else {
-			assert_int_equal(s.ends[i].err, HUSH_ETIMEDOUT);
+			assert_int_equal(f->s.ends[i].err, HUSH_ETIMEDOUT);
 		}
 	}
 	assert_true(spoke_i >= 0);
 	/* The first deadline, well before the whole handshake's (3 s). */
 	assert_true(ms1 >= 390 && ms1 < 2000);
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.first_timeouts, 2);
 	w.failed = 3;
-	run_until(&e, 6000, accepted_n, &w);
+	run_until(&f->e, 6000, accepted_n, &w);
 	gettimeofday(&t2, NULL);
 	long ms2 = (t2.tv_sec - t0.tv_sec) * 1000 + (t2.tv_usec - t0.tv_usec) / 1000;
-	assert_int_equal(s.ends[spoke_i].err, HUSH_ETIMEDOUT);
+	assert_int_equal(f->s.ends[spoke_i].err, HUSH_ETIMEDOUT);
 	assert_true(ms2 >= 2900);
 	close(silent);
 	close(trickle);
 	close(spoke);
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Reads until EOF or reset; true when the socket was closed by the peer. */
@@ -1354,69 +1365,54 @@ static bool closed_by_peer(int fd, int ms)
  */
 static void listener_at_cap_limits_handshakes_per_source(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	lc.max_handshakes = 3;
-	lc.max_per_source = 2;
-	lc.first_message_timeout_ms = 0;
-	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
-	int a = tcp_connect_from(port, 5);
-	int b = tcp_connect_from(port, 5);
-	int c = tcp_connect_from(port, 6);
-	struct cap_wait w = {.s = &s, .accepted = 3};
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(hush_listener_handshakes(s.l), 3);
+	struct lis *f = *state;
+	f->lc.max_handshakes = 3;
+	f->lc.max_per_source = 2;
+	f->lc.first_message_timeout_ms = 0;
+	f->lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
+	int a = tcp_connect_from(f->port, 5);
+	int b = tcp_connect_from(f->port, 5);
+	int c = tcp_connect_from(f->port, 6);
+	struct cap_wait w = {.s = &f->s, .accepted = 3};
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 3);
 	usleep(20000);
-	int refused = tcp_connect_from(port, 5);
+	int refused = tcp_connect_from(f->port, 5);
 	struct hush_listener_stats st = {0};
 	for (int i = 0; i < 2000 && st.refused_per_source == 0; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 		usleep(1000);
-		hush_listener_get_stats(s.l, &st);
+		hush_listener_get_stats(f->s.l, &st);
 	}
 	assert_int_equal(st.refused_per_source, 1);
 	assert_true(closed_by_peer(refused, 1000));
-	assert_int_equal(s.n, 3);
+	assert_int_equal(f->s.n, 3);
 	/* Another address takes the place of the oldest stalled peer. */
 	struct end client = {0};
-	start(&e, tcp_connect_from(port, 7), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, tcp_connect_from(f->port, 7), &client, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	w.accepted = 4;
 	w.failed = 1;
 	w.client = &client;
-	run_until(&e, 3000, accepted_n, &w);
+	run_until(&f->e, 3000, accepted_n, &w);
 	assert_int_equal(client.opened, 1);
-	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[0].err, HUSH_EBUSY);
 	/* The source holds one handshake now: it may connect again. */
-	run_until(&e, 2000, end_done, &s.ends[3]);
-	int again = tcp_connect_from(port, 5);
+	run_until(&f->e, 2000, end_done, &f->s.ends[3]);
+	int again = tcp_connect_from(f->port, 5);
 	w.accepted = 5;
 	w.client = NULL;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.n, 5);
-	hush_listener_get_stats(s.l, &st);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.n, 5);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.refused_per_source, 1);
 	close(a);
 	close(b);
 	close(c);
 	close(refused);
 	close(again);
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
 	end_free(&client);
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* A TCP connection to [::]:port, from 127.0.0.x (host > 0, as an IPv4 client of a
@@ -1519,51 +1515,39 @@ static void listener_sources_on_a_dual_stack_socket(void **state)
  */
 static void listener_burst_beyond_the_cap_waits_and_completes(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	lc.max_handshakes = 2;
-	int lfd = tcp_listener(&port);
+	struct lis *f = *state;
+	f->lc.max_handshakes = 2;
+	int lfd = tcp_listener(&f->port);
 	assert_int_equal(listen(lfd, 16), 0);
 	enum { N = 8 };
 	struct end clients[N] = {{0}};
 	for (int i = 0; i < N; i++) {
-		start(&e, tcp_connect(port), &clients[i], NULL, &d.cc, HUSH_SIDE_CLIENT);
+		start(&f->e, tcp_connect(f->port), &clients[i], NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	}
 	/* Every first flight is sent before the listener exists: it accepts them all in
 	 * one burst, each with its bytes waiting. */
 	for (int i = 0; i < 10; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
-	struct cap_wait w = {.s = &s, .accepted = N};
-	run_until(&e, 5000, accepted_n, &w);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
+	struct cap_wait w = {.s = &f->s, .accepted = N};
+	run_until(&f->e, 5000, accepted_n, &w);
 	for (int i = 0; i < N; i++) {
-		run_until(&e, 3000, end_done, &clients[i]);
+		run_until(&f->e, 3000, end_done, &clients[i]);
 		assert_int_equal(clients[i].err, 0);
 		assert_int_equal(clients[i].opened, 1);
 	}
 	for (int i = 0; i < N; i++) {
-		run_until(&e, 3000, end_done, &s.ends[i]);
-		assert_int_equal(s.ends[i].opened, 1);
+		run_until(&f->e, 3000, end_done, &f->s.ends[i]);
+		assert_int_equal(f->s.ends[i].opened, 1);
 	}
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.evicted, 0);
 	for (int i = 0; i < N; i++) {
 		end_free(&clients[i]);
-		end_free(&s.ends[i]);
+		end_free(&f->s.ends[i]);
 	}
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 static void listener_bad_configuration_fails_with_einval(void **state)
@@ -1612,10 +1596,10 @@ int main(void)
 		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
 		cmocka_unit_test(handshake_conn_nnpsk0_replayed_first_flight_never_opens),
-		cmocka_unit_test(listener_at_cap_evicts_the_least_advanced_handshake),
-		cmocka_unit_test(listener_first_message_deadline_fails_stalled_peers),
-		cmocka_unit_test(listener_at_cap_limits_handshakes_per_source),
-		cmocka_unit_test(listener_burst_beyond_the_cap_waits_and_completes),
+		LIS(listener_at_cap_evicts_the_least_advanced_handshake),
+		LIS(listener_first_message_deadline_fails_stalled_peers),
+		LIS(listener_at_cap_limits_handshakes_per_source),
+		LIS(listener_burst_beyond_the_cap_waits_and_completes),
 		cmocka_unit_test(listener_sources_on_a_dual_stack_socket),
 		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
 	};
