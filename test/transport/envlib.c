@@ -15,13 +15,28 @@ void env_init(struct env *e, const struct hush_pool_config *pcfg)
 	assert_int_equal(hush_loop_new(&e->loop, e->base, e->pool), 0);
 }
 
-void env_done(struct env *e)
+struct hush_pool *pool_with_budget(size_t budget)
+{
+	struct hush_pool_config pc;
+	hush_pool_config_init(&pc);
+	pc.budget = budget;
+	struct hush_pool *pool = NULL;
+	assert_int_equal(hush_pool_new(&pool, &pc), 0);
+	return pool;
+}
+
+uint64_t pool_in_use(const struct hush_pool *pool)
 {
 	struct hush_pool_stats st;
+	hush_pool_stats(pool, &st);
+	return st.total.in_use;
+}
+
+void env_done(struct env *e)
+{
 	event_base_loop(e->base, EVLOOP_NONBLOCK);
 	assert_int_equal(e->loop->nconns, 0);
-	hush_pool_stats(e->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(pool_in_use(e->pool), 0);
 	hush_loop_free(e->loop);
 	event_base_loop(e->base, EVLOOP_NONBLOCK);
 	/* With the loop gone nothing may remain registered on the base. */

@@ -29,6 +29,12 @@ void env_init(struct env *e, const struct hush_pool_config *pcfg);
  * added or active on the base. */
 void env_done(struct env *e);
 
+/* A pool with the default tiers and the given budget (0: none). */
+struct hush_pool *pool_with_budget(size_t budget);
+
+/* Buffers of pool out now (every tier): 0 at a test's clean end. */
+uint64_t pool_in_use(const struct hush_pool *pool);
+
 /* Runs the loop for ms, or less if a callback breaks it; leaves no timer behind. */
 void run_for_ms(struct env *e, int ms);
 

@@ -7,9 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "testlib.h"
 #include <hush/record.h>
 
+#include "envlib.h"
+#include "testlib.h"
 #include "transport/rbuf.h"
 
 #define READ_SIZE (32768u + 512u)
@@ -24,10 +25,7 @@ static int make_fx(void **state, size_t budget)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	struct hush_pool_config pc;
-	hush_pool_config_init(&pc);
-	pc.budget = budget;
-	assert_int_equal(hush_pool_new(&f->pool, &pc), 0);
+	f->pool = pool_with_budget(budget);
 	testlib_fill(f->data, sizeof(f->data), 3);
 	*state = f;
 	return 0;
@@ -48,9 +46,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 	hush__rbuf_release(&f->rb);
-	struct hush_pool_stats st;
-	hush_pool_stats(f->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 	hush_pool_free(f->pool);
 	free(f);
 	return 0;
@@ -66,6 +62,23 @@ static void receive(struct fx *f, size_t n, size_t skip)
 	memcpy(at, f->data, n);
 	hush__rbuf_filled(&f->rb, n);
 	hush__rbuf_consume(&f->rb, skip);
+}
+
+/* hush__rbuf_settle() on f's buffer and pool, with the usual read size. */
+static int settle(struct fx *f, size_t need, unsigned how, bool *kept)
+{
+	return hush__rbuf_settle(&f->rb, f->pool, need, READ_SIZE, how, kept);
+}
+
+/* Borrows a read buffer and fills all of it with f->data; returns its capacity. */
+static size_t receive_full(struct fx *f)
+{
+	assert_int_equal(hush__rbuf_acquire(&f->rb, f->pool, READ_SIZE), 0);
+	size_t room;
+	uint8_t *at = hush__rbuf_tail(&f->rb, &room);
+	memcpy(at, f->data, room);
+	hush__rbuf_filled(&f->rb, room);
+	return room;
 }
 
 static void rbuf_acquire_borrows_once_and_starts_empty(void **state)
@@ -117,7 +130,7 @@ static void rbuf_settle_with_no_bytes_left_resets_and_keeps_the_buffer(void **st
 	receive(f, 500, 500);
 	struct hush_buf *b = f->rb.buf;
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, 0, &kept), 0);
+	assert_int_equal(settle(f, 0, 0, &kept), 0);
 	assert_ptr_equal(f->rb.buf, b);
 	assert_int_equal(f->rb.start, 0);
 	assert_int_equal(f->rb.len, 0);
@@ -130,7 +143,7 @@ static void rbuf_settle_with_no_bytes_left_gives_up_a_kept_buffer(void **state)
 	struct hush_buf *app = f->rb.buf;
 	hush_buf_ref(app);
 	bool kept = true;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, 0, &kept), 0);
+	assert_int_equal(settle(f, 0, 0, &kept), 0);
 	assert_false(kept);
 	assert_null(f->rb.buf);
 	/* The application's reference still holds its bytes. */
@@ -145,7 +158,7 @@ static void rbuf_settle_moves_a_partial_record_to_the_front(void **state)
 		receive(f, 100, skip);
 		struct hush_buf *b = f->rb.buf;
 		bool kept = false;
-		assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, 0, &kept), 0);
+		assert_int_equal(settle(f, 0, 0, &kept), 0);
 		assert_ptr_equal(f->rb.buf, b);
 		assert_int_equal(f->rb.start, 0);
 		assert_int_equal(f->rb.len, 100 - skip);
@@ -159,8 +172,7 @@ static void rbuf_settle_final_moves_a_small_partial_into_a_small_buffer(void **s
 	struct fx *f = *state;
 	receive(f, 130, 30);
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, HUSH__RBUF_FINAL, &kept),
-			 0);
+	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
 	assert_true(hush_buf_capacity(f->rb.buf) <= HUSH__RBUF_IDLE_ROOM + HUSH_POOL_HEADROOM);
 	assert_int_equal(f->rb.start, 0);
 	assert_int_equal(f->rb.len, 100);
@@ -173,9 +185,7 @@ static void rbuf_settle_final_pinned_keeps_the_large_buffer(void **state)
 	receive(f, 130, 30);
 	struct hush_buf *b = f->rb.buf;
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE,
-					   HUSH__RBUF_FINAL | HUSH__RBUF_PINNED, &kept),
-			 0);
+	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL | HUSH__RBUF_PINNED, &kept), 0);
 	assert_ptr_equal(f->rb.buf, b);
 	assert_int_equal(f->rb.start, 0);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 30, 100);
@@ -187,9 +197,7 @@ static void rbuf_settle_final_sizes_for_bytes_come_not_for_length_announced(void
 	/* Four bytes announcing a 1 MiB record must not pin a 1 MiB buffer. */
 	receive(f, 4, 0);
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4,
-					   READ_SIZE, HUSH__RBUF_FINAL, &kept),
-			 0);
+	assert_int_equal(settle(f, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4, HUSH__RBUF_FINAL, &kept), 0);
 	assert_true(hush_buf_capacity(f->rb.buf) <= HUSH__RBUF_IDLE_ROOM + HUSH_POOL_HEADROOM);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data, 4);
 }
@@ -197,19 +205,14 @@ static void rbuf_settle_final_sizes_for_bytes_come_not_for_length_announced(void
 static void rbuf_settle_grows_a_full_buffer_by_doubling(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__rbuf_acquire(&f->rb, f->pool, READ_SIZE), 0);
-	size_t cap = hush_buf_capacity(f->rb.buf);
-	size_t room;
-	memcpy(hush__rbuf_tail(&f->rb, &room), f->data, cap);
-	hush__rbuf_filled(&f->rb, cap);
+	size_t cap = receive_full(f);
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4,
-					   READ_SIZE, 0, &kept),
-			 0);
+	assert_int_equal(settle(f, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4, 0, &kept), 0);
 	assert_true(hush_buf_capacity(f->rb.buf) >= 2 * cap);
 	assert_int_equal(f->rb.len, cap);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data, cap);
 	/* Room for the rest: the next receive has somewhere to go. */
+	size_t room;
 	hush__rbuf_tail(&f->rb, &room);
 	assert_true(room >= cap);
 }
@@ -220,7 +223,7 @@ static void rbuf_settle_never_writes_below_start_of_a_kept_buffer(void **state)
 	receive(f, 150, 100);
 	struct hush_buf *b = f->rb.buf;
 	bool kept = true;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, 0, &kept), 0);
+	assert_int_equal(settle(f, 0, 0, &kept), 0);
 	assert_true(kept);
 	assert_ptr_equal(f->rb.buf, b);
 	assert_int_equal(f->rb.start, 100);
@@ -234,8 +237,7 @@ static void rbuf_settle_final_moves_off_a_kept_buffer(void **state)
 	struct hush_buf *app = f->rb.buf;
 	hush_buf_ref(app);
 	bool kept = true;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, HUSH__RBUF_FINAL, &kept),
-			 0);
+	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
 	assert_false(kept);
 	assert_true(f->rb.buf != app);
 	assert_int_equal(f->rb.start, 0);
@@ -250,8 +252,7 @@ static void rbuf_settle_refused_a_smaller_buffer_keeps_using_the_current_one(voi
 	receive(f, 130, 30);
 	struct hush_buf *b = f->rb.buf;
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, 0, READ_SIZE, HUSH__RBUF_FINAL, &kept),
-			 0);
+	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
 	assert_ptr_equal(f->rb.buf, b);
 	assert_int_equal(f->rb.start, 0);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 30, 100);
@@ -260,15 +261,10 @@ static void rbuf_settle_refused_a_smaller_buffer_keeps_using_the_current_one(voi
 static void rbuf_settle_full_buffer_refused_a_larger_one_fails_unchanged(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__rbuf_acquire(&f->rb, f->pool, READ_SIZE), 0);
-	size_t cap = hush_buf_capacity(f->rb.buf);
-	size_t room;
-	memcpy(hush__rbuf_tail(&f->rb, &room), f->data, cap);
-	hush__rbuf_filled(&f->rb, cap);
+	size_t cap = receive_full(f);
 	struct hush__rbuf before = f->rb;
 	bool kept = false;
-	assert_int_equal(hush__rbuf_settle(&f->rb, f->pool, cap + 1000, READ_SIZE, 0, &kept),
-			 HUSH_ENOBUFS);
+	assert_int_equal(settle(f, cap + 1000, 0, &kept), HUSH_ENOBUFS);
 	assert_memory_equal(&f->rb, &before, sizeof(before));
 	assert_false(kept);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data, cap);
@@ -282,9 +278,7 @@ static void rbuf_release_gives_the_buffer_back(void **state)
 	assert_null(f->rb.buf);
 	assert_int_equal(f->rb.start, 0);
 	assert_int_equal(f->rb.len, 0);
-	struct hush_pool_stats st;
-	hush_pool_stats(f->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 }
 
 #define T(fn)	  cmocka_unit_test_setup_teardown(fn, setup, teardown)

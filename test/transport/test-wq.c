@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/common-internal.h"
+#include "envlib.h"
 #include "testlib.h"
 #include "transport/wq.h"
 
@@ -29,10 +30,7 @@ static int make_fx(void **state, size_t budget, size_t max_send_frame)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	struct hush_pool_config pc;
-	hush_pool_config_init(&pc);
-	pc.budget = budget;
-	assert_int_equal(hush_pool_new(&f->pool, &pc), 0);
+	f->pool = pool_with_budget(budget);
 	uint8_t key[KEY_LEN];
 	testlib_fill(key, sizeof(key), 7);
 	assert_int_equal(hush_record_new(&f->tx, HUSH_RP_ALTS_AES128_GCM_REKEY, key, sizeof(key),
@@ -73,9 +71,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 	hush__wq_clear(&f->q);
-	struct hush_pool_stats st;
-	hush_pool_stats(f->pool, &st);
-	assert_int_equal(st.total.in_use, 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 	hush_pool_free(f->pool);
 	hush_record_free(f->tx);
 	hush_record_free(f->rx);
@@ -84,13 +80,6 @@ static int teardown(void **state)
 	free(f->data);
 	free(f);
 	return 0;
-}
-
-static uint64_t pool_in_use(const struct fx *f)
-{
-	struct hush_pool_stats st;
-	hush_pool_stats(f->pool, &st);
-	return st.total.in_use;
 }
 
 /* Copies the sealed, unsent bytes of the queue into f->wire; returns their count. */
@@ -138,16 +127,26 @@ static size_t seal_and_open(struct fx *f, size_t *plen)
 	return open_all(f, f->wire, len, plen);
 }
 
+/* Seals the queue, sends it all to the peer: it opens recs records (any number when
+ * recs is 0) carrying the first len bytes of f->data. */
+static void expect_stream(struct fx *f, size_t recs, size_t len)
+{
+	size_t plen;
+	size_t n = seal_and_open(f, &plen);
+	if (recs != 0) {
+		assert_int_equal(n, recs);
+	}
+	assert_int_equal(plen, len);
+	assert_memory_equal(f->plain, f->data, len);
+}
+
 static void wq_small_write_seals_to_one_record_that_opens(void **state)
 {
 	struct fx *f = *state;
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 5), 0);
 	assert_int_equal(f->q.queued, 5 + HUSH_RECORD_OVERHEAD);
 	assert_int_equal(hush__wq_buffers(&f->q), 1);
-	size_t plen;
-	assert_int_equal(seal_and_open(f, &plen), 1);
-	assert_int_equal(plen, 5);
-	assert_memory_equal(f->plain, f->data, 5);
+	expect_stream(f, 1, 5);
 }
 
 static void wq_writes_before_sealing_share_one_record(void **state)
@@ -157,10 +156,7 @@ static void wq_writes_before_sealing_share_one_record(void **state)
 		assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + i, 1), 0);
 	}
 	assert_int_equal(f->q.queued, 10 + HUSH_RECORD_OVERHEAD);
-	size_t plen;
-	assert_int_equal(seal_and_open(f, &plen), 1);
-	assert_int_equal(plen, 10);
-	assert_memory_equal(f->plain, f->data, 10);
+	expect_stream(f, 1, 10);
 }
 
 static void wq_write_after_sealing_starts_a_new_record(void **state)
@@ -170,10 +166,7 @@ static void wq_write_after_sealing_starts_a_new_record(void **state)
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 3, 4), 0);
 	assert_int_equal(f->q.queued, 7 + 2 * HUSH_RECORD_OVERHEAD);
-	size_t plen;
-	assert_int_equal(seal_and_open(f, &plen), 2);
-	assert_int_equal(plen, 7);
-	assert_memory_equal(f->plain, f->data, 7);
+	expect_stream(f, 2, 7);
 }
 
 static void wq_write_beyond_max_payload_splits_into_full_records(void **state)
@@ -202,10 +195,7 @@ static void wq_many_writes_fill_buffers_in_order(void **state)
 		total += n;
 	}
 	assert_true(hush__wq_buffers(&f->q) > 1);
-	size_t plen;
-	seal_and_open(f, &plen);
-	assert_int_equal(plen, total);
-	assert_memory_equal(f->plain, f->data, total);
+	expect_stream(f, 0, total);
 }
 
 static void wq_write_failing_part_way_leaves_queue_byte_for_byte(void **state)
@@ -222,19 +212,16 @@ static void wq_write_failing_part_way_leaves_queue_byte_for_byte(void **state)
 	uint8_t *snap = malloc(n);
 	assert_non_null(snap);
 	memcpy(snap, hush_buf_data(f->q.head), n);
-	uint64_t in_use = pool_in_use(f);
+	uint64_t in_use = pool_in_use(f->pool);
 	/* It fills this buffer, then needs another the budget refuses. */
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 1000, 40000),
 			 HUSH_ENOBUFS);
 	assert_memory_equal(&f->q, &before, sizeof(before));
 	assert_memory_equal(hush_buf_data(f->q.head), snap, n);
-	assert_int_equal(pool_in_use(f), in_use);
+	assert_int_equal(pool_in_use(f->pool), in_use);
 	/* And it goes on as if the failed write never happened. */
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 1000, 10), 0);
-	size_t plen;
-	assert_int_equal(seal_and_open(f, &plen), 1);
-	assert_int_equal(plen, 1010);
-	assert_memory_equal(f->plain, f->data, 1010);
+	expect_stream(f, 1, 1010);
 	free(snap);
 }
 
@@ -245,7 +232,7 @@ static void wq_write_failing_on_empty_queue_leaves_it_empty(void **state)
 	assert_null(f->q.head);
 	assert_null(f->q.tail);
 	assert_int_equal(f->q.queued, 0);
-	assert_int_equal(pool_in_use(f), 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 }
 
 static void wq_sent_at_every_offset_keeps_the_rest_in_order(void **state)
@@ -291,11 +278,11 @@ static void wq_sent_gives_each_buffer_back_after_its_last_byte(void **state)
 	assert_int_equal(hush__wq_buffers(&f->q), bufs);
 	hush__wq_sent(&f->q, 1, false);
 	assert_int_equal(hush__wq_buffers(&f->q), bufs - 1);
-	assert_int_equal(pool_in_use(f), bufs - 1);
+	assert_int_equal(pool_in_use(f->pool), bufs - 1);
 	hush__wq_sent(&f->q, f->q.queued, false);
 	assert_null(f->q.head);
 	assert_null(f->q.tail);
-	assert_int_equal(pool_in_use(f), 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 }
 
 static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
@@ -314,9 +301,7 @@ static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
 	/* The next write reuses it from its start. */
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 20), 0);
 	assert_int_equal(hush__wq_buffers(&f->q), 1);
-	assert_int_equal(seal_and_open(f, &plen), 1);
-	assert_int_equal(plen, 20);
-	assert_memory_equal(f->plain, f->data, 20);
+	expect_stream(f, 1, 20);
 }
 
 static void wq_reserve_on_a_queue_with_a_buffer_borrows_nothing(void **state)
@@ -326,7 +311,7 @@ static void wq_reserve_on_a_queue_with_a_buffer_borrows_nothing(void **state)
 	struct hush_buf *head = f->q.head;
 	assert_int_equal(hush__wq_reserve(&f->q, f->pool, 16384), 0);
 	assert_ptr_equal(f->q.head, head);
-	assert_int_equal(pool_in_use(f), 1);
+	assert_int_equal(pool_in_use(f->pool), 1);
 }
 
 static void wq_sealed_stops_at_the_first_unsealed_record(void **state)
@@ -409,13 +394,13 @@ static void wq_clear_gives_every_buffer_back(void **state)
 	struct fx *f = *state;
 	assert_int_equal(hush__wq_add_plain(&f->q, f->pool, f->data, 10), 0);
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 100000), 0);
-	assert_true(pool_in_use(f) >= 2);
+	assert_true(pool_in_use(f->pool) >= 2);
 	hush__wq_clear(&f->q);
 	assert_null(f->q.head);
 	assert_null(f->q.tail);
 	assert_int_equal(f->q.queued, 0);
 	assert_int_equal(hush__wq_buffers(&f->q), 0);
-	assert_int_equal(pool_in_use(f), 0);
+	assert_int_equal(pool_in_use(f->pool), 0);
 }
 
 #define T(fn)	     cmocka_unit_test_setup_teardown(fn, setup, teardown)
