@@ -292,58 +292,82 @@ static uint64_t idle_pair_bytes(struct env *e, struct ids *d, bool handshake)
 	return after.live_bytes - before.live_bytes;
 }
 
+/* A loop and identities for both ends of one protocol, for tests that make their own
+ * ends; the protocol comes as the test's initial state (PROTO()). */
+struct proto_fx {
+	struct env e;
+	struct ids d;
+};
+
+static int proto_setup(void **state)
+{
+	const enum hush_noise_protocol *protocol = *state;
+	struct proto_fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	ids_init(&f->d, *protocol);
+	*state = f;
+	return 0;
+}
+
+static int proto_teardown(void **state)
+{
+	struct proto_fx *f = *state;
+	ids_done(&f->d);
+	env_done(&f->e);
+	free(f);
+	return 0;
+}
+
+static const enum hush_noise_protocol XX_AESGCM = HUSH_NOISE_XX_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol XX_CHACHAPOLY = HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256;
+static const enum hush_noise_protocol NNPSK0_AESGCM = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol NNPSK0_CHACHAPOLY =
+    HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
+
+#define PROTO(fn, protocol)                                                                 \
+	cmocka_unit_test_prestate_setup_teardown(fn, proto_setup, proto_teardown, (void *)&(protocol))
+
 /* The handshake's state is freed when it ends: an established connection holds exactly
  * what one started from raw keys holds, and no pool buffer. */
 static void handshake_conn_established_costs_what_raw_keys_cost(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	testlib_alloc_install();
 	/* Warm the loop's interned configuration and lists first. */
-	(void)idle_pair_bytes(&e, &d, false);
-	uint64_t raw = idle_pair_bytes(&e, &d, false);
-	uint64_t hs = idle_pair_bytes(&e, &d, true);
+	(void)idle_pair_bytes(&f->e, &f->d, false);
+	uint64_t raw = idle_pair_bytes(&f->e, &f->d, false);
+	uint64_t hs = idle_pair_bytes(&f->e, &f->d, true);
 	testlib_alloc_uninstall();
 	assert_true(raw > 0);
 	assert_int_equal(hs, raw);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* A connection keyed by a handshake whose peer goes away without a close record was
  * truncated, even at a record boundary. */
 static void handshake_conn_eof_without_close_record_is_truncated(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256);
+	struct proto_fx *f = *state;
 	uint8_t g[100];
 	testlib_fill(g, sizeof(g), 3);
 	struct end a = {0}, b = {.greeting = g, .greeting_len = sizeof(g)};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&f->e, sv[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, sv[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
-	run_until(&e, 5000, both_open_or_failed, &t);
+	run_until(&f->e, 5000, both_open_or_failed, &t);
 	assert_int_equal(a.opened + b.opened, 2);
 	/* b's record goes out at the end of the iteration; then b vanishes. */
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	hush_conn_free(b.conn);
 	b.conn = NULL;
-	run_until(&e, 5000, one_failed, &t);
+	run_until(&f->e, 5000, one_failed, &t);
 	assert_int_equal(a.err, HUSH_ETRUNCATED);
 	assert_int_equal(a.eof, 0);
 	assert_int_equal(a.len, sizeof(g));
 	end_free(&a);
 	end_free(&b);
-	ids_done(&d);
-	env_done(&e);
 }
 
 struct mismatch {
@@ -606,34 +630,30 @@ static void relay_on_read(evutil_socket_t fd, short what, void *arg)
  * clean end into an error. */
 static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256);
+	struct proto_fx *f = *state;
 	struct end a = {0}, b = {0};
 	int sa[2], sb[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sa), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sb), 0);
 	/* a -> relay -> b; b's replies go straight to a through the other pair's end. */
-	start(&e, sa[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, sa[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	struct relay r = {.from = sa[1], .to = sb[0]};
-	r.ev = event_new(e.base, sa[1], EV_READ | EV_PERSIST, relay_on_read, &r);
+	r.ev = event_new(f->e.base, sa[1], EV_READ | EV_PERSIST, relay_on_read, &r);
 	event_add(r.ev, NULL);
 	struct relay back = {.from = sb[0], .to = sa[1]};
-	back.ev = event_new(e.base, sb[0], EV_READ | EV_PERSIST, relay_on_read, &back);
+	back.ev = event_new(f->e.base, sb[0], EV_READ | EV_PERSIST, relay_on_read, &back);
 	event_add(back.ev, NULL);
-	start(&e, sb[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&f->e, sb[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
-	run_until(&e, 5000, both_open_or_failed, &t);
+	run_until(&f->e, 5000, both_open_or_failed, &t);
 	assert_int_equal(a.opened + b.opened, 2);
 	assert_int_equal(hush_conn_write(a.conn, "hi", 2), 0);
 	assert_int_equal(hush_conn_shutdown(a.conn), 0);
 	for (int i = 0; i < 20 && !(b.eof || b.err) ; i++) {
-		event_base_loop(e.base, EVLOOP_ONCE);
+		event_base_loop(f->e.base, EVLOOP_ONCE);
 	}
 	for (int i = 0; i < 5; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
 	assert_true(r.done);
 	assert_int_equal(a.shut, 1);
@@ -647,8 +667,6 @@ static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 	close(sb[0]);
 	end_free(&a);
 	end_free(&b);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Freeing a connection in the middle of its handshake, or from inside OPEN, is clean. */
@@ -930,18 +948,14 @@ static bool all_failed(void *arg)
  */
 static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	struct hush_conn_config cc;
 	hush_conn_config_init(&cc);
 	cc.handshake_timeout_ms = 400;
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
 	size_t flen = 0;
 	struct hush_handshake *cap;
-	assert_int_equal(hush_handshake_new(&cap, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&cap, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 	assert_int_equal(hush_handshake_next(cap, flight, sizeof(flight), &flen), 0);
 	struct end srv[5];
 	int peer[5];
@@ -951,12 +965,12 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 			int sv[2];
 			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 			peer[i] = sv[1];
-			start(&e, sv[0], &srv[i], &cc, &d.sc, HUSH_SIDE_SERVER);
+			start(&f->e, sv[0], &srv[i], &cc, &f->d.sc, HUSH_SIDE_SERVER);
 			write_all_fd(peer[i], flight, flen);
 		}
 		uint8_t m2[2048];
 		for (int i = 0; i < 5; i++) {
-			size_t n = drain_fd(&e, peer[i], m2, sizeof(m2));
+			size_t n = drain_fd(&f->e, peer[i], m2, sizeof(m2));
 			assert_true(n > 0); /* the server answered the replay */
 		}
 		uint8_t junk[64];
@@ -973,7 +987,7 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		/* 4: a record announcing the receive limit. */
 		hush__store_le32(junk, HUSH_RECORD_DEFAULT_RECV_LIMIT);
 		write_all_fd(peer[4], junk, 8);
-		run_until(&e, 2000, all_failed, srv);
+		run_until(&f->e, 2000, all_failed, srv);
 		assert_int_equal(srv[0].err, HUSH_ETIMEDOUT);
 		assert_int_equal(srv[1].err, HUSH_EHANDSHAKE);
 		assert_int_equal(srv[2].err, HUSH_EAUTH);
@@ -993,13 +1007,13 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct end x = {0};
-		start(&e, sv[0], &x, &cc, &d.sc, HUSH_SIDE_SERVER);
+		start(&f->e, sv[0], &x, &cc, &f->d.sc, HUSH_SIDE_SERVER);
 		struct hush_handshake *hs;
-		assert_int_equal(hush_handshake_new(&hs, &d.cc, HUSH_SIDE_CLIENT), 0);
+		assert_int_equal(hush_handshake_new(&hs, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 		assert_int_equal(hush_handshake_next(hs, flight, sizeof(flight), &flen), 0);
 		write_all_fd(sv[1], flight, flen);
 		uint8_t m2[2048];
-		size_t n = drain_fd(&e, sv[1], m2, sizeof(m2));
+		size_t n = drain_fd(&f->e, sv[1], m2, sizeof(m2));
 		size_t used = 0;
 		assert_int_equal(hush_handshake_read(hs, m2, n, &used), 0);
 		assert_true(hush_handshake_done(hs));
@@ -1014,7 +1028,7 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		size_t fl;
 		assert_int_equal(hush_record_seal(rec, frame, sizeof(frame), 2, &fl), 0);
 		write_all_fd(sv[1], frame, fl);
-		run_until(&e, 2000, end_done, &x);
+		run_until(&f->e, 2000, end_done, &x);
 		assert_int_equal(x.opened, 0);
 		assert_int_equal(x.err, HUSH_EHANDSHAKE);
 		hush_record_free(rec);
@@ -1029,14 +1043,14 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct end a = {0};
 		struct end b = {.greeting = (const uint8_t *)"hello", .greeting_len = 5};
-		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&f->e, sv[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
+		start(&f->e, sv[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 		struct two t = {&a, &b};
-		run_until(&e, 2000, both_open_or_failed, &t);
+		run_until(&f->e, 2000, both_open_or_failed, &t);
 		assert_int_equal(a.opened, 1);
 		assert_int_equal(b.opened, 1);
 		for (int i = 0; i < 200 && a.len < 5; i++) {
-			event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+			event_base_loop(f->e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 			usleep(1000);
 		}
 		assert_int_equal(a.len, 5);
@@ -1044,8 +1058,6 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		end_free(&a);
 		end_free(&b);
 	}
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* ---- Listener ---- */
@@ -1552,56 +1564,50 @@ static void listener_burst_beyond_the_cap_waits_and_completes(void **state)
 
 static void listener_bad_configuration_fails_with_einval(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	struct hush_listener_config lc;
 	hush_listener_config_init(&lc);
 	struct hush_listener *l = NULL;
 	uint16_t port;
 	/* Missing handshake, callbacks and on_accept: the socket is closed anyway. */
 	int fd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&l, e.loop, fd, &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, fd, &lc), HUSH_EINVAL);
 	assert_int_equal(fcntl(fd, F_GETFD), -1);
-	lc.handshake = &d.sc;
+	lc.handshake = &f->d.sc;
 	lc.callbacks = &end_cb;
 	lc.on_accept = srv_on_accept;
 	lc.max_handshakes = 0;
-	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
 	lc.max_handshakes = 1;
 	lc.max_per_source = 0;
-	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
 	assert_null(l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(handshake_conn_every_protocol_opens_exchanges_and_closes),
-		cmocka_unit_test(handshake_conn_established_costs_what_raw_keys_cost),
-		cmocka_unit_test(handshake_conn_eof_without_close_record_is_truncated),
+		PROTO(handshake_conn_established_costs_what_raw_keys_cost, XX_AESGCM),
+		PROTO(handshake_conn_eof_without_close_record_is_truncated, XX_CHACHAPOLY),
 		cmocka_unit_test(handshake_conn_unknown_server_fails_with_epeer_at_client),
 		cmocka_unit_test(handshake_conn_unknown_client_fails_with_epeer_at_server),
 		cmocka_unit_test(handshake_conn_wrong_psk_fails_with_ehandshake),
 		cmocka_unit_test(handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams),
 		cmocka_unit_test(handshake_conn_stalling_or_trickling_peer_times_out),
 		cmocka_unit_test(handshake_conn_bad_peer_bytes_fail_with_specific_codes),
-		cmocka_unit_test(handshake_conn_bytes_after_close_record_are_ignored),
+		PROTO(handshake_conn_bytes_after_close_record_are_ignored, NNPSK0_CHACHAPOLY),
 		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
 		cmocka_unit_test(handshake_conn_state_is_wiped_when_freed),
 		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
-		cmocka_unit_test(handshake_conn_nnpsk0_replayed_first_flight_never_opens),
+		PROTO(handshake_conn_nnpsk0_replayed_first_flight_never_opens, NNPSK0_AESGCM),
 		LIS(listener_at_cap_evicts_the_least_advanced_handshake),
 		LIS(listener_first_message_deadline_fails_stalled_peers),
 		LIS(listener_at_cap_limits_handshakes_per_source),
 		LIS(listener_burst_beyond_the_cap_waits_and_completes),
 		cmocka_unit_test(listener_sources_on_a_dual_stack_socket),
-		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
+		PROTO(listener_bad_configuration_fails_with_einval, XX_AESGCM),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
