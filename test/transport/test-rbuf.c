@@ -70,6 +70,30 @@ static int settle(struct fx *f, size_t need, unsigned how, bool *kept)
 	return hush__rbuf_settle(&f->rb, f->pool, need, READ_SIZE, how, kept);
 }
 
+/* Settles (no record size known yet) and checks the bytes stayed in the same buffer,
+ * which kept says the application holds. Returns kept afterwards. */
+static bool settle_in_place(struct fx *f, unsigned how, bool kept)
+{
+	struct hush_buf *b = f->rb.buf;
+	assert_int_equal(settle(f, 0, how, &kept), 0);
+	assert_ptr_equal(f->rb.buf, b);
+	return kept;
+}
+
+/* Settles while the application holds a reference to the buffer (hush_conn_keep_data):
+ * rb must give it up. Returns the application's buffer, whose bytes must be intact, for
+ * the caller to check and release. */
+static struct hush_buf *settle_off_kept(struct fx *f, unsigned how)
+{
+	struct hush_buf *app = f->rb.buf;
+	hush_buf_ref(app);
+	bool kept = true;
+	assert_int_equal(settle(f, 0, how, &kept), 0);
+	assert_false(kept);
+	assert_true(f->rb.buf != app);
+	return app;
+}
+
 /* Borrows a read buffer and fills all of it with f->data; returns its capacity. */
 static size_t receive_full(struct fx *f)
 {
@@ -128,10 +152,7 @@ static void rbuf_settle_with_no_bytes_left_resets_and_keeps_the_buffer(void **st
 {
 	struct fx *f = *state;
 	receive(f, 500, 500);
-	struct hush_buf *b = f->rb.buf;
-	bool kept = false;
-	assert_int_equal(settle(f, 0, 0, &kept), 0);
-	assert_ptr_equal(f->rb.buf, b);
+	settle_in_place(f, 0, false);
 	assert_int_equal(f->rb.start, 0);
 	assert_int_equal(f->rb.len, 0);
 }
@@ -140,11 +161,7 @@ static void rbuf_settle_with_no_bytes_left_gives_up_a_kept_buffer(void **state)
 {
 	struct fx *f = *state;
 	receive(f, 500, 500);
-	struct hush_buf *app = f->rb.buf;
-	hush_buf_ref(app);
-	bool kept = true;
-	assert_int_equal(settle(f, 0, 0, &kept), 0);
-	assert_false(kept);
+	struct hush_buf *app = settle_off_kept(f, 0);
 	assert_null(f->rb.buf);
 	/* The application's reference still holds its bytes. */
 	assert_memory_equal(hush_buf_data(app), f->data, 500);
@@ -156,10 +173,7 @@ static void rbuf_settle_moves_a_partial_record_to_the_front(void **state)
 	struct fx *f = *state;
 	for (size_t skip = 1; skip < 100; skip++) {
 		receive(f, 100, skip);
-		struct hush_buf *b = f->rb.buf;
-		bool kept = false;
-		assert_int_equal(settle(f, 0, 0, &kept), 0);
-		assert_ptr_equal(f->rb.buf, b);
+		settle_in_place(f, 0, false);
 		assert_int_equal(f->rb.start, 0);
 		assert_int_equal(f->rb.len, 100 - skip);
 		assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + skip, 100 - skip);
@@ -183,10 +197,7 @@ static void rbuf_settle_final_pinned_keeps_the_large_buffer(void **state)
 {
 	struct fx *f = *state;
 	receive(f, 130, 30);
-	struct hush_buf *b = f->rb.buf;
-	bool kept = false;
-	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL | HUSH__RBUF_PINNED, &kept), 0);
-	assert_ptr_equal(f->rb.buf, b);
+	settle_in_place(f, HUSH__RBUF_FINAL | HUSH__RBUF_PINNED, false);
 	assert_int_equal(f->rb.start, 0);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 30, 100);
 }
@@ -221,25 +232,16 @@ static void rbuf_settle_never_writes_below_start_of_a_kept_buffer(void **state)
 {
 	struct fx *f = *state;
 	receive(f, 150, 100);
-	struct hush_buf *b = f->rb.buf;
-	bool kept = true;
-	assert_int_equal(settle(f, 0, 0, &kept), 0);
-	assert_true(kept);
-	assert_ptr_equal(f->rb.buf, b);
+	assert_true(settle_in_place(f, 0, true));
 	assert_int_equal(f->rb.start, 100);
-	assert_memory_equal(hush_buf_data(b), f->data, 150);
+	assert_memory_equal(hush_buf_data(f->rb.buf), f->data, 150);
 }
 
 static void rbuf_settle_final_moves_off_a_kept_buffer(void **state)
 {
 	struct fx *f = *state;
 	receive(f, 150, 100);
-	struct hush_buf *app = f->rb.buf;
-	hush_buf_ref(app);
-	bool kept = true;
-	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
-	assert_false(kept);
-	assert_true(f->rb.buf != app);
+	struct hush_buf *app = settle_off_kept(f, HUSH__RBUF_FINAL);
 	assert_int_equal(f->rb.start, 0);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 100, 50);
 	assert_memory_equal(hush_buf_data(app), f->data, 150);
@@ -250,10 +252,7 @@ static void rbuf_settle_refused_a_smaller_buffer_keeps_using_the_current_one(voi
 {
 	struct fx *f = *state;
 	receive(f, 130, 30);
-	struct hush_buf *b = f->rb.buf;
-	bool kept = false;
-	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
-	assert_ptr_equal(f->rb.buf, b);
+	settle_in_place(f, HUSH__RBUF_FINAL, false);
 	assert_int_equal(f->rb.start, 0);
 	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 30, 100);
 }

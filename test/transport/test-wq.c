@@ -118,26 +118,26 @@ static size_t open_all(struct fx *f, uint8_t *wire, size_t len, size_t *plen)
 	return recs;
 }
 
-/* Seals the queue, gathers it and opens it: the record count and plaintext length. */
-static size_t seal_and_open(struct fx *f, size_t *plen)
-{
-	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
-	size_t len = gather(f);
-	assert_int_equal(len, f->q.queued);
-	return open_all(f, f->wire, len, plen);
-}
-
-/* Seals the queue, sends it all to the peer: it opens recs records (any number when
- * recs is 0) carrying the first len bytes of f->data. */
-static void expect_stream(struct fx *f, size_t recs, size_t len)
+/* The peer opens the len wire bytes: recs records (any number when recs is 0) carrying
+ * the first plain_len bytes of f->data. */
+static void expect_wire(struct fx *f, uint8_t *wire, size_t len, size_t recs, size_t plain_len)
 {
 	size_t plen;
-	size_t n = seal_and_open(f, &plen);
+	size_t n = open_all(f, wire, len, &plen);
 	if (recs != 0) {
 		assert_int_equal(n, recs);
 	}
-	assert_int_equal(plen, len);
-	assert_memory_equal(f->plain, f->data, len);
+	assert_int_equal(plen, plain_len);
+	assert_memory_equal(f->plain, f->data, plain_len);
+}
+
+/* Seals the queue and sends it all to the peer: see expect_wire(). */
+static void expect_stream(struct fx *f, size_t recs, size_t len)
+{
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	size_t wire = gather(f);
+	assert_int_equal(wire, f->q.queued);
+	expect_wire(f, f->wire, wire, recs, len);
 }
 
 static void wq_small_write_seals_to_one_record_that_opens(void **state)
@@ -180,10 +180,7 @@ static void wq_write_beyond_max_payload_splits_into_full_records(void **state)
 	assert_int_equal(hush__load_le32(f->wire), 100 + 20);
 	assert_int_equal(hush__load_le32(f->wire + 124), 100 + 20);
 	assert_int_equal(hush__load_le32(f->wire + 248), 50 + 20);
-	size_t plen;
-	assert_int_equal(open_all(f, f->wire, len, &plen), 3);
-	assert_int_equal(plen, 250);
-	assert_memory_equal(f->plain, f->data, 250);
+	expect_wire(f, f->wire, len, 3, 250);
 }
 
 static void wq_many_writes_fill_buffers_in_order(void **state)
@@ -291,8 +288,7 @@ static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
 	assert_int_equal(hush__wq_reserve(&f->q, f->pool, 16384), 0);
 	struct hush_buf *pinned = f->q.head;
 	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 100), 0);
-	size_t plen;
-	assert_int_equal(seal_and_open(f, &plen), 1);
+	expect_stream(f, 1, 100);
 	hush__wq_sent(&f->q, f->q.queued, true);
 	assert_ptr_equal(f->q.head, pinned);
 	assert_ptr_equal(f->q.tail, pinned);
@@ -327,9 +323,7 @@ static void wq_sealed_stops_at_the_first_unsealed_record(void **state)
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
 	size_t len = gather(f);
 	assert_int_equal(len, sizeof(msg) + 9 + HUSH_RECORD_OVERHEAD);
-	size_t plen;
-	assert_int_equal(open_all(f, f->wire + sizeof(msg), len - sizeof(msg), &plen), 1);
-	assert_memory_equal(f->plain, f->data, 9);
+	expect_wire(f, f->wire + sizeof(msg), len - sizeof(msg), 1, 9);
 }
 
 static void wq_add_sealed_is_ready_to_send_at_once(void **state)
@@ -357,10 +351,7 @@ static void wq_add_close_queues_an_empty_record_after_the_data(void **state)
 	assert_int_equal(len, 30 + 2 * HUSH_RECORD_OVERHEAD);
 	/* The last record is empty: LENGTH 20. */
 	assert_int_equal(hush__load_le32(f->wire + 30 + HUSH_RECORD_OVERHEAD), 20);
-	size_t plen;
-	assert_int_equal(open_all(f, f->wire, len, &plen), 2);
-	assert_int_equal(plen, 30);
-	assert_memory_equal(f->plain, f->data, 30);
+	expect_wire(f, f->wire, len, 2, 30);
 }
 
 static void wq_large_frames_borrow_buffers_of_at_most_64k(void **state)
@@ -383,10 +374,7 @@ static void wq_large_frames_borrow_buffers_of_at_most_64k(void **state)
 		}
 	}
 	assert_int_equal(st.oversize.in_use, 0);
-	size_t plen;
-	assert_true(seal_and_open(f, &plen) >= 4);
-	assert_int_equal(plen, 200001);
-	assert_memory_equal(f->plain, f->data, 200001);
+	expect_stream(f, 0, 200001);
 }
 
 static void wq_clear_gives_every_buffer_back(void **state)
