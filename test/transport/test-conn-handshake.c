@@ -328,6 +328,31 @@ static const enum hush_noise_protocol NNPSK0_CHACHAPOLY =
 #define PROTO(fn, protocol)                                                                 \
 	cmocka_unit_test_prestate_setup_teardown(fn, proto_setup, proto_teardown, (void *)&(protocol))
 
+static const enum hush_noise_protocol XXPSK3_AESGCM = HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol XXPSK3_CHACHAPOLY =
+    HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256;
+
+/* Identities alone, for tests that make their own loops (run_failing(), one per case). */
+static int ids_setup(void **state)
+{
+	const enum hush_noise_protocol *protocol = *state;
+	struct ids *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
+	ids_init(d, *protocol);
+	*state = d;
+	return 0;
+}
+
+static int ids_teardown(void **state)
+{
+	ids_done(*state);
+	free(*state);
+	return 0;
+}
+
+#define IDS(fn, protocol)                                                                   \
+	cmocka_unit_test_prestate_setup_teardown(fn, ids_setup, ids_teardown, (void *)&(protocol))
+
 /* The handshake's state is freed when it ends: an established connection holds exactly
  * what one started from raw keys holds, and no pool buffer. */
 static void handshake_conn_established_costs_what_raw_keys_cost(void **state)
@@ -398,34 +423,29 @@ static void run_failing(struct ids *d, int *ce, int *se)
 
 static void handshake_conn_unknown_server_fails_with_epeer_at_client(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 9);
-	d.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
 	int ce, se;
-	run_failing(&d, &ce, &se);
+	run_failing(d, &ce, &se);
 	assert_int_equal(ce, HUSH_EPEER);
 	assert_int_equal(se, HUSH_ECLOSED); /* the client closed without message 3 */
-	ids_done(&d);
 }
 
 static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 10);
-	d.sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
 	struct env e;
 	env_init(&e, NULL);
 	struct end a = {0}, b = {0};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
 	/* The client is done after message 3 and opens; the server refuses it. */
 	run_until(&e, 5000, one_failed, &t);
@@ -434,22 +454,18 @@ static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **stat
 	end_free(&a);
 	end_free(&b);
 	env_done(&e);
-	ids_done(&d);
 }
 
 static void handshake_conn_wrong_psk_fails_with_ehandshake(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 11);
-	d.sc.psk = other;
+	d->sc.psk = other;
 	int ce, se;
-	run_failing(&d, &ce, &se);
+	run_failing(d, &ce, &se);
 	assert_int_equal(se, HUSH_EHANDSHAKE);
 	assert_int_equal(ce, HUSH_ECLOSED);
-	ids_done(&d);
 }
 
 static void handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams(void **state)
@@ -507,12 +523,10 @@ static bool end_failed(void *arg)
  * cannot finish in time, fails with HUSH_ETIMEDOUT at the deadline. */
 static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	/* A real first flight, then nothing: the server waits for message 3. */
 	struct hush_handshake *hc;
-	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&hc, &d->cc, HUSH_SIDE_CLIENT), 0);
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
 	size_t flen;
 	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
@@ -532,7 +546,7 @@ static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 		raw_tick(-1, 0, &r);
 		struct timeval t0, t1;
 		gettimeofday(&t0, NULL);
-		start(&e, sv[1], &b, &cfg, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[1], &b, &cfg, &d->sc, HUSH_SIDE_SERVER);
 		run_until(&e, 3000, end_failed, &b);
 		gettimeofday(&t1, NULL);
 		long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
@@ -547,18 +561,15 @@ static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 		end_free(&b);
 		env_done(&e);
 	}
-	ids_done(&d);
 }
 
 /* Garbage, a peer that closes mid-handshake, and a peer that sends bytes before its
  * turn (records before the handshake ended) each fail the server with its own code. */
 static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	struct hush_handshake *hc;
-	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&hc, &d->cc, HUSH_SIDE_CLIENT), 0);
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT + 64];
 	size_t flen;
 	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
@@ -588,7 +599,7 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 			close(sv[0]);
 			sv[0] = -1;
 		}
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 		run_until(&e, 3000, end_failed, &b);
 		assert_int_equal(b.err, cases[i].want);
 		assert_int_equal(b.opened, 0);
@@ -598,7 +609,6 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 		end_free(&b);
 		env_done(&e);
 	}
-	ids_done(&d);
 }
 
 /* Copies a's bytes to b; after a's EOF it adds junk, then ends b's stream too. */
@@ -672,9 +682,7 @@ static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 /* Freeing a connection in the middle of its handshake, or from inside OPEN, is clean. */
 static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	testlib_alloc_install();
 	for (int mode = 0; mode < 2; mode++) {
 		struct env e;
@@ -682,8 +690,8 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 		struct end a = {.free_on_open = mode == 1}, b = {0};
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 		if (mode == 0) {
 			/* Started, its first flight not even sent. */
 			hush_conn_free(a.conn);
@@ -699,7 +707,6 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 		assert_int_equal(st.live, 0);
 	}
 	testlib_alloc_uninstall();
-	ids_done(&d);
 }
 
 /* The handshake phase's state (keys' result, Noise state pointers, the record context
@@ -805,23 +812,20 @@ out:
 
 static void handshake_conn_allocation_failure_at_every_step_is_contained(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256);
+	struct ids *d = *state;
 	testlib_alloc_install();
 	int failures = 0;
 	uint64_t k;
 	for (k = 1; k < 400; k++) {
-		failures += handshake_with_failure(&d, k);
+		failures += handshake_with_failure(d, k);
 		struct testlib_alloc_stats st;
 		testlib_alloc_get(&st);
 		assert_int_equal(st.live, 0);
 	}
 	assert_true(failures > 10);
 	/* Far enough along, nothing fails any more: the whole life was covered. */
-	assert_int_equal(handshake_with_failure(&d, 100000), 0);
+	assert_int_equal(handshake_with_failure(d, 100000), 0);
 	testlib_alloc_uninstall();
-	ids_done(&d);
 }
 
 /*
@@ -1590,16 +1594,16 @@ int main(void)
 		cmocka_unit_test(handshake_conn_every_protocol_opens_exchanges_and_closes),
 		PROTO(handshake_conn_established_costs_what_raw_keys_cost, XX_AESGCM),
 		PROTO(handshake_conn_eof_without_close_record_is_truncated, XX_CHACHAPOLY),
-		cmocka_unit_test(handshake_conn_unknown_server_fails_with_epeer_at_client),
-		cmocka_unit_test(handshake_conn_unknown_client_fails_with_epeer_at_server),
-		cmocka_unit_test(handshake_conn_wrong_psk_fails_with_ehandshake),
+		IDS(handshake_conn_unknown_server_fails_with_epeer_at_client, XX_AESGCM),
+		IDS(handshake_conn_unknown_client_fails_with_epeer_at_server, XXPSK3_AESGCM),
+		IDS(handshake_conn_wrong_psk_fails_with_ehandshake, NNPSK0_AESGCM),
 		cmocka_unit_test(handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams),
-		cmocka_unit_test(handshake_conn_stalling_or_trickling_peer_times_out),
-		cmocka_unit_test(handshake_conn_bad_peer_bytes_fail_with_specific_codes),
+		IDS(handshake_conn_stalling_or_trickling_peer_times_out, XX_AESGCM),
+		IDS(handshake_conn_bad_peer_bytes_fail_with_specific_codes, XX_AESGCM),
 		PROTO(handshake_conn_bytes_after_close_record_are_ignored, NNPSK0_CHACHAPOLY),
-		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
+		IDS(handshake_conn_free_during_handshake_or_in_open_is_clean, XX_AESGCM),
 		cmocka_unit_test(handshake_conn_state_is_wiped_when_freed),
-		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
+		IDS(handshake_conn_allocation_failure_at_every_step_is_contained, XXPSK3_CHACHAPOLY),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
 		PROTO(handshake_conn_nnpsk0_replayed_first_flight_never_opens, NNPSK0_AESGCM),
 		LIS(listener_at_cap_evicts_the_least_advanced_handshake),
