@@ -81,7 +81,7 @@ int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int f
 	c->arg = arg;
 	c->fd = fd;
 	event_assign(&c->ev, loop->base, fd, 0, NULL, NULL);
-	loop->ops = &hush__conn_loop_ops;
+	loop->ops = hush__conn_loop_ops();
 	loop->nconns++;
 	*out = c;
 	return 0;

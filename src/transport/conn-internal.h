@@ -97,7 +97,7 @@ static inline bool pinned(const struct hush_conn *c)
 }
 
 /* What the loop runs for a connection on its lists (on_pending, on_wake). */
-extern const struct hush__loop_ops hush__conn_loop_ops;
+const struct hush__loop_ops *hush__conn_loop_ops(void);
 
 /* Leaves a callback guard (enter()): carries out a free deferred to the outermost
  * one. Returns whether c is still alive. */
