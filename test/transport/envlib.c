@@ -1,6 +1,8 @@
 /* The transport tests' fixture (envlib.h). */
 #include "envlib.h"
 
+#include <string.h>
+
 #include <event2/thread.h>
 
 #include "testlib.h"
@@ -76,4 +78,45 @@ void run_until(struct env *e, int ms, bool (*done)(void *), void *arg)
 		event_base_loop(e->base, EVLOOP_ONCE);
 	}
 	event_free(t);
+}
+
+bool ids_has_static(enum hush_noise_protocol p)
+{
+	return p != HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 &&
+	       p != HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
+}
+
+static bool has_psk(enum hush_noise_protocol p)
+{
+	return p >= HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
+}
+
+void ids_init(struct ids *d, enum hush_noise_protocol p)
+{
+	memset(d, 0, sizeof(*d));
+	hush_handshake_config_init(&d->cc);
+	hush_handshake_config_init(&d->sc);
+	d->cc.protocol = d->sc.protocol = p;
+	if (ids_has_static(p)) {
+		assert_int_equal(hush_keypair_generate(&d->kc), 0);
+		assert_int_equal(hush_keypair_generate(&d->ks), 0);
+		hush_keypair_public(d->kc, d->pub_c);
+		hush_keypair_public(d->ks, d->pub_s);
+		d->cc.keypair = d->kc;
+		d->sc.keypair = d->ks;
+		d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
+		d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
+		d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
+	}
+	if (has_psk(p)) {
+		testlib_fill(d->psk, sizeof(d->psk), 7);
+		d->cc.psk = d->sc.psk = d->psk;
+	}
+}
+
+void ids_done(struct ids *d)
+{
+	hush_keypair_free(d->kc);
+	hush_keypair_free(d->ks);
+	d->kc = d->ks = NULL;
 }

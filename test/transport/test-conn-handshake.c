@@ -99,57 +99,6 @@ static void end_free(struct end *x)
 	x->data = NULL;
 }
 
-/* Identities for both ends of a protocol. */
-struct ids {
-	struct hush_keypair *kc;
-	struct hush_keypair *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE];
-	uint8_t pub_s[HUSH_KEY_SIZE];
-	uint8_t psk[HUSH_KEY_SIZE];
-	struct hush_handshake_config cc;
-	struct hush_handshake_config sc;
-};
-
-static bool has_static(enum hush_noise_protocol p)
-{
-	return p != HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 &&
-	       p != HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
-}
-
-static bool has_psk(enum hush_noise_protocol p)
-{
-	return p >= HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
-}
-
-static void ids_init(struct ids *d, enum hush_noise_protocol p)
-{
-	memset(d, 0, sizeof(*d));
-	hush_handshake_config_init(&d->cc);
-	hush_handshake_config_init(&d->sc);
-	d->cc.protocol = d->sc.protocol = p;
-	if (has_static(p)) {
-		assert_int_equal(hush_keypair_generate(&d->kc), 0);
-		assert_int_equal(hush_keypair_generate(&d->ks), 0);
-		hush_keypair_public(d->kc, d->pub_c);
-		hush_keypair_public(d->ks, d->pub_s);
-		d->cc.keypair = d->kc;
-		d->sc.keypair = d->ks;
-		d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
-		d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
-		d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
-	}
-	if (has_psk(p)) {
-		testlib_fill(d->psk, sizeof(d->psk), 7);
-		d->cc.psk = d->sc.psk = d->psk;
-	}
-}
-
-static void ids_done(struct ids *d)
-{
-	hush_keypair_free(d->kc);
-	hush_keypair_free(d->ks);
-}
-
 static struct hush_conn *start(struct env *e, int fd, struct end *x,
 			       const struct hush_conn_config *cfg,
 			       const struct hush_handshake_config *hc, enum hush_side side)
@@ -229,7 +178,7 @@ static void handshake_conn_every_protocol_opens_exchanges_and_closes(void **stat
 		assert_int_equal(a.res.key_len, 0);
 		static const uint8_t zero[HUSH_RECORD_MAX_KEY_SIZE];
 		assert_memory_equal(a.res.key, zero, sizeof(zero));
-		if (has_static((enum hush_noise_protocol)p)) {
+		if (ids_has_static((enum hush_noise_protocol)p)) {
 			assert_true(a.res.has_remote_static && b.res.has_remote_static);
 			assert_memory_equal(a.res.remote_static, d.pub_s, HUSH_KEY_SIZE);
 			assert_memory_equal(b.res.remote_static, d.pub_c, HUSH_KEY_SIZE);
