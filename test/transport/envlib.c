@@ -1,7 +1,9 @@
 /* The transport tests' fixture (envlib.h). */
 #include "envlib.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/thread.h>
 
@@ -78,6 +80,19 @@ void run_until(struct env *e, int ms, bool (*done)(void *), void *arg)
 		event_base_loop(e->base, EVLOOP_ONCE);
 	}
 	event_free(t);
+}
+
+void write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR) {
+			continue;
+		}
+		assert_true(k > 0);
+		p += k;
+		n -= (size_t)k;
+	}
 }
 
 bool ids_has_static(enum hush_noise_protocol p)

@@ -46,6 +46,9 @@ void run(struct env *e);
 /* Runs the loop until done(arg) holds or ms pass. */
 void run_until(struct env *e, int ms, bool (*done)(void *), void *arg);
 
+/* Writes all n bytes at p to the blocking descriptor fd (a test's raw peer). */
+void write_all(int fd, const uint8_t *p, size_t n);
+
 /* Identities for both ends of a Noise protocol: key pairs, allow-lists, a PSK. */
 struct ids {
 	struct hush_keypair *kc;

@@ -847,19 +847,6 @@ static void handshake_conn_churn_returns_heap_to_its_start(void **state)
 
 /* ---- NNpsk0 key confirmation (PROTOCOL.md section 14.1) ---- */
 
-static void write_all_fd(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		assert_true(k > 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
 static bool end_done(void *arg);
 
 /* Reads what the server sent on fd (its message 2) without waiting long. */
@@ -919,7 +906,7 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 			peer[i] = sv[1];
 			start(&f->e, sv[0], &srv[i], &cc, &f->d.sc, HUSH_SIDE_SERVER);
-			write_all_fd(peer[i], flight, flen);
+			write_all(peer[i], flight, flen);
 		}
 		uint8_t m2[2048];
 		for (int i = 0; i < 5; i++) {
@@ -930,16 +917,16 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		testlib_fill(junk, sizeof(junk), (uint64_t)round);
 		/* 0: silent. 1: a close-record-sized record. 2: a forged confirmation. */
 		hush__store_le32(junk, 20);
-		write_all_fd(peer[1], junk, 24);
+		write_all(peer[1], junk, 24);
 		hush__store_le32(junk + 24, 21);
 		hush__store_le32(junk + 28, HUSH_RECORD_TYPE);
-		write_all_fd(peer[2], junk + 24, 25);
+		write_all(peer[2], junk + 24, 25);
 		/* 3: goes away. */
 		close(peer[3]);
 		peer[3] = -1;
 		/* 4: a record announcing the receive limit. */
 		hush__store_le32(junk, HUSH_RECORD_DEFAULT_RECV_LIMIT);
-		write_all_fd(peer[4], junk, 8);
+		write_all(peer[4], junk, 8);
 		run_until(&f->e, 2000, all_failed, srv);
 		assert_int_equal(srv[0].err, HUSH_ETIMEDOUT);
 		assert_int_equal(srv[1].err, HUSH_EHANDSHAKE);
@@ -964,7 +951,7 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		struct hush_handshake *hs;
 		assert_int_equal(hush_handshake_new(&hs, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 		assert_int_equal(hush_handshake_next(hs, flight, sizeof(flight), &flen), 0);
-		write_all_fd(sv[1], flight, flen);
+		write_all(sv[1], flight, flen);
 		uint8_t m2[2048];
 		size_t n = drain_fd(&f->e, sv[1], m2, sizeof(m2));
 		size_t used = 0;
@@ -980,7 +967,7 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		memcpy(frame + HUSH_RECORD_HEADER_SIZE, "hi", 2);
 		size_t fl;
 		assert_int_equal(hush_record_seal(rec, frame, sizeof(frame), 2, &fl), 0);
-		write_all_fd(sv[1], frame, fl);
+		write_all(sv[1], frame, fl);
 		run_until(&f->e, 2000, end_done, &x);
 		assert_int_equal(x.opened, 0);
 		assert_int_equal(x.err, HUSH_EHANDSHAKE);

@@ -175,19 +175,6 @@ static uint8_t *peer_seal(struct peer *p, const uint8_t *data, size_t len, size_
 	return w;
 }
 
-static void write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		assert_true(k > 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
 /* Reads and opens records from the peer's socket until want plaintext bytes arrived;
  * the event loop runs between reads so the connection under test can send. */
 static void peer_recv(struct env *e, struct peer *p, uint8_t *out, size_t want)
