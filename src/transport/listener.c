@@ -31,10 +31,12 @@
 enum { STAGE_FIRST = 0, STAGE_LATER = 1, N_STAGES = 2 };
 
 /*
- * The listener's record of one handshake in progress. The connection holds a pointer
- * to it (struct conn_hs) and reports progress and the end through it.
+ * The listener's record of one handshake in progress. The connection's handshake phase
+ * holds a pointer to its watch (first, so the record is found from it) and reports
+ * progress and the end through it.
  */
 struct hush__admission {
+	struct hush__hs_watch watch;
 	struct hush_listener *l;
 	struct hush_conn *c;
 	struct hush__admission *prev;  /* the stage's list, oldest first */
@@ -216,8 +218,10 @@ static void on_first_timer(evutil_socket_t fd, short what, void *arg)
 	maybe_destroy(l);
 }
 
-void hush__listener_handshake_progressed(struct hush__admission *a)
+/* The connection's report that the peer's first message is in. */
+static void handshake_progressed(struct hush__hs_watch *w)
 {
+	struct hush__admission *a = (struct hush__admission *)(void *)w;
 	if (a->stage != STAGE_FIRST) {
 		return;
 	}
@@ -317,8 +321,10 @@ static void maybe_destroy(struct hush_listener *l)
 	}
 }
 
-void hush__listener_handshake_ended(struct hush__admission *a)
+/* The connection's report that its handshake ended, whichever way. */
+static void handshake_ended(struct hush__hs_watch *w)
 {
+	struct hush__admission *a = (struct hush__admission *)(void *)w;
 	struct hush_listener *l = a->l;
 	bool resume = l->capped && l->handshakes - 1 < l->max_handshakes;
 	list_unlink(&l->stages[a->stage], a);
@@ -339,6 +345,11 @@ void hush__listener_handshake_ended(struct hush__admission *a)
 	/* Inside the accept path or the timer the caller destroys the listener if due. */
 	maybe_destroy(l);
 }
+
+static const struct hush__hs_watch_ops admission_ops = {
+	.progressed = handshake_progressed,
+	.ended = handshake_ended,
+};
 
 /* Gives up an accepted socket: the connection closes it if it was to own it. */
 static void drop_socket(const struct hush_listener *l, struct hush_conn *c, int fd)
@@ -406,7 +417,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		drop_socket(l, NULL, fd);
 		goto out;
 	}
-	if (hush__conn_start_handshake_for(c, l->hcfg, HUSH_SIDE_SERVER, a) < 0) {
+	a->watch.ops = &admission_ops;
+	if (hush__conn_start_handshake_for(c, l->hcfg, HUSH_SIDE_SERVER, &a->watch) < 0) {
 		hush__free(a, sizeof(*a));
 		drop_socket(l, c, fd);
 		goto out;

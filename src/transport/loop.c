@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "record/record-internal.h"
 #include "transport/transport-internal.h"
 
 /*
@@ -28,11 +29,11 @@ static void pool_available(void *arg)
 	pthread_mutex_unlock(&registry_lock);
 }
 
-static int vec_push(struct conn_vec *vec, struct hush_conn *c)
+static int vec_push(struct conn_vec *vec, void *item)
 {
 	if (vec->n == vec->cap) {
 		size_t cap = vec->cap ? vec->cap * 2 : 16;
-		struct hush_conn **v = hush__alloc(cap * sizeof(*v));
+		void **v = hush__alloc(cap * sizeof(*v));
 		if (v == NULL) {
 			return HUSH_ENOMEM;
 		}
@@ -43,14 +44,14 @@ static int vec_push(struct conn_vec *vec, struct hush_conn *c)
 		vec->v = v;
 		vec->cap = cap;
 	}
-	vec->v[vec->n++] = c;
+	vec->v[vec->n++] = item;
 	return 0;
 }
 
-static void vec_forget(struct conn_vec *vec, struct hush_conn *c)
+static void vec_forget(struct conn_vec *vec, const void *item)
 {
 	for (size_t i = 0; i < vec->n; i++) {
-		if (vec->v[i] == c) {
+		if (vec->v[i] == item) {
 			vec->v[i] = NULL;
 		}
 	}
@@ -67,12 +68,12 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
 	struct hush_loop *loop = arg;
 	(void)fd;
 	(void)what;
-	/* Connections added while walking are appended and walked in this same pass. */
+	/* Items added while walking are appended and walked in this same pass. */
 	for (size_t i = 0; i < loop->pending.n; i++) {
-		struct hush_conn *c = loop->pending.v[i];
-		if (c != NULL) {
+		void *item = loop->pending.v[i];
+		if (item != NULL) {
 			loop->pending.v[i] = NULL;
-			hush__conn_on_pending(c);
+			loop->ops->on_pending(item);
 		}
 	}
 	loop->pending.n = 0;
@@ -90,14 +91,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	atomic_store(&loop->has_starved, false);
-	/* A connection that starves again while we walk is appended past the end we saw,
-	 * so it waits for the next wake-up instead of spinning here. */
+	/* An item that starves again while we walk is appended past the end we saw, so it
+	 * waits for the next wake-up instead of spinning here. */
 	size_t n = loop->starved.n;
 	for (size_t i = 0; i < n; i++) {
-		struct hush_conn *c = loop->starved.v[i];
-		if (c != NULL) {
+		void *item = loop->starved.v[i];
+		if (item != NULL) {
 			loop->starved.v[i] = NULL;
-			hush__conn_on_wake(c);
+			loop->ops->on_wake(item);
 		}
 	}
 	size_t kept = 0;
@@ -209,16 +210,16 @@ void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg)
 	hush__free(cfg, sizeof(*cfg));
 }
 
-int hush__loop_add_pending(struct hush_loop *loop, struct hush_conn *c)
+int hush__loop_add_pending(struct hush_loop *loop, void *item)
 {
-	HUSH_GUARD(vec_push(&loop->pending, c));
+	HUSH_GUARD(vec_push(&loop->pending, item));
 	event_active(loop->pending_ev, 0, 0);
 	return 0;
 }
 
-int hush__loop_add_starved(struct hush_loop *loop, struct hush_conn *c)
+int hush__loop_add_starved(struct hush_loop *loop, void *item)
 {
-	HUSH_GUARD(vec_push(&loop->starved, c));
+	HUSH_GUARD(vec_push(&loop->starved, item));
 	atomic_store(&loop->has_starved, true);
 	/* The pool's callback wakes us as soon as buffers come back. Should its call race
 	 * with this one (another thread released in between), a slow timer retries, so a
@@ -228,10 +229,10 @@ int hush__loop_add_starved(struct hush_loop *loop, struct hush_conn *c)
 	return 0;
 }
 
-void hush__loop_forget(struct hush_loop *loop, struct hush_conn *c)
+void hush__loop_forget(struct hush_loop *loop, void *item)
 {
-	vec_forget(&loop->pending, c);
-	vec_forget(&loop->starved, c);
+	vec_forget(&loop->pending, item);
+	vec_forget(&loop->starved, item);
 }
 
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop)
@@ -252,4 +253,26 @@ void hush__loop_ctx_return(struct hush_loop *loop, EVP_CIPHER_CTX *ctx)
 		return;
 	}
 	EVP_CIPHER_CTX_free(ctx);
+}
+
+int hush__loop_lend_ciphers(struct hush_loop *loop, struct hush_record *rec)
+{
+	EVP_CIPHER_CTX *s = hush__loop_ctx_borrow(loop);
+	EVP_CIPHER_CTX *o = hush__loop_ctx_borrow(loop);
+	if (s == NULL || o == NULL) {
+		hush__loop_ctx_return(loop, s);
+		hush__loop_ctx_return(loop, o);
+		return HUSH_ENOMEM;
+	}
+	hush__record_give_ciphers(rec, s, o);
+	return 0;
+}
+
+void hush__loop_take_ciphers(struct hush_loop *loop, struct hush_record *rec)
+{
+	EVP_CIPHER_CTX *s = NULL;
+	EVP_CIPHER_CTX *o = NULL;
+	hush__record_take_ciphers(rec, &s, &o);
+	hush__loop_ctx_return(loop, s);
+	hush__loop_ctx_return(loop, o);
 }

@@ -13,12 +13,24 @@
 
 #include "common/common-internal.h"
 
-/* A growable array of connections, owned by a loop. Slots are NULLed, never removed,
- * while the loop walks it, so a connection freed during the walk is skipped. */
+/* A growable array of the items (connections) a loop runs work for. Slots are NULLed,
+ * never removed, while the loop walks it, so an item forgotten during the walk is
+ * skipped. */
 struct conn_vec {
-	struct hush_conn **v;
+	void **v;
 	size_t n;
 	size_t cap;
+};
+
+/*
+ * What the loop runs for the items on its lists: on_pending for each item on the
+ * pending list at the end of a loop iteration, on_wake for each starved item once pool
+ * buffers came back. The connections (conn.c) give theirs when they join the loop, so
+ * the loop needs to know nothing of them.
+ */
+struct hush__loop_ops {
+	void (*on_pending)(void *item);
+	void (*on_wake)(void *item);
 };
 
 /* Cipher contexts kept for lending; beyond this many, returned ones are freed. */
@@ -27,6 +39,7 @@ struct conn_vec {
 struct hush_loop {
 	struct event_base *base;
 	struct hush_pool *pool;
+	const struct hush__loop_ops *ops;
 	/* Activated whenever a connection needs attention at the end of this loop
 	 * iteration: coalesced writes to flush, a deferred OPEN or SHUTDOWN to report. */
 	struct event *pending_ev;
@@ -70,32 +83,48 @@ int hush__loop_cfg_get(struct hush_loop *loop, const struct hush_conn_config *cf
 		       struct conn_cfg **out);
 void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg);
 
-/* Marks c as needing end-of-iteration attention (idempotent through c's flag). */
-int hush__loop_add_pending(struct hush_loop *loop, struct hush_conn *c);
-int hush__loop_add_starved(struct hush_loop *loop, struct hush_conn *c);
-/* Forgets c in both lists (a connection being freed). */
-void hush__loop_forget(struct hush_loop *loop, struct hush_conn *c);
+/* Puts item on the pending list, for loop->ops->on_pending at the end of this loop
+ * iteration; the caller keeps it from being added twice. Returns 0 or HUSH_ENOMEM. */
+HUSH_MUST_CHECK int hush__loop_add_pending(struct hush_loop *loop, void *item);
+/* Puts item on the starved list, for loop->ops->on_wake once pool buffers come back.
+ * Returns 0 or HUSH_ENOMEM. */
+HUSH_MUST_CHECK int hush__loop_add_starved(struct hush_loop *loop, void *item);
+/* Forgets item in both lists (a connection being freed). */
+void hush__loop_forget(struct hush_loop *loop, void *item);
 
 /* Lends a cipher context (NULL when none can be made) and takes one back. */
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop);
 void hush__loop_ctx_return(struct hush_loop *loop, EVP_CIPHER_CTX *ctx);
+/* Lends rec (holding none) its two cipher contexts; HUSH_ENOMEM, lending none, when
+ * they cannot be made. hush__loop_take_ciphers() takes them back. */
+struct hush_record;
+HUSH_MUST_CHECK int hush__loop_lend_ciphers(struct hush_loop *loop, struct hush_record *rec);
+void hush__loop_take_ciphers(struct hush_loop *loop, struct hush_record *rec);
 
 /*
- * Starts a connection's handshake admitted by a listener (listener.c): the connection
- * tells the listener through owner when the peer's first handshake message is in
- * (hush__listener_handshake_progressed) and, once, when the handshake ends, whichever
- * way (hush__listener_handshake_ended); owner may be NULL.
+ * Watches a connection's handshake (the listener's admission record embeds one): the
+ * connection calls progressed when the peer's first handshake message is in and, once,
+ * ended when the handshake ends, whichever way, from inside its own code (never from a
+ * callback of the application's). A struct of its own so that the connection knows
+ * nothing of who watches.
  */
-struct hush__admission;
+struct hush__hs_watch;
+struct hush__hs_watch_ops {
+	void (*progressed)(struct hush__hs_watch *w);
+	void (*ended)(struct hush__hs_watch *w);
+};
+struct hush__hs_watch {
+	const struct hush__hs_watch_ops *ops;
+};
+
+/* hush_conn_start_handshake(), watched by watch (may be NULL). */
 struct hush_handshake_config;
 HUSH_MUST_CHECK int hush__conn_start_handshake_for(struct hush_conn *c,
 						   const struct hush_handshake_config *hcfg,
-						   enum hush_side side, struct hush__admission *owner);
-void hush__listener_handshake_progressed(struct hush__admission *a);
-void hush__listener_handshake_ended(struct hush__admission *a);
+						   enum hush_side side, struct hush__hs_watch *watch);
 /* Fails a connection whose handshake is in progress with err (eviction, deadline),
- * which ends the handshake at once (hush__listener_handshake_ended); reported to the
- * application from the loop as usual. Returns false, doing nothing, otherwise. */
+ * which ends the handshake at once (its watcher's ended); reported to the application
+ * from the loop as usual. Returns false, doing nothing, otherwise. */
 bool hush__conn_abort_handshake(struct hush_conn *c, int err);
 
 /* hush_conn_new() with a guard (struct conn_cfg). */
@@ -104,12 +133,9 @@ HUSH_MUST_CHECK int hush__conn_new_guarded(struct hush_conn **out, struct hush_l
 					   const struct hush_conn_callbacks *cb, void *arg,
 					   void (*guard)(void *, bool));
 
-/* Entry points from the loop into a connection. */
-void hush__conn_on_pending(struct hush_conn *c);
-void hush__conn_on_wake(struct hush_conn *c);
 /* sizeof(struct hush_conn), for the idle-memory breakdown. */
 size_t hush__conn_size(void);
-/* sizeof(struct conn_hs), the handshake phase's state, for the test that checks it is
+/* sizeof(struct hush__conn_hs), the handshake phase's state, for the test that checks it is
  * wiped before its memory goes back. */
 size_t hush__conn_hs_size(void);
 

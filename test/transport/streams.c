@@ -9,47 +9,6 @@
 /* end_pump() stops while this much is queued and not sent. */
 #define STREAM_MAX_QUEUED (128u * 1024u)
 
-static bool has_static(enum hush_noise_protocol p)
-{
-	return p != HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 &&
-	       p != HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
-}
-
-static bool has_psk(enum hush_noise_protocol p)
-{
-	return p >= HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
-}
-
-void ids_init(struct ids *d, enum hush_noise_protocol p)
-{
-	memset(d, 0, sizeof(*d));
-	hush_handshake_config_init(&d->cc);
-	hush_handshake_config_init(&d->sc);
-	d->cc.protocol = d->sc.protocol = p;
-	if (has_static(p)) {
-		assert_int_equal(hush_keypair_generate(&d->kc), 0);
-		assert_int_equal(hush_keypair_generate(&d->ks), 0);
-		hush_keypair_public(d->kc, d->pub_c);
-		hush_keypair_public(d->ks, d->pub_s);
-		d->cc.keypair = d->kc;
-		d->sc.keypair = d->ks;
-		d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
-		d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
-		d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
-	}
-	if (has_psk(p)) {
-		testlib_fill(d->psk, sizeof(d->psk), 7);
-		d->cc.psk = d->sc.psk = d->psk;
-	}
-}
-
-void ids_done(struct ids *d)
-{
-	hush_keypair_free(d->kc);
-	hush_keypair_free(d->ks);
-	d->kc = d->ks = NULL;
-}
-
 /* splitmix64's finaliser: every input bit affects every output bit. */
 static uint64_t mix(uint64_t x)
 {

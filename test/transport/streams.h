@@ -16,19 +16,7 @@
 #include <hush/handshake.h>
 #include <hush/keys.h>
 
-/* Identities for both ends of a Noise protocol: key pairs, allow-lists, a PSK. */
-struct ids {
-	struct hush_keypair *kc;
-	struct hush_keypair *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE];
-	uint8_t pub_s[HUSH_KEY_SIZE];
-	uint8_t psk[HUSH_KEY_SIZE];
-	struct hush_handshake_config cc; /* client */
-	struct hush_handshake_config sc; /* server */
-};
-
-void ids_init(struct ids *d, enum hush_noise_protocol p);
-void ids_done(struct ids *d);
+#include "envlib.h" /* struct ids */
 
 /* Writes the n stream bytes of stream seed starting at position pos. */
 void stream_fill(uint64_t seed, uint64_t pos, uint8_t *out, size_t n);

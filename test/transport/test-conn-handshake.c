@@ -99,57 +99,6 @@ static void end_free(struct end *x)
 	x->data = NULL;
 }
 
-/* Identities for both ends of a protocol. */
-struct ids {
-	struct hush_keypair *kc;
-	struct hush_keypair *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE];
-	uint8_t pub_s[HUSH_KEY_SIZE];
-	uint8_t psk[HUSH_KEY_SIZE];
-	struct hush_handshake_config cc;
-	struct hush_handshake_config sc;
-};
-
-static bool has_static(enum hush_noise_protocol p)
-{
-	return p != HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256 &&
-	       p != HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
-}
-
-static bool has_psk(enum hush_noise_protocol p)
-{
-	return p >= HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
-}
-
-static void ids_init(struct ids *d, enum hush_noise_protocol p)
-{
-	memset(d, 0, sizeof(*d));
-	hush_handshake_config_init(&d->cc);
-	hush_handshake_config_init(&d->sc);
-	d->cc.protocol = d->sc.protocol = p;
-	if (has_static(p)) {
-		assert_int_equal(hush_keypair_generate(&d->kc), 0);
-		assert_int_equal(hush_keypair_generate(&d->ks), 0);
-		hush_keypair_public(d->kc, d->pub_c);
-		hush_keypair_public(d->ks, d->pub_s);
-		d->cc.keypair = d->kc;
-		d->sc.keypair = d->ks;
-		d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
-		d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
-		d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
-	}
-	if (has_psk(p)) {
-		testlib_fill(d->psk, sizeof(d->psk), 7);
-		d->cc.psk = d->sc.psk = d->psk;
-	}
-}
-
-static void ids_done(struct ids *d)
-{
-	hush_keypair_free(d->kc);
-	hush_keypair_free(d->ks);
-}
-
 static struct hush_conn *start(struct env *e, int fd, struct end *x,
 			       const struct hush_conn_config *cfg,
 			       const struct hush_handshake_config *hc, enum hush_side side)
@@ -229,7 +178,7 @@ static void handshake_conn_every_protocol_opens_exchanges_and_closes(void **stat
 		assert_int_equal(a.res.key_len, 0);
 		static const uint8_t zero[HUSH_RECORD_MAX_KEY_SIZE];
 		assert_memory_equal(a.res.key, zero, sizeof(zero));
-		if (has_static((enum hush_noise_protocol)p)) {
+		if (ids_has_static((enum hush_noise_protocol)p)) {
 			assert_true(a.res.has_remote_static && b.res.has_remote_static);
 			assert_memory_equal(a.res.remote_static, d.pub_s, HUSH_KEY_SIZE);
 			assert_memory_equal(b.res.remote_static, d.pub_c, HUSH_KEY_SIZE);
@@ -292,58 +241,107 @@ static uint64_t idle_pair_bytes(struct env *e, struct ids *d, bool handshake)
 	return after.live_bytes - before.live_bytes;
 }
 
+/* A loop and identities for both ends of one protocol, for tests that make their own
+ * ends; the protocol comes as the test's initial state (PROTO()). */
+struct proto_fx {
+	struct env e;
+	struct ids d;
+};
+
+static int proto_setup(void **state)
+{
+	const enum hush_noise_protocol *protocol = *state;
+	struct proto_fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	ids_init(&f->d, *protocol);
+	*state = f;
+	return 0;
+}
+
+static int proto_teardown(void **state)
+{
+	struct proto_fx *f = *state;
+	ids_done(&f->d);
+	env_done(&f->e);
+	free(f);
+	return 0;
+}
+
+static const enum hush_noise_protocol XX_AESGCM = HUSH_NOISE_XX_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol XX_CHACHAPOLY = HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256;
+static const enum hush_noise_protocol NNPSK0_AESGCM = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol NNPSK0_CHACHAPOLY =
+    HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256;
+
+#define PROTO(fn, protocol)                                                                 \
+	cmocka_unit_test_prestate_setup_teardown(fn, proto_setup, proto_teardown, (void *)&(protocol))
+
+static const enum hush_noise_protocol XXPSK3_AESGCM = HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256;
+static const enum hush_noise_protocol XXPSK3_CHACHAPOLY =
+    HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256;
+
+/* Identities alone, for tests that make their own loops (run_failing(), one per case). */
+static int ids_setup(void **state)
+{
+	const enum hush_noise_protocol *protocol = *state;
+	struct ids *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
+	ids_init(d, *protocol);
+	*state = d;
+	return 0;
+}
+
+static int ids_teardown(void **state)
+{
+	ids_done(*state);
+	free(*state);
+	return 0;
+}
+
+#define IDS(fn, protocol)                                                                   \
+	cmocka_unit_test_prestate_setup_teardown(fn, ids_setup, ids_teardown, (void *)&(protocol))
+
 /* The handshake's state is freed when it ends: an established connection holds exactly
  * what one started from raw keys holds, and no pool buffer. */
 static void handshake_conn_established_costs_what_raw_keys_cost(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	testlib_alloc_install();
 	/* Warm the loop's interned configuration and lists first. */
-	(void)idle_pair_bytes(&e, &d, false);
-	uint64_t raw = idle_pair_bytes(&e, &d, false);
-	uint64_t hs = idle_pair_bytes(&e, &d, true);
+	(void)idle_pair_bytes(&f->e, &f->d, false);
+	uint64_t raw = idle_pair_bytes(&f->e, &f->d, false);
+	uint64_t hs = idle_pair_bytes(&f->e, &f->d, true);
 	testlib_alloc_uninstall();
 	assert_true(raw > 0);
 	assert_int_equal(hs, raw);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* A connection keyed by a handshake whose peer goes away without a close record was
  * truncated, even at a record boundary. */
 static void handshake_conn_eof_without_close_record_is_truncated(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_CHACHAPOLY_SHA256);
+	struct proto_fx *f = *state;
 	uint8_t g[100];
 	testlib_fill(g, sizeof(g), 3);
 	struct end a = {0}, b = {.greeting = g, .greeting_len = sizeof(g)};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&f->e, sv[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, sv[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
-	run_until(&e, 5000, both_open_or_failed, &t);
+	run_until(&f->e, 5000, both_open_or_failed, &t);
 	assert_int_equal(a.opened + b.opened, 2);
 	/* b's record goes out at the end of the iteration; then b vanishes. */
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	hush_conn_free(b.conn);
 	b.conn = NULL;
-	run_until(&e, 5000, one_failed, &t);
+	run_until(&f->e, 5000, one_failed, &t);
 	assert_int_equal(a.err, HUSH_ETRUNCATED);
 	assert_int_equal(a.eof, 0);
 	assert_int_equal(a.len, sizeof(g));
 	end_free(&a);
 	end_free(&b);
-	ids_done(&d);
-	env_done(&e);
 }
 
 struct mismatch {
@@ -374,34 +372,29 @@ static void run_failing(struct ids *d, int *ce, int *se)
 
 static void handshake_conn_unknown_server_fails_with_epeer_at_client(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 9);
-	d.cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
 	int ce, se;
-	run_failing(&d, &ce, &se);
+	run_failing(d, &ce, &se);
 	assert_int_equal(ce, HUSH_EPEER);
 	assert_int_equal(se, HUSH_ECLOSED); /* the client closed without message 3 */
-	ids_done(&d);
 }
 
 static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XXPSK3_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 10);
-	d.sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
+	d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])other;
 	struct env e;
 	env_init(&e, NULL);
 	struct end a = {0}, b = {0};
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-	start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+	start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
 	/* The client is done after message 3 and opens; the server refuses it. */
 	run_until(&e, 5000, one_failed, &t);
@@ -410,22 +403,18 @@ static void handshake_conn_unknown_client_fails_with_epeer_at_server(void **stat
 	end_free(&a);
 	end_free(&b);
 	env_done(&e);
-	ids_done(&d);
 }
 
 static void handshake_conn_wrong_psk_fails_with_ehandshake(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	uint8_t other[HUSH_KEY_SIZE];
 	testlib_fill(other, sizeof(other), 11);
-	d.sc.psk = other;
+	d->sc.psk = other;
 	int ce, se;
-	run_failing(&d, &ce, &se);
+	run_failing(d, &ce, &se);
 	assert_int_equal(se, HUSH_EHANDSHAKE);
 	assert_int_equal(ce, HUSH_ECLOSED);
-	ids_done(&d);
 }
 
 static void handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams(void **state)
@@ -483,12 +472,10 @@ static bool end_failed(void *arg)
  * cannot finish in time, fails with HUSH_ETIMEDOUT at the deadline. */
 static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	/* A real first flight, then nothing: the server waits for message 3. */
 	struct hush_handshake *hc;
-	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&hc, &d->cc, HUSH_SIDE_CLIENT), 0);
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
 	size_t flen;
 	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
@@ -508,7 +495,7 @@ static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 		raw_tick(-1, 0, &r);
 		struct timeval t0, t1;
 		gettimeofday(&t0, NULL);
-		start(&e, sv[1], &b, &cfg, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[1], &b, &cfg, &d->sc, HUSH_SIDE_SERVER);
 		run_until(&e, 3000, end_failed, &b);
 		gettimeofday(&t1, NULL);
 		long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
@@ -523,18 +510,15 @@ static void handshake_conn_stalling_or_trickling_peer_times_out(void **state)
 		end_free(&b);
 		env_done(&e);
 	}
-	ids_done(&d);
 }
 
 /* Garbage, a peer that closes mid-handshake, and a peer that sends bytes before its
  * turn (records before the handshake ended) each fail the server with its own code. */
 static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	struct hush_handshake *hc;
-	assert_int_equal(hush_handshake_new(&hc, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&hc, &d->cc, HUSH_SIDE_CLIENT), 0);
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT + 64];
 	size_t flen;
 	assert_int_equal(hush_handshake_next(hc, flight, sizeof(flight), &flen), 0);
@@ -564,7 +548,7 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 			close(sv[0]);
 			sv[0] = -1;
 		}
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 		run_until(&e, 3000, end_failed, &b);
 		assert_int_equal(b.err, cases[i].want);
 		assert_int_equal(b.opened, 0);
@@ -574,7 +558,6 @@ static void handshake_conn_bad_peer_bytes_fail_with_specific_codes(void **state)
 		end_free(&b);
 		env_done(&e);
 	}
-	ids_done(&d);
 }
 
 /* Copies a's bytes to b; after a's EOF it adds junk, then ends b's stream too. */
@@ -606,34 +589,30 @@ static void relay_on_read(evutil_socket_t fd, short what, void *arg)
  * clean end into an error. */
 static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_CHACHAPOLY_SHA256);
+	struct proto_fx *f = *state;
 	struct end a = {0}, b = {0};
 	int sa[2], sb[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sa), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sb), 0);
 	/* a -> relay -> b; b's replies go straight to a through the other pair's end. */
-	start(&e, sa[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, sa[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	struct relay r = {.from = sa[1], .to = sb[0]};
-	r.ev = event_new(e.base, sa[1], EV_READ | EV_PERSIST, relay_on_read, &r);
+	r.ev = event_new(f->e.base, sa[1], EV_READ | EV_PERSIST, relay_on_read, &r);
 	event_add(r.ev, NULL);
 	struct relay back = {.from = sb[0], .to = sa[1]};
-	back.ev = event_new(e.base, sb[0], EV_READ | EV_PERSIST, relay_on_read, &back);
+	back.ev = event_new(f->e.base, sb[0], EV_READ | EV_PERSIST, relay_on_read, &back);
 	event_add(back.ev, NULL);
-	start(&e, sb[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+	start(&f->e, sb[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 	struct two t = {&a, &b};
-	run_until(&e, 5000, both_open_or_failed, &t);
+	run_until(&f->e, 5000, both_open_or_failed, &t);
 	assert_int_equal(a.opened + b.opened, 2);
 	assert_int_equal(hush_conn_write(a.conn, "hi", 2), 0);
 	assert_int_equal(hush_conn_shutdown(a.conn), 0);
 	for (int i = 0; i < 20 && !(b.eof || b.err) ; i++) {
-		event_base_loop(e.base, EVLOOP_ONCE);
+		event_base_loop(f->e.base, EVLOOP_ONCE);
 	}
 	for (int i = 0; i < 5; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
 	assert_true(r.done);
 	assert_int_equal(a.shut, 1);
@@ -647,16 +626,12 @@ static void handshake_conn_bytes_after_close_record_are_ignored(void **state)
 	close(sb[0]);
 	end_free(&a);
 	end_free(&b);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Freeing a connection in the middle of its handshake, or from inside OPEN, is clean. */
 static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct ids *d = *state;
 	testlib_alloc_install();
 	for (int mode = 0; mode < 2; mode++) {
 		struct env e;
@@ -664,8 +639,8 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 		struct end a = {.free_on_open = mode == 1}, b = {0};
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&e, sv[0], &a, NULL, &d->cc, HUSH_SIDE_CLIENT);
+		start(&e, sv[1], &b, NULL, &d->sc, HUSH_SIDE_SERVER);
 		if (mode == 0) {
 			/* Started, its first flight not even sent. */
 			hush_conn_free(a.conn);
@@ -681,7 +656,6 @@ static void handshake_conn_free_during_handshake_or_in_open_is_clean(void **stat
 		assert_int_equal(st.live, 0);
 	}
 	testlib_alloc_uninstall();
-	ids_done(&d);
 }
 
 /* The handshake phase's state (keys' result, Noise state pointers, the record context
@@ -787,23 +761,20 @@ out:
 
 static void handshake_conn_allocation_failure_at_every_step_is_contained(void **state)
 {
-	(void)state;
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256);
+	struct ids *d = *state;
 	testlib_alloc_install();
 	int failures = 0;
 	uint64_t k;
 	for (k = 1; k < 400; k++) {
-		failures += handshake_with_failure(&d, k);
+		failures += handshake_with_failure(d, k);
 		struct testlib_alloc_stats st;
 		testlib_alloc_get(&st);
 		assert_int_equal(st.live, 0);
 	}
 	assert_true(failures > 10);
 	/* Far enough along, nothing fails any more: the whole life was covered. */
-	assert_int_equal(handshake_with_failure(&d, 100000), 0);
+	assert_int_equal(handshake_with_failure(d, 100000), 0);
 	testlib_alloc_uninstall();
-	ids_done(&d);
 }
 
 /*
@@ -876,19 +847,6 @@ static void handshake_conn_churn_returns_heap_to_its_start(void **state)
 
 /* ---- NNpsk0 key confirmation (PROTOCOL.md section 14.1) ---- */
 
-static void write_all_fd(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		assert_true(k > 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
 static bool end_done(void *arg);
 
 /* Reads what the server sent on fd (its message 2) without waiting long. */
@@ -930,18 +888,14 @@ static bool all_failed(void *arg)
  */
 static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	struct hush_conn_config cc;
 	hush_conn_config_init(&cc);
 	cc.handshake_timeout_ms = 400;
 	uint8_t flight[HUSH_HANDSHAKE_MAX_OUTPUT];
 	size_t flen = 0;
 	struct hush_handshake *cap;
-	assert_int_equal(hush_handshake_new(&cap, &d.cc, HUSH_SIDE_CLIENT), 0);
+	assert_int_equal(hush_handshake_new(&cap, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 	assert_int_equal(hush_handshake_next(cap, flight, sizeof(flight), &flen), 0);
 	struct end srv[5];
 	int peer[5];
@@ -951,29 +905,29 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 			int sv[2];
 			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 			peer[i] = sv[1];
-			start(&e, sv[0], &srv[i], &cc, &d.sc, HUSH_SIDE_SERVER);
-			write_all_fd(peer[i], flight, flen);
+			start(&f->e, sv[0], &srv[i], &cc, &f->d.sc, HUSH_SIDE_SERVER);
+			write_all(peer[i], flight, flen);
 		}
 		uint8_t m2[2048];
 		for (int i = 0; i < 5; i++) {
-			size_t n = drain_fd(&e, peer[i], m2, sizeof(m2));
+			size_t n = drain_fd(&f->e, peer[i], m2, sizeof(m2));
 			assert_true(n > 0); /* the server answered the replay */
 		}
 		uint8_t junk[64];
 		testlib_fill(junk, sizeof(junk), (uint64_t)round);
 		/* 0: silent. 1: a close-record-sized record. 2: a forged confirmation. */
 		hush__store_le32(junk, 20);
-		write_all_fd(peer[1], junk, 24);
+		write_all(peer[1], junk, 24);
 		hush__store_le32(junk + 24, 21);
 		hush__store_le32(junk + 28, HUSH_RECORD_TYPE);
-		write_all_fd(peer[2], junk + 24, 25);
+		write_all(peer[2], junk + 24, 25);
 		/* 3: goes away. */
 		close(peer[3]);
 		peer[3] = -1;
 		/* 4: a record announcing the receive limit. */
 		hush__store_le32(junk, HUSH_RECORD_DEFAULT_RECV_LIMIT);
-		write_all_fd(peer[4], junk, 8);
-		run_until(&e, 2000, all_failed, srv);
+		write_all(peer[4], junk, 8);
+		run_until(&f->e, 2000, all_failed, srv);
 		assert_int_equal(srv[0].err, HUSH_ETIMEDOUT);
 		assert_int_equal(srv[1].err, HUSH_EHANDSHAKE);
 		assert_int_equal(srv[2].err, HUSH_EAUTH);
@@ -993,13 +947,13 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct end x = {0};
-		start(&e, sv[0], &x, &cc, &d.sc, HUSH_SIDE_SERVER);
+		start(&f->e, sv[0], &x, &cc, &f->d.sc, HUSH_SIDE_SERVER);
 		struct hush_handshake *hs;
-		assert_int_equal(hush_handshake_new(&hs, &d.cc, HUSH_SIDE_CLIENT), 0);
+		assert_int_equal(hush_handshake_new(&hs, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 		assert_int_equal(hush_handshake_next(hs, flight, sizeof(flight), &flen), 0);
-		write_all_fd(sv[1], flight, flen);
+		write_all(sv[1], flight, flen);
 		uint8_t m2[2048];
-		size_t n = drain_fd(&e, sv[1], m2, sizeof(m2));
+		size_t n = drain_fd(&f->e, sv[1], m2, sizeof(m2));
 		size_t used = 0;
 		assert_int_equal(hush_handshake_read(hs, m2, n, &used), 0);
 		assert_true(hush_handshake_done(hs));
@@ -1013,8 +967,8 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		memcpy(frame + HUSH_RECORD_HEADER_SIZE, "hi", 2);
 		size_t fl;
 		assert_int_equal(hush_record_seal(rec, frame, sizeof(frame), 2, &fl), 0);
-		write_all_fd(sv[1], frame, fl);
-		run_until(&e, 2000, end_done, &x);
+		write_all(sv[1], frame, fl);
+		run_until(&f->e, 2000, end_done, &x);
 		assert_int_equal(x.opened, 0);
 		assert_int_equal(x.err, HUSH_EHANDSHAKE);
 		hush_record_free(rec);
@@ -1029,14 +983,14 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct end a = {0};
 		struct end b = {.greeting = (const uint8_t *)"hello", .greeting_len = 5};
-		start(&e, sv[0], &a, NULL, &d.cc, HUSH_SIDE_CLIENT);
-		start(&e, sv[1], &b, NULL, &d.sc, HUSH_SIDE_SERVER);
+		start(&f->e, sv[0], &a, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
+		start(&f->e, sv[1], &b, NULL, &f->d.sc, HUSH_SIDE_SERVER);
 		struct two t = {&a, &b};
-		run_until(&e, 2000, both_open_or_failed, &t);
+		run_until(&f->e, 2000, both_open_or_failed, &t);
 		assert_int_equal(a.opened, 1);
 		assert_int_equal(b.opened, 1);
 		for (int i = 0; i < 200 && a.len < 5; i++) {
-			event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+			event_base_loop(f->e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 			usleep(1000);
 		}
 		assert_int_equal(a.len, 5);
@@ -1044,8 +998,6 @@ static void handshake_conn_nnpsk0_replayed_first_flight_never_opens(void **state
 		end_free(&a);
 		end_free(&b);
 	}
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* ---- Listener ---- */
@@ -1153,6 +1105,45 @@ static void listener_setup(struct env *e, struct server *s, struct ids *d,
 	(void)port;
 }
 
+/* The usual listener test: a server whose listener (made by the test, from lc) starts
+ * XX handshakes with d's identities; the clean end frees what it accepted. */
+struct lis {
+	struct env e;
+	struct ids d;
+	struct hush_conn_config cc;
+	struct server s;
+	struct hush_listener_config lc;
+	uint16_t port;
+};
+
+static int lis_setup(void **state)
+{
+	struct lis *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	ids_init(&f->d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	listener_setup(&f->e, &f->s, &f->d, &f->cc, &f->lc, &f->port);
+	*state = f;
+	return 0;
+}
+
+/* Frees the ends the listener accepted, then the listener (unless the test did and
+ * cleared s.l), then checks the loop is clean. */
+static int lis_teardown(void **state)
+{
+	struct lis *f = *state;
+	for (int i = 0; i < f->s.n; i++) {
+		end_free(&f->s.ends[i]);
+	}
+	hush_listener_free(f->s.l);
+	ids_done(&f->d);
+	env_done(&f->e);
+	free(f);
+	return 0;
+}
+
+#define LIS(fn) cmocka_unit_test_setup_teardown(fn, lis_setup, lis_teardown)
+
 /* Runs the loop until the server's answer arrives on fd (its message 2: the server
  * took the first message), or 2 s pass. */
 static void run_until_answered(struct env *e, int fd)
@@ -1181,95 +1172,82 @@ static bool end_done(void *arg)
  */
 static void listener_at_cap_evicts_the_least_advanced_handshake(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	cc.handshake_timeout_ms = 5000;
-	lc.max_handshakes = 2;
-	lc.first_message_timeout_ms = 0;
-	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct lis *f = *state;
+	f->cc.handshake_timeout_ms = 5000;
+	f->lc.max_handshakes = 2;
+	f->lc.first_message_timeout_ms = 0;
+	f->lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
 	/* ends[0] sends its first message, ends[1] nothing. */
 	int p[5];
-	p[0] = tcp_connect(port);
-	send_first_flight(p[0], &d.cc);
-	struct cap_wait w = {.s = &s, .accepted = 1};
-	run_until(&e, 2000, accepted_n, &w);
-	run_until_answered(&e, p[0]);
-	p[1] = tcp_connect(port);
+	p[0] = tcp_connect(f->port);
+	send_first_flight(p[0], &f->d.cc);
+	struct cap_wait w = {.s = &f->s, .accepted = 1};
+	run_until(&f->e, 2000, accepted_n, &w);
+	run_until_answered(&f->e, p[0]);
+	p[1] = tcp_connect(f->port);
 	w.accepted = 2;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 2);
 	/* At the cap: the stalled one that sent nothing gives way, not the older one. */
 	usleep(20000);
-	p[2] = tcp_connect(port);
+	p[2] = tcp_connect(f->port);
 	w.accepted = 3;
 	w.failed = 1;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.n, 3);
-	assert_int_equal(s.ends[0].err, 0);
-	assert_int_equal(s.ends[1].err, HUSH_EBUSY);
-	assert_int_equal(hush_listener_handshakes(s.l), 2);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.n, 3);
+	assert_int_equal(f->s.ends[0].err, 0);
+	assert_int_equal(f->s.ends[1].err, HUSH_EBUSY);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 2);
 	/* A real client at the cap evicts ends[2] (still waiting for a first message) and
 	 * completes; ends[0] is still in progress. */
 	struct end client = {0};
 	usleep(20000);
-	start(&e, tcp_connect(port), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, tcp_connect(f->port), &client, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	w.accepted = 4;
 	w.failed = 2;
 	w.client = &client;
-	run_until(&e, 3000, accepted_n, &w);
+	run_until(&f->e, 3000, accepted_n, &w);
 	assert_int_equal(client.err, 0);
 	assert_int_equal(client.opened, 1);
-	assert_int_equal(s.ends[2].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[2].err, HUSH_EBUSY);
 	/* In XX the server opens last, on message 3. */
-	run_until(&e, 2000, end_done, &s.ends[3]);
-	assert_int_equal(s.ends[3].opened, 1);
-	assert_int_equal(s.ends[0].err, 0);
-	assert_int_equal(hush_listener_handshakes(s.l), 1);
+	run_until(&f->e, 2000, end_done, &f->s.ends[3]);
+	assert_int_equal(f->s.ends[3].opened, 1);
+	assert_int_equal(f->s.ends[0].err, 0);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 1);
 	/* With no peer left that is waiting for a first message, the oldest goes. */
-	p[3] = tcp_connect(port);
-	send_first_flight(p[3], &d.cc);
+	p[3] = tcp_connect(f->port);
+	send_first_flight(p[3], &f->d.cc);
 	w.accepted = 5;
-	run_until(&e, 2000, accepted_n, &w);
-	run_until_answered(&e, p[3]);
+	run_until(&f->e, 2000, accepted_n, &w);
+	run_until_answered(&f->e, p[3]);
 	usleep(20000);
-	p[4] = tcp_connect(port);
+	p[4] = tcp_connect(f->port);
 	w.accepted = 6;
 	w.failed = 3;
 	w.client = NULL;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
-	assert_int_equal(s.ends[4].err, 0);
-	assert_int_equal(s.ends[5].err, 0);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.ends[0].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[4].err, 0);
+	assert_int_equal(f->s.ends[5].err, 0);
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.accepted, 6);
 	assert_int_equal(st.evicted, 3);
 	assert_int_equal(st.refused_per_source, 0);
 	/* Freed with two handshakes running: they go on to their deadline. */
-	hush_listener_free(s.l);
+	hush_listener_free(f->s.l);
+	f->s.l = NULL;
 	w.failed = 5;
-	run_until(&e, 8000, accepted_n, &w);
-	assert_int_equal(s.ends[4].err, HUSH_ETIMEDOUT);
-	assert_int_equal(s.ends[5].err, HUSH_ETIMEDOUT);
+	run_until(&f->e, 8000, accepted_n, &w);
+	assert_int_equal(f->s.ends[4].err, HUSH_ETIMEDOUT);
+	assert_int_equal(f->s.ends[5].err, HUSH_ETIMEDOUT);
 	for (int i = 0; i < 5; i++) {
 		close(p[i]);
 	}
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
 	end_free(&client);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /*
@@ -1279,61 +1257,46 @@ static void listener_at_cap_evicts_the_least_advanced_handshake(void **state)
  */
 static void listener_first_message_deadline_fails_stalled_peers(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	cc.handshake_timeout_ms = 3000;
-	lc.first_message_timeout_ms = 400;
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
+	struct lis *f = *state;
+	f->cc.handshake_timeout_ms = 3000;
+	f->lc.first_message_timeout_ms = 400;
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
 	struct timeval t0, t1, t2;
 	gettimeofday(&t0, NULL);
-	int silent = tcp_connect(port);
-	int trickle = tcp_connect(port);
+	int silent = tcp_connect(f->port);
+	int trickle = tcp_connect(f->port);
 	/* Half a first flight: not whole, so the first deadline applies. */
 	assert_int_equal(send(trickle, "\x00\x24hush/", 7, 0), 7);
-	int spoke = tcp_connect(port);
-	send_first_flight(spoke, &d.cc);
-	struct cap_wait w = {.s = &s, .accepted = 3, .failed = 2};
-	run_until(&e, 6000, accepted_n, &w);
+	int spoke = tcp_connect(f->port);
+	send_first_flight(spoke, &f->d.cc);
+	struct cap_wait w = {.s = &f->s, .accepted = 3, .failed = 2};
+	run_until(&f->e, 6000, accepted_n, &w);
 	gettimeofday(&t1, NULL);
 	long ms1 = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
 	int spoke_i = -1;
-	for (int i = 0; i < s.n; i++) {
-		if (s.ends[i].err == 0) {
+	for (int i = 0; i < f->s.n; i++) {
+		if (f->s.ends[i].err == 0) {
 			spoke_i = i;
 		} else {
-			assert_int_equal(s.ends[i].err, HUSH_ETIMEDOUT);
+			assert_int_equal(f->s.ends[i].err, HUSH_ETIMEDOUT);
 		}
 	}
 	assert_true(spoke_i >= 0);
 	/* The first deadline, well before the whole handshake's (3 s). */
 	assert_true(ms1 >= 390 && ms1 < 2000);
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.first_timeouts, 2);
 	w.failed = 3;
-	run_until(&e, 6000, accepted_n, &w);
+	run_until(&f->e, 6000, accepted_n, &w);
 	gettimeofday(&t2, NULL);
 	long ms2 = (t2.tv_sec - t0.tv_sec) * 1000 + (t2.tv_usec - t0.tv_usec) / 1000;
-	assert_int_equal(s.ends[spoke_i].err, HUSH_ETIMEDOUT);
+	assert_int_equal(f->s.ends[spoke_i].err, HUSH_ETIMEDOUT);
 	assert_true(ms2 >= 2900);
 	close(silent);
 	close(trickle);
 	close(spoke);
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Reads until EOF or reset; true when the socket was closed by the peer. */
@@ -1354,69 +1317,54 @@ static bool closed_by_peer(int fd, int ms)
  */
 static void listener_at_cap_limits_handshakes_per_source(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	lc.max_handshakes = 3;
-	lc.max_per_source = 2;
-	lc.first_message_timeout_ms = 0;
-	lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
-	int lfd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
-	int a = tcp_connect_from(port, 5);
-	int b = tcp_connect_from(port, 5);
-	int c = tcp_connect_from(port, 6);
-	struct cap_wait w = {.s = &s, .accepted = 3};
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(hush_listener_handshakes(s.l), 3);
+	struct lis *f = *state;
+	f->lc.max_handshakes = 3;
+	f->lc.max_per_source = 2;
+	f->lc.first_message_timeout_ms = 0;
+	f->lc.min_stall_ms = 5; /* the test waits longer before each newcomer */
+	int lfd = tcp_listener(&f->port);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
+	int a = tcp_connect_from(f->port, 5);
+	int b = tcp_connect_from(f->port, 5);
+	int c = tcp_connect_from(f->port, 6);
+	struct cap_wait w = {.s = &f->s, .accepted = 3};
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(hush_listener_handshakes(f->s.l), 3);
 	usleep(20000);
-	int refused = tcp_connect_from(port, 5);
+	int refused = tcp_connect_from(f->port, 5);
 	struct hush_listener_stats st = {0};
 	for (int i = 0; i < 2000 && st.refused_per_source == 0; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 		usleep(1000);
-		hush_listener_get_stats(s.l, &st);
+		hush_listener_get_stats(f->s.l, &st);
 	}
 	assert_int_equal(st.refused_per_source, 1);
 	assert_true(closed_by_peer(refused, 1000));
-	assert_int_equal(s.n, 3);
+	assert_int_equal(f->s.n, 3);
 	/* Another address takes the place of the oldest stalled peer. */
 	struct end client = {0};
-	start(&e, tcp_connect_from(port, 7), &client, NULL, &d.cc, HUSH_SIDE_CLIENT);
+	start(&f->e, tcp_connect_from(f->port, 7), &client, NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	w.accepted = 4;
 	w.failed = 1;
 	w.client = &client;
-	run_until(&e, 3000, accepted_n, &w);
+	run_until(&f->e, 3000, accepted_n, &w);
 	assert_int_equal(client.opened, 1);
-	assert_int_equal(s.ends[0].err, HUSH_EBUSY);
+	assert_int_equal(f->s.ends[0].err, HUSH_EBUSY);
 	/* The source holds one handshake now: it may connect again. */
-	run_until(&e, 2000, end_done, &s.ends[3]);
-	int again = tcp_connect_from(port, 5);
+	run_until(&f->e, 2000, end_done, &f->s.ends[3]);
+	int again = tcp_connect_from(f->port, 5);
 	w.accepted = 5;
 	w.client = NULL;
-	run_until(&e, 2000, accepted_n, &w);
-	assert_int_equal(s.n, 5);
-	hush_listener_get_stats(s.l, &st);
+	run_until(&f->e, 2000, accepted_n, &w);
+	assert_int_equal(f->s.n, 5);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.refused_per_source, 1);
 	close(a);
 	close(b);
 	close(c);
 	close(refused);
 	close(again);
-	for (int i = 0; i < s.n; i++) {
-		end_free(&s.ends[i]);
-	}
 	end_free(&client);
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* A TCP connection to [::]:port, from 127.0.0.x (host > 0, as an IPv4 client of a
@@ -1519,105 +1467,87 @@ static void listener_sources_on_a_dual_stack_socket(void **state)
  */
 static void listener_burst_beyond_the_cap_waits_and_completes(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	struct hush_conn_config cc;
-	struct server s = {0};
-	struct hush_listener_config lc;
-	uint16_t port;
-	listener_setup(&e, &s, &d, &cc, &lc, &port);
-	lc.max_handshakes = 2;
-	int lfd = tcp_listener(&port);
+	struct lis *f = *state;
+	f->lc.max_handshakes = 2;
+	int lfd = tcp_listener(&f->port);
 	assert_int_equal(listen(lfd, 16), 0);
 	enum { N = 8 };
 	struct end clients[N] = {{0}};
 	for (int i = 0; i < N; i++) {
-		start(&e, tcp_connect(port), &clients[i], NULL, &d.cc, HUSH_SIDE_CLIENT);
+		start(&f->e, tcp_connect(f->port), &clients[i], NULL, &f->d.cc, HUSH_SIDE_CLIENT);
 	}
 	/* Every first flight is sent before the listener exists: it accepts them all in
 	 * one burst, each with its bytes waiting. */
 	for (int i = 0; i < 10; i++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
-	assert_int_equal(hush_listener_new(&s.l, e.loop, lfd, &lc), 0);
-	struct cap_wait w = {.s = &s, .accepted = N};
-	run_until(&e, 5000, accepted_n, &w);
+	assert_int_equal(hush_listener_new(&f->s.l, f->e.loop, lfd, &f->lc), 0);
+	struct cap_wait w = {.s = &f->s, .accepted = N};
+	run_until(&f->e, 5000, accepted_n, &w);
 	for (int i = 0; i < N; i++) {
-		run_until(&e, 3000, end_done, &clients[i]);
+		run_until(&f->e, 3000, end_done, &clients[i]);
 		assert_int_equal(clients[i].err, 0);
 		assert_int_equal(clients[i].opened, 1);
 	}
 	for (int i = 0; i < N; i++) {
-		run_until(&e, 3000, end_done, &s.ends[i]);
-		assert_int_equal(s.ends[i].opened, 1);
+		run_until(&f->e, 3000, end_done, &f->s.ends[i]);
+		assert_int_equal(f->s.ends[i].opened, 1);
 	}
 	struct hush_listener_stats st;
-	hush_listener_get_stats(s.l, &st);
+	hush_listener_get_stats(f->s.l, &st);
 	assert_int_equal(st.evicted, 0);
 	for (int i = 0; i < N; i++) {
 		end_free(&clients[i]);
-		end_free(&s.ends[i]);
+		end_free(&f->s.ends[i]);
 	}
-	hush_listener_free(s.l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 static void listener_bad_configuration_fails_with_einval(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	struct ids d;
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	struct proto_fx *f = *state;
 	struct hush_listener_config lc;
 	hush_listener_config_init(&lc);
 	struct hush_listener *l = NULL;
 	uint16_t port;
 	/* Missing handshake, callbacks and on_accept: the socket is closed anyway. */
 	int fd = tcp_listener(&port);
-	assert_int_equal(hush_listener_new(&l, e.loop, fd, &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, fd, &lc), HUSH_EINVAL);
 	assert_int_equal(fcntl(fd, F_GETFD), -1);
-	lc.handshake = &d.sc;
+	lc.handshake = &f->d.sc;
 	lc.callbacks = &end_cb;
 	lc.on_accept = srv_on_accept;
 	lc.max_handshakes = 0;
-	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
 	lc.max_handshakes = 1;
 	lc.max_per_source = 0;
-	assert_int_equal(hush_listener_new(&l, e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
+	assert_int_equal(hush_listener_new(&l, f->e.loop, tcp_listener(&port), &lc), HUSH_EINVAL);
 	assert_null(l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(handshake_conn_every_protocol_opens_exchanges_and_closes),
-		cmocka_unit_test(handshake_conn_established_costs_what_raw_keys_cost),
-		cmocka_unit_test(handshake_conn_eof_without_close_record_is_truncated),
-		cmocka_unit_test(handshake_conn_unknown_server_fails_with_epeer_at_client),
-		cmocka_unit_test(handshake_conn_unknown_client_fails_with_epeer_at_server),
-		cmocka_unit_test(handshake_conn_wrong_psk_fails_with_ehandshake),
+		PROTO(handshake_conn_established_costs_what_raw_keys_cost, XX_AESGCM),
+		PROTO(handshake_conn_eof_without_close_record_is_truncated, XX_CHACHAPOLY),
+		IDS(handshake_conn_unknown_server_fails_with_epeer_at_client, XX_AESGCM),
+		IDS(handshake_conn_unknown_client_fails_with_epeer_at_server, XXPSK3_AESGCM),
+		IDS(handshake_conn_wrong_psk_fails_with_ehandshake, NNPSK0_AESGCM),
 		cmocka_unit_test(handshake_conn_protocol_or_parameter_mismatch_fails_with_eparams),
-		cmocka_unit_test(handshake_conn_stalling_or_trickling_peer_times_out),
-		cmocka_unit_test(handshake_conn_bad_peer_bytes_fail_with_specific_codes),
-		cmocka_unit_test(handshake_conn_bytes_after_close_record_are_ignored),
-		cmocka_unit_test(handshake_conn_free_during_handshake_or_in_open_is_clean),
+		IDS(handshake_conn_stalling_or_trickling_peer_times_out, XX_AESGCM),
+		IDS(handshake_conn_bad_peer_bytes_fail_with_specific_codes, XX_AESGCM),
+		PROTO(handshake_conn_bytes_after_close_record_are_ignored, NNPSK0_CHACHAPOLY),
+		IDS(handshake_conn_free_during_handshake_or_in_open_is_clean, XX_AESGCM),
 		cmocka_unit_test(handshake_conn_state_is_wiped_when_freed),
-		cmocka_unit_test(handshake_conn_allocation_failure_at_every_step_is_contained),
+		IDS(handshake_conn_allocation_failure_at_every_step_is_contained, XXPSK3_CHACHAPOLY),
 		cmocka_unit_test(handshake_conn_churn_returns_heap_to_its_start),
-		cmocka_unit_test(handshake_conn_nnpsk0_replayed_first_flight_never_opens),
-		cmocka_unit_test(listener_at_cap_evicts_the_least_advanced_handshake),
-		cmocka_unit_test(listener_first_message_deadline_fails_stalled_peers),
-		cmocka_unit_test(listener_at_cap_limits_handshakes_per_source),
-		cmocka_unit_test(listener_burst_beyond_the_cap_waits_and_completes),
+		PROTO(handshake_conn_nnpsk0_replayed_first_flight_never_opens, NNPSK0_AESGCM),
+		LIS(listener_at_cap_evicts_the_least_advanced_handshake),
+		LIS(listener_first_message_deadline_fails_stalled_peers),
+		LIS(listener_at_cap_limits_handshakes_per_source),
+		LIS(listener_burst_beyond_the_cap_waits_and_completes),
 		cmocka_unit_test(listener_sources_on_a_dual_stack_socket),
-		cmocka_unit_test(listener_bad_configuration_fails_with_einval),
+		PROTO(listener_bad_configuration_fails_with_einval, XX_AESGCM),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -175,19 +175,6 @@ static uint8_t *peer_seal(struct peer *p, const uint8_t *data, size_t len, size_
 	return w;
 }
 
-static void write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		assert_true(k > 0);
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
 /* Reads and opens records from the peer's socket until want plaintext bytes arrived;
  * the event loop runs between reads so the connection under test can send. */
 static void peer_recv(struct env *e, struct peer *p, uint8_t *out, size_t want)
@@ -231,25 +218,54 @@ static void peer_recv(struct env *e, struct peer *p, uint8_t *out, size_t want)
 
 /* ---- Tests ---- */
 
+/* ---- The usual test: a connection on a socketpair, the raw peer at the other end ---- */
+
+struct one {
+	struct env e;
+	int sv[2];
+	struct sink s;
+	struct peer p; /* started by the test (peer_init), on sv[1] */
+};
+
+static int one_setup(void **state)
+{
+	struct one *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	pair(f->sv);
+	*state = f;
+	return 0;
+}
+
+/* The usual end: the connection (unless a callback freed it) and the peer go, then the
+ * loop and the pool must be clean. */
+static int one_teardown(void **state)
+{
+	struct one *f = *state;
+	hush_conn_free(f->s.conn);
+	if (f->p.rec != NULL) {
+		peer_done(&f->p);
+	} else {
+		close(f->sv[1]); /* the test failed before it started the peer */
+	}
+	env_done(&f->e);
+	free(f->s.data);
+	free(f);
+	return 0;
+}
+
+#define ONE(fn) cmocka_unit_test_setup_teardown(fn, one_setup, one_teardown)
+
 static void conn_idle_connection_holds_no_buffers(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
-	run_for_ms(&e, 20);
-	assert_int_equal(s.opened, 1);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_CLIENT);
+	run_for_ms(&f->e, 20);
+	assert_int_equal(f->s.opened, 1);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	struct hush_pool_stats st;
-	hush_pool_stats(e.pool, &st);
+	hush_pool_stats(f->e.pool, &st);
 	assert_int_equal(st.total.in_use, 0);
-	hush_conn_free(c);
-	close(sv[1]);
-	env_done(&e);
-	free(s.data);
 }
 
 /* Timeouts are compared as signed differences of a 32-bit clock: one of 2^31 ms or more
@@ -285,144 +301,104 @@ static void conn_timeout_beyond_int32_is_refused(void **state)
 
 static void conn_records_one_byte_per_write_are_delivered_whole(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, 0);
 	uint8_t msg[3000];
 	testlib_fill(msg, sizeof(msg), 1);
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
+	uint8_t *w = peer_seal(&f->p, msg, sizeof(msg), &wl);
 	for (size_t i = 0; i < wl; i++) {
-		write_all(p.fd, w + i, 1);
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		write_all(f->p.fd, w + i, 1);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 		if (i + 1 < wl) {
 			/* Between bytes the connection holds at most the partial record. */
 			assert_true(hush_conn_buffers_held(c) <= 1);
 		}
 	}
-	assert_int_equal(s.len, sizeof(msg));
-	assert_memory_equal(s.data, msg, sizeof(msg));
+	assert_int_equal(f->s.len, sizeof(msg));
+	assert_memory_equal(f->s.data, msg, sizeof(msg));
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(w);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_random_split_points_deliver_exact_bytes(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 1000);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, 1000);
 	size_t n = 200000;
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 2);
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, n, &wl);
+	uint8_t *w = peer_seal(&f->p, msg, n, &wl);
 	srand(7);
 	for (size_t off = 0; off < wl;) {
 		size_t k = 1 + (size_t)rand() % 3000;
 		if (k > wl - off) {
 			k = wl - off;
 		}
-		write_all(p.fd, w + off, k);
+		write_all(f->p.fd, w + off, k);
 		off += k;
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
-	while (s.len < n) {
-		event_base_loop(e.base, EVLOOP_ONCE);
+	while (f->s.len < n) {
+		event_base_loop(f->e.base, EVLOOP_ONCE);
 	}
-	assert_memory_equal(s.data, msg, n);
+	assert_memory_equal(f->s.data, msg, n);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(w);
 	free(msg);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_large_records_from_peer_are_accepted(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
 	/* 1 MiB records: LENGTH = 1 MiB exactly, the largest a gRPC peer may send. */
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_DEFAULT_RECV_LIMIT + 4);
 	size_t n = 3 * (HUSH_RECORD_DEFAULT_RECV_LIMIT - 20);
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 3);
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, n, &wl);
-	fcntl(p.fd, F_SETFL, fcntl(p.fd, F_GETFL) | O_NONBLOCK);
+	uint8_t *w = peer_seal(&f->p, msg, n, &wl);
+	fcntl(f->p.fd, F_SETFL, fcntl(f->p.fd, F_GETFL) | O_NONBLOCK);
 	size_t off = 0;
-	while (s.len < n) {
+	while (f->s.len < n) {
 		if (off < wl) {
-			ssize_t k = write(p.fd, w + off, wl - off);
+			ssize_t k = write(f->p.fd, w + off, wl - off);
 			if (k > 0) {
 				off += (size_t)k;
 			}
 		}
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
-	assert_memory_equal(s.data, msg, n);
+	assert_memory_equal(f->s.data, msg, n);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(w);
 	free(msg);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_eight_mib_message_round_trips(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
-	run_for_ms(&e, 1);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
 	size_t n = 8u << 20;
 	uint8_t *msg = malloc(n);
 	uint8_t *got = malloc(n);
 	testlib_fill(msg, n, 4);
 	int rc = hush_conn_write(c, msg, n);
 	assert_true(rc == 0 || rc == 1);
-	peer_recv(&e, &p, got, n);
+	peer_recv(&f->e, &f->p, got, n);
 	assert_memory_equal(got, msg, n);
 	/* Everything sent: the write buffers went back to the pool. */
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	assert_int_equal(hush_conn_queued(c), 0);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(msg);
 	free(got);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_small_writes_in_one_callback_share_one_record(void **state)
@@ -549,89 +525,59 @@ static void conn_reply_from_on_data_is_sent_before_the_next_event(void **state)
  * most that tier, and a large one is cut into records that each fit a buffer. */
 static void conn_large_frames_small_write_borrows_at_most_64k(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
+	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.max_send_frame = HUSH_RECORD_DEFAULT_RECV_LIMIT + 4;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
-	run_for_ms(&e, 1);
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
 	assert_int_equal(hush_conn_write(c, "x", 1), 0);
 	struct hush_pool_stats st;
-	hush_pool_stats(e.pool, &st);
+	hush_pool_stats(f->e.pool, &st);
 	assert_int_equal(st.total.in_use, 1);
 	assert_true(st.total.bytes_in_use <= 65536);
 	static uint8_t big[300000], got[300001];
 	testlib_fill(big, sizeof(big), 77);
 	assert_true(hush_conn_write(c, big, sizeof(big)) >= 0);
-	peer_recv(&e, &p, got, sizeof(got));
+	peer_recv(&f->e, &f->p, got, sizeof(got));
 	assert_int_equal(got[0], 'x');
 	assert_memory_equal(got + 1, big, sizeof(big));
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_eof_inside_record_reports_truncated(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, 0);
 	uint8_t msg[100] = {0};
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
-	write_all(p.fd, w, wl - 1);
-	shutdown(p.fd, SHUT_WR);
-	event_base_dispatch(e.base);
-	assert_int_equal(s.err, HUSH_ETRUNCATED);
+	uint8_t *w = peer_seal(&f->p, msg, sizeof(msg), &wl);
+	write_all(f->p.fd, w, wl - 1);
+	shutdown(f->p.fd, SHUT_WR);
+	event_base_dispatch(f->e.base);
+	assert_int_equal(f->s.err, HUSH_ETRUNCATED);
 	assert_int_equal(hush_conn_error(c), HUSH_ETRUNCATED);
-	assert_int_equal(s.len, 0);
+	assert_int_equal(f->s.len, 0);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(w);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_eof_at_record_boundary_is_clean(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	struct one *f = *state;
+	open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, 0);
 	uint8_t msg[100] = {1};
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
-	write_all(p.fd, w, wl);
-	shutdown(p.fd, SHUT_WR);
-	event_base_dispatch(e.base);
-	assert_int_equal(s.eof, 1);
-	assert_int_equal(s.err, 0);
-	assert_int_equal(s.len, sizeof(msg));
+	uint8_t *w = peer_seal(&f->p, msg, sizeof(msg), &wl);
+	write_all(f->p.fd, w, wl);
+	shutdown(f->p.fd, SHUT_WR);
+	event_base_dispatch(f->e.base);
+	assert_int_equal(f->s.eof, 1);
+	assert_int_equal(f->s.err, 0);
+	assert_int_equal(f->s.len, sizeof(msg));
 	free(w);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_tampered_record_fails_only_that_connection(void **state)
@@ -708,62 +654,40 @@ static void conn_peer_reset_reports_connreset(void **state)
 
 static void conn_free_from_data_callback_is_safe(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	s.free_on_data = 1;
-	open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 100);
+	struct one *f = *state;
+	f->s.free_on_data = 1;
+	open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, 100);
 	uint8_t msg[1000];
 	testlib_fill(msg, sizeof(msg), 6);
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
-	write_all(p.fd, w, wl); /* many records in one read: freed after the first */
-	event_base_dispatch(e.base);
-	assert_int_equal(s.len, 76);
-	assert_null(s.conn);
+	uint8_t *w = peer_seal(&f->p, msg, sizeof(msg), &wl);
+	write_all(f->p.fd, w, wl); /* many records in one read: freed after the first */
+	event_base_dispatch(f->e.base);
+	assert_int_equal(f->s.len, 76);
+	assert_null(f->s.conn);
 	free(w);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_free_from_event_callback_is_safe(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	s.free_on_event = 1;
-	open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	run_for_ms(&e, 1); /* OPEN is reported and the connection freed there */
-	assert_int_equal(s.opened, 1);
-	assert_null(s.conn);
-	close(sv[1]);
-	env_done(&e);
-	free(s.data);
+	struct one *f = *state;
+	f->s.free_on_event = 1;
+	open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	run_for_ms(&f->e, 1); /* OPEN is reported and the connection freed there */
+	assert_int_equal(f->s.opened, 1);
+	assert_null(f->s.conn);
 }
 
 static void conn_peer_not_reading_is_bounded_by_watermarks(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
+	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.write_high_water = 128 * 1024;
 	cfg.write_low_water = 16 * 1024;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
-	run_for_ms(&e, 1);
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
+	run_for_ms(&f->e, 1);
 	uint8_t chunk[16384];
 	memset(chunk, 7, sizeof(chunk));
 	size_t written = 0;
@@ -773,25 +697,20 @@ static void conn_peer_not_reading_is_bounded_by_watermarks(void **state)
 		rc = hush_conn_write(c, chunk, sizeof(chunk));
 		assert_true(rc == 0 || rc == 1);
 		written += sizeof(chunk);
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 		assert_true(written < (64u << 20));
 	} while (rc == 0);
 	assert_true(hush_conn_queued(c) > cfg.write_high_water);
 	assert_true(hush_conn_queued(c) <= cfg.write_high_water + sizeof(chunk) + 4096);
-	assert_int_equal(s.writable, 0);
+	assert_int_equal(f->s.writable, 0);
 	/* The peer drains: on_writable fires and the queue empties. */
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
 	uint8_t *got = malloc(written);
-	peer_recv(&e, &p, got, written);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
-	assert_int_equal(s.writable, 1);
+	peer_recv(&f->e, &f->p, got, written);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(f->s.writable, 1);
 	assert_int_equal(hush_conn_queued(c), 0);
 	free(got);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_budget_exhaustion_pauses_and_loses_nothing(void **state)
@@ -916,96 +835,66 @@ static void conn_thousands_idle_hold_zero_pool_buffers(void **state)
 
 static void conn_pinned_mode_keeps_its_buffers(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
+	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.flags |= HUSH_CONN_PINNED;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
-	run_for_ms(&e, 1);
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
 	assert_int_equal(hush_conn_write(c, "hello", 5), 0);
 	uint8_t got[5];
-	peer_recv(&e, &p, got, 5);
+	peer_recv(&f->e, &f->p, got, 5);
 	assert_memory_equal(got, "hello", 5);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	assert_int_equal(hush_conn_buffers_held(c), 2);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_shutdown_flushes_then_reports(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
-	run_for_ms(&e, 1);
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
 	assert_int_equal(hush_conn_write(c, "bye", 3), 0);
 	assert_int_equal(hush_conn_shutdown(c), 0);
 	assert_int_equal(hush_conn_write(c, "x", 1), HUSH_ESTATE);
-	run_for_ms(&e, 5);
-	assert_int_equal(s.shut, 1);
+	run_for_ms(&f->e, 5);
+	assert_int_equal(f->s.shut, 1);
 	uint8_t got[3];
-	peer_recv(&e, &p, got, 3);
+	peer_recv(&f->e, &f->p, got, 3);
 	assert_memory_equal(got, "bye", 3);
 	uint8_t tmp[1];
-	assert_int_equal(read(p.fd, tmp, 1), 0); /* the write side is shut down */
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
+	assert_int_equal(read(f->p.fd, tmp, 1), 0); /* the write side is shut down */
 }
 
 static void conn_pause_then_resume_delivers_buffered_records(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
-	s.stop_after = 1;
-	s.pause_on_data = 1;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_SERVER);
-	struct peer p;
-	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_MIN_SEND_FRAME);
+	struct one *f = *state;
+	f->s.stop_after = 1;
+	f->s.pause_on_data = 1;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_SERVER);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_CLIENT, HUSH_RECORD_MIN_SEND_FRAME);
 	uint8_t msg[200]; /* five records of 40 bytes */
 	testlib_fill(msg, sizeof(msg), 10);
 	size_t wl;
-	uint8_t *w = peer_seal(&p, msg, sizeof(msg), &wl);
-	run_for_ms(&e, 1);
-	write_all(p.fd, w, wl); /* all five in one read */
-	event_base_dispatch(e.base); /* on_data pauses after the first record */
-	s.pause_on_data = 0;
-	size_t before = s.len;
+	uint8_t *w = peer_seal(&f->p, msg, sizeof(msg), &wl);
+	run_for_ms(&f->e, 1);
+	write_all(f->p.fd, w, wl); /* all five in one read */
+	event_base_dispatch(f->e.base); /* on_data pauses after the first record */
+	f->s.pause_on_data = 0;
+	size_t before = f->s.len;
 	assert_true(before < sizeof(msg));
-	run_for_ms(&e, 5);
-	assert_int_equal(s.len, before);
-	s.stop_after = 0;
+	run_for_ms(&f->e, 5);
+	assert_int_equal(f->s.len, before);
+	f->s.stop_after = 0;
 	/* No more socket bytes arrive: the buffered records must still come. */
 	hush_conn_resume_reading(c);
-	run_for_ms(&e, 5);
-	assert_int_equal(s.len, sizeof(msg));
-	assert_memory_equal(s.data, msg, sizeof(msg));
+	run_for_ms(&f->e, 5);
+	assert_int_equal(f->s.len, sizeof(msg));
+	assert_memory_equal(f->s.data, msg, sizeof(msg));
 	assert_int_equal(hush_conn_buffers_held(c), 0);
 	free(w);
-	hush_conn_free(c);
-	peer_done(&p);
-	env_done(&e);
-	free(s.data);
 }
 
 /* on_data that keeps every record's buffer past the callback. */
@@ -1131,60 +1020,42 @@ static void conn_busy_peer_cannot_starve_another(void **state)
 
 static void conn_read_idle_timeout_fails_with_timedout(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
+	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.read_timeout_ms = 100;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
+	open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
 	uint64_t t0 = 0;
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	t0 = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-	run_for_ms(&e, 2000); /* the error breaks the loop early */
+	run_for_ms(&f->e, 2000); /* the error breaks the loop early */
 	gettimeofday(&tv, NULL);
 	uint64_t t1 = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-	assert_int_equal(s.err, HUSH_ETIMEDOUT);
+	assert_int_equal(f->s.err, HUSH_ETIMEDOUT);
 	/* t0 is read a little after the connection stamped its start: allow 5 ms. */
 	assert_true(t1 - t0 >= 95);
 	assert_true(t1 - t0 < 1000);
-	hush_conn_free(c);
-	close(sv[1]);
-	env_done(&e);
-	free(s.data);
 }
 
 static void conn_stalled_write_times_out(void **state)
 {
-	(void)state;
-	struct env e;
-	env_init(&e, NULL);
-	int sv[2];
-	pair(sv);
-	struct sink s = {0};
+	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.write_timeout_ms = 100;
-	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_CLIENT);
-	run_for_ms(&e, 1);
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
+	run_for_ms(&f->e, 1);
 	uint8_t chunk[65536] = {0};
-	for (int i = 0; i < 64 && s.err == 0; i++) {
+	for (int i = 0; i < 64 && f->s.err == 0; i++) {
 		int rc = hush_conn_write(c, chunk, sizeof(chunk));
 		assert_true(rc >= 0);
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(f->e.base, EVLOOP_NONBLOCK);
 	}
-	run_for_ms(&e, 2000);
-	assert_int_equal(s.err, HUSH_ETIMEDOUT);
+	run_for_ms(&f->e, 2000);
+	assert_int_equal(f->s.err, HUSH_ETIMEDOUT);
 	assert_int_equal(hush_conn_write(c, "x", 1), HUSH_ETIMEDOUT);
 	assert_int_equal(hush_conn_buffers_held(c), 0);
-	hush_conn_free(c);
-	close(sv[1]);
-	env_done(&e);
-	free(s.data);
 }
 
 /*
@@ -1644,31 +1515,31 @@ static void conn_churn_returns_heap_to_its_start(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(conn_idle_connection_holds_no_buffers),
+		ONE(conn_idle_connection_holds_no_buffers),
 		cmocka_unit_test(conn_timeout_beyond_int32_is_refused),
-		cmocka_unit_test(conn_records_one_byte_per_write_are_delivered_whole),
-		cmocka_unit_test(conn_random_split_points_deliver_exact_bytes),
-		cmocka_unit_test(conn_large_records_from_peer_are_accepted),
-		cmocka_unit_test(conn_eight_mib_message_round_trips),
+		ONE(conn_records_one_byte_per_write_are_delivered_whole),
+		ONE(conn_random_split_points_deliver_exact_bytes),
+		ONE(conn_large_records_from_peer_are_accepted),
+		ONE(conn_eight_mib_message_round_trips),
 		cmocka_unit_test(conn_small_writes_in_one_callback_share_one_record),
 		cmocka_unit_test(conn_reply_from_on_data_is_sent_before_the_next_event),
-		cmocka_unit_test(conn_large_frames_small_write_borrows_at_most_64k),
-		cmocka_unit_test(conn_eof_inside_record_reports_truncated),
-		cmocka_unit_test(conn_eof_at_record_boundary_is_clean),
+		ONE(conn_large_frames_small_write_borrows_at_most_64k),
+		ONE(conn_eof_inside_record_reports_truncated),
+		ONE(conn_eof_at_record_boundary_is_clean),
 		cmocka_unit_test(conn_tampered_record_fails_only_that_connection),
 		cmocka_unit_test(conn_peer_reset_reports_connreset),
-		cmocka_unit_test(conn_free_from_data_callback_is_safe),
-		cmocka_unit_test(conn_free_from_event_callback_is_safe),
-		cmocka_unit_test(conn_peer_not_reading_is_bounded_by_watermarks),
+		ONE(conn_free_from_data_callback_is_safe),
+		ONE(conn_free_from_event_callback_is_safe),
+		ONE(conn_peer_not_reading_is_bounded_by_watermarks),
 		cmocka_unit_test(conn_budget_exhaustion_pauses_and_loses_nothing),
 		cmocka_unit_test(conn_thousands_idle_hold_zero_pool_buffers),
-		cmocka_unit_test(conn_pinned_mode_keeps_its_buffers),
-		cmocka_unit_test(conn_shutdown_flushes_then_reports),
-		cmocka_unit_test(conn_pause_then_resume_delivers_buffered_records),
+		ONE(conn_pinned_mode_keeps_its_buffers),
+		ONE(conn_shutdown_flushes_then_reports),
+		ONE(conn_pause_then_resume_delivers_buffered_records),
 		cmocka_unit_test(conn_kept_plaintext_survives_later_reads),
 		cmocka_unit_test(conn_busy_peer_cannot_starve_another),
-		cmocka_unit_test(conn_read_idle_timeout_fails_with_timedout),
-		cmocka_unit_test(conn_stalled_write_times_out),
+		ONE(conn_read_idle_timeout_fails_with_timedout),
+		ONE(conn_stalled_write_times_out),
 		cmocka_unit_test(conn_unfinished_record_holds_room_for_what_arrived),
 		cmocka_unit_test(conn_stalled_partial_record_fails_estalled_at_deadline),
 		cmocka_unit_test(conn_partial_record_bytes_do_not_reset_the_idle_timeout),
