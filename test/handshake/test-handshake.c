@@ -98,8 +98,8 @@ static void free_ends(struct ends *e)
 	hush_handshake_free(e->r);
 	e->i = e->r = NULL;
 	/* The key pairs live on the stack here: drop the key objects they cached. */
-	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
-	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->ik.dh, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->rk.dh, NULL));
 }
 
 /* May change flight number `flight` (from 1) before it is delivered: *len bytes at
@@ -423,8 +423,8 @@ static void free_example(struct example_ends *e)
 	hush_handshake_free(e->i);
 	hush_handshake_free(e->r);
 	e->i = e->r = NULL;
-	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
-	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->ik.dh, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->rk.dh, NULL));
 }
 
 static void check_example_result(const struct example *x, const struct example_ends *e)
