@@ -37,7 +37,7 @@ struct noise_kit {
 };
 
 /* Kits kept idle: enough for every thread of a busy server to find one, few enough
- * that an idle process holds little (a kit is about 5 KB). */
+ * that an idle process holds little (a kit holds about 3.5 KB of OpenSSL state). */
 #define KIT_IDLE_MAX 16
 
 static pthread_mutex_t kit_lock = PTHREAD_MUTEX_INITIALIZER;
