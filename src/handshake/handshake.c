@@ -298,9 +298,9 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	/* The pair is shared read-only; its key object is a cache, made once. */
 	struct hush_keypair *kp = (struct hush_keypair *)cfg->keypair;
 	int rc = hush__noise_init(&hs->noise, protocols[cfg->protocol].pattern,
-			    protocols[cfg->protocol].cipher, hs->initiator, prologue, prologue_len,
-			    kp != NULL ? kp->priv : NULL, kp != NULL ? hush__keypair_dh(kp) : NULL,
-			    cfg->psk);
+				  protocols[cfg->protocol].cipher, hs->initiator, prologue,
+				  prologue_len, kp != NULL ? kp->priv : NULL,
+				  kp != NULL ? hush__keypair_dh(kp) : NULL, cfg->psk);
 	if (rc != 0) {
 		hush_handshake_free(hs);
 		return rc;
@@ -432,8 +432,8 @@ static int finish(struct hush_handshake *hs)
 	}
 	memcpy(ikm, k1.k, NOISE_KEYLEN);
 	memcpy(ikm + NOISE_KEYLEN, k2.k, NOISE_KEYLEN);
-	rc = hush__noise_hkdf_sha256(hs->noise.kit, hs->noise.h, NOISE_HASHLEN, ikm, sizeof(ikm), info,
-				     label_len + rp_len, key, key_len);
+	rc = hush__noise_hkdf_sha256(hs->noise.kit, hs->noise.h, NOISE_HASHLEN, ikm, sizeof(ikm),
+				     info, label_len + rp_len, key, key_len);
 	if (rc != 0) {
 		goto out;
 	}

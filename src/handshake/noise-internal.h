@@ -92,15 +92,16 @@ void hush__noise_kit_give(struct noise_kit *kit);
 /* A context ready to derive X25519 secrets with priv, and its public key; for
  * hush__noise_init() (a key pair keeps one, made once: see hush__keypair_dh()). Returns
  * 0 or HUSH_ECRYPTO (nothing to free). */
-int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx, uint8_t pub[NOISE_DHLEN]);
+int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx,
+		       uint8_t pub[NOISE_DHLEN]);
 
 /*
  * RFC 5869 HKDF-SHA256 with the kit's HMAC: out_len (at most 255 * 32) bytes from salt,
  * ikm and info. Returns 0 or HUSH_ECRYPTO.
  */
 int hush__noise_hkdf_sha256(struct noise_kit *kit, const uint8_t *salt, size_t salt_len,
-			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info, size_t info_len,
-			    uint8_t *out, size_t out_len);
+			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
+			    size_t info_len, uint8_t *out, size_t out_len);
 
 /*
  * Starts a handshake. s_priv may be NULL for patterns without a static key; psk NULL
@@ -110,9 +111,10 @@ int hush__noise_hkdf_sha256(struct noise_kit *kit, const uint8_t *salt, size_t s
  * built from pattern and cipher. Returns 0 or HUSH_EINVAL / HUSH_ECRYPTO / HUSH_ENOMEM;
  * on failure the state is wiped (nothing to free).
  */
-int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
-	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
-	       const EVP_PKEY_CTX *s_dh, const uint8_t *psk);
+int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern,
+		     enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+		     size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
+		     const uint8_t *psk);
 
 /* The protocol name (section 8), such as "Noise_XX_25519_AESGCM_SHA256"; NULL if the
  * pair is unknown. Static string. */

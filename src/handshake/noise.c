@@ -23,8 +23,8 @@
  * by OpenSSL at each key: that part cannot be kept).
  */
 struct noise_kit {
-	struct noise_kit *next;	 /* in the idle pool */
-	const EVP_MD *sha256;	 /* hush__algs_get()'s */
+	struct noise_kit *next; /* in the idle pool */
+	const EVP_MD *sha256;	/* hush__algs_get()'s */
 	EVP_MD_CTX *md;
 	EVP_MAC_CTX *mac;	 /* HMAC, its digest set to SHA-256 once */
 	EVP_CIPHER_CTX *aead[2]; /* [enum noise_cipher], the cipher set once */
@@ -82,14 +82,14 @@ static int kit_new(struct noise_kit **out)
 	/* Any valid point will do until the first DH gives it a peer's key. */
 	static const uint8_t nine[NOISE_DHLEN] = {9};
 	k->peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, nine, NOISE_DHLEN);
-	bool ok = k->md != NULL && k->mac != NULL && k->aead[NOISE_AESGCM] != NULL &&
-		  k->aead[NOISE_CHACHAPOLY] != NULL && k->gen != NULL && k->peer != NULL &&
-		  EVP_MAC_CTX_set_params(k->mac, params) == 1 &&
-		  EVP_CipherInit_ex(k->aead[NOISE_AESGCM], algs->aes256gcm, NULL, NULL, NULL, 1) ==
-		      1 &&
-		  EVP_CipherInit_ex(k->aead[NOISE_CHACHAPOLY], algs->chacha20poly1305, NULL, NULL,
-				    NULL, 1) == 1 &&
-		  EVP_PKEY_keygen_init(k->gen) == 1;
+	bool ok =
+	    k->md != NULL && k->mac != NULL && k->aead[NOISE_AESGCM] != NULL &&
+	    k->aead[NOISE_CHACHAPOLY] != NULL && k->gen != NULL && k->peer != NULL &&
+	    EVP_MAC_CTX_set_params(k->mac, params) == 1 &&
+	    EVP_CipherInit_ex(k->aead[NOISE_AESGCM], algs->aes256gcm, NULL, NULL, NULL, 1) == 1 &&
+	    EVP_CipherInit_ex(k->aead[NOISE_CHACHAPOLY], algs->chacha20poly1305, NULL, NULL, NULL,
+			      1) == 1 &&
+	    EVP_PKEY_keygen_init(k->gen) == 1;
 	if (!ok) {
 		kit_free(k);
 		return HUSH_ECRYPTO;
@@ -127,11 +127,10 @@ static bool kit_scrub(struct noise_kit *k)
 	if (!k->keyed) {
 		return true;
 	}
-	bool ok = EVP_MAC_init(k->mac, zero_key, sizeof(zero_key), NULL) == 1 &&
-		  EVP_CipherInit_ex(k->aead[NOISE_AESGCM], NULL, NULL, zero_key, zero_nonce, 1) ==
-		      1 &&
-		  EVP_CipherInit_ex(k->aead[NOISE_CHACHAPOLY], NULL, NULL, zero_key, zero_nonce,
-				    1) == 1;
+	bool ok =
+	    EVP_MAC_init(k->mac, zero_key, sizeof(zero_key), NULL) == 1 &&
+	    EVP_CipherInit_ex(k->aead[NOISE_AESGCM], NULL, NULL, zero_key, zero_nonce, 1) == 1 &&
+	    EVP_CipherInit_ex(k->aead[NOISE_CHACHAPOLY], NULL, NULL, zero_key, zero_nonce, 1) == 1;
 	k->keyed = !ok;
 	return ok;
 }
@@ -209,7 +208,8 @@ static int raw_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[
 	return 0;
 }
 
-int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx, uint8_t pub[NOISE_DHLEN])
+int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx,
+		       uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k;
 	HUSH_GUARD(raw_key(priv, &k, pub));
@@ -339,8 +339,8 @@ static int hkdf(struct noise_kit *k, const uint8_t ck[NOISE_HASHLEN], const uint
 }
 
 int hush__noise_hkdf_sha256(struct noise_kit *k, const uint8_t *salt, size_t salt_len,
-			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info, size_t info_len,
-			    uint8_t *out, size_t out_len)
+			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
+			    size_t info_len, uint8_t *out, size_t out_len)
 {
 	HUSH_ENSURE(out_len <= 255 * NOISE_HASHLEN, HUSH_EINVAL);
 	/* RFC 5869 section 2.2, Extract: PRK = HMAC(salt, IKM); a missing salt is HashLen
@@ -359,7 +359,7 @@ int hush__noise_hkdf_sha256(struct noise_kit *k, const uint8_t *salt, size_t sal
 		uint8_t ctr = (uint8_t)i;
 		size_t tlen = i == 1 ? 0 : NOISE_HASHLEN;
 		rc = EVP_MAC_init(k->mac, i == 1 ? prk : NULL, i == 1 ? sizeof(prk) : 0, NULL) ==
-				     1 &&
+				 1 &&
 			     (tlen == 0 || EVP_MAC_update(k->mac, t, tlen) == 1) &&
 			     (info_len == 0 || EVP_MAC_update(k->mac, info, info_len) == 1) &&
 			     EVP_MAC_update(k->mac, &ctr, 1) == 1 &&
@@ -398,8 +398,8 @@ static void nonce_of(const struct noise_cipherstate *cs, uint8_t nonce[12])
 }
 
 /* The cipher context is the kit's, keyed for this one call (no allocation). */
-static int aead(struct noise_kit *k, struct noise_cipherstate *cs, const uint8_t *ad,
-		size_t ad_len, const uint8_t *in, size_t len, uint8_t *out, int enc)
+static int aead(struct noise_kit *k, struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		const uint8_t *in, size_t len, uint8_t *out, int enc)
 {
 	/* Section 5.1: n = 2^64 - 1 is reserved; refuse it rather than reuse a nonce. */
 	if (cs->n == UINT64_MAX) {
@@ -609,9 +609,10 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 		      size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
 		      const uint8_t *psk);
 
-int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
-	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
-	       const EVP_PKEY_CTX *s_dh, const uint8_t *psk)
+int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern,
+		     enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+		     size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
+		     const uint8_t *psk)
 {
 	memset(hs, 0, sizeof(*hs));
 	bool took;
@@ -835,8 +836,8 @@ static int write_message(struct noise_handshake *hs, const uint8_t *payload, siz
 	return rc;
 }
 
-int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
-			uint8_t *out, size_t cap, size_t *out_len)
+int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload,
+			      size_t payload_len, uint8_t *out, size_t cap, size_t *out_len)
 {
 	bool took;
 	HUSH_GUARD(kit_enter(hs, &took));
@@ -846,8 +847,8 @@ int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload
 }
 
 /* Section 5.3 ReadMessage, on a copy of the state like write_message(). */
-static int read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
-			size_t cap, size_t *payload_len)
+static int read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+			uint8_t *payload, size_t cap, size_t *payload_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
@@ -917,8 +918,8 @@ static int read_message(struct noise_handshake *hs, const uint8_t *msg, size_t l
 	return rc;
 }
 
-int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
-		       size_t cap, size_t *payload_len)
+int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+			     uint8_t *payload, size_t cap, size_t *payload_len)
 {
 	bool took;
 	HUSH_GUARD(kit_enter(hs, &took));

@@ -1844,9 +1844,9 @@ static void *thread_handshakes(void *arg)
 							     : -1;
 		}
 		struct hush_handshake_result a, b;
-		if (rc == 0 && (hush_handshake_result(i, &a) != 0 ||
-				hush_handshake_result(r, &b) != 0 || a.key_len != b.key_len ||
-				memcmp(a.key, b.key, a.key_len) != 0)) {
+		if (rc == 0 &&
+		    (hush_handshake_result(i, &a) != 0 || hush_handshake_result(r, &b) != 0 ||
+		     a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0)) {
 			rc = -1;
 		}
 		j->failures += rc != 0;
@@ -1875,7 +1875,8 @@ static void handshake_threads_sharing_key_pairs_all_complete(void **state)
 		struct thread_job jobs[THREADS];
 		for (int k = 0; k < THREADS; k++) {
 			jobs[k] = (struct thread_job){&e.ci, &e.cr, ROUNDS, 0};
-			assert_int_equal(pthread_create(&t[k], NULL, thread_handshakes, &jobs[k]), 0);
+			assert_int_equal(pthread_create(&t[k], NULL, thread_handshakes, &jobs[k]),
+					 0);
 		}
 		for (int k = 0; k < THREADS; k++) {
 			assert_int_equal(pthread_join(t[k], NULL), 0);

@@ -334,7 +334,8 @@ static void openssl_hkdf(const uint8_t *salt, size_t salt_len, const uint8_t *ik
 		params[n++] =
 		    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
 	}
-	params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
+	params[n++] =
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
 	params[n] = OSSL_PARAM_construct_end();
 	assert_int_equal(EVP_KDF_derive(ctx, out, out_len, params), 1);
 	EVP_KDF_CTX_free(ctx);
@@ -358,8 +359,8 @@ static void noise_hkdf_sha256_agrees_with_openssl_hkdf(void **state)
 			size_t ikm_len = 1 + len % sizeof(ikm), info_len = len % sizeof(info);
 			openssl_hkdf(salt, salt_lens[s], ikm, ikm_len, info, info_len, want, len);
 			memset(got, 0xee, sizeof(got));
-			assert_int_equal(hush__noise_hkdf_sha256(kit, salt, salt_lens[s], ikm, ikm_len,
-								 info, info_len, got, len),
+			assert_int_equal(hush__noise_hkdf_sha256(kit, salt, salt_lens[s], ikm,
+								 ikm_len, info, info_len, got, len),
 					 0);
 			assert_memory_equal(got, want, len);
 			/* Nothing written past the requested length. */
