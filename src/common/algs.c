@@ -14,7 +14,6 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 
 #include "common/common-internal.h"
 
@@ -41,12 +40,8 @@ int hush__algs_get(const struct hush_algs **out)
 		if (algs.hmac == NULL) {
 			algs.hmac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
 		}
-		if (algs.hkdf == NULL) {
-			algs.hkdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
-		}
 		bool ok = algs.aes128gcm != NULL && algs.aes256gcm != NULL &&
-			  algs.chacha20poly1305 != NULL && algs.sha256 != NULL &&
-			  algs.hmac != NULL && algs.hkdf != NULL;
+			  algs.chacha20poly1305 != NULL && algs.sha256 != NULL && algs.hmac != NULL;
 		if (ok) {
 			atomic_store_explicit(&fetched, true, memory_order_release);
 		}

@@ -56,16 +56,19 @@
 
 /*
  * The OpenSSL algorithms of every layer, fetched once per process (src/common/algs.c):
- * nothing in hush fetches implicitly (EVP_sha256(), HMAC(), ...) or per use. Never
- * freed; read-only once returned.
+ * nothing in hush fetches implicitly (EVP_sha256(), HMAC(), ...) or per use, X25519
+ * aside: OpenSSL's EVP_PKEY calls fetch for themselves (src/handshake/noise.c keeps what
+ * it can of them). Never freed; read-only once returned.
  */
 struct hush_algs {
 	EVP_CIPHER *aes128gcm;        /* ALTS records */
 	EVP_CIPHER *aes256gcm;        /* Noise's AESGCM */
 	EVP_CIPHER *chacha20poly1305; /* Noise's ChaChaPoly and hush's ChaCha records */
 	EVP_MD *sha256;               /* Noise's hash */
-	EVP_MAC *hmac;                /* Noise's HKDF steps, the ALTS rekey KDF */
-	EVP_KDF *hkdf;                /* hush's record key derivation */
+	EVP_MAC *hmac;                /* Noise's HKDF steps, hush's record key derivation
+				       * (RFC 5869 on a reused HMAC context: OpenSSL's
+				       * HKDF makes its HMAC again on every call), the ALTS
+				       * rekey KDF */
 };
 /* Sets *out to the algorithms: 0, or HUSH_ECRYPTO when one cannot be fetched (the
  * next call tries again). Thread-safe. */

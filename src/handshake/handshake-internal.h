@@ -57,14 +57,15 @@ struct hush__params {
 struct hush_keypair {
 	uint8_t priv[HUSH_KEY_SIZE];
 	uint8_t pub[HUSH_KEY_SIZE];
-	/* priv as an OpenSSL key, made by the first handshake that uses the pair and
-	 * shared by the rest (hush__keypair_pkey), so each handshake saves one scalar
-	 * multiplication. Freed with the pair. */
-	_Atomic(EVP_PKEY *) pkey;
+	/* priv as an OpenSSL context ready to derive (hush__noise_dh_ctx()), made by the
+	 * first handshake that uses the pair and copied by each (hush__keypair_dh), so a
+	 * handshake saves a scalar multiplication and 9 of OpenSSL's allocations. Never
+	 * used to derive itself. Freed with the pair. */
+	_Atomic(EVP_PKEY_CTX *) dh;
 };
 
-/* The pair's EVP_PKEY (borrowed), made on first use; thread-safe. NULL on failure. */
-EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp);
+/* The pair's context (borrowed), made on first use; thread-safe. NULL on failure. */
+EVP_PKEY_CTX *hush__keypair_dh(struct hush_keypair *kp);
 
 /*
  * The text parsers behind hush_keypair_load() and hush_psk_load() (keys.c), for the

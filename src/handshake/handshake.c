@@ -5,10 +5,7 @@
  */
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
 
 #include <hush/handshake.h>
 
@@ -301,9 +298,9 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	/* The pair is shared read-only; its key object is a cache, made once. */
 	struct hush_keypair *kp = (struct hush_keypair *)cfg->keypair;
 	int rc = hush__noise_init(&hs->noise, protocols[cfg->protocol].pattern,
-			    protocols[cfg->protocol].cipher, hs->initiator, prologue, prologue_len,
-			    kp != NULL ? kp->priv : NULL, kp != NULL ? hush__keypair_pkey(kp) : NULL,
-			    cfg->psk);
+				  protocols[cfg->protocol].cipher, hs->initiator, prologue,
+				  prologue_len, kp != NULL ? kp->priv : NULL,
+				  kp != NULL ? hush__keypair_dh(kp) : NULL, cfg->psk);
 	if (rc != 0) {
 		hush_handshake_free(hs);
 		return rc;
@@ -312,22 +309,22 @@ int hush_handshake_new(struct hush_handshake **out, const struct hush_handshake_
 	return 0;
 }
 
-EVP_PKEY *hush__keypair_pkey(struct hush_keypair *kp)
+EVP_PKEY_CTX *hush__keypair_dh(struct hush_keypair *kp)
 {
-	EVP_PKEY *k = atomic_load(&kp->pkey);
-	if (k != NULL) {
-		return k;
+	EVP_PKEY_CTX *ctx = atomic_load(&kp->dh);
+	if (ctx != NULL) {
+		return ctx;
 	}
 	uint8_t pub[HUSH_KEY_SIZE];
-	if (hush__noise_dh_key(kp->priv, &k, pub) != 0) {
+	if (hush__noise_dh_ctx(kp->priv, &ctx, pub) != 0) {
 		return NULL; /* hush__noise_init then makes its own */
 	}
-	EVP_PKEY *none = NULL;
-	if (!atomic_compare_exchange_strong(&kp->pkey, &none, k)) {
-		EVP_PKEY_free(k); /* another thread was first */
-		k = none;
+	EVP_PKEY_CTX *none = NULL;
+	if (!atomic_compare_exchange_strong(&kp->dh, &none, ctx)) {
+		EVP_PKEY_CTX_free(ctx); /* another thread was first */
+		ctx = none;
 	}
-	return k;
+	return ctx;
 }
 
 /* Wipes and frees the copy of a message that came in pieces. */
@@ -411,24 +408,6 @@ static int accept_params(const struct hush_handshake *hs, const uint8_t *block, 
 	return 0;
 }
 
-static int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
-		       const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
-{
-	const struct hush_algs *algs;
-	HUSH_GUARD(hush__algs_get(&algs));
-	EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(algs->hkdf);
-	OSSL_PARAM params[] = {
-	    OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
-	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len),
-	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len),
-	    OSSL_PARAM_construct_end(),
-	};
-	int ok = ctx != NULL && EVP_KDF_derive(ctx, out, out_len, params) == 1;
-	EVP_KDF_CTX_free(ctx);
-	return ok ? 0 : HUSH_ECRYPTO;
-}
-
 /*
  * The last message is through: the record key material (docs/PROTOCOL.md, Part II,
  * "Record keys"), from Noise's Split() keys and handshake hash h:
@@ -453,8 +432,8 @@ static int finish(struct hush_handshake *hs)
 	}
 	memcpy(ikm, k1.k, NOISE_KEYLEN);
 	memcpy(ikm + NOISE_KEYLEN, k2.k, NOISE_KEYLEN);
-	rc = hkdf_sha256(hs->noise.h, NOISE_HASHLEN, ikm, sizeof(ikm), info, label_len + rp_len,
-			 key, key_len);
+	rc = hush__noise_hkdf_sha256(hs->noise.kit, hs->noise.h, NOISE_HASHLEN, ikm, sizeof(ikm),
+				     info, label_len + rp_len, key, key_len);
 	if (rc != 0) {
 		goto out;
 	}
@@ -647,6 +626,27 @@ static int read_message_3(struct hush_handshake *hs, const uint8_t *msg, size_t 
 
 /* ---- Driving ---- */
 
+/*
+ * One kit of OpenSSL contexts serves every step of one call (noise-internal.h): its
+ * HMAC is scrubbed once when the call gives it back, rather than after each Noise
+ * function. finish() and fail() wipe the Noise state, the kit pointer with it, so the
+ * caller keeps its own.
+ */
+static int lend_kit(struct hush_handshake *hs, struct noise_kit **kit)
+{
+	int rc = hush__noise_kit_take(kit);
+	if (rc == 0) {
+		hs->noise.kit = *kit;
+	}
+	return rc;
+}
+
+static void return_kit(struct hush_handshake *hs, struct noise_kit *kit)
+{
+	hs->noise.kit = NULL;
+	hush__noise_kit_give(kit);
+}
+
 int hush_handshake_next(struct hush_handshake *hs, uint8_t *out, size_t cap, size_t *out_len)
 {
 	HUSH_ENSURE(hs != NULL && out_len != NULL && (out != NULL || cap == 0), HUSH_EINVAL);
@@ -654,8 +654,12 @@ int hush_handshake_next(struct hush_handshake *hs, uint8_t *out, size_t cap, siz
 		return hs->err;
 	}
 	HUSH_ENSURE(hush_handshake_wants_write(hs), HUSH_ESTATE);
+	struct noise_kit *kit;
+	int rc = lend_kit(hs, &kit);
+	if (rc != 0) {
+		return fail(hs, rc);
+	}
 	size_t len = 0;
-	int rc;
 	switch (hs->noise.msg_index) {
 	case 0:
 		rc = write_message_1(hs, out, cap, &len);
@@ -667,6 +671,7 @@ int hush_handshake_next(struct hush_handshake *hs, uint8_t *out, size_t cap, siz
 		rc = write_message_3(hs, out, cap, &len);
 		break;
 	}
+	return_kit(hs, kit);
 	if (rc == HUSH_ENOSPACE) {
 		return rc; /* checked before anything changed */
 	}
@@ -762,14 +767,20 @@ int hush_handshake_read(struct hush_handshake *hs, const uint8_t *in, size_t len
 	if (!hush_handshake_wants_read(hs)) {
 		return fail(hs, HUSH_EOUTOFTURN);
 	}
+	struct noise_kit *kit;
+	int rc = lend_kit(hs, &kit);
+	if (rc != 0) {
+		return fail(hs, rc);
+	}
 	size_t off = 0;
-	while (off < len && hush_handshake_wants_read(hs)) {
+	while (rc == 0 && off < len && hush_handshake_wants_read(hs)) {
 		size_t used = 0;
-		int rc = feed(hs, in + off, len - off, &used);
-		if (rc != 0) {
-			return fail(hs, rc);
-		}
+		rc = feed(hs, in + off, len - off, &used);
 		off += used;
+	}
+	return_kit(hs, kit);
+	if (rc != 0) {
+		return fail(hs, rc);
 	}
 	*consumed = off;
 	return 0;

@@ -8,18 +8,61 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <openssl/rand.h>
 
 #include "common/common-internal.h"
 #include "handshake/noise-internal.h"
 
+/* ---- Kits (kit.c), lent for one call ---- */
+
+static const uint8_t zero_key[NOISE_KEYLEN];
+
+/* Lends hs a kit for one call unless its caller already did: *took says whether the
+ * call must give it back (kit_leave). */
+static int kit_enter(struct noise_handshake *hs, bool *took)
+{
+	*took = hs->kit == NULL;
+	return *took ? hush__noise_kit_take(&hs->kit) : 0;
+}
+
+static void kit_leave(struct noise_handshake *hs, bool took)
+{
+	if (took) {
+		hush__noise_kit_give(hs->kit);
+		hs->kit = NULL;
+	}
+}
+
 /* ---- Primitives (section 4) ---- */
 
-int hush__noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
+/* The public key of an X25519 key object: read as a parameter, which copies 32 bytes
+ * (EVP_PKEY_get_raw_public_key exports the whole key through a parameter builder, 5
+ * allocations). */
+static int pkey_public(const EVP_PKEY *k, uint8_t pub[NOISE_DHLEN])
+{
+	size_t len = 0;
+	bool ok = EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub, NOISE_DHLEN,
+						  &len) == 1 &&
+		  len == NOISE_DHLEN;
+	return ok ? 0 : HUSH_ECRYPTO;
+}
+
+/* A derivation context for key k (a reference is taken). */
+static int derive_ctx(EVP_PKEY *k, EVP_PKEY_CTX **out)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(k, NULL);
+	if (ctx == NULL || EVP_PKEY_derive_init(ctx) != 1) {
+		EVP_PKEY_CTX_free(ctx);
+		return HUSH_ECRYPTO;
+	}
+	*out = ctx;
+	return 0;
+}
+
+/* The private key priv as an EVP_PKEY (*key, the caller's), and its public key. */
+static int raw_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, NOISE_DHLEN);
-	size_t len = NOISE_DHLEN;
-	if (k == NULL || EVP_PKEY_get_raw_public_key(k, pub, &len) != 1 || len != NOISE_DHLEN) {
+	if (k == NULL || pkey_public(k, pub) != 0) {
 		EVP_PKEY_free(k);
 		return HUSH_ECRYPTO;
 	}
@@ -27,27 +70,41 @@ int hush__noise_dh_key(const uint8_t priv[NOISE_DHLEN], EVP_PKEY **key, uint8_t 
 	return 0;
 }
 
+int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx,
+		       uint8_t pub[NOISE_DHLEN])
+{
+	EVP_PKEY *k;
+	HUSH_GUARD(raw_key(priv, &k, pub));
+	int rc = derive_ctx(k, ctx);
+	EVP_PKEY_free(k); /* the context keeps its own reference */
+	return rc;
+}
+
 int hush__noise_dh_public(const uint8_t priv[NOISE_DHLEN], uint8_t pub[NOISE_DHLEN])
 {
 	EVP_PKEY *k;
-	HUSH_GUARD(hush__noise_dh_key(priv, &k, pub));
+	HUSH_GUARD(raw_key(priv, &k, pub));
 	EVP_PKEY_free(k);
 	return 0;
 }
 
-/* DH(mine, pub). An all-zero result means pub was a low-order point: refused. */
-static int dh(EVP_PKEY *mine, const uint8_t pub[NOISE_DHLEN], uint8_t out[NOISE_DHLEN])
+/*
+ * DH(mine, pub) on a context ready to derive. The peer key is the kit's key object,
+ * overwritten in place, and OpenSSL is told not to check it (its check makes a context
+ * for it, 2 allocations): X25519 accepts every 32-byte string, and the one check that
+ * matters follows, an all-zero result, which means pub was a low-order point: refused.
+ */
+static int dh(struct noise_kit *k, EVP_PKEY_CTX *mine, const uint8_t pub[NOISE_DHLEN],
+	      uint8_t out[NOISE_DHLEN])
 {
 	int rc = HUSH_ECRYPTO;
-	EVP_PKEY *theirs = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pub, NOISE_DHLEN);
-	EVP_PKEY_CTX *ctx = mine != NULL ? EVP_PKEY_CTX_new(mine, NULL) : NULL;
 	size_t len = NOISE_DHLEN;
-	if (ctx == NULL || theirs == NULL || EVP_PKEY_derive_init(ctx) != 1 ||
-	    EVP_PKEY_derive_set_peer(ctx, theirs) != 1) {
+	if (EVP_PKEY_set1_encoded_public_key(k->peer, pub, NOISE_DHLEN) != 1 ||
+	    EVP_PKEY_derive_set_peer_ex(mine, k->peer, 0) != 1) {
 		goto out;
 	}
 	/* OpenSSL itself refuses an all-zero X25519 result; either way it is an error. */
-	if (EVP_PKEY_derive(ctx, out, &len) != 1 || len != NOISE_DHLEN) {
+	if (EVP_PKEY_derive(mine, out, &len) != 1 || len != NOISE_DHLEN) {
 		rc = HUSH_EBADKEY;
 		goto out;
 	}
@@ -57,8 +114,6 @@ out:
 	if (rc != 0) {
 		OPENSSL_cleanse(out, NOISE_DHLEN);
 	}
-	EVP_PKEY_CTX_free(ctx);
-	EVP_PKEY_free(theirs);
 	return rc;
 }
 
@@ -75,68 +130,115 @@ int hush__noise_dh_check_public(const uint8_t pub[NOISE_DHLEN])
 						   0x2a, 0x2a, 0x2a, 0x2a, 0x2a, 0x2a, 0x2a, 0x2a};
 	uint8_t mine[NOISE_DHLEN];
 	uint8_t out[NOISE_DHLEN];
-	EVP_PKEY *k;
-	HUSH_GUARD(hush__noise_dh_key(fixed, &k, mine));
-	int rc = dh(k, pub, out);
-	EVP_PKEY_free(k);
+	EVP_PKEY_CTX *ctx;
+	struct noise_kit *k;
+	HUSH_GUARD(hush__noise_kit_take(&k));
+	int rc = hush__noise_dh_ctx(fixed, &ctx, mine);
+	if (rc == 0) {
+		rc = dh(k, ctx, pub, out);
+		EVP_PKEY_CTX_free(ctx);
+	}
+	hush__noise_kit_give(k);
 	OPENSSL_cleanse(out, sizeof(out));
 	return rc;
 }
 
-static int hash2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+/* A fresh ephemeral key pair from the kit's generator (OpenSSL draws the private key
+ * from its private random generator). */
+static int generate(struct noise_kit *k, EVP_PKEY **key, uint8_t pub[NOISE_DHLEN])
+{
+	EVP_PKEY *e = NULL;
+	if (EVP_PKEY_keygen(k->gen, &e) != 1 || pkey_public(e, pub) != 0) {
+		EVP_PKEY_free(e);
+		return HUSH_ECRYPTO;
+	}
+	*key = e;
+	return 0;
+}
+
+static int hash2(struct noise_kit *k, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
 		 uint8_t out[NOISE_HASHLEN])
 {
-	const struct hush_algs *algs;
-	HUSH_GUARD(hush__algs_get(&algs));
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	int ok = md != NULL && EVP_DigestInit_ex2(md, algs->sha256, NULL) &&
-		 EVP_DigestUpdate(md, a, alen) && (blen == 0 || EVP_DigestUpdate(md, b, blen)) &&
-		 EVP_DigestFinal_ex(md, out, NULL);
-	EVP_MD_CTX_free(md);
+	int ok = EVP_DigestInit_ex2(k->md, k->sha256, NULL) && EVP_DigestUpdate(k->md, a, alen) &&
+		 (blen == 0 || EVP_DigestUpdate(k->md, b, blen)) &&
+		 EVP_DigestFinal_ex(k->md, out, NULL);
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 
-/* HMAC-SHA256(key, a || b) on ctx, an HMAC context re-keyed for each call. */
-static int hmac(EVP_MAC_CTX *ctx, const uint8_t key[NOISE_HASHLEN], const uint8_t *a,
+/* HMAC-SHA256(key, a || b) on the kit's HMAC context. key NULL: the key of the previous
+ * call again, which spares OpenSSL rebuilding the padded key blocks. */
+static int hmac(struct noise_kit *k, const uint8_t key[NOISE_HASHLEN], const uint8_t *a,
 		size_t alen, const uint8_t *b, size_t blen, uint8_t out[NOISE_HASHLEN])
 {
-	OSSL_PARAM params[] = {
-	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-	    OSSL_PARAM_construct_end(),
-	};
 	size_t len = 0;
-	int ok = EVP_MAC_init(ctx, key, NOISE_HASHLEN, params) == 1 &&
-		 (alen == 0 || EVP_MAC_update(ctx, a, alen) == 1) &&
-		 (blen == 0 || EVP_MAC_update(ctx, b, blen) == 1) &&
-		 EVP_MAC_final(ctx, out, &len, NOISE_HASHLEN) == 1 && len == NOISE_HASHLEN;
+	k->keyed = true;
+	int ok = EVP_MAC_init(k->mac, key, key != NULL ? NOISE_HASHLEN : 0, NULL) == 1 &&
+		 (alen == 0 || EVP_MAC_update(k->mac, a, alen) == 1) &&
+		 (blen == 0 || EVP_MAC_update(k->mac, b, blen) == 1) &&
+		 EVP_MAC_final(k->mac, out, &len, NOISE_HASHLEN) == 1 && len == NOISE_HASHLEN;
 	return ok ? 0 : HUSH_ECRYPTO;
 }
 
 /* Section 4.3 HKDF(chaining_key, input_key_material, num_outputs), 2 or 3 outputs. */
-static int hkdf(const uint8_t ck[NOISE_HASHLEN], const uint8_t *ikm, size_t ikm_len,
-		uint8_t out1[NOISE_HASHLEN], uint8_t out2[NOISE_HASHLEN],
+static int hkdf(struct noise_kit *k, const uint8_t ck[NOISE_HASHLEN], const uint8_t *ikm,
+		size_t ikm_len, uint8_t out1[NOISE_HASHLEN], uint8_t out2[NOISE_HASHLEN],
 		uint8_t out3[NOISE_HASHLEN])
 {
 	static const uint8_t one = 1, two = 2, three = 3;
-	const struct hush_algs *algs;
-	HUSH_GUARD(hush__algs_get(&algs));
-	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(algs->hmac);
-	if (ctx == NULL) {
-		return HUSH_ECRYPTO;
-	}
 	uint8_t temp_key[NOISE_HASHLEN];
-	int rc = hmac(ctx, ck, ikm, ikm_len, NULL, 0, temp_key);
+	int rc = hmac(k, ck, ikm, ikm_len, NULL, 0, temp_key);
 	if (rc == 0) {
-		rc = hmac(ctx, temp_key, &one, 1, NULL, 0, out1);
+		rc = hmac(k, temp_key, &one, 1, NULL, 0, out1);
 	}
 	if (rc == 0) {
-		rc = hmac(ctx, temp_key, out1, NOISE_HASHLEN, &two, 1, out2);
+		rc = hmac(k, NULL, out1, NOISE_HASHLEN, &two, 1, out2);
 	}
 	if (rc == 0 && out3 != NULL) {
-		rc = hmac(ctx, temp_key, out2, NOISE_HASHLEN, &three, 1, out3);
+		rc = hmac(k, NULL, out2, NOISE_HASHLEN, &three, 1, out3);
 	}
-	EVP_MAC_CTX_free(ctx);
 	OPENSSL_cleanse(temp_key, sizeof(temp_key));
+	return rc;
+}
+
+int hush__noise_hkdf_sha256(struct noise_kit *k, const uint8_t *salt, size_t salt_len,
+			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
+			    size_t info_len, uint8_t *out, size_t out_len)
+{
+	HUSH_ENSURE(out_len <= 255 * NOISE_HASHLEN, HUSH_EINVAL);
+	/* RFC 5869 section 2.2, Extract: PRK = HMAC(salt, IKM); a missing salt is HashLen
+	 * zero bytes. */
+	uint8_t prk[NOISE_HASHLEN], t[NOISE_HASHLEN];
+	size_t len = 0;
+	k->keyed = true;
+	int rc = EVP_MAC_init(k->mac, salt_len > 0 ? salt : zero_key,
+			      salt_len > 0 ? salt_len : NOISE_HASHLEN, NULL) == 1 &&
+			 EVP_MAC_update(k->mac, ikm, ikm_len) == 1 &&
+			 EVP_MAC_final(k->mac, prk, &len, sizeof(prk)) == 1 && len == sizeof(prk)
+		     ? 0
+		     : HUSH_ECRYPTO;
+	/* Section 2.3, Expand: T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty. */
+	for (size_t off = 0, i = 1; rc == 0 && off < out_len; i++) {
+		uint8_t ctr = (uint8_t)i;
+		size_t tlen = i == 1 ? 0 : NOISE_HASHLEN;
+		rc = EVP_MAC_init(k->mac, i == 1 ? prk : NULL, i == 1 ? sizeof(prk) : 0, NULL) ==
+				 1 &&
+			     (tlen == 0 || EVP_MAC_update(k->mac, t, tlen) == 1) &&
+			     (info_len == 0 || EVP_MAC_update(k->mac, info, info_len) == 1) &&
+			     EVP_MAC_update(k->mac, &ctr, 1) == 1 &&
+			     EVP_MAC_final(k->mac, t, &len, sizeof(t)) == 1 && len == sizeof(t)
+			 ? 0
+			 : HUSH_ECRYPTO;
+		size_t n = out_len - off < NOISE_HASHLEN ? out_len - off : NOISE_HASHLEN;
+		if (rc == 0) {
+			memcpy(out + off, t, n);
+		}
+		off += n;
+	}
+	if (rc != 0) {
+		OPENSSL_cleanse(out, out_len);
+	}
+	OPENSSL_cleanse(prk, sizeof(prk));
+	OPENSSL_cleanse(t, sizeof(t));
 	return rc;
 }
 
@@ -157,8 +259,9 @@ static void nonce_of(const struct noise_cipherstate *cs, uint8_t nonce[12])
 	}
 }
 
-static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len, const uint8_t *in,
-		size_t len, uint8_t *out, int enc)
+/* The cipher context is the kit's, keyed for this one call (no allocation). */
+static int aead(struct noise_kit *k, struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+		const uint8_t *in, size_t len, uint8_t *out, int enc)
 {
 	/* Section 5.1: n = 2^64 - 1 is reserved; refuse it rather than reuse a nonce. */
 	if (cs->n == UINT64_MAX) {
@@ -167,16 +270,15 @@ static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len, 
 	if (!enc && len < NOISE_TAGLEN) {
 		return HUSH_EHANDSHAKE;
 	}
+	HUSH_ENSURE(cs->cipher <= NOISE_CHACHAPOLY, HUSH_EINVAL);
 	size_t plen = enc ? len : len - NOISE_TAGLEN;
 	uint8_t nonce[12];
 	nonce_of(cs, nonce);
-	const struct hush_algs *algs;
-	HUSH_GUARD(hush__algs_get(&algs));
-	const EVP_CIPHER *c = cs->cipher == NOISE_AESGCM ? algs->aes256gcm : algs->chacha20poly1305;
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	EVP_CIPHER_CTX *ctx = k->aead[cs->cipher];
 	int n = 0;
 	int rc = HUSH_ECRYPTO;
-	if (ctx == NULL || !EVP_CipherInit_ex(ctx, c, NULL, cs->k, nonce, enc) ||
+	k->keyed = true;
+	if (!EVP_CipherInit_ex(ctx, NULL, NULL, cs->k, nonce, enc) ||
 	    (ad_len > 0 && !EVP_CipherUpdate(ctx, NULL, &n, ad, (int)ad_len)) ||
 	    (plen > 0 && !EVP_CipherUpdate(ctx, out, &n, in, (int)plen))) {
 		goto out;
@@ -197,7 +299,6 @@ static int aead(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len, 
 		}
 	}
 out:
-	EVP_CIPHER_CTX_free(ctx);
 	if (rc == 0) {
 		cs->n++;
 	}
@@ -206,8 +307,8 @@ out:
 
 /* Section 5.1 EncryptWithAd (enc 1) and DecryptWithAd (enc 0): without a key the bytes
  * pass through unchanged. */
-static int cs_crypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
-		    const uint8_t *in, size_t len, uint8_t *out, int enc)
+static int cs_crypt(struct noise_kit *k, struct noise_cipherstate *cs, const uint8_t *ad,
+		    size_t ad_len, const uint8_t *in, size_t len, uint8_t *out, int enc)
 {
 	if (!cs->has_key) {
 		if (len > 0) {
@@ -215,26 +316,38 @@ static int cs_crypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_l
 		}
 		return 0;
 	}
-	return aead(cs, ad, ad_len, in, len, out, enc);
+	return aead(k, cs, ad, ad_len, in, len, out, enc);
+}
+
+/* For a cipher state used on its own (transport messages, in the tests): a kit for the
+ * one call. */
+static int cs_crypt_alone(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
+			  const uint8_t *in, size_t len, uint8_t *out, int enc)
+{
+	struct noise_kit *k;
+	HUSH_GUARD(hush__noise_kit_take(&k));
+	int rc = cs_crypt(k, cs, ad, ad_len, in, len, out, enc);
+	hush__noise_kit_give(k);
+	return rc;
 }
 
 int hush__noise_cs_encrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 			   const uint8_t *in, size_t len, uint8_t *out)
 {
-	return cs_crypt(cs, ad, ad_len, in, len, out, 1);
+	return cs_crypt_alone(cs, ad, ad_len, in, len, out, 1);
 }
 
 int hush__noise_cs_decrypt(struct noise_cipherstate *cs, const uint8_t *ad, size_t ad_len,
 			   const uint8_t *in, size_t len, uint8_t *out)
 {
-	return cs_crypt(cs, ad, ad_len, in, len, out, 0);
+	return cs_crypt_alone(cs, ad, ad_len, in, len, out, 0);
 }
 
 /* ---- SymmetricState (section 5.2) ---- */
 
 static int mix_hash(struct noise_handshake *hs, const uint8_t *data, size_t len)
 {
-	return hash2(hs->h, NOISE_HASHLEN, data, len, hs->h);
+	return hash2(hs->kit, hs->h, NOISE_HASHLEN, data, len, hs->h);
 }
 
 static void initialize_key(struct noise_handshake *hs, const uint8_t k[NOISE_KEYLEN])
@@ -247,7 +360,7 @@ static void initialize_key(struct noise_handshake *hs, const uint8_t k[NOISE_KEY
 static int mix_key(struct noise_handshake *hs, const uint8_t *ikm, size_t len)
 {
 	uint8_t ck[NOISE_HASHLEN], k[NOISE_HASHLEN];
-	int rc = hkdf(hs->ck, ikm, len, ck, k, NULL);
+	int rc = hkdf(hs->kit, hs->ck, ikm, len, ck, k, NULL);
 	if (rc == 0) {
 		memcpy(hs->ck, ck, NOISE_HASHLEN);
 		initialize_key(hs, k);
@@ -260,7 +373,7 @@ static int mix_key(struct noise_handshake *hs, const uint8_t *ikm, size_t len)
 static int mix_key_and_hash(struct noise_handshake *hs, const uint8_t *ikm, size_t len)
 {
 	uint8_t ck[NOISE_HASHLEN], th[NOISE_HASHLEN], k[NOISE_HASHLEN];
-	int rc = hkdf(hs->ck, ikm, len, ck, th, k);
+	int rc = hkdf(hs->kit, hs->ck, ikm, len, ck, th, k);
 	if (rc == 0) {
 		memcpy(hs->ck, ck, NOISE_HASHLEN);
 		rc = mix_hash(hs, th, NOISE_HASHLEN);
@@ -275,7 +388,7 @@ static int mix_key_and_hash(struct noise_handshake *hs, const uint8_t *ikm, size
 static int encrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_t len, uint8_t *out,
 			    size_t *out_len)
 {
-	HUSH_GUARD(hush__noise_cs_encrypt(&hs->cs, hs->h, NOISE_HASHLEN, in, len, out));
+	HUSH_GUARD(cs_crypt(hs->kit, &hs->cs, hs->h, NOISE_HASHLEN, in, len, out, 1));
 	*out_len = len + (hs->cs.has_key ? NOISE_TAGLEN : 0);
 	return mix_hash(hs, out, *out_len);
 }
@@ -286,7 +399,7 @@ static int decrypt_and_hash(struct noise_handshake *hs, const uint8_t *in, size_
 	uint8_t h[NOISE_HASHLEN];
 	memcpy(h, hs->h, NOISE_HASHLEN);
 	HUSH_GUARD(mix_hash(hs, in, len));
-	int rc = hush__noise_cs_decrypt(&hs->cs, h, NOISE_HASHLEN, in, len, out);
+	int rc = cs_crypt(hs->kit, &hs->cs, h, NOISE_HASHLEN, in, len, out, 0);
 	*out_len = len - (hs->cs.has_key ? NOISE_TAGLEN : 0);
 	return rc;
 }
@@ -355,16 +468,22 @@ const char *hush__noise_protocol_name(enum noise_pattern pattern, enum noise_cip
 
 static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 		      enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
-		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
+		      size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
 		      const uint8_t *psk);
 
-int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enum noise_cipher cipher,
-	       bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
-	       EVP_PKEY *s_key, const uint8_t *psk)
+int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern,
+		     enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
+		     size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
+		     const uint8_t *psk)
 {
 	memset(hs, 0, sizeof(*hs));
-	int rc = init_state(hs, pattern, cipher, initiator, prologue, prologue_len, s_priv, s_key,
-			    psk);
+	bool took;
+	int rc = kit_enter(hs, &took);
+	if (rc == 0) {
+		rc = init_state(hs, pattern, cipher, initiator, prologue, prologue_len, s_priv,
+				s_dh, psk);
+		kit_leave(hs, took);
+	}
 	if (rc != 0) {
 		hush__noise_wipe(hs);
 	}
@@ -373,7 +492,7 @@ int hush__noise_init(struct noise_handshake *hs, enum noise_pattern pattern, enu
 
 static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 		      enum noise_cipher cipher, bool initiator, const uint8_t *prologue,
-		      size_t prologue_len, const uint8_t *s_priv, EVP_PKEY *s_key,
+		      size_t prologue_len, const uint8_t *s_priv, const EVP_PKEY_CTX *s_dh,
 		      const uint8_t *psk)
 {
 	const char *name = hush__noise_protocol_name(pattern, cipher);
@@ -389,21 +508,18 @@ static int init_state(struct noise_handshake *hs, enum noise_pattern pattern,
 	if (nl <= NOISE_HASHLEN) {
 		memcpy(hs->h, name, nl);
 	} else {
-		HUSH_GUARD(hash2((const uint8_t *)name, nl, NULL, 0, hs->h));
+		HUSH_GUARD(hash2(hs->kit, (const uint8_t *)name, nl, NULL, 0, hs->h));
 	}
 	memcpy(hs->ck, hs->h, NOISE_HASHLEN);
 	HUSH_GUARD(mix_hash(hs, prologue, prologue_len));
 	if (needs_s) {
-		memcpy(hs->s_priv, s_priv, NOISE_DHLEN);
-		if (s_key != NULL) {
-			size_t len = NOISE_DHLEN;
-			HUSH_ENSURE(EVP_PKEY_up_ref(s_key) == 1, HUSH_ECRYPTO);
-			hs->s_key = s_key;
-			HUSH_ENSURE(EVP_PKEY_get_raw_public_key(s_key, hs->s_pub, &len) == 1 &&
-					len == NOISE_DHLEN,
-				    HUSH_ECRYPTO);
+		if (s_dh != NULL) {
+			/* Copying a context only reads it (and counts references atomically). */
+			hs->s_dh = EVP_PKEY_CTX_dup(s_dh);
+			HUSH_ENSURE(hs->s_dh != NULL, HUSH_ENOMEM);
+			HUSH_GUARD(pkey_public(EVP_PKEY_CTX_get0_pkey(hs->s_dh), hs->s_pub));
 		} else {
-			HUSH_GUARD(hush__noise_dh_key(s_priv, &hs->s_key, hs->s_pub));
+			HUSH_GUARD(hush__noise_dh_ctx(s_priv, &hs->s_dh, hs->s_pub));
 		}
 		hs->has_s = true;
 	}
@@ -422,22 +538,36 @@ void hush__noise_set_ephemeral(struct noise_handshake *hs, const uint8_t e_priv[
 
 void hush__noise_wipe(struct noise_handshake *hs)
 {
-	/* EVP_PKEY_free wipes the key material it frees. */
-	EVP_PKEY_free(hs->s_key);
+	/* EVP_PKEY_free and EVP_PKEY_CTX_free wipe the key material they free. */
+	EVP_PKEY_CTX_free(hs->s_dh);
+	EVP_PKEY_CTX_free(hs->e_dh);
 	EVP_PKEY_free(hs->e_key);
 	OPENSSL_cleanse(hs, sizeof(*hs));
 }
 
+/* Frees the key objects a copy of the state made (a failed message): those it shares
+ * with the state stay. */
+static void drop_copy_keys(struct noise_handshake *next, const struct noise_handshake *hs)
+{
+	if (next->e_dh != hs->e_dh) {
+		EVP_PKEY_CTX_free(next->e_dh);
+	}
+	if (next->e_key != hs->e_key) {
+		EVP_PKEY_free(next->e_key);
+	}
+}
+
 /* The DH of a token, from this side's point of view (section 7.1: the first letter is
- * the initiator's key, the second the responder's). */
+ * the initiator's key, the second the responder's). The ephemeral key gets its
+ * derivation context at its first DH, kept for the second. */
 static int token_dh(struct noise_handshake *hs, enum token t)
 {
-	EVP_PKEY *priv;
+	bool use_e;
 	const uint8_t *pub;
 	bool ok;
 	switch (t) {
 	case T_EE:
-		priv = hs->e_key, pub = hs->re, ok = hs->has_e && hs->has_re;
+		use_e = true, pub = hs->re, ok = hs->has_e && hs->has_re;
 		break;
 	case T_ES:
 	case T_SE:
@@ -445,17 +575,20 @@ static int token_dh(struct noise_handshake *hs, enum token t)
 		 * the responder's e. So this side uses its e exactly when it is the
 		 * initiator of es or the responder of se. */
 		if ((t == T_ES) == hs->initiator) {
-			priv = hs->e_key, pub = hs->rs, ok = hs->has_e && hs->has_rs;
+			use_e = true, pub = hs->rs, ok = hs->has_e && hs->has_rs;
 		} else {
-			priv = hs->s_key, pub = hs->re, ok = hs->has_s && hs->has_re;
+			use_e = false, pub = hs->re, ok = hs->has_s && hs->has_re;
 		}
 		break;
 	default:
 		return HUSH_EINVAL;
 	}
 	HUSH_ENSURE(ok, HUSH_ESTATE);
+	if (use_e && hs->e_dh == NULL) {
+		HUSH_GUARD(derive_ctx(hs->e_key, &hs->e_dh));
+	}
 	uint8_t shared[NOISE_DHLEN];
-	int rc = dh(priv, pub, shared);
+	int rc = dh(hs->kit, use_e ? hs->e_dh : hs->s_dh, pub, shared);
 	if (rc == 0) {
 		rc = mix_key(hs, shared, NOISE_DHLEN);
 	}
@@ -504,8 +637,8 @@ size_t hush__noise_message_size(const struct noise_handshake *hs, size_t payload
  * state only once the whole message is written: a failure leaves the state as it was,
  * marked failed.
  */
-int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
-			uint8_t *out, size_t cap, size_t *out_len)
+static int write_message(struct noise_handshake *hs, const uint8_t *payload, size_t payload_len,
+			 uint8_t *out, size_t cap, size_t *out_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
@@ -522,11 +655,8 @@ int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload
 	for (unsigned i = 0; i < row_len(row) && rc == 0; i++) {
 		switch (row[i]) {
 		case T_E: /* e */
-			if (!next.fixed_e && RAND_bytes(next.e_priv, NOISE_DHLEN) != 1) {
-				rc = HUSH_ECRYPTO;
-				break;
-			}
-			rc = hush__noise_dh_key(next.e_priv, &next.e_key, next.e_pub);
+			rc = next.fixed_e ? raw_key(next.e_priv, &next.e_key, next.e_pub)
+					  : generate(next.kit, &next.e_key, next.e_pub);
 			if (rc == 0) {
 				next.has_e = true;
 				memcpy(out + off, next.e_pub, NOISE_DHLEN);
@@ -560,9 +690,7 @@ int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload
 		*out_len = off;
 	} else {
 		/* An ephemeral key made for this message goes with it. */
-		if (next.e_key != hs->e_key) {
-			EVP_PKEY_free(next.e_key);
-		}
+		drop_copy_keys(&next, hs);
 		hs->err = rc;
 		OPENSSL_cleanse(out, off);
 	}
@@ -570,9 +698,19 @@ int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload
 	return rc;
 }
 
-/* Section 5.3 ReadMessage, on a copy of the state like hush__noise_write_message(). */
-int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len, uint8_t *payload,
-		       size_t cap, size_t *payload_len)
+int hush__noise_write_message(struct noise_handshake *hs, const uint8_t *payload,
+			      size_t payload_len, uint8_t *out, size_t cap, size_t *out_len)
+{
+	bool took;
+	HUSH_GUARD(kit_enter(hs, &took));
+	int rc = write_message(hs, payload, payload_len, out, cap, out_len);
+	kit_leave(hs, took);
+	return rc;
+}
+
+/* Section 5.3 ReadMessage, on a copy of the state like write_message(). */
+static int read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+			uint8_t *payload, size_t cap, size_t *payload_len)
 {
 	if (hs->err != 0) {
 		return hs->err;
@@ -635,9 +773,20 @@ int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, siz
 		*hs = next;
 		*payload_len = plen;
 	} else {
+		drop_copy_keys(&next, hs);
 		hs->err = rc;
 	}
 	OPENSSL_cleanse(&next, sizeof(next));
+	return rc;
+}
+
+int hush__noise_read_message(struct noise_handshake *hs, const uint8_t *msg, size_t len,
+			     uint8_t *payload, size_t cap, size_t *payload_len)
+{
+	bool took;
+	HUSH_GUARD(kit_enter(hs, &took));
+	int rc = read_message(hs, msg, len, payload, cap, payload_len);
+	kit_leave(hs, took);
 	return rc;
 }
 
@@ -646,7 +795,15 @@ int hush__noise_split(struct noise_handshake *hs, struct noise_cipherstate *i2r,
 {
 	HUSH_ENSURE(hs->err == 0 && hush__noise_done(hs), HUSH_ESTATE);
 	uint8_t k1[NOISE_HASHLEN], k2[NOISE_HASHLEN];
-	HUSH_GUARD(hkdf(hs->ck, NULL, 0, k1, k2, NULL));
+	bool took;
+	HUSH_GUARD(kit_enter(hs, &took));
+	int rc = hkdf(hs->kit, hs->ck, NULL, 0, k1, k2, NULL);
+	kit_leave(hs, took);
+	if (rc != 0) {
+		OPENSSL_cleanse(k1, sizeof(k1));
+		OPENSSL_cleanse(k2, sizeof(k2));
+		return rc;
+	}
 	memset(i2r, 0, sizeof(*i2r));
 	memset(r2i, 0, sizeof(*r2i));
 	memcpy(i2r->k, k1, NOISE_KEYLEN);

@@ -97,7 +97,7 @@ void hush_keypair_free(struct hush_keypair *kp)
 	if (kp == NULL) {
 		return;
 	}
-	EVP_PKEY_free(atomic_load(&kp->pkey));
+	EVP_PKEY_CTX_free(atomic_load(&kp->dh));
 	hush__free_secret(kp, sizeof(*kp));
 }
 

@@ -7,6 +7,7 @@
  * keys, out-of-turn bytes, configuration errors and allocation failures. Every test
  * ends with no hush allocation alive.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +99,8 @@ static void free_ends(struct ends *e)
 	hush_handshake_free(e->r);
 	e->i = e->r = NULL;
 	/* The key pairs live on the stack here: drop the key objects they cached. */
-	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
-	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->ik.dh, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->rk.dh, NULL));
 }
 
 /* May change flight number `flight` (from 1) before it is delivered: *len bytes at
@@ -423,8 +424,8 @@ static void free_example(struct example_ends *e)
 	hush_handshake_free(e->i);
 	hush_handshake_free(e->r);
 	e->i = e->r = NULL;
-	EVP_PKEY_free(atomic_exchange(&e->ik.pkey, NULL));
-	EVP_PKEY_free(atomic_exchange(&e->rk.pkey, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->ik.dh, NULL));
+	EVP_PKEY_CTX_free(atomic_exchange(&e->rk.dh, NULL));
 }
 
 static void check_example_result(const struct example *x, const struct example_ends *e)
@@ -1806,6 +1807,85 @@ static void handshake_xx_message_1_with_payload_fails(void **state)
 	}
 }
 
+/* ---- Threads ---- */
+
+struct thread_job {
+	const struct hush_handshake_config *ci, *cr;
+	int rounds;
+	int failures;
+};
+
+/* Passes one end's next flight to the other, whole. */
+static int pass_flight(struct hush_handshake *from, struct hush_handshake *to)
+{
+	uint8_t buf[HUSH_HANDSHAKE_MAX_OUTPUT];
+	size_t n = 0, used = 0;
+	int rc = hush_handshake_next(from, buf, sizeof(buf), &n);
+	if (rc == 0) {
+		rc = hush_handshake_read(to, buf, n, &used);
+	}
+	return rc == 0 && used != n ? -1 : rc;
+}
+
+/* Runs job->rounds handshakes between two fresh ends, counting those that failed or
+ * whose ends disagree on the record key. */
+static void *thread_handshakes(void *arg)
+{
+	struct thread_job *j = arg;
+	for (int k = 0; k < j->rounds; k++) {
+		struct hush_handshake *i = NULL, *r = NULL;
+		int rc = hush_handshake_new(&i, j->ci, HUSH_SIDE_CLIENT);
+		if (rc == 0) {
+			rc = hush_handshake_new(&r, j->cr, HUSH_SIDE_SERVER);
+		}
+		while (rc == 0 && !(hush_handshake_done(i) && hush_handshake_done(r))) {
+			rc = hush_handshake_wants_write(i)   ? pass_flight(i, r)
+			     : hush_handshake_wants_write(r) ? pass_flight(r, i)
+							     : -1;
+		}
+		struct hush_handshake_result a, b;
+		if (rc == 0 &&
+		    (hush_handshake_result(i, &a) != 0 || hush_handshake_result(r, &b) != 0 ||
+		     a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0)) {
+			rc = -1;
+		}
+		j->failures += rc != 0;
+		hush_handshake_result_wipe(&a);
+		hush_handshake_result_wipe(&b);
+		hush_handshake_free(i);
+		hush_handshake_free(r);
+	}
+	return NULL;
+}
+
+/* hush.h lets threads share key pairs and configurations: handshakes on four threads at
+ * once, all copying the same pairs' derive contexts and borrowing OpenSSL contexts from
+ * the one process-wide pool, all complete and agree. */
+static void handshake_threads_sharing_key_pairs_all_complete(void **state)
+{
+	(void)state;
+	enum { THREADS = 4, ROUNDS = 25 };
+	static const enum hush_noise_protocol ps[] = {HUSH_NOISE_XX_25519_AESGCM_SHA256,
+						      HUSH_NOISE_XXPSK3_25519_CHACHAPOLY_SHA256,
+						      HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256};
+	for (size_t p = 0; p < sizeof(ps) / sizeof(ps[0]); p++) {
+		struct ends e;
+		setup_ends(&e, ps[p]);
+		pthread_t t[THREADS];
+		struct thread_job jobs[THREADS];
+		for (int k = 0; k < THREADS; k++) {
+			jobs[k] = (struct thread_job){&e.ci, &e.cr, ROUNDS, 0};
+			assert_int_equal(pthread_create(&t[k], NULL, thread_handshakes, &jobs[k]),
+					 0);
+		}
+		for (int k = 0; k < THREADS; k++) {
+			assert_int_equal(pthread_join(t[k], NULL), 0);
+			assert_int_equal(jobs[k].failures, 0);
+		}
+		free_ends(&e);
+	}
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, alloc_setup, alloc_teardown)
 
 int main(void)
@@ -1845,6 +1925,7 @@ int main(void)
 	    T(params_bad_blocks_fail_with_exact_codes),
 	    T(handshake_peer_parameter_blocks_are_judged),
 	    T(handshake_xx_message_1_with_payload_fails),
+	    cmocka_unit_test(handshake_threads_sharing_key_pairs_all_complete),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
 #include "handshake/noise-internal.h"
 #include "testlib.h"
 
@@ -314,6 +318,60 @@ static void noise_out_of_turn_calls_are_refused(void **state)
 			 HUSH_EINVAL);
 }
 
+/* OpenSSL's own HKDF-SHA256 (EVP_KDF "HKDF"): the reference for the one hush builds on
+ * its reused HMAC context. */
+static void openssl_hkdf(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
+			 const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
+{
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
+	EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(kdf);
+	assert_non_null(ctx);
+	OSSL_PARAM params[5];
+	size_t n = 0;
+	params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
+	if (salt_len > 0) {
+		params[n++] =
+		    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
+	}
+	params[n++] =
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
+	params[n] = OSSL_PARAM_construct_end();
+	assert_int_equal(EVP_KDF_derive(ctx, out, out_len, params), 1);
+	EVP_KDF_CTX_free(ctx);
+	EVP_KDF_free(kdf);
+}
+
+/* Every output length from 1 to three blocks, with salts empty, short, one block and
+ * longer than a block (HMAC hashes such a key first), agrees with OpenSSL's HKDF. */
+static void noise_hkdf_sha256_agrees_with_openssl_hkdf(void **state)
+{
+	(void)state;
+	static const size_t salt_lens[] = {0, 13, 32, 64, 100};
+	uint8_t salt[100], ikm[64], info[40], want[96], got[96];
+	testlib_fill(salt, sizeof(salt), 11);
+	testlib_fill(ikm, sizeof(ikm), 12);
+	testlib_fill(info, sizeof(info), 13);
+	struct noise_kit *kit;
+	assert_int_equal(hush__noise_kit_take(&kit), 0);
+	for (size_t s = 0; s < sizeof(salt_lens) / sizeof(salt_lens[0]); s++) {
+		for (size_t len = 1; len <= sizeof(want); len++) {
+			size_t ikm_len = 1 + len % sizeof(ikm), info_len = len % sizeof(info);
+			openssl_hkdf(salt, salt_lens[s], ikm, ikm_len, info, info_len, want, len);
+			memset(got, 0xee, sizeof(got));
+			assert_int_equal(hush__noise_hkdf_sha256(kit, salt, salt_lens[s], ikm,
+								 ikm_len, info, info_len, got, len),
+					 0);
+			assert_memory_equal(got, want, len);
+			/* Nothing written past the requested length. */
+			for (size_t k = len; k < sizeof(got); k++) {
+				assert_int_equal(got[k], 0xee);
+			}
+		}
+	}
+	hush__noise_kit_give(kit);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -322,6 +380,7 @@ int main(void)
 	    cmocka_unit_test(noise_tampered_or_truncated_messages_fail),
 	    cmocka_unit_test(noise_low_order_public_keys_are_refused),
 	    cmocka_unit_test(noise_out_of_turn_calls_are_refused),
+	    cmocka_unit_test(noise_hkdf_sha256_agrees_with_openssl_hkdf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
