@@ -168,12 +168,19 @@ while IFS='	' read -r c plain st used first; do
 done <"$results"
 used=$(awk -F '\t' '$4 == "hush"' "$results" | wc -l)
 usedpass=$(awk -F '\t' '$4 == "hush" && $3 == "pass"' "$results" | wc -l)
-summary="$pass of $total cases pass with hush substituted (libevent as shipped: $plainpass of $total); hush took part in $used cases, of which $usedpass pass"
+skipped=$(awk -F '\t' '$3 == "skip"' "$results" | wc -l)
+# The hush failures by the category of their recorded reason.
+bycat=$(awk -F '\t' 'NR == FNR { if ($2 == "hush") cat[$1] = $3; next }
+	$3 == "fail" { n[cat[$1] == "" ? "unexplained" : cat[$1]]++ }
+	END { for (c in n) printf "%s%d %s", (s++ ? ", " : ""), n[c], c }' \
+	"$here/regress-notes.txt" "$results")
+summary="$pass of $total cases pass with hush substituted, $skipped skipped, $((total - pass - skipped)) fail${bycat:+ ($bycat)} (libevent as shipped: $plainpass of $total pass); hush took part in $used cases, of which $usedpass pass"
 echo "$summary"
 
 if [ -z "${HUSH_LIBEVENT_CASES:-}" ]; then
 	commit=$(git -C "$HUSH_SRCDIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-	dirty=$(git -C "$HUSH_SRCDIR" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (with uncommitted changes)' || true)
+	dirty=$(git -C "$HUSH_SRCDIR" status --porcelain --untracked-files=no -- src include \
+		test/libevent 2>/dev/null | grep -q . && echo ' (with uncommitted changes to src, include or test/libevent)' || true)
 	{
 		echo "# libevent's bufferevent regression cases with hush substituted"
 		echo
