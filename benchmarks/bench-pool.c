@@ -36,6 +36,7 @@ static void measure(const char *variant, const char *label, const struct bench_p
 	double ops = (double)r.n * c->threads;
 	struct bench_metric m[] = {
 	    {(double)r.ns / (double)r.n, "ns/op"},
+	    {(double)r.cpu_ns / ops, "cpu-ns/op"},
 	    {(double)r.bytes / ops, "B/op"},
 	    {(double)r.allocs / ops, "allocs/op"},
 	};

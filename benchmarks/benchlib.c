@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -374,6 +375,16 @@ static void pool_loop(void *arg, uint64_t n)
 	pool_sink = acc;
 }
 
+static uint64_t cpu_now_ns(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) != 0) {
+		return 0;
+	}
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
+	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
+}
+
 /* One run of n operations on each thread. */
 static int pool_run_once(const struct bench_pool_case *c, uint64_t n, struct bench_pool_result *r)
 {
@@ -388,9 +399,11 @@ static int pool_run_once(const struct bench_pool_case *c, uint64_t n, struct ben
 		w[t] = (struct pool_worker){c, 0, 0, 0};
 		args[t] = &w[t];
 	}
+	uint64_t cpu0 = cpu_now_ns();
 	if (bench_run_threads(c->threads, pool_loop, args, n, &r->ns, &d) < 0) {
 		return -1;
 	}
+	r->cpu_ns = cpu_now_ns() - cpu0;
 	r->n = n;
 	r->allocs = d.allocs;
 	r->bytes = d.bytes;

@@ -86,6 +86,7 @@ struct bench_pool_case {
 struct bench_pool_result {
 	uint64_t n;	 /* operations per thread in the timed run */
 	uint64_t ns;	 /* its wall time, from the threads' release to the last one's end */
+	uint64_t cpu_ns; /* the process's CPU time (user and system) over the same run */
 	uint64_t allocs; /* allocator calls of all threads: hush's hooks plus malloc's */
 	uint64_t bytes;	 /* bytes those calls asked for */
 };

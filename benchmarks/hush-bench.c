@@ -378,7 +378,9 @@ static struct hush_pool *pool_shared;
  * against malloc and free of the same size, on 1, 2 and 4 threads sharing the pool (4
  * threads on a 2-core machine show what preemption in the middle of an operation costs:
  * a thread holding a lock may be switched out). ns/op
- * is wall time over the operations of one thread; allocs/op and B/op count every
+ * is wall time over the operations of one thread; cpu-ns/op is the process's CPU time
+ * over the operations of all threads, the cost of one operation whatever the number of
+ * cores (wall time at 4 threads on 2 cores is at least twice that at 1); allocs/op and B/op count every
  * allocator call of all threads over all operations. The loop is benchlib's
  * bench_pool_measure, which benchmarks/bench-pool runs over every tier.
  */
@@ -412,6 +414,7 @@ static void pool_run(const struct benchmark *b, const struct variant *v)
 		double ops = (double)r.n * threads;
 		struct bench_metric m[] = {
 		    {round((double)r.ns / (double)r.n * 10) / 10, "ns/op"},
+		    {round((double)r.cpu_ns / ops * 10) / 10, "cpu-ns/op"},
 		    {round((double)r.bytes / ops), "B/op"},
 		    {round((double)r.allocs / ops * 1000) / 1000, "allocs/op"},
 		};
