@@ -160,8 +160,9 @@ void hush__bev_fail(struct hush__bev *b, int err, short what);
  * bytes at p handed to the input, up to the watermark, the rest held back (struct
  * hush__bev_held). buf is the pool buffer holding p with one reference that goes with
  * the call, or NULL: then p is copied whole, even past the watermark (there is nowhere
- * to hold the rest; callers pass NULL only when the pool refused a buffer). Returns 0 (all in), 1 (some held back: take no more records
- * until the flavour's apply_reading runs again), or HUSH_ENOMEM (b failed). */
+ * to hold the rest; callers pass NULL only when the pool refused a buffer). Returns 0
+ * (all in), 1 (some held back: take no more records until the flavour's apply_reading
+ * runs again), or HUSH_ENOMEM (b failed). */
 size_t hush__bev_input_room(struct hush__bev *b);
 int hush__bev_input(struct hush__bev *b, const uint8_t *p, size_t len, struct hush_buf *buf);
 /* Plaintext short enough to copy into the input rather than pin a pool buffer. */
