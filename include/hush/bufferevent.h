@@ -29,7 +29,10 @@
  *   socket, a proxy's upstream), its underlying one, which carries the records: a
  *   bufferevent type of hush's own too ("hush_filter"), built like libevent's own
  *   filters (it holds a reference to the underlying bufferevent, sets its callbacks, and
- *   suspends its reading while the application's is off). Raw keys only. Given
+ *   suspends its reading while the application's is off). It is keyed by a hush
+ *   handshake run over the underlying bufferevent (cfg->handshake: fresh keys for each
+ *   filter, so a new filter over each new connection, with the same close record and
+ *   NNpsk0 confirmation record as on a socket), or by raw keys, spent at once. Given
  *   cfg->loop it borrows that loop's pool and cipher contexts, so an idle one holds
  *   none; given only cfg->pool its record context keeps two cipher contexts of its own.
  *
@@ -55,15 +58,19 @@
  * its output is. Plaintext waits in the output evbuffer until the handshake has
  * finished.
  *
- * Handshakes (socket flavour): one starts from the loop once a socket is set and the
- * bufferevent has reading or writing enabled, so one disabled before the loop runs
- * takes no part until enabled; its configuration is checked when the socket is set.
- * Until it ends, the bufferevent's read and write timeouts run whenever set, so the
- * write timeout is the connect-and-handshake timeout evhttp expects. With no socket
+ * Handshakes: one starts from the loop once a socket is set (socket flavour) or the
+ * filter is made (filter flavour) and the bufferevent has reading or writing enabled,
+ * so one disabled before the loop runs takes no part until enabled; its configuration
+ * is checked then (when the socket is set; by the filter's constructor). Over an
+ * underlying socket bufferevent still connecting, the first message waits in its
+ * output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
+ * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
  * yet, the timeouts run whenever enabled, as on libevent's socket type.
  *
  * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
- * ended, on both sides, and none for a connection that raw keys start open. A plain
+ * ended, on both sides, and none for a connection that raw keys start open (the filter
+ * flavour passes on the underlying bufferevent's own events with raw keys, as
+ * libevent's filters do, and keeps its CONNECTED to itself with a handshake). A plain
  * socket bufferevent reports CONNECTED only on the side that connected, when the
  * connect completes; an accept-side event callback ported from one that treats every
  * event as the end needs one line first: if (what & BEV_EVENT_CONNECTED) return;
@@ -100,7 +107,9 @@
  * sends the close record within bufferevent_free() if the socket takes it at once, so
  * the peer sees a clean end even when the caller shuts the socket down next
  * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
- * with BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
+ * with BEV_OPT_CLOSE_ON_FREE, after the same goodbye: its close record goes to the
+ * underlying output, and is written at once if the underlying bufferevent has a
+ * socket (freeing a socket bufferevent drops what it has not sent). Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
  * bufferevent_free() on the loop's thread releases the hush connection at once, so
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
@@ -144,7 +153,6 @@
  *   callbacks, not to the socket's readiness, which the connection's own event carries.
  * - Rate limits: a read may overshoot the read bucket by one socket read, since hush
  *   reads what the socket holds before the bucket is charged.
- * - The filter flavour takes raw keys only (no handshake mode yet).
  * - ABI: both flavours embed libevent's private bufferevent structure, as
  *   libevent_openssl does, but are not rebuilt with libevent: on a libevent whose
  *   layout differs from the build's the constructors refuse (NULL;
@@ -178,8 +186,9 @@ struct hush_bufferevent_config {
 	 * flavour's choice, which then borrows the loop's cipher contexts per call);
 	 * borrowed, must outlive the bufferevent. Its pool is the one borrowed from. */
 	struct hush_loop *loop;
-	/* Socket flavour: a hush handshake on each socket, with this end's side below
-	 * (HUSH_SIDE_CLIENT for the end that connected). Borrowed, with what it borrows:
+	/* A hush handshake on each socket (socket flavour) or over the underlying
+	 * bufferevent (filter flavour), with this end's side below (HUSH_SIDE_CLIENT for
+	 * the end that connected, the Noise initiator). Borrowed, with what it borrows:
 	 * it must outlive the bufferevent. When set, rp, key and the limits below are
 	 * unused (the handshake configuration has its own). */
 	const struct hush_handshake_config *handshake;
@@ -240,10 +249,10 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_check_libevent(struct event_base *base);
 
 /* Checks a configuration's keys (a handshake configuration is checked when a socket
- * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN, HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key
- * that keyed a hush bufferevent before in this process, for this protocol and side),
- * HUSH_ECRYPTO. The constructors also
- * need cfg->loop (socket flavour) or cfg->pool and raw keys (filter flavour). */
+ * is set, or by the filter's constructor): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN,
+ * HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key that keyed a hush bufferevent before in this
+ * process, for this protocol and side), HUSH_ECRYPTO. The constructors also need
+ * cfg->loop (socket flavour) or cfg->loop or cfg->pool (filter flavour). */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);
 
@@ -254,8 +263,7 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
 
 /*
- * The peer's static key, verified by the handshake (socket flavour keyed by XX or
- * XXpsk3), into out: who the peer is, for the application's authorization. Valid from
+ * The peer's static key, verified by the handshake (keyed by XX or XXpsk3), into out: who the peer is, for the application's authorization. Valid from
  * BEV_EVENT_CONNECTED until the socket is replaced or fails.
  * Returns 0, HUSH_EINVAL (NULL, or not a hush bufferevent) or HUSH_ESTATE (not
  * connected, raw keys, or NNpsk0, which has no static keys).

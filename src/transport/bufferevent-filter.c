@@ -50,6 +50,7 @@ struct hfilt {
 	bool peer_closed;              /* the peer's close record arrived */
 	bool in_read;                  /* inside filt_read(): it sees changes itself */
 	bool released;                 /* the underlying bufferevent was let go */
+	uint8_t lent;                  /* depth of calls lending the loop's cipher contexts */
 };
 
 static const struct hush__bev_flavour hfilt_flavour;
@@ -69,14 +70,15 @@ static struct hfilt *hfilt_of(struct hush__bev *b)
 static int ciphers_lend(struct hfilt *f)
 {
 	struct hush_loop *loop = f->b.loop;
-	if (loop == NULL) {
-		return 0;
+	if (loop == NULL || f->lent++ > 0) {
+		return 0; /* nested (opening a record may send one): the outer call's */
 	}
 	EVP_CIPHER_CTX *s = hush__loop_ctx_borrow(loop);
 	EVP_CIPHER_CTX *o = hush__loop_ctx_borrow(loop);
 	if (s == NULL || o == NULL) {
 		hush__loop_ctx_return(loop, s);
 		hush__loop_ctx_return(loop, o);
+		f->lent = 0;
 		return HUSH_ENOMEM;
 	}
 	hush__record_give_ciphers(f->rec, s, o);
@@ -85,7 +87,7 @@ static int ciphers_lend(struct hfilt *f)
 
 static void ciphers_back(struct hfilt *f)
 {
-	if (f->b.loop == NULL) {
+	if (f->b.loop == NULL || --f->lent > 0) {
 		return;
 	}
 	EVP_CIPHER_CTX *s = NULL;
@@ -647,7 +649,11 @@ static void goodbye(struct hfilt *f)
 	hfilt_pump(b);
 	evutil_socket_t fd = bufferevent_getfd(f->underlying);
 	if (fd >= 0) {
-		int rc = evbuffer_write(bufferevent_get_output(f->underlying), fd);
+		/* A socket bufferevent keeps the start of its output frozen but while it
+		 * writes itself; it is freed right after this, frozen or not. */
+		struct evbuffer *out = bufferevent_get_output(f->underlying);
+		evbuffer_unfreeze(out, 1);
+		int rc = evbuffer_write(out, fd);
 		(void)rc; /* best effort: the connection goes anyway */
 	}
 }
@@ -768,7 +774,10 @@ static int filter_config_check(struct bufferevent *underlying,
 	HUSH_ENSURE(cfg->loop != NULL || cfg->pool != NULL, HUSH_EINVAL);
 	HUSH_ENSURE(cfg->loop == NULL || cfg->loop->base == bufferevent_get_base(underlying),
 		    HUSH_EINVAL);
-	HUSH_ENSURE(cfg->handshake == NULL, HUSH_EINVAL); /* raw keys only, for now */
+	if (cfg->handshake != NULL) {
+		/* Checked now, as the socket flavour checks it when a socket is set. */
+		return hush__handshake_check_config(cfg->handshake, cfg->side);
+	}
 	return 0;
 }
 

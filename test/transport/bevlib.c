@@ -40,6 +40,35 @@ struct bufferevent *bev_raw_socket(struct env *e, int fd, enum hush_side side,
 	return b;
 }
 
+static const uint8_t PSK[HUSH_KEY_SIZE] = {0x70, 0x73, 0x6b};
+
+void bev_hs_init(struct bev_hs *h, bool xx)
+{
+	memset(h, 0, sizeof(*h));
+	hush_handshake_config_init(&h->c);
+	hush_handshake_config_init(&h->s);
+	if (!xx) {
+		h->c.protocol = h->s.protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
+		h->c.psk = h->s.psk = PSK;
+		return;
+	}
+	assert_int_equal(hush_keypair_generate(&h->kc), 0);
+	assert_int_equal(hush_keypair_generate(&h->ks), 0);
+	hush_keypair_public(h->kc, h->pub_c);
+	hush_keypair_public(h->ks, h->pub_s);
+	h->c.keypair = h->kc;
+	h->s.keypair = h->ks;
+	h->c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_s;
+	h->s.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_c;
+	h->c.n_allowed_peers = h->s.n_allowed_peers = 1;
+}
+
+void bev_hs_done(struct bev_hs *h)
+{
+	hush_keypair_free(h->kc);
+	hush_keypair_free(h->ks);
+}
+
 struct hush_record *bev_raw_peer(void)
 {
 	struct hush_record *peer;
@@ -72,8 +101,10 @@ void bev_app_done(struct bev_app *a)
 		bufferevent_free(a->bev);
 		a->bev = NULL;
 	}
-	evbuffer_free(a->got);
-	a->got = NULL;
+	if (a->got != NULL) {
+		evbuffer_free(a->got);
+		a->got = NULL;
+	}
 }
 
 struct bufferevent *bev_app_use(struct bev_app *a, struct bufferevent *bev)

@@ -6,6 +6,7 @@
 #ifndef HUSH_TEST_BEVLIB_H
 #define HUSH_TEST_BEVLIB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,8 @@
 #include <event2/event.h>
 
 #include <hush/conn.h>
+#include <hush/handshake.h>
+#include <hush/keys.h>
 #include <hush/record.h>
 #include <hush/pool.h>
 
@@ -33,6 +36,16 @@ struct bufferevent;
  * max_send_frame 0 for the default record size. */
 struct bufferevent *bev_raw_socket(struct env *e, int fd, enum hush_side side,
 				   size_t max_send_frame);
+
+/* Handshake configurations for both ends: NNpsk0 (cheap), or XX where each end trusts
+ * the other's static key. */
+struct bev_hs {
+	struct hush_handshake_config c, s;
+	struct hush_keypair *kc, *ks;
+	uint8_t pub_c[HUSH_KEY_SIZE], pub_s[HUSH_KEY_SIZE];
+};
+void bev_hs_init(struct bev_hs *h, bool xx);
+void bev_hs_done(struct bev_hs *h);
 
 /* A raw ALTS peer: the server side of BEV_KEY44, outside any bufferevent. */
 struct hush_record *bev_raw_peer(void);

@@ -520,6 +520,241 @@ static void filter_freed_without_close_on_free_leaves_underlying_to_caller(void 
 	evbuffer_free(r.got);
 }
 
+/* ---- Keyed by a handshake ---- */
+
+/* The filter flavour keyed by a handshake (configuration hc) over under, owning it. */
+static struct bufferevent *filter_hs(struct env *e, struct bufferevent *under,
+				     const struct hush_handshake_config *hc, enum hush_side side,
+				     int options)
+{
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.loop = e->loop;
+	cfg.handshake = hc;
+	cfg.side = side;
+	struct bufferevent *b = hush_bufferevent_filter_new(under, &cfg, options);
+	assert_non_null(b);
+	return b;
+}
+
+/* The fixture's applications on filters keyed by h over a new pair, or over socket
+ * bufferevents on a new socketpair. */
+static void hs_over_pair(struct bev_fx *fx, struct bev_hs *h)
+{
+	struct bufferevent *p[2];
+	assert_int_equal(bufferevent_pair_new(fx->e.base, 0, p), 0);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, p[0], &h->c, HUSH_SIDE_CLIENT,
+					 BEV_OPT_CLOSE_ON_FREE));
+	bev_app_attach(&fx->s, filter_hs(&fx->e, p[1], &h->s, HUSH_SIDE_SERVER,
+					 BEV_OPT_CLOSE_ON_FREE));
+}
+
+static void hs_over_sockets(struct bev_fx *fx, struct bev_hs *h)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct bufferevent *u0 = bufferevent_socket_new(fx->e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *u1 = bufferevent_socket_new(fx->e.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, u0, &h->c, HUSH_SIDE_CLIENT,
+					 BEV_OPT_CLOSE_ON_FREE));
+	bev_app_attach(&fx->s, filter_hs(&fx->e, u1, &h->s, HUSH_SIDE_SERVER,
+					 BEV_OPT_CLOSE_ON_FREE));
+}
+
+/* The client writes before the handshake ends (the bytes wait for it), the server
+ * echoes; both report CONNECTED once. */
+static void echo_after_handshake(struct bev_fx *fx)
+{
+	fx->s.echo = 1;
+	assert_int_equal(bufferevent_write(fx->c.bev, "fresh keys", 10), 0);
+	fx->c.stop_at = 10;
+	run(&fx->e);
+	bev_app_got(&fx->c, "fresh keys", 10);
+	assert_int_equal(fx->c.connected, 1);
+	assert_int_equal(fx->s.connected, 1);
+	assert_int_equal(fx->c.error + fx->s.error, 0);
+}
+
+/* XX over a pair: each end learns the other's verified static key. */
+static void filter_handshake_over_pair_connects_and_echoes(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	hs_over_pair(fx, &h);
+	echo_after_handshake(fx);
+	uint8_t key[HUSH_KEY_SIZE];
+	assert_int_equal(hush_bufferevent_peer_key(fx->c.bev, key), 0);
+	assert_memory_equal(key, h.pub_s, HUSH_KEY_SIZE);
+	assert_int_equal(hush_bufferevent_peer_key(fx->s.bev, key), 0);
+	assert_memory_equal(key, h.pub_c, HUSH_KEY_SIZE);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
+	bev_hs_done(&h);
+}
+
+/* NNpsk0 over socket bufferevents: the initiator's confirmation record opens the
+ * responder's end first (docs/PROTOCOL.md 14.1); NNpsk0 has no static keys. */
+static void filter_nnpsk0_handshake_over_sockets_connects_and_echoes(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
+	hs_over_sockets(fx, &h);
+	echo_after_handshake(fx);
+	uint8_t key[HUSH_KEY_SIZE];
+	assert_int_equal(hush_bufferevent_peer_key(fx->c.bev, key), HUSH_ESTATE);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
+	bev_hs_done(&h);
+}
+
+/* A filter against the socket flavour, on both sides of a socketpair: one protocol. */
+static void filter_handshake_interoperates_with_the_socket_flavour(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct bufferevent *u = bufferevent_socket_new(fx->e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, u, &h.c, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE));
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.loop = fx->e.loop;
+	cfg.handshake = &h.s;
+	cfg.side = HUSH_SIDE_SERVER;
+	bev_app_attach(&fx->s, hush_bufferevent_socket_new(fx->e.base, sv[1], &cfg,
+							   BEV_OPT_CLOSE_ON_FREE));
+	echo_after_handshake(fx);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
+	bev_hs_done(&h);
+}
+
+/*
+ * Close records: hush_bufferevent_shutdown() seals the close record after what was
+ * written and reports HUSH_BEV_EVENT_SHUTDOWN; the peer reads everything, then a clean
+ * EOF. Freed with BEV_OPT_CLOSE_ON_FREE, a filter says goodbye with its close record
+ * too.
+ */
+static void filter_handshake_close_record_ends_cleanly(int by_free)
+{
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	struct bev_fx *fx = NULL;
+	assert_int_equal(bev_fx_setup((void **)&fx), 0);
+	hs_over_sockets(fx, &h);
+	echo_after_handshake(fx);
+	fx->s.echo = 0;
+	evbuffer_drain(fx->c.got, evbuffer_get_length(fx->c.got));
+	assert_int_equal(bufferevent_write(fx->c.bev, "last", 4), 0);
+	if (by_free) {
+		run_for_ms(&fx->e, 50);
+		bufferevent_free(fx->c.bev);
+		fx->c.bev = NULL;
+	} else {
+		assert_int_equal(hush_bufferevent_shutdown(fx->c.bev), 0);
+	}
+	run(&fx->e);
+	bev_app_got(&fx->s, "last", 4);
+	assert_int_equal(fx->s.eof, 1);
+	assert_int_equal(fx->s.error, 0);
+	assert_int_equal(hush_bufferevent_get_error(fx->s.bev), 0);
+	if (!by_free) {
+		assert_int_equal(fx->c.shutdown, 1);
+	}
+	assert_int_equal(bev_fx_teardown((void **)&fx), 0);
+	bev_hs_done(&h);
+}
+
+static void filter_handshake_shutdown_sends_the_close_record(void **state)
+{
+	(void)state;
+	filter_handshake_close_record_ends_cleanly(0);
+}
+
+static void filter_handshake_freed_says_goodbye_with_the_close_record(void **state)
+{
+	(void)state;
+	filter_handshake_close_record_ends_cleanly(1);
+}
+
+/* After a handshake, a stream that ends without the close record is cut short. */
+static void filter_handshake_stream_cut_without_close_record_is_truncated(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct bufferevent *u0 = bufferevent_socket_new(fx->e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *u1 = bufferevent_socket_new(fx->e.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, u0, &h.c, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE));
+	bev_app_attach(&fx->s, filter_hs(&fx->e, u1, &h.s, HUSH_SIDE_SERVER, 0));
+	echo_after_handshake(fx);
+	/* The server's filter goes without a goodbye (not BEV_OPT_CLOSE_ON_FREE), then its
+	 * socket. */
+	bufferevent_free(fx->s.bev);
+	fx->s.bev = NULL;
+	bufferevent_free(u1);
+	run(&fx->e);
+	assert_int_equal(fx->c.eof, 1);
+	assert_int_equal(fx->c.error, 1);
+	assert_int_equal(fx->c.err_seen, HUSH_ETRUNCATED);
+	bev_app_done(&fx->c);
+	bev_hs_done(&h);
+}
+
+/* A peer that is not trusted: the server's handshake fails with HUSH_EPEER. The client,
+ * open once it sent XX's last message (docs/PROTOCOL.md), then sees its stream end
+ * without a close record. */
+static void filter_handshake_untrusted_peer_fails_both_ends(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	static const uint8_t nobody[1][HUSH_KEY_SIZE] = {{1}};
+	h.s.allowed_peers = nobody;
+	h.s.n_allowed_peers = 1;
+	hs_over_sockets(fx, &h);
+	fx->s.free_on_event = BEV_EVENT_ERROR;
+	run(&fx->e);
+	assert_int_equal(fx->s.error, 1);
+	assert_int_equal(fx->s.err_seen, HUSH_EPEER);
+	assert_null(fx->s.bev);
+	run(&fx->e);
+	assert_int_equal(fx->c.error, 1);
+	assert_int_equal(fx->c.err_seen, HUSH_ETRUNCATED);
+	assert_int_equal(fx->c.connected, 1);
+	assert_int_equal(fx->s.connected, 0);
+	bev_app_done(&fx->c);
+	bev_hs_done(&h);
+}
+
+/* A handshake that never finishes ends at hush's deadline. */
+static void filter_handshake_deadline_ends_a_silent_handshake(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
+	struct bufferevent *p[2];
+	assert_int_equal(bufferevent_pair_new(fx->e.base, 0, p), 0);
+	struct hush_bufferevent_config cfg;
+	hush_bufferevent_config_init(&cfg);
+	cfg.loop = fx->e.loop;
+	cfg.handshake = &h.c;
+	cfg.handshake_timeout_ms = 100;
+	bev_app_attach(&fx->c, hush_bufferevent_filter_new(p[0], &cfg, BEV_OPT_CLOSE_ON_FREE));
+	run(&fx->e); /* nobody answers on p[1] */
+	assert_int_equal(fx->c.error, 1);
+	assert_int_equal(fx->c.err_seen, HUSH_ETIMEDOUT);
+	assert_int_equal(fx->c.connected, 0);
+	bev_app_done(&fx->c);
+	bufferevent_free(p[1]);
+	bev_hs_done(&h);
+}
+
 /* ---- Bad records and streams ---- */
 
 static void filter_tampered_record_reports_eauth(void **state)
@@ -632,7 +867,9 @@ static void filter_new_wrong_key_length_returns_null_and_leaves_underlying(void 
 	filter_refused(&cfg, e);
 }
 
-static void filter_new_with_handshake_returns_null_and_leaves_underlying(void **state)
+/* A handshake configuration hush_handshake_new() would refuse (XX without a key pair) is
+ * refused by the constructor, not later on the loop. */
+static void filter_new_with_bad_handshake_config_returns_null_and_leaves_underlying(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
@@ -682,8 +919,16 @@ int main(void)
 		BEV_FX_TEST(filter_stream_cut_inside_record_reports_truncated),
 		BEV_FX_TEST(filter_new_without_pool_returns_null_and_leaves_underlying),
 		BEV_FX_TEST(filter_new_wrong_key_length_returns_null_and_leaves_underlying),
-		BEV_FX_TEST(filter_new_with_handshake_returns_null_and_leaves_underlying),
+		BEV_FX_TEST(filter_new_with_bad_handshake_config_returns_null_and_leaves_underlying),
 		BEV_FX_TEST(filter_new_without_config_or_underlying_returns_null),
+		BEV_FX_TEST(filter_handshake_over_pair_connects_and_echoes),
+		BEV_FX_TEST(filter_nnpsk0_handshake_over_sockets_connects_and_echoes),
+		BEV_FX_TEST(filter_handshake_interoperates_with_the_socket_flavour),
+		cmocka_unit_test(filter_handshake_shutdown_sends_the_close_record),
+		cmocka_unit_test(filter_handshake_freed_says_goodbye_with_the_close_record),
+		BEV_FX_TEST(filter_handshake_stream_cut_without_close_record_is_truncated),
+		BEV_FX_TEST(filter_handshake_untrusted_peer_fails_both_ends),
+		BEV_FX_TEST(filter_handshake_deadline_ends_a_silent_handshake),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -205,43 +205,7 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 
 /* ---- Keyed by a hush handshake ---- */
 
-static const uint8_t PSK[HUSH_KEY_SIZE] = {0x70, 0x73, 0x6b};
-
-struct hs {
-	struct hush_handshake_config c, s;
-	struct hush_keypair *kc, *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE], pub_s[HUSH_KEY_SIZE];
-};
-
-/* NNpsk0 (cheap) unless xx, where each end trusts the other's static key. */
-static void hs_init(struct hs *h, bool xx)
-{
-	memset(h, 0, sizeof(*h));
-	hush_handshake_config_init(&h->c);
-	hush_handshake_config_init(&h->s);
-	if (!xx) {
-		h->c.protocol = h->s.protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
-		h->c.psk = h->s.psk = PSK;
-		return;
-	}
-	assert_int_equal(hush_keypair_generate(&h->kc), 0);
-	assert_int_equal(hush_keypair_generate(&h->ks), 0);
-	hush_keypair_public(h->kc, h->pub_c);
-	hush_keypair_public(h->ks, h->pub_s);
-	h->c.keypair = h->kc;
-	h->s.keypair = h->ks;
-	h->c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_s;
-	h->s.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_c;
-	h->c.n_allowed_peers = h->s.n_allowed_peers = 1;
-}
-
-static void hs_done(struct hs *h)
-{
-	hush_keypair_free(h->kc);
-	hush_keypair_free(h->ks);
-}
-
-static struct bufferevent *hs_bev(struct env *e, struct hs *h, int fd, enum hush_side side,
+static struct bufferevent *hs_bev(struct env *e, struct bev_hs *h, int fd, enum hush_side side,
 				  int options)
 {
 	struct hush_bufferevent_config cfg;
@@ -259,8 +223,8 @@ static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **st
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, true);
+	struct bev_hs h;
+	bev_hs_init(&h, true);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct bev_app *ca = &fx->c, *sa = &fx->s;
@@ -291,7 +255,7 @@ static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **st
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* An application that drains its input only to below the read high watermark: records
@@ -331,8 +295,8 @@ static void bev_read_high_watermark_never_stalls(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct bev_app *sa = &fx->c;
@@ -373,7 +337,7 @@ static void bev_read_high_watermark_never_stalls(void **state)
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(ca.got);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* Freed from inside its own callbacks: on CONNECTED, on data, on EOF. */
@@ -410,8 +374,8 @@ static void bev_freed_from_its_own_callbacks(void **state)
 	for (int when = 0; when < 3; when++) {
 		struct env e;
 		bev_env_init(&e);
-		struct hs h;
-		hs_init(&h, false);
+		struct bev_hs h;
+		bev_hs_init(&h, false);
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct freeing_app fa = {when, 0, e.base};
@@ -445,7 +409,7 @@ static void bev_freed_from_its_own_callbacks(void **state)
 		}
 		bufferevent_free(s);
 		evbuffer_free(sa.got);
-		hs_done(&h);
+		bev_hs_done(&h);
 		env_done(&e);
 	}
 }
@@ -472,8 +436,8 @@ static void graceful_close(void **state, bool by_flush)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct shut_app ca;
@@ -519,7 +483,7 @@ static void graceful_close(void **state, bool by_flush)
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(ca.a.got);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 static void bev_graceful_shutdown_delivers_everything_then_a_clean_eof(void **state)
@@ -545,8 +509,8 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 	for (int close_on_free = 0; close_on_free < 2; close_on_free++) {
 		struct env e;
 		bev_env_init(&e);
-		struct hs h;
-		hs_init(&h, true);
+		struct bev_hs h;
+		bev_hs_init(&h, true);
 		uint8_t stranger[HUSH_KEY_SIZE];
 		memset(stranger, 0x33, sizeof(stranger));
 		h.c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])stranger;
@@ -582,7 +546,7 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 		}
 		evbuffer_free(ca.got);
 		evbuffer_free(sa.got);
-		hs_done(&h);
+		bev_hs_done(&h);
 		env_done(&e);
 	}
 }
@@ -592,7 +556,7 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 struct tcp_server {
 	int lfd;
 	struct env *e;
-	struct hs *h;
+	struct bev_hs *h;
 	struct bufferevent *bev;
 	struct bev_app app;
 };
@@ -612,8 +576,8 @@ static void bev_socket_connect_then_peer_reset(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	struct tcp_server t = {.e = e, .h = &h};
 	bev_app_init(&t.app, e);
 	t.app.echo = 1;
@@ -653,7 +617,7 @@ static void bev_socket_connect_then_peer_reset(void **state)
 	event_free(lev);
 	close(t.lfd);
 	evbuffer_free(t.app.got);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* Raw keys serve one socket: a second would reuse nonces under the same key. */
@@ -699,8 +663,8 @@ static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct timeout_app ta = {0, e->base};
@@ -719,7 +683,7 @@ static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* The write timeout: the peer stops reading, the bytes stop moving, and after a whole
@@ -729,8 +693,8 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct timeout_app ta = {0, e->base};
@@ -753,7 +717,7 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* BEV_OPT_THREADSAFE: another thread writes while the loop runs here, then frees the
@@ -784,8 +748,8 @@ static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct bev_app *ca = &fx->c, *sa = &fx->s;
@@ -817,7 +781,7 @@ static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 	assert_false(fd_open(sv[0]));
 	free(msg);
 	bufferevent_free(s);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* A connect that is refused: one ERROR, and nothing held afterwards. */
@@ -825,8 +789,8 @@ static void bev_refused_connect_reports_an_error(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int probe = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -845,7 +809,7 @@ static void bev_refused_connect_reports_an_error(void **state)
 	assert_int_equal(ca->connected, 0);
 	assert_int_equal(hush_bufferevent_get_error(c), HUSH_EIO); /* the socket error */
 	bufferevent_free(c);
-	hs_done(&h);
+	bev_hs_done(&h);
 }
 
 /* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
