@@ -59,9 +59,14 @@
  * finished.
  *
  * Handshakes: one starts from the loop once a socket is set (socket flavour) or the
- * filter is made (filter flavour) and the bufferevent has reading or writing enabled,
- * so one disabled before the loop runs takes no part until enabled; its configuration
- * is checked then (when the socket is set; by the filter's constructor). Over an
+ * filter is made (filter flavour) and the bufferevent has reading or writing enabled.
+ * A disabled bufferevent (bufferevent_disable(bev, EV_READ | EV_WRITE)) does not
+ * advance its handshake, whether disabled before it started or while it runs: it reads
+ * none of the peer's handshake messages until enabled again, then goes on. Reading
+ * alone enabled or writing alone is enough to advance it, because evhttp's client
+ * connects with only EV_WRITE enabled and enables reading after CONNECTED. hush's own
+ * handshake deadline runs on meanwhile. Its configuration is checked when the socket
+ * is set, or by the filter's constructor. Over an
  * underlying socket bufferevent still connecting, the first message waits in its
  * output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
  * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
@@ -136,9 +141,6 @@
  *   close record (bufferevent_openssl never sends a close_notify, on free or on a
  *   BEV_FINISHED flush), so a peer reading to the end, such as an HTTP client, sees a
  *   clean end.
- * - A handshake already running goes on if the bufferevent is then disabled (one
- *   disabled before its handshake starts takes no part, as with bufferevent_openssl):
- *   the connection reads handshake bytes regardless of the application's reading.
  * - hush's own handshake deadline (cfg->handshake_timeout_ms, 10 s) runs beside the
  *   bufferevent's timeouts and ends in BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR: a peer that
  *   never finishes a handshake cannot hold a connection without timeouts set.

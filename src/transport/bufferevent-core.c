@@ -283,6 +283,11 @@ static void apply_reading(struct hush__bev *b)
 
 /* ---- Events, the write callback ---- */
 
+bool hush__bev_hs_may_advance(struct hush__bev *b)
+{
+	return (hush__bev_bev(b)->enabled & (EV_READ | EV_WRITE)) != 0;
+}
+
 void hush__bev_fail(struct hush__bev *b, int err, short what)
 {
 	if (b->err == 0) {
@@ -477,6 +482,9 @@ int hush__bev_enable(struct bufferevent *bev, short what)
 		if (away) {
 			hush__bev_hand_to_loop(b, EV_WRITE);
 		} else {
+			if (!(what & EV_READ)) {
+				apply_reading(b); /* a held handshake goes on */
+			}
 			b->fl->pump(b);
 			hush__bev_maybe_writecb(b);
 			hush__bev_arm_write_timer(b);
@@ -498,6 +506,9 @@ int hush__bev_disable(struct bufferevent *bev, short what)
 		}
 	}
 	if (what & EV_WRITE) {
+		if (!(what & EV_READ)) {
+			apply_reading(b); /* a handshake holds once neither is enabled */
+		}
 		hush__bev_arm_write_timer(b);
 	}
 	return 0;

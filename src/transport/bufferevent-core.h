@@ -152,6 +152,15 @@ void hush__bev_arm_write_timer(struct hush__bev *b);
 void hush__bev_arm_timers(struct hush__bev *b);
 size_t hush__bev_pending_out(struct hush__bev *b);
 
+/*
+ * Whether b's handshake may read the peer's next message: while the application has
+ * reading or writing enabled. A disabled bufferevent (libevent's regress_ssl
+ * "socketpair_timeout") holds its handshake, before or during; enabling it again lets
+ * the handshake go on. Reading alone is not the test: evhttp's client connects with
+ * only EV_WRITE enabled and waits for CONNECTED before it enables reading.
+ */
+bool hush__bev_hs_may_advance(struct hush__bev *b);
+
 /* The error that fails b (the first one stays), the transport halted, and the event
  * reported. */
 void hush__bev_fail(struct hush__bev *b, int err, short what);

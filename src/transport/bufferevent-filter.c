@@ -220,6 +220,16 @@ static void hfilt_pump(struct hush__bev *b)
 
 /* ---- The handshake ---- */
 
+/* Whether the peer's bytes are read now: records while the application reads, the
+ * handshake (NNpsk0's confirmation record included) while hush__bev_hs_may_advance(). */
+static bool reading(struct hfilt *f)
+{
+	if (f->hs != NULL || f->confirm == CONFIRM_WAIT || (f->b.flags & HUSH__BEV_START_WAIT)) {
+		return hush__bev_hs_may_advance(&f->b);
+	}
+	return (f->b.flags & HUSH__BEV_WANT_READ) != 0;
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct hfilt *f = arg;
@@ -243,12 +253,15 @@ static void hs_end(struct hfilt *f)
 	}
 }
 
+static void suspend_underlying(struct hfilt *f, bool suspend);
+
 /* Records flow: CONNECTED, as bufferevent_openssl reports it when a handshake ends. */
 static void become_open(struct hfilt *f)
 {
 	struct hush__bev *b = &f->b;
 	hs_end(f);
 	b->flags |= HUSH__BEV_OPEN;
+	suspend_underlying(f, !reading(f)); /* records: as the application reads */
 	hush__bev_arm_timers(b);
 	bufferevent_run_eventcb_(hush__bev_bev(b), BEV_EVENT_CONNECTED, 0);
 	hfilt_pump(b);
@@ -290,8 +303,8 @@ static int hs_finish(struct hfilt *f)
 
 /*
  * Runs the handshake as far as the bytes at hand allow: feeds what the underlying
- * bufferevent received (only while reading is wanted: a disabled bufferevent does not
- * advance its handshake), and writes this end's messages to it.
+ * bufferevent received (only while reading(): a disabled bufferevent does not advance
+ * its handshake), and writes this end's messages to it.
  */
 static int hs_step(struct hfilt *f)
 {
@@ -299,7 +312,7 @@ static int hs_step(struct hfilt *f)
 	int rc = 0;
 	while (rc == 0 && f->hs != NULL) {
 		size_t have = evbuffer_get_length(in);
-		if (have > 0 && (f->b.flags & HUSH__BEV_WANT_READ)) {
+		if (have > 0 && reading(f)) {
 			struct evbuffer_iovec v;
 			size_t used = 0;
 			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) {
@@ -344,6 +357,7 @@ static void hfilt_start(struct hush__bev *b)
 		rc = f->deadline != NULL && event_add(f->deadline, &tv) == 0 ? 0 : HUSH_ENOMEM;
 	}
 	if (rc == 0) {
+		suspend_underlying(f, !reading(f));
 		rc = hs_step(f);
 	}
 	if (rc < 0) {
@@ -430,7 +444,7 @@ static bool open_records(struct hfilt *f)
 		return false;
 	}
 	int rc = 0;
-	while ((b->flags & HUSH__BEV_WANT_READ) && !hush__bev_holding(b) && b->err == 0) {
+	while (reading(f) && !hush__bev_holding(b) && b->err == 0) {
 		uint8_t hdr[HUSH_RECORD_HEADER_SIZE];
 		size_t have = evbuffer_get_length(src);
 		size_t peek = have < sizeof(hdr) ? have : sizeof(hdr);
@@ -508,7 +522,7 @@ static void filt_read(struct hfilt *f)
 		go = open_records(f);
 	}
 	f->in_read = false;
-	if (go && (b->flags & HUSH__BEV_EOF_WAIT) && (b->flags & HUSH__BEV_WANT_READ) &&
+	if (go && (b->flags & HUSH__BEV_EOF_WAIT) && reading(f) &&
 	    !hush__bev_holding(b)) {
 		tell_end(f, BEV_EVENT_READING | BEV_EVENT_EOF);
 	}
@@ -552,7 +566,7 @@ static void hfilt_apply_reading(struct hush__bev *b, bool from_loop)
 	if (f->underlying == NULL || b->err != 0) {
 		return;
 	}
-	bool want = (b->flags & HUSH__BEV_WANT_READ) != 0;
+	bool want = reading(f);
 	suspend_underlying(f, !want);
 	if (!want || f->in_read) {
 		return; /* filt_read() looks at the flags before each record */
@@ -613,7 +627,7 @@ static void on_underlying_event(struct bufferevent *under, short what, void *arg
 		/* Whatever was read before the end is delivered first. */
 		filt_read(f);
 		if (b->err == 0 && !f->peer_closed) {
-			if ((b->flags & HUSH__BEV_WANT_READ) && !hush__bev_holding(b)) {
+			if (reading(f) && !hush__bev_holding(b)) {
 				tell_end(f, what);
 			} else {
 				b->flags |= HUSH__BEV_EOF_WAIT;

@@ -75,6 +75,7 @@ static void hsock_apply_reading(struct hush__bev *b, bool from_loop)
 	if (h->conn == NULL) {
 		return;
 	}
+	hush__conn_hold_handshake(h->conn, !hush__bev_hs_may_advance(b));
 	if (b->flags & HUSH__BEV_WANT_READ) {
 		/* Records already read are delivered now, without more socket bytes:
 		 * draining below the read high watermark lands here. */

@@ -47,6 +47,7 @@ enum {
 	F_CLOSE_SIG = 1u << 16,    /* keyed by a hush handshake: the close record is used */
 	F_IN_ENTRY = 1u << 17,     /* inside a loop entry that flushes before it returns */
 	F_FLUSH_END = 1u << 18,    /* writes wait for the end of that entry */
+	F_HS_HELD = 1u << 19,      /* the handshake reads nothing (a disabled bufferevent) */
 };
 
 /*
@@ -880,7 +881,7 @@ static void update_interest(struct hush_conn *c)
 	}
 	/* A handshake reads until it finishes, paused or not: its bytes are not the
 	 * application's. */
-	if (hs && hs_reading(c) && !(c->flags & (F_STARVED | F_FREEING))) {
+	if (hs && hs_reading(c) && !(c->flags & (F_STARVED | F_FREEING | F_HS_HELD))) {
 		want |= EV_READ;
 	}
 	if ((c->state == ST_OPEN || hs) && (c->flags & F_WANT_WRITE)) {
@@ -1751,6 +1752,15 @@ void hush_conn_pause_reading(struct hush_conn *c)
 	}
 	c->flags |= F_PAUSED;
 	if (c->state == ST_OPEN) {
+		update_interest(c);
+	}
+}
+
+void hush__conn_hold_handshake(struct hush_conn *c, bool hold)
+{
+	uint32_t was = c->flags;
+	c->flags = hold ? c->flags | F_HS_HELD : c->flags & ~(uint32_t)F_HS_HELD;
+	if (c->flags != was && c->state == ST_HANDSHAKE) {
 		update_interest(c);
 	}
 }

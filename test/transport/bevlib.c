@@ -197,6 +197,9 @@ void bev_app_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		a->connected++;
+		if (a->hold_at_connected != NULL) {
+			bufferevent_disable(a->hold_at_connected, EV_READ | EV_WRITE);
+		}
 	}
 	if (what & BEV_EVENT_EOF) {
 		a->eof++;

@@ -77,6 +77,7 @@ struct bev_app {
 			      * 2 instead of reading */
 	short free_on_event; /* frees it in the event callback on any of these events */
 	int err_seen;        /* hush_bufferevent_get_error() in the event callback */
+	struct bufferevent *hold_at_connected; /* disabled when this one connects */
 	struct bufferevent *bev; /* NULL once the application freed it */
 	struct event_base *base;
 };

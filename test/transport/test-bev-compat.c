@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -173,6 +174,7 @@ struct peer {
 	struct evbuffer *got;
 	int connected, eof, error, timeout, other;
 	int stop_on; /* BEV_EVENT_* bits that break the loop */
+	struct bufferevent *hold_at_connected; /* disabled when this one connects */
 };
 
 static void peer_read(struct bufferevent *bev, void *arg)
@@ -187,6 +189,9 @@ static void peer_event(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		p->connected++;
+		if (p->hold_at_connected != NULL) {
+			bufferevent_disable(p->hold_at_connected, EV_READ | EV_WRITE);
+		}
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		p->timeout++;
 	} else if (what & BEV_EVENT_ERROR) {
@@ -271,6 +276,49 @@ static void bev_disabled_does_not_advance_its_handshake(void **state)
 	assert_int_equal(pc.connected, 1);
 	assert_int_equal(ps.connected, 1);
 	assert_memory_equal(evbuffer_pullup(ps.got, -1), "1\n", 2);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(pc.got);
+	evbuffer_free(ps.got);
+}
+
+/*
+ * A bufferevent disabled while its handshake runs holds it: the NNpsk0 server, disabled
+ * when the client connects (having read the server's message 2), never reads the
+ * client's confirmation record (it waits in the socket) and does not connect; enabled
+ * again, its handshake goes on and it connects.
+ */
+static void bev_disabled_during_its_handshake_holds_it_until_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct hush_handshake_config hc, hs;
+	struct peer pc, ps;
+	struct bufferevent *c = psk_bev(e, &hc, sv[0], HUSH_SIDE_CLIENT, &pc);
+	struct bufferevent *s = psk_bev(e, &hs, sv[1], HUSH_SIDE_SERVER, &ps);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	pc.hold_at_connected = s;
+	run_for_ms(e, 200);
+	int waiting = 0;
+	assert_int_equal(ioctl(sv[1], FIONREAD, &waiting), 0);
+	assert_true(waiting > 0); /* the confirmation record, unread */
+	assert_int_equal(pc.connected, 1);
+	assert_int_equal(ps.connected, 0);
+	assert_int_equal(pc.error + ps.error, 0);
+
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	struct timeval guard = {10, 0};
+	struct event *t10 = evtimer_new(e->base, on_guard, NULL);
+	evtimer_add(t10, &guard);
+	while ((pc.connected == 0 || ps.connected == 0) && evtimer_pending(t10, NULL)) {
+		assert_int_equal(event_base_loop(e->base, EVLOOP_ONCE), 0);
+	}
+	event_free(t10);
+	assert_int_equal(pc.connected, 1);
+	assert_int_equal(ps.connected, 1);
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(pc.got);
@@ -465,6 +513,7 @@ int main(void)
 	    cmocka_unit_test(bev_refuses_a_libevent_whose_layout_differs),
 	    cmocka_unit_test(bev_read_high_watermark_is_never_exceeded),
 	    BEV_FX_TEST(bev_disabled_does_not_advance_its_handshake),
+	    BEV_FX_TEST(bev_disabled_during_its_handshake_holds_it_until_enabled),
 	    BEV_FX_TEST(bev_timeouts_without_a_socket_fire_as_libevents),
 	    BEV_FX_TEST(bev_raw_key_keys_one_connection_only),
 	    cmocka_unit_test(bev_loop_free_right_after_the_last_free_is_safe),

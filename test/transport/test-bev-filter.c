@@ -755,6 +755,60 @@ static void filter_handshake_deadline_ends_a_silent_handshake(void **state)
 	bev_hs_done(&h);
 }
 
+/* ---- A disabled filter holds its handshake ---- */
+
+/* Runs the loop until both applications connected, 10 s at most. */
+static bool both_connected(void *arg)
+{
+	struct bev_fx *fx = arg;
+	return fx->c.connected > 0 && fx->s.connected > 0;
+}
+
+/*
+ * Disabled before the loop runs, the server takes no part and neither end connects.
+ * Disabled during its handshake (when the client, open once it sent XX's last message,
+ * reports CONNECTED), the server reads nothing more: that message waits in its
+ * underlying input and the server does not connect. Enabled again, it does.
+ */
+static void filter_disabled_holds_its_handshake(int during)
+{
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	struct bev_fx *fx = NULL;
+	assert_int_equal(bev_fx_setup((void **)&fx), 0);
+	hs_over_pair(fx, &h);
+	struct bufferevent *held = fx->s.bev;
+	if (during) {
+		fx->c.hold_at_connected = held;
+	} else {
+		bufferevent_disable(held, EV_READ | EV_WRITE);
+	}
+	run_for_ms(&fx->e, 200);
+	assert_int_equal(fx->c.connected, during);
+	assert_int_equal(fx->s.connected, 0);
+	assert_int_equal(fx->c.error + fx->s.error, 0);
+	struct evbuffer *in = bufferevent_get_input(bufferevent_get_underlying(held));
+	assert_true(during ? evbuffer_get_length(in) > 0 : 1); /* message 3, unread */
+	assert_int_equal(bufferevent_enable(held, EV_READ | EV_WRITE), 0);
+	run_until(&fx->e, 10000, both_connected, fx);
+	assert_int_equal(fx->c.connected, 1);
+	assert_int_equal(fx->s.connected, 1);
+	assert_int_equal(bev_fx_teardown((void **)&fx), 0);
+	bev_hs_done(&h);
+}
+
+static void filter_disabled_before_the_loop_holds_its_handshake_until_enabled(void **state)
+{
+	(void)state;
+	filter_disabled_holds_its_handshake(0);
+}
+
+static void filter_disabled_during_its_handshake_holds_it_until_enabled(void **state)
+{
+	(void)state;
+	filter_disabled_holds_its_handshake(1);
+}
+
 /* ---- Bad records and streams ---- */
 
 static void filter_tampered_record_reports_eauth(void **state)
@@ -929,6 +983,8 @@ int main(void)
 		BEV_FX_TEST(filter_handshake_stream_cut_without_close_record_is_truncated),
 		BEV_FX_TEST(filter_handshake_untrusted_peer_fails_both_ends),
 		BEV_FX_TEST(filter_handshake_deadline_ends_a_silent_handshake),
+		cmocka_unit_test(filter_disabled_before_the_loop_holds_its_handshake_until_enabled),
+		cmocka_unit_test(filter_disabled_during_its_handshake_holds_it_until_enabled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
