@@ -65,7 +65,7 @@ void hush__bev_arm_read_timer(struct hush__bev *b)
 {
 	struct bufferevent *bev = hush__bev_bev(b);
 	if (evutil_timerisset(&bev->timeout_read) && (b->flags & HUSH__BEV_WANT_READ) &&
-	    b->fl->link(b) != HUSH__BEV_DEAD) {
+	    hush__bev_fl(b)->link(b) != HUSH__BEV_DEAD) {
 		event_add(&bev->ev_read, &bev->timeout_read);
 	} else if (timer_armed(&bev->ev_read)) {
 		event_del(&bev->ev_read);
@@ -74,7 +74,7 @@ void hush__bev_arm_read_timer(struct hush__bev *b)
 
 size_t hush__bev_pending_out(struct hush__bev *b)
 {
-	return evbuffer_get_length(hush__bev_bev(b)->output) + b->fl->queued(b);
+	return evbuffer_get_length(hush__bev_bev(b)->output) + hush__bev_fl(b)->queued(b);
 }
 
 /*
@@ -86,7 +86,7 @@ size_t hush__bev_pending_out(struct hush__bev *b)
 void hush__bev_arm_write_timer(struct hush__bev *b)
 {
 	struct bufferevent *bev = hush__bev_bev(b);
-	enum hush__bev_link link = b->fl->link(b);
+	enum hush__bev_link link = hush__bev_fl(b)->link(b);
 	size_t waiting = hush__bev_pending_out(b);
 	bool armed = timer_armed(&bev->ev_write);
 	bool connecting = link == HUSH__BEV_LIVE && !(b->flags & HUSH__BEV_OPEN);
@@ -277,7 +277,7 @@ static void apply_reading(struct hush__bev *b)
 		 * inside the application's own drain of its input. */
 		hush__bev_hand_to_loop(b, EV_READ);
 	} else {
-		b->fl->apply_reading(b, false);
+		hush__bev_fl(b)->apply_reading(b, false);
 	}
 }
 
@@ -293,7 +293,7 @@ void hush__bev_fail(struct hush__bev *b, int err, short what)
 	if (b->err == 0) {
 		b->err = err;
 	}
-	b->fl->halt(b);
+	hush__bev_fl(b)->halt(b);
 	b->flags &= (uint16_t)~HUSH__BEV_OPEN;
 	hush__bev_arm_timers(b);
 	bufferevent_run_eventcb_(hush__bev_bev(b), what, 0);
@@ -302,8 +302,8 @@ void hush__bev_fail(struct hush__bev *b, int err, short what)
 void hush__bev_maybe_writecb(struct hush__bev *b)
 {
 	struct bufferevent *bev = hush__bev_bev(b);
-	if ((b->flags & HUSH__BEV_WROTE) && b->fl->link(b) == HUSH__BEV_LIVE &&
-	    b->fl->queued(b) == 0 && evbuffer_get_length(bev->output) <= bev->wm_write.low) {
+	if ((b->flags & HUSH__BEV_WROTE) && hush__bev_fl(b)->link(b) == HUSH__BEV_LIVE &&
+	    hush__bev_fl(b)->queued(b) == 0 && evbuffer_get_length(bev->output) <= bev->wm_write.low) {
 		b->flags &= (uint16_t)~HUSH__BEV_WROTE;
 		bufferevent_run_writecb_(bev, 0);
 	}
@@ -347,7 +347,7 @@ int hush__bev_shutdown(struct hush__bev *b)
 	struct bufferevent *bev = hush__bev_bev(b);
 	bufferevent_incref_and_lock_(bev);
 	int rc = 0;
-	if (b->fl->link(b) != HUSH__BEV_LIVE) {
+	if (hush__bev_fl(b)->link(b) != HUSH__BEV_LIVE) {
 		rc = b->err != 0 ? b->err : HUSH_ESTATE;
 	} else if (!(b->flags & HUSH__BEV_SHUT_REQ) || (b->flags & HUSH__BEV_SHUT_QUIET)) {
 		/* Before OPEN this waits: the pump at OPEN carries it out. After a
@@ -357,7 +357,7 @@ int hush__bev_shutdown(struct hush__bev *b)
 		if (hush__bev_foreign(b)) {
 			hush__bev_hand_to_loop(b, EV_WRITE);
 		} else {
-			b->fl->pump(b);
+			hush__bev_fl(b)->pump(b);
 		}
 	}
 	bufferevent_decref_and_unlock_(bev);
@@ -366,7 +366,7 @@ int hush__bev_shutdown(struct hush__bev *b)
 
 bool hush__bev_flush_begin(struct hush__bev *b, short what, enum bufferevent_flush_mode mode)
 {
-	if (!(what & EV_WRITE) || b->fl->link(b) != HUSH__BEV_LIVE) {
+	if (!(what & EV_WRITE) || hush__bev_fl(b)->link(b) != HUSH__BEV_LIVE) {
 		return false;
 	}
 	if (mode == BEV_FINISHED && !(b->flags & HUSH__BEV_SHUT_REQ)) {
@@ -395,11 +395,11 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
 		/* Reading was switched from another thread, or the watermark lets more of
 		 * what it held back in. */
 		if (held_of(b) != NULL && (b->flags & HUSH__BEV_WANT_READ) &&
-		    b->fl->link(b) == HUSH__BEV_LIVE) {
+		    hush__bev_fl(b)->link(b) == HUSH__BEV_LIVE) {
 			deliver_held(b);
 		}
 		if (held_of(b) == NULL) {
-			b->fl->apply_reading(b, true);
+			hush__bev_fl(b)->apply_reading(b, true);
 		}
 		hush__bev_arm_read_timer(b);
 	} else if (bev->enabled & EV_READ) {
@@ -420,15 +420,15 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 		/* Written, enabled or shut down from another thread; or a handshake to
 		 * start. */
 		if (b->flags & HUSH__BEV_START_WAIT) {
-			b->fl->start(b);
+			hush__bev_fl(b)->start(b);
 		}
-		b->fl->pump(b);
+		hush__bev_fl(b)->pump(b);
 		hush__bev_maybe_writecb(b);
 		hush__bev_arm_write_timer(b);
 		bufferevent_decref_and_unlock_(bev);
 		return;
 	}
-	enum hush__bev_link link = b->fl->link(b);
+	enum hush__bev_link link = hush__bev_fl(b)->link(b);
 	size_t now = hush__bev_pending_out(b);
 	bool connecting = link != HUSH__BEV_UNSET && !(b->flags & HUSH__BEV_OPEN) && b->err == 0;
 	if ((bev->enabled & EV_WRITE) &&
@@ -455,7 +455,7 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
 			return;
 		}
 		bufferevent_incref_and_lock_(bev);
-		b->fl->pump(b);
+		hush__bev_fl(b)->pump(b);
 		bufferevent_decref_and_unlock_(bev);
 	}
 }
@@ -485,7 +485,7 @@ int hush__bev_enable(struct bufferevent *bev, short what)
 			if (!(what & EV_READ)) {
 				apply_reading(b); /* a held handshake goes on */
 			}
-			b->fl->pump(b);
+			hush__bev_fl(b)->pump(b);
 			hush__bev_maybe_writecb(b);
 			hush__bev_arm_write_timer(b);
 		}
@@ -530,7 +530,6 @@ int hush__bev_init(struct hush__bev *b, struct event_base *base,
 		   int options, bool *libevent_ready)
 {
 	*libevent_ready = false;
-	b->fl = fl;
 	if (cfg->handshake == NULL) {
 		b->u.key = hush__calloc(cfg->key_len);
 		if (b->u.key == NULL) {

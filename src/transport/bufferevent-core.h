@@ -98,7 +98,6 @@ struct hush__bev_flavour {
 
 struct hush__bev {
 	struct hush__bev_private p; /* first: libevent's part, holding struct bufferevent */
-	const struct hush__bev_flavour *fl;
 	struct hush_loop *loop;     /* NULL for a filter made with a pool only */
 	const struct hush_handshake_config *hcfg; /* borrowed; NULL with raw keys */
 	/* Raw keys: the key's copy, wiped and freed once spent (key_len != 0 until then).
@@ -129,6 +128,13 @@ static inline struct hush__bev *hush__bev_of(struct bufferevent *bev)
 static inline struct bufferevent *hush__bev_bev(struct hush__bev *b)
 {
 	return &b->p.u.bev;
+}
+
+/* b's flavour: libevent's be_ops points at the table that begins it (no field of ours
+ * spent on it). */
+static inline const struct hush__bev_flavour *hush__bev_fl(const struct hush__bev *b)
+{
+	return (const struct hush__bev_flavour *)(const void *)b->p.u.bev.be_ops;
 }
 
 /* Sets up the common part of a block from event_mm_calloc_() (zeroed) for flavour fl:
