@@ -549,7 +549,9 @@ static void hs_over_pair(struct bev_fx *fx, struct bev_hs *h)
 					 BEV_OPT_CLOSE_ON_FREE));
 }
 
-static void hs_over_sockets(struct bev_fx *fx, struct bev_hs *h)
+/* (The server's filter with server_options; returns its underlying bufferevent.) */
+static struct bufferevent *hs_over_sockets(struct bev_fx *fx, struct bev_hs *h,
+					   int server_options)
 {
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -557,8 +559,8 @@ static void hs_over_sockets(struct bev_fx *fx, struct bev_hs *h)
 	struct bufferevent *u1 = bufferevent_socket_new(fx->e.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
 	bev_app_attach(&fx->c, filter_hs(&fx->e, u0, &h->c, HUSH_SIDE_CLIENT,
 					 BEV_OPT_CLOSE_ON_FREE));
-	bev_app_attach(&fx->s, filter_hs(&fx->e, u1, &h->s, HUSH_SIDE_SERVER,
-					 BEV_OPT_CLOSE_ON_FREE));
+	bev_app_attach(&fx->s, filter_hs(&fx->e, u1, &h->s, HUSH_SIDE_SERVER, server_options));
+	return u1;
 }
 
 /* The client writes before the handshake ends (the bytes wait for it), the server
@@ -600,7 +602,7 @@ static void filter_nnpsk0_handshake_over_sockets_connects_and_echoes(void **stat
 	struct bev_fx *fx = *state;
 	struct bev_hs h;
 	bev_hs_init(&h, false);
-	hs_over_sockets(fx, &h);
+	hs_over_sockets(fx, &h, BEV_OPT_CLOSE_ON_FREE);
 	echo_after_handshake(fx);
 	uint8_t key[HUSH_KEY_SIZE];
 	assert_int_equal(hush_bufferevent_peer_key(fx->c.bev, key), HUSH_ESTATE);
@@ -638,13 +640,12 @@ static void filter_handshake_interoperates_with_the_socket_flavour(void **state)
  * EOF. Freed with BEV_OPT_CLOSE_ON_FREE, a filter says goodbye with its close record
  * too.
  */
-static void filter_handshake_close_record_ends_cleanly(int by_free)
+static void filter_handshake_close_record_ends_cleanly(void **state, int by_free)
 {
+	struct bev_fx *fx = *state;
 	struct bev_hs h;
 	bev_hs_init(&h, true);
-	struct bev_fx *fx = NULL;
-	assert_int_equal(bev_fx_setup((void **)&fx), 0);
-	hs_over_sockets(fx, &h);
+	hs_over_sockets(fx, &h, BEV_OPT_CLOSE_ON_FREE);
 	echo_after_handshake(fx);
 	fx->s.echo = 0;
 	evbuffer_drain(fx->c.got, evbuffer_get_length(fx->c.got));
@@ -661,23 +662,20 @@ static void filter_handshake_close_record_ends_cleanly(int by_free)
 	assert_int_equal(fx->s.eof, 1);
 	assert_int_equal(fx->s.error, 0);
 	assert_int_equal(hush_bufferevent_get_error(fx->s.bev), 0);
-	if (!by_free) {
-		assert_int_equal(fx->c.shutdown, 1);
-	}
-	assert_int_equal(bev_fx_teardown((void **)&fx), 0);
+	assert_int_equal(fx->c.shutdown, !by_free);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
 	bev_hs_done(&h);
 }
 
 static void filter_handshake_shutdown_sends_the_close_record(void **state)
 {
-	(void)state;
-	filter_handshake_close_record_ends_cleanly(0);
+	filter_handshake_close_record_ends_cleanly(state, 0);
 }
 
 static void filter_handshake_freed_says_goodbye_with_the_close_record(void **state)
 {
-	(void)state;
-	filter_handshake_close_record_ends_cleanly(1);
+	filter_handshake_close_record_ends_cleanly(state, 1);
 }
 
 /* After a handshake, a stream that ends without the close record is cut short. */
@@ -686,12 +684,7 @@ static void filter_handshake_stream_cut_without_close_record_is_truncated(void *
 	struct bev_fx *fx = *state;
 	struct bev_hs h;
 	bev_hs_init(&h, false);
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct bufferevent *u0 = bufferevent_socket_new(fx->e.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *u1 = bufferevent_socket_new(fx->e.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
-	bev_app_attach(&fx->c, filter_hs(&fx->e, u0, &h.c, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE));
-	bev_app_attach(&fx->s, filter_hs(&fx->e, u1, &h.s, HUSH_SIDE_SERVER, 0));
+	struct bufferevent *u1 = hs_over_sockets(fx, &h, 0);
 	echo_after_handshake(fx);
 	/* The server's filter goes without a goodbye (not BEV_OPT_CLOSE_ON_FREE), then its
 	 * socket. */
@@ -717,7 +710,7 @@ static void filter_handshake_untrusted_peer_fails_both_ends(void **state)
 	static const uint8_t nobody[1][HUSH_KEY_SIZE] = {{1}};
 	h.s.allowed_peers = nobody;
 	h.s.n_allowed_peers = 1;
-	hs_over_sockets(fx, &h);
+	hs_over_sockets(fx, &h, BEV_OPT_CLOSE_ON_FREE);
 	fx->s.free_on_event = BEV_EVENT_ERROR;
 	run(&fx->e);
 	assert_int_equal(fx->s.error, 1);
@@ -770,12 +763,11 @@ static bool both_connected(void *arg)
  * reports CONNECTED), the server reads nothing more: that message waits in its
  * underlying input and the server does not connect. Enabled again, it does.
  */
-static void filter_disabled_holds_its_handshake(int during)
+static void filter_disabled_holds_its_handshake(void **state, int during)
 {
+	struct bev_fx *fx = *state;
 	struct bev_hs h;
 	bev_hs_init(&h, true);
-	struct bev_fx *fx = NULL;
-	assert_int_equal(bev_fx_setup((void **)&fx), 0);
 	hs_over_pair(fx, &h);
 	struct bufferevent *held = fx->s.bev;
 	if (during) {
@@ -793,20 +785,19 @@ static void filter_disabled_holds_its_handshake(int during)
 	run_until(&fx->e, 10000, both_connected, fx);
 	assert_int_equal(fx->c.connected, 1);
 	assert_int_equal(fx->s.connected, 1);
-	assert_int_equal(bev_fx_teardown((void **)&fx), 0);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
 	bev_hs_done(&h);
 }
 
 static void filter_disabled_before_the_loop_holds_its_handshake_until_enabled(void **state)
 {
-	(void)state;
-	filter_disabled_holds_its_handshake(0);
+	filter_disabled_holds_its_handshake(state, 0);
 }
 
 static void filter_disabled_during_its_handshake_holds_it_until_enabled(void **state)
 {
-	(void)state;
-	filter_disabled_holds_its_handshake(1);
+	filter_disabled_holds_its_handshake(state, 1);
 }
 
 /* ---- Bad records and streams ---- */
@@ -978,13 +969,13 @@ int main(void)
 		BEV_FX_TEST(filter_handshake_over_pair_connects_and_echoes),
 		BEV_FX_TEST(filter_nnpsk0_handshake_over_sockets_connects_and_echoes),
 		BEV_FX_TEST(filter_handshake_interoperates_with_the_socket_flavour),
-		cmocka_unit_test(filter_handshake_shutdown_sends_the_close_record),
-		cmocka_unit_test(filter_handshake_freed_says_goodbye_with_the_close_record),
+		BEV_FX_TEST(filter_handshake_shutdown_sends_the_close_record),
+		BEV_FX_TEST(filter_handshake_freed_says_goodbye_with_the_close_record),
 		BEV_FX_TEST(filter_handshake_stream_cut_without_close_record_is_truncated),
 		BEV_FX_TEST(filter_handshake_untrusted_peer_fails_both_ends),
 		BEV_FX_TEST(filter_handshake_deadline_ends_a_silent_handshake),
-		cmocka_unit_test(filter_disabled_before_the_loop_holds_its_handshake_until_enabled),
-		cmocka_unit_test(filter_disabled_during_its_handshake_holds_it_until_enabled),
+		BEV_FX_TEST(filter_disabled_before_the_loop_holds_its_handshake_until_enabled),
+		BEV_FX_TEST(filter_disabled_during_its_handshake_holds_it_until_enabled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
