@@ -66,9 +66,8 @@
  * alone enabled or writing alone is enough to advance it, because evhttp's client
  * connects with only EV_WRITE enabled and enables reading after CONNECTED. hush's own
  * handshake deadline runs on meanwhile. Its configuration is checked when the socket
- * is set, or by the filter's constructor. Over an
- * underlying socket bufferevent still connecting, the first message waits in its
- * output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
+ * is set, or by the filter's constructor. Over an underlying socket bufferevent still
+ * connecting, the first message waits in its output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
  * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
  * yet, the timeouts run whenever enabled, as on libevent's socket type.
  *
@@ -217,10 +216,15 @@ HUSH_EXTERN void hush_bufferevent_config_init(struct hush_bufferevent_config *cf
 /*
  * Wraps underlying (a socket bufferevent, one end of a pair, a proxy's upstream...) so
  * that the returned bufferevent carries plaintext and underlying carries records.
- * options are BEV_OPT_* flags as for bufferevent_filter_new(). Returns NULL on failure
- * (bad config: see hush_bufferevent_config_check(); neither cfg->loop nor cfg->pool, or
- * a loop of another event_base; out of memory; a libevent whose layout differs from
- * the build's), having taken nothing: underlying keeps its callbacks.
+ * options are BEV_OPT_* flags as for bufferevent_filter_new(). With cfg->handshake the
+ * filter runs one hush handshake over underlying (fresh keys: one filter per
+ * connection); otherwise cfg's raw key is spent. The filter sets underlying's callbacks
+ * and enables it; with BEV_OPT_CLOSE_ON_FREE it frees underlying when freed, otherwise
+ * gives it back with no callbacks. Returns NULL on failure (bad config: see
+ * hush_bufferevent_config_check(), and a handshake configuration hush_handshake_new()
+ * would refuse; neither cfg->loop nor cfg->pool, or a loop of another event_base; out
+ * of memory; a libevent whose layout differs from the build's), having taken nothing:
+ * underlying keeps its callbacks.
  */
 HUSH_EXTERN struct bufferevent *hush_bufferevent_filter_new(
 	struct bufferevent *underlying, const struct hush_bufferevent_config *cfg, int options);
