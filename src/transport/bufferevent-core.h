@@ -65,7 +65,8 @@ struct hush__bev;
 
 /*
  * A flavour: libevent's table of operations first (a bufferevent's be_ops points at
- * it, which is how bufferevent.c tells hush's types from others), then what the core
+ * it; its enable is always the core's, which is how bufferevent.c tells hush's types
+ * from others), then what the core
  * and the public calls ask of the flavour. Every hook runs on the loop's thread (or
  * the creating thread without BEV_OPT_THREADSAFE), with the bufferevent locked.
  */

@@ -767,7 +767,7 @@ static int hfilt_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 }
 
 static const struct hush__bev_flavour hfilt_flavour = {
-	.ops = HUSH__BEV_OPS(hush__bev_filter_name, hfilt_unlink, hfilt_destruct, hfilt_flush,
+	.ops = HUSH__BEV_OPS("hush_filter", hfilt_unlink, hfilt_destruct, hfilt_flush,
 			     hfilt_ctrl),
 	.link = hfilt_link,
 	.queued = hfilt_queued,

@@ -1,6 +1,6 @@
 /*
  * What the flavours of hush bufferevents take from bufferevent.c, their public face:
- * the flavour names, the raw-key registry, and the layout guard's test hook
+ * the raw-key registry, and the layout guard's test hook
  * (bufferevent-abi.c). The machinery they share is bufferevent-core.h. The flavours
  * call the core and bufferevent.c; bufferevent.c calls the core; the core calls a
  * flavour only through its table; no flavour calls the other. Never installed.
@@ -11,11 +11,6 @@
 #include <stddef.h>
 
 struct hush_bufferevent_config;
-
-/* The flavour names (libevent's ops->type); a bufferevent whose type name is one of
- * these pointers is hush's. */
-extern const char hush__bev_sock_name[];
-extern const char hush__bev_filter_name[];
 
 /* Records the raw key of cfg as used in this process: 0, or HUSH_EKEYREUSE when it
  * keyed a hush bufferevent before (same key, protocol and side), HUSH_ENOMEM,

@@ -500,7 +500,7 @@ static int hsock_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 }
 
 static const struct hush__bev_flavour hsock_flavour = {
-	.ops = HUSH__BEV_OPS(hush__bev_sock_name, hsock_unlink, hsock_destruct, hsock_flush,
+	.ops = HUSH__BEV_OPS("hush", hsock_unlink, hsock_destruct, hsock_flush,
 			     hsock_ctrl),
 	.link = hsock_link,
 	.queued = hsock_queued,

@@ -22,21 +22,15 @@
 #include "transport/bufferevent-internal.h"
 #include "transport/transport-internal.h"
 
-const char hush__bev_sock_name[] = "hush";
-const char hush__bev_filter_name[] = "hush_filter";
-
-/* bev's state if bev is a hush bufferevent of either flavour, else NULL: libevent's
- * types and others have type names of their own, never these two pointers. */
+/* bev's state if bev is a hush bufferevent of either flavour, else NULL: both enable
+ * through the core (HUSH__BEV_OPS), which no other type's table can name. */
 static struct hush__bev *hush_of(struct bufferevent *bev)
 {
 	if (bev == NULL || bev->be_ops == NULL) {
 		return NULL;
 	}
-	const char *type = ((const struct hush__bev_ops *)(const void *)bev->be_ops)->type;
-	if (type != hush__bev_sock_name && type != hush__bev_filter_name) {
-		return NULL;
-	}
-	return hush__bev_of(bev);
+	const struct hush__bev_ops *ops = (const struct hush__bev_ops *)(const void *)bev->be_ops;
+	return ops->enable == hush__bev_enable ? hush__bev_of(bev) : NULL;
 }
 
 /* ---- Raw keys: each keys one connection in the process ---- */
