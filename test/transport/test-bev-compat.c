@@ -282,6 +282,12 @@ static void bev_disabled_does_not_advance_its_handshake(void **state)
 	evbuffer_free(ps.got);
 }
 
+static bool peer_connected(void *arg)
+{
+	const struct peer *p = arg;
+	return p->connected > 0;
+}
+
 /*
  * A bufferevent disabled while its handshake runs holds it: the NNpsk0 server, disabled
  * when the client connects (having read the server's message 2), never reads the
@@ -310,14 +316,7 @@ static void bev_disabled_during_its_handshake_holds_it_until_enabled(void **stat
 	assert_int_equal(pc.error + ps.error, 0);
 
 	bufferevent_enable(s, EV_READ | EV_WRITE);
-	struct timeval guard = {10, 0};
-	struct event *t10 = evtimer_new(e->base, on_guard, NULL);
-	evtimer_add(t10, &guard);
-	while ((pc.connected == 0 || ps.connected == 0) && evtimer_pending(t10, NULL)) {
-		assert_int_equal(event_base_loop(e->base, EVLOOP_ONCE), 0);
-	}
-	event_free(t10);
-	assert_int_equal(pc.connected, 1);
+	run_until(e, 10000, peer_connected, &ps);
 	assert_int_equal(ps.connected, 1);
 	bufferevent_free(c);
 	bufferevent_free(s);
