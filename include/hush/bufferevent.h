@@ -26,8 +26,15 @@
  *   with a socket fails, because the same key twice repeats AES-GCM nonces. hush
  *   remembers a 16-byte salted fingerprint of each raw key for the process's life.
  * - The filter flavour, hush_bufferevent_filter_new(), wraps any bufferevent (a pair, a
- *   socket, a proxy's upstream) as a libevent filter bufferevent whose filters seal and
- *   open records. Raw keys only.
+ *   socket, a proxy's upstream), its underlying one, which carries the records: a
+ *   bufferevent type of hush's own too ("hush_filter"), built like libevent's own
+ *   filters (it holds a reference to the underlying bufferevent, sets its callbacks, and
+ *   suspends its reading while the application's is off). It is keyed by a hush
+ *   handshake run over the underlying bufferevent (cfg->handshake: fresh keys for each
+ *   filter, so a new filter over each new connection, with the same close record and
+ *   NNpsk0 confirmation record as on a socket), or by raw keys, spent at once. Given
+ *   cfg->loop it borrows that loop's pool and cipher contexts, so an idle one holds
+ *   none; given only cfg->pool its record context keeps two cipher contexts of its own.
  *
  * Copies: plaintext of a record of 1 KiB or more reaches the input evbuffer by
  * reference to its pool buffer (evbuffer_add_reference, whose cleanup gives the buffer
@@ -40,28 +47,34 @@
  * evbuffer; records already read are delivered as soon as the application drains it
  * below the watermark, without waiting for the socket or the underlying bufferevent, in
  * both flavours (libevent's own filters wait for more bytes from the underlying
- * bufferevent). The socket flavour honours the watermark exactly, as
- * bufferevent_openssl does: the input never holds more than it because of hush, and the
- * rest of a record waits in hush's pool buffer until the application drains. The
- * filter flavour stops at the record that reaches the watermark (up to one record
- * over). One case is left in the filter flavour: records held back stay so if the
- * application, instead of draining, disables and re-enables reading or raises the
- * watermark; they come with the underlying bufferevent's next bytes.
+ * bufferevent). Both flavours honour the watermark exactly, as bufferevent_openssl
+ * does: the input never holds more than it because of hush, and the rest of a record
+ * waits in hush's pool buffer until the application drains (the filter flavour passes
+ * it by one record only when the pool refuses it a buffer, rather than stall).
  *
  * Writing: the write callback runs when everything written has been handed to the
- * socket (the output evbuffer and hush's queue are empty), as a socket bufferevent's
- * does when its output is. Plaintext waits in the output evbuffer until the handshake
- * has finished.
+ * socket (the output evbuffer and hush's queue are empty), or sealed into the
+ * underlying bufferevent's output (filter flavour), as a socket bufferevent's does when
+ * its output is. Plaintext waits in the output evbuffer until the handshake has
+ * finished.
  *
- * Handshakes (socket flavour): one starts from the loop once a socket is set and the
- * bufferevent has reading or writing enabled, so one disabled before the loop runs
- * takes no part until enabled; its configuration is checked when the socket is set.
- * Until it ends, the bufferevent's read and write timeouts run whenever set, so the
- * write timeout is the connect-and-handshake timeout evhttp expects. With no socket
+ * Handshakes: one starts from the loop once a socket is set (socket flavour) or the
+ * filter is made (filter flavour) and the bufferevent has reading or writing enabled.
+ * A disabled bufferevent (bufferevent_disable(bev, EV_READ | EV_WRITE)) does not
+ * advance its handshake, whether disabled before it started or while it runs: it reads
+ * none of the peer's handshake messages until enabled again, then goes on. Reading
+ * alone enabled or writing alone is enough to advance it, because evhttp's client
+ * connects with only EV_WRITE enabled and enables reading after CONNECTED. hush's own
+ * handshake deadline runs on meanwhile. Its configuration is checked when the socket
+ * is set, or by the filter's constructor. Over an underlying socket bufferevent still
+ * connecting, the first message waits in its output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
+ * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
  * yet, the timeouts run whenever enabled, as on libevent's socket type.
  *
  * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
- * ended, on both sides, and none for a connection that raw keys start open. A plain
+ * ended, on both sides, and none for a connection that raw keys start open (the filter
+ * flavour passes on the underlying bufferevent's own events with raw keys, as
+ * libevent's filters do, and keeps its CONNECTED to itself with a handshake). A plain
  * socket bufferevent reports CONNECTED only on the side that connected, when the
  * connect completes; an accept-side event callback ported from one that treats every
  * event as the end needs one line first: if (what & BEV_EVENT_CONNECTED) return;
@@ -85,7 +98,9 @@
  * standard calls may come from any thread, as with libevent's own types: what they ask
  * of hush's connection (writing, enabling and disabling, shutdown, the free) is carried
  * out on the loop's thread, which runs the connection inside the bufferevent's lock.
- * bufferevent_setfd() from another thread fails (HUSH_ESTATE).
+ * bufferevent_setfd() from another thread fails (HUSH_ESTATE). The filter flavour follows
+ * the same rules when given cfg->loop; given only cfg->pool, whose buffers the loop's
+ * thread uses too, call it from the loop's thread only.
  *
  * Ownership: the socket flavour closes its socket when freed only with
  * BEV_OPT_CLOSE_ON_FREE; bufferevent_setfd() never closes the socket it replaces, as
@@ -96,7 +111,9 @@
  * sends the close record within bufferevent_free() if the socket takes it at once, so
  * the peer sees a clean end even when the caller shuts the socket down next
  * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
- * with BEV_OPT_CLOSE_ON_FREE. Key material is copied and wiped when spent or freed. If a
+ * with BEV_OPT_CLOSE_ON_FREE, after the same goodbye: its close record goes to the
+ * underlying output, and is written at once if the underlying bufferevent has a
+ * socket (freeing a socket bufferevent drops what it has not sent). Key material is copied and wiped when spent or freed. If a
  * constructor fails it returns NULL and takes ownership of nothing.
  * bufferevent_free() on the loop's thread releases the hush connection at once, so
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
@@ -123,9 +140,6 @@
  *   close record (bufferevent_openssl never sends a close_notify, on free or on a
  *   BEV_FINISHED flush), so a peer reading to the end, such as an HTTP client, sees a
  *   clean end.
- * - A handshake already running goes on if the bufferevent is then disabled (one
- *   disabled before its handshake starts takes no part, as with bufferevent_openssl):
- *   the connection reads handshake bytes regardless of the application's reading.
  * - hush's own handshake deadline (cfg->handshake_timeout_ms, 10 s) runs beside the
  *   bufferevent's timeouts and ends in BEV_EVENT_TIMEOUT | BEV_EVENT_ERROR: a peer that
  *   never finishes a handshake cannot hold a connection without timeouts set.
@@ -140,14 +154,9 @@
  *   callbacks, not to the socket's readiness, which the connection's own event carries.
  * - Rate limits: a read may overshoot the read bucket by one socket read, since hush
  *   reads what the socket holds before the bucket is charged.
- * - The filter flavour takes raw keys only (no handshake mode yet), and its read high
- *   watermark stops at the record that reaches it (up to one record over): splitting
- *   a record, as the socket flavour does, would need the filter to keep the opened
- *   rest itself, which it does not yet. Records it held back wait for the application
- *   to drain, not to toggle reading or raise the watermark.
- * - ABI: the socket flavour embeds libevent's private bufferevent structure, as
- *   libevent_openssl does, but is not rebuilt with libevent: on a libevent whose
- *   layout differs from the build's the constructor refuses (NULL;
+ * - ABI: both flavours embed libevent's private bufferevent structure, as
+ *   libevent_openssl does, but are not rebuilt with libevent: on a libevent whose
+ *   layout differs from the build's the constructors refuse (NULL;
  *   hush_bufferevent_check_libevent() says HUSH_ELIBEVENT) until hush is rebuilt.
  */
 #ifndef HUSH_BUFFEREVENT_H
@@ -174,11 +183,13 @@ struct hush_handshake_config; /* hush/handshake.h, for cfg->handshake */
 #define HUSH_BEV_EVENT_SHUTDOWN (BEV_EVENT_WRITING | BEV_EVENT_EOF)
 
 struct hush_bufferevent_config {
-	/* Socket flavour: the hush loop of the event_base (required); borrowed, must
-	 * outlive the bufferevent. Its pool is the one borrowed from. */
+	/* The hush loop of the event_base (required by the socket flavour; the filter
+	 * flavour's choice, which then borrows the loop's cipher contexts per call);
+	 * borrowed, must outlive the bufferevent. Its pool is the one borrowed from. */
 	struct hush_loop *loop;
-	/* Socket flavour: a hush handshake on each socket, with this end's side below
-	 * (HUSH_SIDE_CLIENT for the end that connected). Borrowed, with what it borrows:
+	/* A hush handshake on each socket (socket flavour) or over the underlying
+	 * bufferevent (filter flavour), with this end's side below (HUSH_SIDE_CLIENT for
+	 * the end that connected, the Noise initiator). Borrowed, with what it borrows:
 	 * it must outlive the bufferevent. When set, rp, key and the limits below are
 	 * unused (the handshake configuration has its own). */
 	const struct hush_handshake_config *handshake;
@@ -194,8 +205,8 @@ struct hush_bufferevent_config {
 	 * (16384 and 1 MiB). */
 	size_t max_send_frame;
 	size_t recv_limit;
-	/* Filter flavour: the pool to borrow buffers from; borrowed, must outlive the
-	 * bufferevent. */
+	/* Filter flavour without a loop: the pool to borrow buffers from; borrowed, must
+	 * outlive the bufferevent. */
 	struct hush_pool *pool;
 };
 
@@ -205,8 +216,15 @@ HUSH_EXTERN void hush_bufferevent_config_init(struct hush_bufferevent_config *cf
 /*
  * Wraps underlying (a socket bufferevent, one end of a pair, a proxy's upstream...) so
  * that the returned bufferevent carries plaintext and underlying carries records.
- * options are BEV_OPT_* flags as for bufferevent_filter_new(). Returns NULL on failure
- * (bad config: see hush_bufferevent_config_check(); out of memory).
+ * options are BEV_OPT_* flags as for bufferevent_filter_new(). With cfg->handshake the
+ * filter runs one hush handshake over underlying (fresh keys: one filter per
+ * connection); otherwise cfg's raw key is spent. The filter sets underlying's callbacks
+ * and enables it; with BEV_OPT_CLOSE_ON_FREE it frees underlying when freed, otherwise
+ * gives it back with no callbacks. Returns NULL on failure (bad config: see
+ * hush_bufferevent_config_check(), and a handshake configuration hush_handshake_new()
+ * would refuse; neither cfg->loop nor cfg->pool, or a loop of another event_base; out
+ * of memory; a libevent whose layout differs from the build's), having taken nothing:
+ * underlying keeps its callbacks.
  */
 HUSH_EXTERN struct bufferevent *hush_bufferevent_filter_new(
 	struct bufferevent *underlying, const struct hush_bufferevent_config *cfg, int options);
@@ -237,10 +255,10 @@ HUSH_EXTERN struct bufferevent *hush_bufferevent_socket_new(
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_check_libevent(struct event_base *base);
 
 /* Checks a configuration's keys (a handshake configuration is checked when a socket
- * is set): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN, HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key
- * that keyed a hush bufferevent before in this process, for this protocol and side),
- * HUSH_ECRYPTO. The constructors also
- * need cfg->loop (socket flavour) or cfg->pool and raw keys (filter flavour). */
+ * is set, or by the filter's constructor): 0, HUSH_EINVAL, HUSH_EPROTO_UNKNOWN,
+ * HUSH_EKEYLEN, HUSH_EKEYREUSE (a raw key that keyed a hush bufferevent before in this
+ * process, for this protocol and side), HUSH_ECRYPTO. The constructors also need
+ * cfg->loop (socket flavour) or cfg->loop or cfg->pool (filter flavour). */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 	const struct hush_bufferevent_config *cfg);
 
@@ -251,24 +269,25 @@ HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_config_check(
 HUSH_EXTERN int hush_bufferevent_get_error(struct bufferevent *bev);
 
 /*
- * The peer's static key, verified by the handshake (socket flavour keyed by XX or
- * XXpsk3), into out: who the peer is, for the application's authorization. Valid from
+ * The peer's static key, verified by the handshake (keyed by XX or XXpsk3), into out: who the peer is, for the application's authorization. Valid from
  * BEV_EVENT_CONNECTED until the socket is replaced or fails.
- * Returns 0, HUSH_EINVAL (NULL, or not a hush socket bufferevent) or HUSH_ESTATE (not
+ * Returns 0, HUSH_EINVAL (NULL, or not a hush bufferevent) or HUSH_ESTATE (not
  * connected, raw keys, or NNpsk0, which has no static keys).
  */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_peer_key(struct bufferevent *bev,
 							  uint8_t out[HUSH_KEY_SIZE]);
 
 /*
- * Graceful close of the write side (socket flavour): everything in the output evbuffer
- * and hush's queue is sent, even with EV_WRITE disabled, then hush's close record
- * (after a handshake), then the socket's write side is shut down and the event
- * callback gets HUSH_BEV_EVENT_SHUTDOWN. Reading goes on until the peer's EOF. Called
- * before the handshake finished, it waits for it. Plaintext written afterwards is
- * never sent. Calling it again does nothing.
- * Returns 0, HUSH_EINVAL (not a hush socket bufferevent), HUSH_ESTATE (no socket) or
- * the error that failed bev.
+ * Graceful close of the write side: everything in the output evbuffer and hush's queue
+ * is sent, even with EV_WRITE disabled, then hush's close record (after a handshake),
+ * then (socket flavour) the socket's write side is shut down, and the event callback
+ * gets HUSH_BEV_EVENT_SHUTDOWN. The filter flavour leaves the underlying bufferevent
+ * open (it may carry more than this stream) and reports the event once the underlying
+ * output has drained. Reading goes on until the peer's EOF. Called before the handshake
+ * finished, it waits for it. Plaintext written afterwards is never sent. Calling it
+ * again does nothing.
+ * Returns 0, HUSH_EINVAL (not a hush bufferevent), HUSH_ESTATE (no socket) or the error
+ * that failed bev.
  */
 HUSH_EXTERN HUSH_MUST_CHECK int hush_bufferevent_shutdown(struct bufferevent *bev);
 

@@ -1,24 +1,23 @@
-/* Internal interfaces between the two flavours of hush bufferevents. Never installed. */
+/*
+ * What the flavours of hush bufferevents take from bufferevent.c, their public face:
+ * the raw-key registry, and the layout guard's test hook
+ * (bufferevent-abi.c). The machinery they share is bufferevent-core.h. The flavours
+ * call the core and bufferevent.c; bufferevent.c calls the core; the core calls a
+ * flavour only through its table; no flavour calls the other. Never installed.
+ */
 #ifndef HUSH_BUFFEREVENT_INTERNAL_H
 #define HUSH_BUFFEREVENT_INTERNAL_H
 
-#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-struct bufferevent;
 struct hush_bufferevent_config;
-
-/* Whether bev is of hush's own socket type, and its stored error. */
-bool hush__bev_is_sock(const struct bufferevent *bev);
-int hush__bev_sock_error(struct bufferevent *bev);
-int hush__bev_sock_shutdown(struct bufferevent *bev);
-int hush__bev_sock_peer_key(struct bufferevent *bev, uint8_t *out);
 
 /* Records the raw key of cfg as used in this process: 0, or HUSH_EKEYREUSE when it
  * keyed a hush bufferevent before (same key, protocol and side), HUSH_ENOMEM,
  * HUSH_ECRYPTO. */
 int hush__bev_claim_raw_key(const struct hush_bufferevent_config *cfg);
+
+/* ---- bufferevent-abi.c ---- */
 
 /* For tests: the size of libevent's struct bufferevent_private that the layout check
  * expects of the running library, as if hush had been built against a libevent of that

@@ -295,6 +295,15 @@ void hush_conn_pause_reading(struct hush_conn *c)
 	}
 }
 
+void hush__conn_hold_handshake(struct hush_conn *c, bool hold)
+{
+	uint32_t was = c->flags;
+	c->flags = hold ? c->flags | F_HS_HELD : c->flags & ~(uint32_t)F_HS_HELD;
+	if (c->flags != was && c->state == ST_HANDSHAKE) {
+		hush__conn_update_interest(c);
+	}
+}
+
 void hush_conn_resume_reading(struct hush_conn *c)
 {
 	if (c == NULL || !(c->flags & F_PAUSED)) {

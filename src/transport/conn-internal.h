@@ -40,6 +40,7 @@ enum {
 	F_CLOSE_SIG = 1u << 16,    /* keyed by a hush handshake: the close record is used */
 	F_IN_ENTRY = 1u << 17,     /* inside a loop entry that flushes before it returns */
 	F_FLUSH_END = 1u << 18,    /* writes wait for the end of that entry */
+	F_HS_HELD = 1u << 19,      /* the handshake reads nothing (a disabled bufferevent) */
 };
 
 struct hush_conn {

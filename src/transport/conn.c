@@ -243,7 +243,7 @@ void hush__conn_update_interest(struct hush_conn *c)
 	}
 	/* A handshake reads until it finishes, paused or not: its bytes are not the
 	 * application's. */
-	if (hs && hush__hs_reading(c->hs) && !(c->flags & (F_STARVED | F_FREEING))) {
+	if (hs && hush__hs_reading(c->hs) && !(c->flags & (F_STARVED | F_FREEING | F_HS_HELD))) {
 		want |= EV_READ;
 	}
 	if ((c->state == ST_OPEN || hs) && (c->flags & F_WANT_WRITE)) {

@@ -68,6 +68,11 @@ ev_ssize_t bufferevent_get_write_max_(struct hush__bev_private *p);
 int bufferevent_get_options_(struct bufferevent *bev);
 void *bufferevent_socket_get_conn_address_(struct bufferevent *bev);
 void bufferevent_socket_set_conn_address_fd_(struct bufferevent *bev, evutil_socket_t fd);
+/* A filter's hold on its underlying bufferevent's reading (BEV_SUSPEND_FILT_READ, as
+ * libevent's own filter uses): reading stops without touching the enabled flags. */
+#define HUSH__BEV_SUSPEND_FILT_READ 0x10
+void bufferevent_suspend_read_(struct bufferevent *bev, ev_uint16_t what);
+void bufferevent_unsuspend_read_(struct bufferevent *bev, ev_uint16_t what);
 void *event_mm_calloc_(size_t count, size_t size);
 void event_mm_free_(void *p);
 

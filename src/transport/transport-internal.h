@@ -127,6 +127,11 @@ HUSH_MUST_CHECK int hush__conn_start_handshake_for(struct hush_conn *c,
  * from the loop as usual. Returns false, doing nothing, otherwise. */
 bool hush__conn_abort_handshake(struct hush_conn *c, int err);
 
+/* Holds a handshake (the socket is not read while it runs: a disabled hush bufferevent
+ * does not advance its handshake) or lets it go on. Nothing else changes: its deadline
+ * runs on. */
+void hush__conn_hold_handshake(struct hush_conn *c, bool hold);
+
 /* hush_conn_new() with a guard (struct conn_cfg). */
 HUSH_MUST_CHECK int hush__conn_new_guarded(struct hush_conn **out, struct hush_loop *loop, int fd,
 					   const struct hush_conn_config *cfg,

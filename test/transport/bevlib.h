@@ -1,15 +1,21 @@
 /*
  * What the hush bufferevent tests share beyond the transport fixture (envlib.h): raw
- * keys and a raw-keyed socket bufferevent.
+ * keys, a raw-keyed socket bufferevent, a raw ALTS peer, an application on a
+ * bufferevent, and the fixture for cmocka's setup and teardown.
  */
 #ifndef HUSH_TEST_BEVLIB_H
 #define HUSH_TEST_BEVLIB_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include <hush/conn.h>
+#include <hush/handshake.h>
+#include <hush/keys.h>
 #include <hush/record.h>
 #include <hush/pool.h>
 
@@ -30,5 +36,78 @@ struct bufferevent;
  * max_send_frame 0 for the default record size. */
 struct bufferevent *bev_raw_socket(struct env *e, int fd, enum hush_side side,
 				   size_t max_send_frame);
+
+/* Handshake configurations for both ends: NNpsk0 (cheap), or XX where each end trusts
+ * the other's static key. */
+struct bev_hs {
+	struct hush_handshake_config c, s;
+	struct hush_keypair *kc, *ks;
+	uint8_t pub_c[HUSH_KEY_SIZE], pub_s[HUSH_KEY_SIZE];
+};
+void bev_hs_init(struct bev_hs *h, bool xx);
+void bev_hs_done(struct bev_hs *h);
+
+/* A raw ALTS peer: the server side of BEV_KEY44, outside any bufferevent. */
+struct hush_record *bev_raw_peer(void);
+/* peer seals len bytes of pt into frame (capacity cap); returns the frame's length. */
+size_t bev_raw_seal(struct hush_record *peer, uint8_t *frame, size_t cap, const void *pt,
+		    size_t len);
+
+/*
+ * An application on a hush bufferevent: collects what it reads (copied out and drained,
+ * as most applications do), counts its events, and checks at every read that the
+ * input holds no more than the read high watermark. The other fields change what it
+ * does.
+ */
+struct bev_app {
+	struct evbuffer *got;
+	int connected;
+	int eof;
+	int error;
+	int shutdown;  /* HUSH_BEV_EVENT_SHUTDOWN, counted apart */
+	int reads;
+	int echo;      /* writes back what it reads */
+	int no_read;   /* leaves the input alone */
+	size_t stop_at; /* breaks the loop once got holds this much */
+	/* Reads only once the input holds wait_for bytes (or the rest of want). */
+	size_t wait_for;
+	size_t want;
+	int drain_later;     /* drains from the loop, not from the read callback */
+	int free_on_read;    /* frees the bufferevent in the read callback: 1 after reading,
+			      * 2 instead of reading */
+	short free_on_event; /* frees it in the event callback on any of these events */
+	int err_seen;        /* hush_bufferevent_get_error() in the event callback */
+	struct bufferevent *hold_at_connected; /* disabled when this one connects */
+	struct bufferevent *bev; /* NULL once the application freed it */
+	struct event_base *base;
+};
+
+void bev_app_init(struct bev_app *a, struct env *e);
+/* Frees the bufferevent if the application still has it, and what it read. */
+void bev_app_done(struct bev_app *a);
+/* Gives bev (may be NULL) to the application, reading and writing. */
+void bev_app_attach(struct bev_app *a, struct bufferevent *bev);
+/* Sets the application's callbacks on bev and enables it, leaving bev the caller's;
+ * returns bev. */
+struct bufferevent *bev_app_use(struct bev_app *a, struct bufferevent *bev);
+void bev_app_read(struct bufferevent *bev, void *arg);
+void bev_app_event(struct bufferevent *bev, short what, void *arg);
+/* Asserts that the application got exactly msg[0..n). */
+void bev_app_got(struct bev_app *a, const void *msg, size_t n);
+
+/*
+ * The fixture of most bufferevent tests, as cmocka's setup and teardown
+ * (cmocka_unit_test_setup_teardown(test, bev_fx_setup, bev_fx_teardown)): the transport
+ * fixture with a fresh BEV_KEY44 and two applications. The teardown frees what the
+ * applications still hold and ends with env_done()'s checks.
+ */
+struct bev_fx {
+	struct env e;
+	struct bev_app c, s;
+};
+int bev_fx_setup(void **state);
+int bev_fx_teardown(void **state);
+/* A test on the fixture, in cmocka's list of tests. */
+#define BEV_FX_TEST(test) cmocka_unit_test_setup_teardown(test, bev_fx_setup, bev_fx_teardown)
 
 #endif /* HUSH_TEST_BEVLIB_H */

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,13 +36,11 @@ static bool fd_open(int fd)
  * allocation of bufferevent_socket_new()). */
 static void bev_layout_of_the_running_libevent_matches_the_build(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	hush__bev_layout_expect(0);
-	assert_int_equal(hush_bufferevent_check_libevent(e.base), 0);
+	assert_int_equal(hush_bufferevent_check_libevent(e->base), 0);
 	assert_int_equal(hush_bufferevent_check_libevent(NULL), 0); /* remembered */
-	env_done(&e);
 }
 
 /*
@@ -175,6 +174,7 @@ struct peer {
 	struct evbuffer *got;
 	int connected, eof, error, timeout, other;
 	int stop_on; /* BEV_EVENT_* bits that break the loop */
+	struct bufferevent *hold_at_connected; /* disabled when this one connects */
 };
 
 static void peer_read(struct bufferevent *bev, void *arg)
@@ -189,6 +189,9 @@ static void peer_event(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		p->connected++;
+		if (p->hold_at_connected != NULL) {
+			bufferevent_disable(p->hold_at_connected, EV_READ | EV_WRITE);
+		}
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		p->timeout++;
 	} else if (what & BEV_EVENT_ERROR) {
@@ -237,22 +240,21 @@ static struct bufferevent *psk_bev(struct env *e, struct hush_handshake_config *
  */
 static void bev_disabled_does_not_advance_its_handshake(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct hush_handshake_config hc, hs;
 	struct peer pc, ps;
-	struct bufferevent *c = psk_bev(&e, &hc, sv[0], HUSH_SIDE_CLIENT, &pc);
-	struct bufferevent *s = psk_bev(&e, &hs, sv[1], HUSH_SIDE_SERVER, &ps);
+	struct bufferevent *c = psk_bev(e, &hc, sv[0], HUSH_SIDE_CLIENT, &pc);
+	struct bufferevent *s = psk_bev(e, &hs, sv[1], HUSH_SIDE_SERVER, &ps);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_disable(s, EV_READ | EV_WRITE);
 	struct timeval t = {0, 300000};
 	bufferevent_set_timeouts(c, &t, &t);
 	assert_int_equal(bufferevent_write(c, "1\n", 2), 0);
 	pc.stop_on = BEV_EVENT_TIMEOUT;
-	run(&e);
+	run(e);
 	assert_true(pc.timeout >= 1);
 	assert_int_equal(pc.connected, 0);
 	assert_int_equal(ps.connected, 0);
@@ -264,11 +266,11 @@ static void bev_disabled_does_not_advance_its_handshake(void **state)
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	struct timeval guard = {10, 0};
-	struct event *t10 = evtimer_new(e.base, on_guard, NULL);
+	struct event *t10 = evtimer_new(e->base, on_guard, NULL);
 	evtimer_add(t10, &guard);
 	while ((ps.connected == 0 || evbuffer_get_length(ps.got) < 2) &&
 	       evtimer_pending(t10, NULL)) {
-		assert_int_equal(event_base_loop(e.base, EVLOOP_ONCE), 0);
+		assert_int_equal(event_base_loop(e->base, EVLOOP_ONCE), 0);
 	}
 	event_free(t10);
 	assert_int_equal(pc.connected, 1);
@@ -278,7 +280,48 @@ static void bev_disabled_does_not_advance_its_handshake(void **state)
 	bufferevent_free(s);
 	evbuffer_free(pc.got);
 	evbuffer_free(ps.got);
-	env_done(&e);
+}
+
+static bool peer_connected(void *arg)
+{
+	const struct peer *p = arg;
+	return p->connected > 0;
+}
+
+/*
+ * A bufferevent disabled while its handshake runs holds it: the NNpsk0 server, disabled
+ * when the client connects (having read the server's message 2), never reads the
+ * client's confirmation record (it waits in the socket) and does not connect; enabled
+ * again, its handshake goes on and it connects.
+ */
+static void bev_disabled_during_its_handshake_holds_it_until_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct hush_handshake_config hc, hs;
+	struct peer pc, ps;
+	struct bufferevent *c = psk_bev(e, &hc, sv[0], HUSH_SIDE_CLIENT, &pc);
+	struct bufferevent *s = psk_bev(e, &hs, sv[1], HUSH_SIDE_SERVER, &ps);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	pc.hold_at_connected = s;
+	run_for_ms(e, 200);
+	int waiting = 0;
+	assert_int_equal(ioctl(sv[1], FIONREAD, &waiting), 0);
+	assert_true(waiting > 0); /* the confirmation record, unread */
+	assert_int_equal(pc.connected, 1);
+	assert_int_equal(ps.connected, 0);
+	assert_int_equal(pc.error + ps.error, 0);
+
+	bufferevent_enable(s, EV_READ | EV_WRITE);
+	run_until(e, 10000, peer_connected, &ps);
+	assert_int_equal(ps.connected, 1);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	evbuffer_free(pc.got);
+	evbuffer_free(ps.got);
 }
 
 /* ---- Timeouts with no socket yet ---- */
@@ -318,26 +361,24 @@ static void no_socket_timeouts(struct env *e, struct bufferevent *bev, struct ti
  * writing, each disabled before its event. */
 static void bev_timeouts_without_a_socket_fire_as_libevents(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	struct timeouts_seen plain, hush;
-	no_socket_timeouts(&e, bufferevent_socket_new(e.base, -1, 0), &plain);
+	no_socket_timeouts(e, bufferevent_socket_new(e->base, -1, 0), &plain);
 	struct hush_bufferevent_config cfg;
 	hush_bufferevent_config_init(&cfg);
 	cfg.key = BEV_KEY44;
 	cfg.key_len = sizeof(BEV_KEY44);
-	cfg.loop = e.loop;
-	struct bufferevent *h = hush_bufferevent_socket_new(e.base, -1, &cfg, 0);
+	cfg.loop = e->loop;
+	struct bufferevent *h = hush_bufferevent_socket_new(e->base, -1, &cfg, 0);
 	assert_non_null(h);
-	no_socket_timeouts(&e, h, &hush);
+	no_socket_timeouts(e, h, &hush);
 	assert_int_equal(plain.n, 2);
 	assert_int_equal(plain.events[0], BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
 	assert_int_equal(plain.events[1], BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
 	assert_int_equal(hush.n, plain.n);
 	assert_int_equal(hush.events[0], plain.events[0]);
 	assert_int_equal(hush.events[1], plain.events[1]);
-	env_done(&e);
 }
 
 /* ---- Raw keys ---- */
@@ -350,43 +391,41 @@ static void bev_timeouts_without_a_socket_fire_as_libevents(void **state)
  */
 static void bev_raw_key_keys_one_connection_only(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	struct hush_bufferevent_config cfg;
 	hush_bufferevent_config_init(&cfg);
 	cfg.key = BEV_KEY44;
 	cfg.key_len = sizeof(BEV_KEY44);
-	cfg.loop = e.loop;
-	cfg.pool = e.pool;
+	cfg.loop = e->loop;
+	cfg.pool = e->pool;
 	assert_int_equal(hush_bufferevent_config_check(&cfg), 0);
-	struct bufferevent *first = hush_bufferevent_socket_new(e.base, -1, &cfg, 0);
+	struct bufferevent *first = hush_bufferevent_socket_new(e->base, -1, &cfg, 0);
 	assert_non_null(first);
 	assert_int_equal(hush_bufferevent_config_check(&cfg), HUSH_EKEYREUSE);
-	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	assert_null(hush_bufferevent_socket_new(e->base, -1, &cfg, 0));
 	struct bufferevent *pair[2];
-	assert_int_equal(bufferevent_pair_new(e.base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
+	assert_int_equal(bufferevent_pair_new(e->base, BEV_OPT_CLOSE_ON_FREE, pair), 0);
 	assert_null(hush_bufferevent_filter_new(pair[0], &cfg, BEV_OPT_CLOSE_ON_FREE));
 	bufferevent_free(first);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
-	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	assert_null(hush_bufferevent_socket_new(e->base, -1, &cfg, 0));
 
 	/* The other end of the connection holds the same key for the other side. */
 	cfg.side = HUSH_SIDE_SERVER;
 	struct bufferevent *other = hush_bufferevent_filter_new(pair[0], &cfg, BEV_OPT_CLOSE_ON_FREE);
 	assert_non_null(other);
-	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	assert_null(hush_bufferevent_socket_new(e->base, -1, &cfg, 0));
 
 	/* A constructor that fails for another reason leaves the key unspent. */
 	bev_new_key();
 	cfg.side = HUSH_SIDE_CLIENT;
 	hush__bev_layout_expect(536);
-	assert_null(hush_bufferevent_socket_new(e.base, -1, &cfg, 0));
+	assert_null(hush_bufferevent_socket_new(e->base, -1, &cfg, 0));
 	hush__bev_layout_expect(0);
 	assert_int_equal(hush_bufferevent_config_check(&cfg), 0);
 	bufferevent_free(other);
 	bufferevent_free(pair[1]);
-	env_done(&e);
 }
 
 /* ---- Freeing ---- */
@@ -469,12 +508,13 @@ int main(void)
 	const struct hush_allocator poison = {poison_alloc, poison_release, NULL};
 	hush_set_allocator(&poison);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(bev_layout_of_the_running_libevent_matches_the_build),
+	    BEV_FX_TEST(bev_layout_of_the_running_libevent_matches_the_build),
 	    cmocka_unit_test(bev_refuses_a_libevent_whose_layout_differs),
 	    cmocka_unit_test(bev_read_high_watermark_is_never_exceeded),
-	    cmocka_unit_test(bev_disabled_does_not_advance_its_handshake),
-	    cmocka_unit_test(bev_timeouts_without_a_socket_fire_as_libevents),
-	    cmocka_unit_test(bev_raw_key_keys_one_connection_only),
+	    BEV_FX_TEST(bev_disabled_does_not_advance_its_handshake),
+	    BEV_FX_TEST(bev_disabled_during_its_handshake_holds_it_until_enabled),
+	    BEV_FX_TEST(bev_timeouts_without_a_socket_fire_as_libevents),
+	    BEV_FX_TEST(bev_raw_key_keys_one_connection_only),
 	    cmocka_unit_test(bev_loop_free_right_after_the_last_free_is_safe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
- * Tests for hush bufferevents (src/transport/bufferevent.c): plain libevent programs,
- * libevent's HTTP stack, a raw ALTS peer, watermarks, truncation and tampering.
+ * Tests for hush bufferevents of the socket flavour (src/transport/bufferevent-sock.c):
+ * plain libevent programs, libevent's HTTP stack, a raw ALTS peer, watermarks,
+ * truncation and tampering.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,125 +27,47 @@
 #include "common/common-internal.h"
 
 
-/* An application: collects what it reads, remembers its events, optionally echoes. */
-struct app {
-	struct evbuffer *got;
-	int connected;
-	int eof;
-	int error;
-	int shutdown;
-	int echo;
-	int no_read;       /* leave the input alone (watermark test) */
-	size_t stop_at;
-	struct event_base *base;
-};
-
-static void app_read(struct bufferevent *bev, void *arg)
-{
-	struct app *a = arg;
-	if (a->no_read) {
-		return;
-	}
-	if (a->echo) {
-		bufferevent_write_buffer(bev, bufferevent_get_input(bev));
-		return;
-	}
-	/* Copy out and drain, as most applications do (moving the chains would keep the
-	 * pool buffers, which is the application's right but not what is measured). */
-	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t n = evbuffer_get_length(in);
-	uint8_t *tmp = malloc(n);
-	evbuffer_remove(in, tmp, n);
-	evbuffer_add(a->got, tmp, n);
-	free(tmp);
-	if (a->stop_at != 0 && evbuffer_get_length(a->got) >= a->stop_at) {
-		event_base_loopbreak(a->base);
-	}
-}
-
-static void app_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct app *a = arg;
-	(void)bev;
-	if (what == HUSH_BEV_EVENT_SHUTDOWN) {
-		a->shutdown++;
-		return;
-	}
-	if (what & BEV_EVENT_CONNECTED) {
-		a->connected++;
-	}
-	if (what & BEV_EVENT_EOF) {
-		a->eof++;
-	}
-	if (what & BEV_EVENT_ERROR) {
-		a->error++;
-	}
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		event_base_loopbreak(a->base);
-	}
-}
-
-static void app_init(struct app *a, struct env *e)
-{
-	memset(a, 0, sizeof(*a));
-	a->got = evbuffer_new();
-	a->base = e->base;
-}
-
 static void bev_echo_between_two_hush_bufferevents(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca, sa;
-	app_init(&ca, &e);
-	app_init(&sa, &e);
-	sa.echo = 1;
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct bev_app *ca = &fx->c, *sa = &fx->s;
+	sa->echo = 1;
+	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	assert_int_equal(bufferevent_write(c, "hello, hush", 11), 0);
-	ca.stop_at = 11;
-	run(&e);
-	assert_int_equal(evbuffer_get_length(ca.got), 11);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), "hello, hush", 11);
+	ca->stop_at = 11;
+	run(e);
+	assert_int_equal(evbuffer_get_length(ca->got), 11);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), "hello, hush", 11);
 	/* Raw keys start the connection open: no CONNECTED, as with bufferevent_openssl. */
-	assert_int_equal(ca.connected, 0);
-	assert_int_equal(sa.connected, 0);
+	assert_int_equal(ca->connected, 0);
+	assert_int_equal(sa->connected, 0);
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
 	uint8_t peer[HUSH_KEY_SIZE];
 	assert_int_equal(hush_bufferevent_peer_key(c, peer), HUSH_ESTATE); /* raw keys */
 	assert_int_equal(hush_bufferevent_peer_key(NULL, peer), HUSH_EINVAL);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	env_done(&e);
 }
 
 static void bev_speaks_alts_records_to_a_raw_peer(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca;
-	app_init(&ca, &e);
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c = bev_app_use(ca, bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0));
 	assert_int_equal(bufferevent_write(c, "ping", 4), 0);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
-	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
-					 HUSH_SIDE_SERVER),
-			 0);
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	struct hush_record *peer = bev_raw_peer();
 	uint8_t frame[64];
 	assert_int_equal(read(sv[1], frame, sizeof(frame)), 4 + HUSH_RECORD_OVERHEAD);
 	struct hush_iovec pt;
@@ -154,146 +77,118 @@ static void bev_speaks_alts_records_to_a_raw_peer(void **state)
 	size_t flen;
 	assert_int_equal(hush_record_seal(peer, frame, sizeof(frame), 4, &flen), 0);
 	assert_int_equal(write(sv[1], frame, flen), (ssize_t)flen);
-	ca.stop_at = 4;
-	run(&e);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), "pong", 4);
+	ca->stop_at = 4;
+	run(e);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), "pong", 4);
 	hush_record_free(peer);
 	close(sv[1]);
 	bufferevent_free(c);
-	evbuffer_free(ca.got);
-	env_done(&e);
 }
 
 static void bev_eight_mib_round_trip(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca, sa;
-	app_init(&ca, &e);
-	app_init(&sa, &e);
-	sa.echo = 1;
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct bev_app *ca = &fx->c, *sa = &fx->s;
+	sa->echo = 1;
+	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	size_t n = 8u << 20;
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 21);
 	assert_int_equal(bufferevent_write(c, msg, n), 0);
-	ca.stop_at = n;
-	run(&e);
-	assert_int_equal(evbuffer_get_length(ca.got), n);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	ca->stop_at = n;
+	run(e);
+	assert_int_equal(evbuffer_get_length(ca->got), n);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), msg, n);
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	env_done(&e);
 }
 
 static void bev_stream_cut_inside_record_reports_truncated(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca;
-	app_init(&ca, &e);
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_enable(c, EV_READ);
-	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
-					 HUSH_SIDE_SERVER),
-			 0);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c = bev_app_use(ca, bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0));
+	struct hush_record *peer = bev_raw_peer();
 	uint8_t frame[200];
 	size_t flen;
 	assert_int_equal(hush_record_seal(peer, frame, sizeof(frame), 100, &flen), 0);
 	assert_int_equal(write(sv[1], frame, flen - 5), (ssize_t)flen - 5);
 	close(sv[1]);
-	run(&e);
-	assert_int_equal(ca.error, 1);
+	run(e);
+	assert_int_equal(ca->error, 1);
 	assert_int_equal(hush_bufferevent_get_error(c), HUSH_ETRUNCATED);
-	assert_int_equal(evbuffer_get_length(ca.got), 0);
+	assert_int_equal(evbuffer_get_length(ca->got), 0);
 	hush_record_free(peer);
 	bufferevent_free(c);
-	evbuffer_free(ca.got);
-	env_done(&e);
 }
 
 static void bev_tampered_record_reports_eauth(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca;
-	app_init(&ca, &e);
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_enable(c, EV_READ);
-	struct hush_record *peer;
-	assert_int_equal(hush_record_new(&peer, HUSH_RP_ALTS_AES128_GCM_REKEY, BEV_KEY44, 44,
-					 HUSH_SIDE_SERVER),
-			 0);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c = bev_app_use(ca, bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0));
+	struct hush_record *peer = bev_raw_peer();
 	uint8_t frame[200];
 	size_t flen;
 	memset(frame, 0, sizeof(frame));
 	assert_int_equal(hush_record_seal(peer, frame, sizeof(frame), 100, &flen), 0);
 	frame[50] ^= 0x40;
 	assert_int_equal(write(sv[1], frame, flen), (ssize_t)flen);
-	run(&e);
-	assert_int_equal(ca.error, 1);
+	run(e);
+	assert_int_equal(ca->error, 1);
 	assert_int_equal(hush_bufferevent_get_error(c), HUSH_EAUTH);
-	assert_int_equal(evbuffer_get_length(ca.got), 0);
+	assert_int_equal(evbuffer_get_length(ca->got), 0);
 	assert_int_equal(hush_bufferevent_get_error(NULL), HUSH_EINVAL);
 	hush_record_free(peer);
 	close(sv[1]);
 	bufferevent_free(c);
-	evbuffer_free(ca.got);
-	env_done(&e);
 }
 
 static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	/* Two descriptors a pair; the test raises its own open-files limit. */
 	const int N = testlib_fd_room("bev_thousands_idle", 1000, 2, 64);
 	assert_true(N > 0);
 	struct bufferevent **c = calloc(N, sizeof(*c));
 	struct bufferevent **s = calloc(N, sizeof(*s));
-	struct app *a = calloc(N, sizeof(*a));
-	struct app echo;
-	app_init(&echo, &e);
-	echo.echo = 1;
+	struct bev_app *a = calloc(N, sizeof(*a));
+	struct bev_app *echo = &fx->c;
+	echo->echo = 1;
 	for (int i = 0; i < N; i++) {
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-		app_init(&a[i], &e);
+		bev_app_init(&a[i], e);
 		bev_new_key();
-		c[i] = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-		s[i] = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
-		bufferevent_setcb(c[i], app_read, NULL, app_event, &a[i]);
-		bufferevent_setcb(s[i], app_read, NULL, app_event, &echo);
+		c[i] = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
+		s[i] = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
+		bufferevent_setcb(c[i], bev_app_read, NULL, bev_app_event, &a[i]);
+		bufferevent_setcb(s[i], bev_app_read, NULL, bev_app_event, echo);
 		bufferevent_enable(c[i], EV_READ | EV_WRITE);
 		bufferevent_enable(s[i], EV_READ | EV_WRITE);
 		assert_int_equal(bufferevent_write(c[i], "x", 1), 0);
 	}
 	for (int round = 0; round < 200; round++) {
-		event_base_loop(e.base, EVLOOP_NONBLOCK);
+		event_base_loop(e->base, EVLOOP_NONBLOCK);
 	}
 	struct hush_pool_stats st;
-	hush_pool_stats(e.pool, &st);
+	hush_pool_stats(e->pool, &st);
 	assert_int_equal(st.total.in_use, 0);
 	assert_true(st.total.acquisitions >= 4 * (uint64_t)N);
 	for (int i = 0; i < N; i++) {
@@ -302,53 +197,15 @@ static void bev_thousands_idle_hold_zero_pool_buffers(void **state)
 		bufferevent_free(s[i]);
 		evbuffer_free(a[i].got);
 	}
-	evbuffer_free(echo.got);
 	free(c);
 	free(s);
 	free(a);
-	env_done(&e);
 }
 
 
 /* ---- Keyed by a hush handshake ---- */
 
-static const uint8_t PSK[HUSH_KEY_SIZE] = {0x70, 0x73, 0x6b};
-
-struct hs {
-	struct hush_handshake_config c, s;
-	struct hush_keypair *kc, *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE], pub_s[HUSH_KEY_SIZE];
-};
-
-/* NNpsk0 (cheap) unless xx, where each end trusts the other's static key. */
-static void hs_init(struct hs *h, bool xx)
-{
-	memset(h, 0, sizeof(*h));
-	hush_handshake_config_init(&h->c);
-	hush_handshake_config_init(&h->s);
-	if (!xx) {
-		h->c.protocol = h->s.protocol = HUSH_NOISE_NNPSK0_25519_AESGCM_SHA256;
-		h->c.psk = h->s.psk = PSK;
-		return;
-	}
-	assert_int_equal(hush_keypair_generate(&h->kc), 0);
-	assert_int_equal(hush_keypair_generate(&h->ks), 0);
-	hush_keypair_public(h->kc, h->pub_c);
-	hush_keypair_public(h->ks, h->pub_s);
-	h->c.keypair = h->kc;
-	h->s.keypair = h->ks;
-	h->c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_s;
-	h->s.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])h->pub_c;
-	h->c.n_allowed_peers = h->s.n_allowed_peers = 1;
-}
-
-static void hs_done(struct hs *h)
-{
-	hush_keypair_free(h->kc);
-	hush_keypair_free(h->ks);
-}
-
-static struct bufferevent *hs_bev(struct env *e, struct hs *h, int fd, enum hush_side side,
+static struct bufferevent *hs_bev(struct env *e, struct bev_hs *h, int fd, enum hush_side side,
 				  int options)
 {
 	struct hush_bufferevent_config cfg;
@@ -364,34 +221,31 @@ static struct bufferevent *hs_bev(struct env *e, struct hs *h, int fd, enum hush
 /* Writes made before the handshake finished wait for it, then go out. */
 static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, true);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca, sa;
-	app_init(&ca, &e);
-	app_init(&sa, &e);
-	sa.echo = 1;
+	struct bev_app *ca = &fx->c, *sa = &fx->s;
+	sa->echo = 1;
 	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE | BEV_OPT_DEFER_CALLBACKS;
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, opts);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	size_t n = 300000;
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 5);
 	assert_int_equal(bufferevent_write(c, msg, n), 0);
-	ca.stop_at = n;
-	run(&e);
-	assert_int_equal(ca.connected, 1);
-	assert_int_equal(sa.connected, 1);
-	assert_int_equal(evbuffer_get_length(ca.got), n);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	ca->stop_at = n;
+	run(e);
+	assert_int_equal(ca->connected, 1);
+	assert_int_equal(sa->connected, 1);
+	assert_int_equal(evbuffer_get_length(ca->got), n);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), msg, n);
 	/* Each end knows the other's verified static key. */
 	uint8_t peer[HUSH_KEY_SIZE];
 	assert_int_equal(hush_bufferevent_peer_key(c, peer), 0);
@@ -401,10 +255,7 @@ static void bev_handshake_then_echo_with_threadsafe_deferred_callbacks(void **st
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* An application that drains its input only to below the read high watermark: records
@@ -442,44 +293,42 @@ static void wm_event(struct bufferevent *bev, short what, void *arg)
 
 static void bev_read_high_watermark_never_stalls(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app sa;
-	app_init(&sa, &e);
+	struct bev_app *sa = &fx->c;
 	/* 28 KiB fits one socket read: once reading stops at the watermark, every record
 	 * left is in hush's buffer and the socket holds nothing to wake it. */
-	struct wm_app ca = {evbuffer_new(), 28 * 1024, 0, e.base};
+	struct wm_app ca = {evbuffer_new(), 28 * 1024, 0, e->base};
 	enum { REC = 1024, WM = 4096 };
 	/* Deferred callbacks: the application drains after reading stopped, from the
 	 * loop, not from inside hush's delivery. */
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT,
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT,
 				       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
 	/* The application is called with 4 KiB at least, and reading stops there. */
 	bufferevent_setwatermark(c, EV_READ, WM, WM);
 	bufferevent_setcb(c, wm_read, NULL, wm_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	uint8_t *msg = malloc(ca.want);
 	testlib_fill(msg, ca.want, 9);
-	run(&e); /* until CONNECTED: writes made before would be coalesced */
+	run(e); /* until CONNECTED: writes made before would be coalesced */
 	/* In NNpsk0 the server is connected last, on the client's confirmation record. */
-	for (int i = 0; i < 1000 && sa.connected == 0; i++) {
-		event_base_loop(e.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	for (int i = 0; i < 1000 && sa->connected == 0; i++) {
+		event_base_loop(e->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	}
-	assert_int_equal(sa.connected, 1);
+	assert_int_equal(sa->connected, 1);
 	/* Everything at once, in 1 KiB records: then the peer falls silent. */
 	for (size_t off = 0; off < ca.want; off += REC) {
 		assert_int_equal(bufferevent_write(s, msg + off, REC), 0);
 		assert_int_equal(bufferevent_flush(s, EV_WRITE, BEV_FLUSH) >= 0, 1);
 	}
-	run(&e);
+	run(e);
 	assert_int_equal(evbuffer_get_length(ca.got), ca.want);
 	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, ca.want);
 	/* The watermark held: reading stopped at the record that reached it. */
@@ -488,9 +337,7 @@ static void bev_read_high_watermark_never_stalls(void **state)
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* Freed from inside its own callbacks: on CONNECTED, on data, on EOF. */
@@ -527,19 +374,19 @@ static void bev_freed_from_its_own_callbacks(void **state)
 	for (int when = 0; when < 3; when++) {
 		struct env e;
 		bev_env_init(&e);
-		struct hs h;
-		hs_init(&h, false);
+		struct bev_hs h;
+		bev_hs_init(&h, false);
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 		struct freeing_app fa = {when, 0, e.base};
-		struct app sa;
-		app_init(&sa, &e);
+		struct bev_app sa;
+		bev_app_init(&sa, &e);
 		struct bufferevent *c =
 			hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
 		struct bufferevent *s =
 			hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
 		bufferevent_setcb(c, freeing_read, NULL, freeing_event, &fa);
-		bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+		bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, &sa);
 		bufferevent_enable(c, EV_READ | EV_WRITE);
 		bufferevent_enable(s, EV_READ | EV_WRITE);
 		/* Freed at CONNECTED, the client reads nothing: the server, connected only
@@ -562,7 +409,7 @@ static void bev_freed_from_its_own_callbacks(void **state)
 		}
 		bufferevent_free(s);
 		evbuffer_free(sa.got);
-		hs_done(&h);
+		bev_hs_done(&h);
 		env_done(&e);
 	}
 }
@@ -570,7 +417,7 @@ static void bev_freed_from_its_own_callbacks(void **state)
 /* The graceful close: data, then the close record, then HUSH_BEV_EVENT_SHUTDOWN; the
  * peer sees every byte and a clean EOF. */
 struct shut_app {
-	struct app a;
+	struct bev_app a;
 	int shutdown_done;
 };
 
@@ -581,27 +428,26 @@ static void shut_event(struct bufferevent *bev, short what, void *arg)
 		s->shutdown_done++;
 		return;
 	}
-	app_event(bev, what, &s->a);
+	bev_app_event(bev, what, &s->a);
 }
 
 /* Through hush_bufferevent_shutdown(), or libevent's bufferevent_flush(BEV_FINISHED). */
-static void graceful_close(bool by_flush)
+static void graceful_close(void **state, bool by_flush)
 {
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	struct shut_app ca;
-	struct app sa;
-	app_init(&ca.a, &e);
+	struct bev_app *sa = &fx->c;
+	bev_app_init(&ca.a, e);
 	ca.shutdown_done = 0;
-	app_init(&sa, &e);
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c, app_read, NULL, shut_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, bev_app_read, NULL, shut_event, &ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	size_t n = 1u << 20;
@@ -616,20 +462,20 @@ static void graceful_close(bool by_flush)
 			assert_int_equal(hush_bufferevent_shutdown(c), 0);
 		}
 	}
-	run(&e);
-	assert_int_equal(sa.eof, 1);
-	assert_int_equal(sa.error, 0);
-	assert_int_equal(evbuffer_get_length(sa.got), n);
-	assert_memory_equal(evbuffer_pullup(sa.got, -1), msg, n);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	run(e);
+	assert_int_equal(sa->eof, 1);
+	assert_int_equal(sa->error, 0);
+	assert_int_equal(evbuffer_get_length(sa->got), n);
+	assert_memory_equal(evbuffer_pullup(sa->got, -1), msg, n);
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
 	/* libevent's types tell the writer nothing of a BEV_FINISHED flush. */
 	assert_int_equal(ca.shutdown_done, by_flush ? 0 : 1);
 	/* Reading goes on after the shutdown. */
 	assert_int_equal(bufferevent_write(s, "late", 4), 0);
 	ca.a.stop_at = 4;
-	run(&e);
+	run(e);
 	assert_int_equal(evbuffer_get_length(ca.a.got), 4);
-	struct bufferevent *plain = bufferevent_socket_new(e.base, -1, 0);
+	struct bufferevent *plain = bufferevent_socket_new(e->base, -1, 0);
 	assert_int_equal(hush_bufferevent_shutdown(plain), HUSH_EINVAL);
 	assert_int_equal(hush_bufferevent_get_error(plain), HUSH_EINVAL);
 	bufferevent_free(plain);
@@ -637,21 +483,17 @@ static void graceful_close(bool by_flush)
 	bufferevent_free(c);
 	bufferevent_free(s);
 	evbuffer_free(ca.a.got);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 static void bev_graceful_shutdown_delivers_everything_then_a_clean_eof(void **state)
 {
-	(void)state;
-	graceful_close(false);
+	graceful_close(state, false);
 }
 
 static void bev_flush_finished_is_a_graceful_shutdown(void **state)
 {
-	(void)state;
-	graceful_close(true);
+	graceful_close(state, true);
 }
 
 static bool fd_open(int fd)
@@ -667,21 +509,21 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 	for (int close_on_free = 0; close_on_free < 2; close_on_free++) {
 		struct env e;
 		bev_env_init(&e);
-		struct hs h;
-		hs_init(&h, true);
+		struct bev_hs h;
+		bev_hs_init(&h, true);
 		uint8_t stranger[HUSH_KEY_SIZE];
 		memset(stranger, 0x33, sizeof(stranger));
 		h.c.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])stranger;
 		int sv[2];
 		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-		struct app ca, sa;
-		app_init(&ca, &e);
-		app_init(&sa, &e);
+		struct bev_app ca, sa;
+		bev_app_init(&ca, &e);
+		bev_app_init(&sa, &e);
 		int opts = close_on_free ? BEV_OPT_CLOSE_ON_FREE : 0;
 		struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
 		struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
-		bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-		bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+		bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, &ca);
+		bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, &sa);
 		bufferevent_enable(c, EV_READ | EV_WRITE);
 		bufferevent_enable(s, EV_READ | EV_WRITE);
 		assert_int_equal(bufferevent_write(c, "never sent", 10), 0);
@@ -704,7 +546,7 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 		}
 		evbuffer_free(ca.got);
 		evbuffer_free(sa.got);
-		hs_done(&h);
+		bev_hs_done(&h);
 		env_done(&e);
 	}
 }
@@ -714,9 +556,9 @@ static void bev_handshake_failure_reports_epeer_and_keeps_ownership_rules(void *
 struct tcp_server {
 	int lfd;
 	struct env *e;
-	struct hs *h;
+	struct bev_hs *h;
 	struct bufferevent *bev;
-	struct app app;
+	struct bev_app app;
 };
 
 static void tcp_accept(evutil_socket_t fd, short what, void *arg)
@@ -726,19 +568,18 @@ static void tcp_accept(evutil_socket_t fd, short what, void *arg)
 	int cfd = accept(fd, NULL, NULL);
 	assert_true(cfd >= 0);
 	t->bev = hs_bev(t->e, t->h, cfd, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(t->bev, app_read, NULL, app_event, &t->app);
+	bufferevent_setcb(t->bev, bev_app_read, NULL, bev_app_event, &t->app);
 	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
 }
 
 static void bev_socket_connect_then_peer_reset(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
-	struct tcp_server t = {.e = &e, .h = &h};
-	app_init(&t.app, &e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
+	struct tcp_server t = {.e = e, .h = &h};
+	bev_app_init(&t.app, e);
 	t.app.echo = 1;
 	t.lfd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sin = {.sin_family = AF_INET};
@@ -747,51 +588,47 @@ static void bev_socket_connect_then_peer_reset(void **state)
 	assert_int_equal(listen(t.lfd, 4), 0);
 	socklen_t sl = sizeof(sin);
 	assert_int_equal(getsockname(t.lfd, (struct sockaddr *)&sin, &sl), 0);
-	struct event *lev = event_new(e.base, t.lfd, EV_READ | EV_PERSIST, tcp_accept, &t);
+	struct event *lev = event_new(e->base, t.lfd, EV_READ | EV_PERSIST, tcp_accept, &t);
 	event_add(lev, NULL);
 
-	struct app ca;
-	app_init(&ca, &e);
-	struct bufferevent *c = hs_bev(&e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c = hs_bev(e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
 	assert_int_equal(bufferevent_getfd(c), -1);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	assert_int_equal(bufferevent_socket_connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_true(bufferevent_getfd(c) >= 0);
 	assert_int_equal(bufferevent_write(c, "over tcp", 8), 0);
-	ca.stop_at = 8;
-	run(&e);
-	assert_int_equal(ca.connected, 1);
-	assert_int_equal(evbuffer_get_length(ca.got), 8);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), "over tcp", 8);
+	ca->stop_at = 8;
+	run(e);
+	assert_int_equal(ca->connected, 1);
+	assert_int_equal(evbuffer_get_length(ca->got), 8);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), "over tcp", 8);
 
 	/* The peer aborts: SO_LINGER 0 makes its close a reset. */
 	struct linger lg = {1, 0};
 	int sfd = bufferevent_getfd(t.bev);
 	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
 	bufferevent_free(t.bev);
-	run(&e);
-	assert_int_equal(ca.error, 1);
+	run(e);
+	assert_int_equal(ca->error, 1);
 	assert_int_equal(hush_bufferevent_get_error(c), HUSH_ECONNRESET);
 	bufferevent_free(c);
 	event_free(lev);
 	close(t.lfd);
-	evbuffer_free(ca.got);
 	evbuffer_free(t.app.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* Raw keys serve one socket: a second would reuse nonces under the same key. */
 static void bev_raw_keys_refuse_a_second_socket(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2], sv2[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
 	/* bufferevent_setfd() never closes the socket it replaces. */
 	assert_int_equal(bufferevent_setfd(c, -1), 0);
 	assert_true(fd_open(sv[0]));
@@ -803,7 +640,6 @@ static void bev_raw_keys_refuse_a_second_socket(void **state)
 	close(sv[0]);
 	close(sv[1]);
 	close(sv2[1]);
-	env_done(&e);
 }
 
 /* The read timeout: BEV_EVENT_TIMEOUT | BEV_EVENT_READING, reading disabled. */
@@ -825,33 +661,29 @@ static void timeout_event(struct bufferevent *bev, short what, void *arg)
 
 static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeout_app ta = {0, e.base};
-	struct app sa;
-	app_init(&sa, &e);
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	struct timeout_app ta = {0, e->base};
+	struct bev_app *sa = &fx->c;
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	struct timeval tv = {0, 150000};
 	bufferevent_set_timeouts(c, &tv, NULL);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
-	run(&e);
+	run(e);
 	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
 	assert_false(bufferevent_get_enabled(c) & EV_READ);
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* The write timeout: the peer stops reading, the bytes stop moving, and after a whole
@@ -859,20 +691,18 @@ static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
  * disabled. */
 static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeout_app ta = {0, e.base};
-	struct app sa;
-	app_init(&sa, &e);
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	struct timeout_app ta = {0, e->base};
+	struct bev_app *sa = &fx->c;
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	struct timeval tv = {0, 200000};
 	bufferevent_set_timeouts(c, NULL, &tv);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
@@ -880,16 +710,14 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 	size_t n = 8u << 20;
 	uint8_t *msg = calloc(1, n);
 	assert_int_equal(bufferevent_write(c, msg, n), 0);
-	run(&e);
+	run(e);
 	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
 	assert_false(bufferevent_get_enabled(c) & EV_WRITE);
 	assert_true(evbuffer_get_length(bufferevent_get_output(c)) > 0);
 	free(msg);
 	bufferevent_free(c);
 	bufferevent_free(s);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* BEV_OPT_THREADSAFE: another thread writes while the loop runs here, then frees the
@@ -918,22 +746,19 @@ static void *freer_main(void *arg)
 
 static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca, sa;
-	app_init(&ca, &e);
-	app_init(&sa, &e);
-	sa.echo = 1;
+	struct bev_app *ca = &fx->c, *sa = &fx->s;
+	sa->echo = 1;
 	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE;
-	struct bufferevent *c = hs_bev(&e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
-	struct bufferevent *s = hs_bev(&e, &h, sv[1], HUSH_SIDE_SERVER, opts);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, opts);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, opts);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	size_t n = 2u << 20;
@@ -942,34 +767,30 @@ static void bev_threadsafe_writes_and_free_from_another_thread(void **state)
 	struct writer w = {c, msg, n};
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
-	ca.stop_at = n;
-	run(&e);
+	ca->stop_at = n;
+	run(e);
 	assert_int_equal(pthread_join(t, NULL), 0);
-	assert_int_equal(evbuffer_get_length(ca.got), n);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	assert_int_equal(evbuffer_get_length(ca->got), n);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), msg, n);
 	/* Freed over there; finished here, with the close record: a clean end. */
 	assert_int_equal(pthread_create(&t, NULL, freer_main, c), 0);
 	assert_int_equal(pthread_join(t, NULL), 0);
-	run(&e);
-	assert_int_equal(sa.eof, 1);
-	assert_int_equal(sa.error, 0);
+	run(e);
+	assert_int_equal(sa->eof, 1);
+	assert_int_equal(sa->error, 0);
 	assert_false(fd_open(sv[0]));
 	free(msg);
 	bufferevent_free(s);
-	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* A connect that is refused: one ERROR, and nothing held afterwards. */
 static void bev_refused_connect_reports_an_error(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
-	struct hs h;
-	hs_init(&h, false);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
 	int probe = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -977,55 +798,49 @@ static void bev_refused_connect_reports_an_error(void **state)
 	socklen_t sl = sizeof(sin);
 	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &sl), 0);
 	close(probe); /* nothing listens on that port now */
-	struct app ca;
-	app_init(&ca, &e);
-	struct bufferevent *c = hs_bev(&e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c = hs_bev(e, &h, -1, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	assert_int_equal(bufferevent_socket_connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	run(&e);
-	event_base_loop(e.base, EVLOOP_NONBLOCK);
-	assert_int_equal(ca.error, 1);
-	assert_int_equal(ca.connected, 0);
+	run(e);
+	event_base_loop(e->base, EVLOOP_NONBLOCK);
+	assert_int_equal(ca->error, 1);
+	assert_int_equal(ca->connected, 0);
 	assert_int_equal(hush_bufferevent_get_error(c), HUSH_EIO); /* the socket error */
 	bufferevent_free(c);
-	evbuffer_free(ca.got);
-	hs_done(&h);
-	env_done(&e);
+	bev_hs_done(&h);
 }
 
 /* libevent's rate limits apply: a 64 KiB/s read limit slows a 128 KiB transfer. */
 static void bev_read_rate_limit_applies(void **state)
 {
-	(void)state;
-	struct env e;
-	bev_env_init(&e);
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct app ca, sa;
-	app_init(&ca, &e);
-	app_init(&sa, &e);
-	struct bufferevent *c = bev_raw_socket(&e, sv[0], HUSH_SIDE_CLIENT, 0);
-	struct bufferevent *s = bev_raw_socket(&e, sv[1], HUSH_SIDE_SERVER, 0);
+	struct bev_app *ca = &fx->c, *sa = &fx->s;
+	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
+	struct bufferevent *s = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
 	struct timeval tick = {0, 100000};
 	struct ev_token_bucket_cfg *rl = ev_token_bucket_cfg_new(6554, 6554, EV_RATE_LIMIT_MAX,
 								 EV_RATE_LIMIT_MAX, &tick);
 	assert_int_equal(bufferevent_set_rate_limit(c, rl), 0);
-	bufferevent_setcb(c, app_read, NULL, app_event, &ca);
-	bufferevent_setcb(s, app_read, NULL, app_event, &sa);
+	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
 	bufferevent_enable(s, EV_READ | EV_WRITE);
 	size_t n = 128 * 1024;
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 8);
 	assert_int_equal(bufferevent_write(s, msg, n), 0);
-	ca.stop_at = n;
+	ca->stop_at = n;
 	struct timeval t0, t1;
 	evutil_gettimeofday(&t0, NULL);
-	run(&e);
+	run(e);
 	evutil_gettimeofday(&t1, NULL);
-	assert_int_equal(evbuffer_get_length(ca.got), n);
-	assert_memory_equal(evbuffer_pullup(ca.got, -1), msg, n);
+	assert_int_equal(evbuffer_get_length(ca->got), n);
+	assert_memory_equal(evbuffer_pullup(ca->got, -1), msg, n);
 	/* Unlimited, this takes milliseconds; limited, several ticks at least. A lower
 	 * bound only: a slow machine passes it too. */
 	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
@@ -1034,34 +849,31 @@ static void bev_read_rate_limit_applies(void **state)
 	bufferevent_free(c);
 	bufferevent_free(s);
 	ev_token_bucket_cfg_free(rl);
-	evbuffer_free(ca.got);
-	evbuffer_free(sa.got);
-	env_done(&e);
 }
 
 int main(void)
 {
 	evthread_use_pthreads();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(bev_echo_between_two_hush_bufferevents),
-		cmocka_unit_test(bev_speaks_alts_records_to_a_raw_peer),
-		cmocka_unit_test(bev_eight_mib_round_trip),
-		cmocka_unit_test(bev_stream_cut_inside_record_reports_truncated),
-		cmocka_unit_test(bev_tampered_record_reports_eauth),
-		cmocka_unit_test(bev_thousands_idle_hold_zero_pool_buffers),
-		cmocka_unit_test(bev_handshake_then_echo_with_threadsafe_deferred_callbacks),
-		cmocka_unit_test(bev_read_high_watermark_never_stalls),
+		BEV_FX_TEST(bev_echo_between_two_hush_bufferevents),
+		BEV_FX_TEST(bev_speaks_alts_records_to_a_raw_peer),
+		BEV_FX_TEST(bev_eight_mib_round_trip),
+		BEV_FX_TEST(bev_stream_cut_inside_record_reports_truncated),
+		BEV_FX_TEST(bev_tampered_record_reports_eauth),
+		BEV_FX_TEST(bev_thousands_idle_hold_zero_pool_buffers),
+		BEV_FX_TEST(bev_handshake_then_echo_with_threadsafe_deferred_callbacks),
+		BEV_FX_TEST(bev_read_high_watermark_never_stalls),
 		cmocka_unit_test(bev_freed_from_its_own_callbacks),
-		cmocka_unit_test(bev_graceful_shutdown_delivers_everything_then_a_clean_eof),
-		cmocka_unit_test(bev_flush_finished_is_a_graceful_shutdown),
+		BEV_FX_TEST(bev_graceful_shutdown_delivers_everything_then_a_clean_eof),
+		BEV_FX_TEST(bev_flush_finished_is_a_graceful_shutdown),
 		cmocka_unit_test(bev_handshake_failure_reports_epeer_and_keeps_ownership_rules),
-		cmocka_unit_test(bev_socket_connect_then_peer_reset),
-		cmocka_unit_test(bev_raw_keys_refuse_a_second_socket),
-		cmocka_unit_test(bev_read_timeout_fires_when_the_peer_is_silent),
-		cmocka_unit_test(bev_write_timeout_fires_when_the_peer_stops_reading),
-		cmocka_unit_test(bev_threadsafe_writes_and_free_from_another_thread),
-		cmocka_unit_test(bev_refused_connect_reports_an_error),
-		cmocka_unit_test(bev_read_rate_limit_applies),
+		BEV_FX_TEST(bev_socket_connect_then_peer_reset),
+		BEV_FX_TEST(bev_raw_keys_refuse_a_second_socket),
+		BEV_FX_TEST(bev_read_timeout_fires_when_the_peer_is_silent),
+		BEV_FX_TEST(bev_write_timeout_fires_when_the_peer_stops_reading),
+		BEV_FX_TEST(bev_threadsafe_writes_and_free_from_another_thread),
+		BEV_FX_TEST(bev_refused_connect_reports_an_error),
+		BEV_FX_TEST(bev_read_rate_limit_applies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
