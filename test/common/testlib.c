@@ -182,3 +182,19 @@ const char *const testlib_low_order_x25519[TESTLIB_N_LOW_ORDER] = {
     "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
     "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
 };
+
+int testlib_next_kv(FILE *f, char *line, size_t cap, const char **key, const char **value)
+{
+	while (fgets(line, (int)cap, f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		char *eq = strchr(line, '=');
+		if (line[0] == '#' || eq == NULL) {
+			continue;
+		}
+		*eq = '\0';
+		*key = line;
+		*value = eq + 1;
+		return 1;
+	}
+	return 0;
+}

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
@@ -36,6 +37,13 @@ void testlib_alloc_get(struct testlib_alloc_stats *out);
  */
 void testlib_alloc_watch_size(size_t size);
 void testlib_alloc_watched(uint64_t *freed, uint64_t *zeroed);
+
+/*
+ * Reads the next "key=value" line of a test-vector file into line (capacity cap),
+ * skipping comments (#) and lines without '=', and points key and value into it.
+ * Returns 0 at the end of the file.
+ */
+int testlib_next_kv(FILE *f, char *line, size_t cap, const char **key, const char **value);
 
 /* Decodes hex into out (capacity cap). Returns the byte count, or -1 on bad input. */
 long testlib_unhex(const char *hex, uint8_t *out, size_t cap);

@@ -298,43 +298,34 @@ def blast_client(a):
     print("%.1f" % (a.bytes / dt / 1e6))
 
 
+# Each command: its function and its options (name, type, default; no default means
+# required).
+COMMANDS = {
+    "httpd": (httpd, [("port", int), ("root", str), ("ready", str)]),
+    "echo": (echo, [("port", int), ("status", str)]),
+    "idle": (idle, [("port", int), ("n", int), ("status", str),
+                                 ("ready", str), ("go", str), ("batch", int, 500)]),
+    "ping": (ping, [("port", int), ("timeout", float, 5)]),
+    "linger": (linger, [("port", int)]),
+    "silent": (silent, [("port", int)]),
+    "tarpit": (tarpit, [("port", int), ("ready", str)]),
+    "blast-server": (blast_server, [("port", int), ("ready", str)]),
+    "blast-client": (blast_client, [("port", int), ("bytes", int)]),
+}
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    h = sub.add_parser("httpd")
-    h.add_argument("--port", type=int, required=True)
-    h.add_argument("--root", required=True)
-    h.add_argument("--ready", required=True)
-    e = sub.add_parser("echo")
-    e.add_argument("--port", type=int, required=True)
-    e.add_argument("--status", required=True)
-    i = sub.add_parser("idle")
-    i.add_argument("--port", type=int, required=True)
-    i.add_argument("--n", type=int, required=True)
-    i.add_argument("--status", required=True)
-    i.add_argument("--ready", required=True)
-    i.add_argument("--go", required=True)
-    i.add_argument("--batch", type=int, default=500)
-    g = sub.add_parser("ping")
-    g.add_argument("--port", type=int, required=True)
-    g.add_argument("--timeout", type=float, default=5)
-    lg = sub.add_parser("linger")
-    lg.add_argument("--port", type=int, required=True)
-    sl = sub.add_parser("silent")
-    sl.add_argument("--port", type=int, required=True)
-    tp = sub.add_parser("tarpit")
-    tp.add_argument("--port", type=int, required=True)
-    tp.add_argument("--ready", required=True)
-    bs = sub.add_parser("blast-server")
-    bs.add_argument("--port", type=int, required=True)
-    bs.add_argument("--ready", required=True)
-    bc = sub.add_parser("blast-client")
-    bc.add_argument("--port", type=int, required=True)
-    bc.add_argument("--bytes", type=int, required=True)
+    for name, (_, opts) in COMMANDS.items():
+        c = sub.add_parser(name)
+        for o in opts:
+            if len(o) == 3:
+                c.add_argument("--" + o[0], type=o[1], default=o[2])
+            else:
+                c.add_argument("--" + o[0], type=o[1], required=True)
     a = p.parse_args()
-    {"httpd": httpd, "echo": echo, "idle": idle, "ping": ping, "linger": linger,
-     "silent": silent, "tarpit": tarpit, "blast-server": blast_server,
-     "blast-client": blast_client}[a.cmd](a)
+    COMMANDS[a.cmd][0](a)
 
 
 if __name__ == "__main__":

@@ -306,14 +306,8 @@ static unsigned load_examples(struct example *ex, unsigned max)
 	assert_non_null(f);
 	static char line[8192];
 	int n = -1;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
-		char *eq = strchr(line, '=');
-		if (line[0] == '#' || eq == NULL) {
-			continue;
-		}
-		*eq = '\0';
-		const char *k = line, *v = eq + 1;
+	const char *k, *v;
+	while (testlib_next_kv(f, line, sizeof(line), &k, &v)) {
 		if (strcmp(k, "protocol") == 0) {
 			assert_true(++n < (int)max);
 			memset(&ex[n], 0, sizeof(ex[n]));

@@ -36,14 +36,8 @@ static int load_vectors(struct vector *v, int max)
 	assert_non_null(f);
 	char line[1024];
 	int n = -1;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
-		char *eq = strchr(line, '=');
-		if (line[0] == '#' || eq == NULL) {
-			continue;
-		}
-		*eq = '\0';
-		const char *key = line, *val = eq + 1;
+	const char *key, *val;
+	while (testlib_next_kv(f, line, sizeof(line), &key, &val)) {
 		if (strcmp(key, "handshake") == 0) {
 			assert_true(++n < max);
 			memset(&v[n], 0, sizeof(v[n]));

@@ -350,42 +350,41 @@ static char *dup_string(const char *s)
 	return d;
 }
 
-/* The handshake examples: blocks of key=value lines, each starting with protocol=. */
-static size_t load_hs_vectors(struct vector *v, size_t max)
+/* Adds one key=value to the vector being read. */
+static void vector_add(struct vector *x, const char *key, const char *val)
 {
-	FILE *f = fopen(HS_VECTORS, "r");
+	assert_true(x->n < 40);
+	set_key(&x->kv[x->n], key);
+	x->kv[x->n++].value = dup_string(val);
+}
+
+/*
+ * Reads a vector file: the handshake examples (frames false: blocks of key=value lines,
+ * each block starting with protocol=), or the record file's "frame" lines (frames true:
+ * one vector a line, "frame" then name=value fields).
+ */
+static size_t load_vectors(const char *path, bool frames, struct vector *v, size_t max)
+{
+	FILE *f = fopen(path, "r");
 	assert_non_null(f);
 	static char line[8192];
 	size_t n = 0;
 	while (fgets(line, sizeof(line), f) != NULL) {
 		line[strcspn(line, "\n")] = '\0';
 		char *eq = strchr(line, '=');
-		if (line[0] == '#' || eq == NULL) {
+		if (!frames) {
+			if (line[0] == '#' || eq == NULL) {
+				continue;
+			}
+			*eq = '\0';
+			if (strcmp(line, "protocol") == 0) {
+				assert_true(n < max);
+				v[n++].n = 0;
+			}
+			assert_true(n > 0);
+			vector_add(&v[n - 1], line, eq + 1);
 			continue;
 		}
-		*eq = '\0';
-		if (strcmp(line, "protocol") == 0) {
-			assert_true(n < max);
-			v[n++].n = 0;
-		}
-		assert_true(n > 0 && v[n - 1].n < 40);
-		struct kv *kv = &v[n - 1].kv[v[n - 1].n++];
-		set_key(kv, line);
-		kv->value = dup_string(eq + 1);
-	}
-	fclose(f);
-	return n;
-}
-
-/* The record file's "frame" lines: KIND then name=value fields. */
-static size_t load_frame_vectors(struct vector *v, size_t max)
-{
-	FILE *f = fopen(RECORD_VECTORS, "r");
-	assert_non_null(f);
-	static char line[8192];
-	size_t n = 0;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
 		if (!starts_with(line, "frame ")) {
 			continue;
 		}
@@ -393,12 +392,10 @@ static size_t load_frame_vectors(struct vector *v, size_t max)
 		struct vector *x = &v[n++];
 		x->n = 0;
 		for (char *tok = strtok(line + 6, " "); tok != NULL; tok = strtok(NULL, " ")) {
-			char *eq = strchr(tok, '=');
+			eq = strchr(tok, '=');
 			assert_non_null(eq);
 			*eq = '\0';
-			assert_true(x->n < 40);
-			set_key(&x->kv[x->n], tok);
-			x->kv[x->n++].value = dup_string(eq + 1);
+			vector_add(x, tok, eq + 1);
 		}
 	}
 	fclose(f);
@@ -543,7 +540,7 @@ static void protocol_doc_record_examples_match_vectors_and_code(void **state)
 {
 	(void)state;
 	static struct vector v[8];
-	size_t nv = load_frame_vectors(v, 8);
+	size_t nv = load_vectors(RECORD_VECTORS, true, v, 8);
 	static const char *const marks[] = {"**A. ", "**B. ", "**C. "};
 	assert_int_equal(nv, 3);
 	size_t at = find_line(0, "## 6. Worked examples");
@@ -742,7 +739,7 @@ static void protocol_doc_example_inputs_match_vectors_file(void **state)
 {
 	(void)state;
 	static struct vector v[8];
-	size_t nv = load_hs_vectors(v, 8);
+	size_t nv = load_vectors(HS_VECTORS, false, v, 8);
 	assert_true(nv >= 2);
 	static struct block b;
 	parse_block(next_block(find_line(find_line(0, "## 17. Worked examples"), "The inputs are")),
@@ -956,7 +953,7 @@ static void protocol_doc_handshake_examples_match_vectors_file(void **state)
 {
 	(void)state;
 	static struct vector v[8];
-	size_t nv = load_hs_vectors(v, 8);
+	size_t nv = load_vectors(HS_VECTORS, false, v, 8);
 	size_t s17 = find_line(0, "## 17. Worked examples");
 	size_t msg1_first = 0;
 	for (size_t k = 0; k < nv; k++) {
