@@ -71,7 +71,7 @@ void env_free(struct env *env)
 }
 
 /* Runs one loop iteration, waiting at most block_ms for something to happen. */
-void pump(struct env *env, int block_ms)
+void env_pump(struct env *env, int block_ms)
 {
 	if (block_ms <= 0) {
 		event_base_loop(env->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);

@@ -222,7 +222,7 @@ static void handshake_run(const struct benchmark *b, const struct variant *v)
 	uint64_t n, ns;
 	struct bench_alloc_counts d;
 	if (time_ops(v->ops, target_ns(), &n, &ns, &d) < 0) {
-		fail(name, "a handshake failed");
+		bench_fail(name, "a handshake failed");
 		return;
 	}
 	double per_s = (double)n / (double)ns * 1e9;

@@ -269,11 +269,11 @@ static void large_limit_run(const char *name, const struct variant *v)
 	int want_aes = strcmp(v->name, "raw-socket") != 0;
 	int want_raw = strcmp(v->name, "aes-gcm-limit") != 0;
 	if (want_aes && aead_limit_mbps(&aes, &n) < 0) {
-		fail(name, "the AEAD failed");
+		bench_fail(name, "the AEAD failed");
 		return;
 	}
 	if (want_raw && raw_socket_mbps(hush_msgs, large_target(), &raw, &msgs) < 0) {
-		fail(name, "the loopback transfer failed");
+		bench_fail(name, "the loopback transfer failed");
 		return;
 	}
 	if (!want_raw) {
@@ -315,7 +315,7 @@ static void large_run(const struct benchmark *b, const struct variant *v)
 	p.target = large_target();
 	atomic_store(&p.total, UINT64_MAX);
 	if (pair_run(&p, v->open, &large_client_cb, &large_server_cb, large_on_check) < 0) {
-		fail(name, "the connection failed or stalled");
+		bench_fail(name, "the connection failed or stalled");
 	} else {
 		struct bench_metric m[] = {
 		    {round((double)p.bulk_rx / (double)(p.t1 - p.t0) * 1e3 * 10) / 10, "MB/s"},

@@ -292,7 +292,7 @@ static int session_wait(struct session *s, int (*cond)(const struct session *), 
 		if (s->failures > 0 || bench_now_ns() > end) {
 			return -1;
 		}
-		pump(&s->env, 5);
+		env_pump(&s->env, 5);
 	}
 	return 0;
 }
@@ -318,7 +318,7 @@ static int session_grow(struct session *s, long target)
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0 || connect(fd, (struct sockaddr *)&s->addr, sizeof(s->addr)) < 0 ||
 		    tune_socket(fd) < 0) {
-			fail(s->name, "connection %ld: %s", s->n, strerror(errno));
+			bench_fail(s->name, "connection %ld: %s", s->n, strerror(errno));
 			if (fd >= 0) {
 				close(fd);
 			}
@@ -327,7 +327,7 @@ static int session_grow(struct session *s, long target)
 		struct ep *e = &s->eps[s->n];
 		ep_init(e, &cli_cb, s);
 		if (s->open(e, &s->env, fd, 0) < 0) {
-			fail(s->name, "connection %ld could not be made", s->n);
+			bench_fail(s->name, "connection %ld could not be made", s->n);
 			return -1;
 		}
 		s->n++;
@@ -335,7 +335,7 @@ static int session_grow(struct session *s, long target)
 		 * server's accept queue short: a full one drops SYNs, and the kernel retries a
 		 * dropped SYN only after a second. */
 		if (s->n % 32 == 0) {
-			pump(&s->env, 0);
+			env_pump(&s->env, 0);
 		}
 		if (s->n - s->ready >= MAX_IN_FLIGHT &&
 		    session_wait(s, few_in_flight, 120000) < 0) {
@@ -343,13 +343,13 @@ static int session_grow(struct session *s, long target)
 		}
 	}
 	if (session_wait(s, all_ready, 120000) < 0) {
-		fail(s->name, "%ld of %ld connections ready, %ld failed", s->ready, s->n,
-		     s->failures);
+		bench_fail(s->name, "%ld of %ld connections ready, %ld failed", s->ready, s->n,
+			   s->failures);
 		return -1;
 	}
 	/* A moment for anything deferred (frees, flushes) on this side. */
 	for (int i = 0; i < 4; i++) {
-		pump(&s->env, 0);
+		env_pump(&s->env, 0);
 	}
 	return 0;
 }
@@ -358,11 +358,12 @@ static int session_grow(struct session *s, long target)
 static int session_measure(struct session *s, struct mem_report *srv_r, struct mem_report *cli_r)
 {
 	if (session_ask(s, 't', srv_r) < 0) {
-		fail(s->name, "lost the server process");
+		bench_fail(s->name, "lost the server process");
 		return -1;
 	}
 	if (srv_r->failures > 0) {
-		fail(s->name, "%lld server-side connection failures", (long long)srv_r->failures);
+		bench_fail(s->name, "%lld server-side connection failures",
+			   (long long)srv_r->failures);
 		return -1;
 	}
 	mem_report_fill(cli_r, &s->env, 1);
@@ -450,8 +451,8 @@ static void idle_run(const struct benchmark *b, const struct variant *v)
 			continue;
 		}
 		if (all[i] > max_conns()) {
-			fail(name, "needs %ld open files per process; the limit is %ld",
-			     all[i] + WARM_CONNS + 64, nofile_limit);
+			bench_fail(name, "needs %ld open files per process; the limit is %ld",
+				   all[i] + WARM_CONNS + 64, nofile_limit);
 			continue;
 		}
 		ns[k++] = all[i];
@@ -463,7 +464,7 @@ static void idle_run(const struct benchmark *b, const struct variant *v)
 	struct session s;
 	struct mem_report srv0, cli0;
 	if (session_start(&s, name, v->open, WARM_CONNS + ns[k - 1]) < 0) {
-		fail(name, "could not start the server process: %s", strerror(errno));
+		bench_fail(name, "could not start the server process: %s", strerror(errno));
 		session_end(&s);
 		return;
 	}
@@ -541,7 +542,7 @@ static int many_side_open(struct many_side *d, const char *name, ep_open_fn open
 	d->name = name;
 	d->open = open;
 	if (session_start(&d->s, name, open, WARM_CONNS + n) < 0) {
-		fail(name, "could not start the server process: %s", strerror(errno));
+		bench_fail(name, "could not start the server process: %s", strerror(errno));
 		return -1;
 	}
 	if (session_grow(&d->s, WARM_CONNS) < 0 || session_measure(&d->s, &d->srv0, &cli0) < 0) {
@@ -567,7 +568,7 @@ static int many_side_grow(struct many_side *d, long n)
 		d->s.eps[i].busy = 1;
 	}
 	if (session_ask(&d->s, 's', &d->srv_b) < 0) {
-		fail(d->name, "lost the server process");
+		bench_fail(d->name, "lost the server process");
 		return -1;
 	}
 	return 0;
@@ -578,7 +579,7 @@ static int many_side_sample(struct many_side *d, int64_t h0)
 {
 	struct mem_report sr;
 	if (session_ask(&d->s, 's', &sr) < 0) {
-		fail(d->name, "lost the server process");
+		bench_fail(d->name, "lost the server process");
 		return -1;
 	}
 	int64_t ds = sr.heap - d->srv0.heap;
@@ -626,15 +627,15 @@ static int many_side_slice(struct many_side *d, uint64_t ms)
 			kick = s->n;
 		}
 		if (s->failures > 0) {
-			fail(d->name, "%ld connections failed while busy", s->failures);
+			bench_fail(d->name, "%ld connections failed while busy", s->failures);
 			return -1;
 		}
 		if (now - t0 >= ms * 1000000u) {
 			s->draining = 1;
 		}
 		if (now - t0 > (ms + 10000) * 1000000u) {
-			fail(d->name, "%ld echoes still missing 10 s after the slice",
-			     s->in_flight);
+			bench_fail(d->name, "%ld echoes still missing 10 s after the slice",
+				   s->in_flight);
 			return -1;
 		}
 		if (now >= next) {
@@ -643,7 +644,7 @@ static int many_side_slice(struct many_side *d, uint64_t ms)
 			}
 			next = now + 100000000u;
 		}
-		pump(&s->env, 5);
+		env_pump(&s->env, 5);
 	}
 	uint64_t took = bench_now_ns() - t0;
 	d->busy_ns += took;
@@ -665,11 +666,11 @@ static int many_side_finish(struct many_side *d)
 {
 	struct mem_report sr;
 	if (session_ask(&d->s, 's', &sr) < 0) {
-		fail(d->name, "lost the server process");
+		bench_fail(d->name, "lost the server process");
 		return -1;
 	}
 	if (sr.failures > 0) {
-		fail(d->name, "%lld server-side connection failures", (long long)sr.failures);
+		bench_fail(d->name, "%lld server-side connection failures", (long long)sr.failures);
 		return -1;
 	}
 	double secs = (double)d->busy_ns / 1e9;
@@ -779,8 +780,8 @@ static void many_run(const struct benchmark *b, const struct variant *v)
 			continue;
 		}
 		if (n > max_conns()) {
-			fail(name, "needs %ld open files per process; the limit is %ld",
-			     n + WARM_CONNS + 64, nofile_limit);
+			bench_fail(name, "needs %ld open files per process; the limit is %ld",
+				   n + WARM_CONNS + 64, nofile_limit);
 			continue;
 		}
 		/* d[iv] is v, d[!iv] the variant beside it. */

@@ -55,7 +55,7 @@ static int duo_recv(struct duo *d, int i, uint64_t want)
 		if (d->failed || bench_now_ns() > end) {
 			return -1;
 		}
-		pump(&d->env[i], 0);
+		env_pump(&d->env[i], 0);
 	}
 	return 0;
 }
@@ -68,7 +68,7 @@ static int duo_flush(struct duo *d, int i)
 		if (d->failed || bench_now_ns() > end) {
 			return -1;
 		}
-		pump(&d->env[i], 0);
+		env_pump(&d->env[i], 0);
 	}
 	return 0;
 }
@@ -106,8 +106,8 @@ static int duo_setup(struct duo *d, ep_open_fn open)
 		if (d->failed || bench_now_ns() > end) {
 			return -1;
 		}
-		pump(&d->env[0], 0);
-		pump(&d->env[1], 0);
+		env_pump(&d->env[0], 0);
+		env_pump(&d->env[1], 0);
 	}
 	/* One message each way, as an established, used connection. */
 	if (duo_send(d, 0, ping_msg, PING_SIZE) < 0 || duo_send(d, 1, ping_msg, PING_SIZE) < 0) {
@@ -132,14 +132,14 @@ static void rw_run(const struct benchmark *b, const struct variant *v, int readi
 	}
 	struct duo d;
 	if (duo_setup(&d, v->open) < 0) {
-		fail(name, "could not establish the connection");
+		bench_fail(name, "could not establish the connection");
 		duo_free(&d);
 		return;
 	}
 	/* Warm-up: fill the pools and free lists every variant keeps. */
 	for (int i = 0; i < 200; i++) {
 		if (duo_send(&d, 0, msg, sizeof(msg)) < 0) {
-			fail(name, "warm-up failed");
+			bench_fail(name, "warm-up failed");
 			duo_free(&d);
 			return;
 		}
@@ -173,7 +173,7 @@ static void rw_run(const struct benchmark *b, const struct variant *v, int readi
 			}
 		}
 		if (rc < 0) {
-			fail(name, "a message was lost");
+			bench_fail(name, "a message was lost");
 			duo_free(&d);
 			return;
 		}

@@ -173,7 +173,7 @@ static void pingpong_run(const struct benchmark *b, const struct variant *v)
 	p.target = target_ns();
 	p.warm = PP_WARM;
 	if (pair_run(&p, v->open, &pp_client_cb, &pp_server_cb, NULL) < 0) {
-		fail(name, "the connection failed or stalled");
+		bench_fail(name, "the connection failed or stalled");
 	} else {
 		double secs = (double)(p.t1 - p.t0) / 1e9;
 		struct bench_metric m[] = {

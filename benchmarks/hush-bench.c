@@ -102,7 +102,7 @@ static void list_add(struct result_list *l, const struct result *r)
 	l->v[l->n++] = *r;
 }
 
-void fail(const char *name, const char *fmt, ...)
+void bench_fail(const char *name, const char *fmt, ...)
 {
 	va_list ap;
 	fprintf(stderr, "hush-bench: %s: ", name);
@@ -395,7 +395,7 @@ static void pool_run(const struct benchmark *b, const struct variant *v)
 			continue;
 		}
 		if (pool_shared == NULL && hush_pool_new(&pool_shared, NULL) < 0) {
-			fail(name, "hush_pool_new failed");
+			bench_fail(name, "hush_pool_new failed");
 			return;
 		}
 		struct bench_pool_case c;
@@ -408,7 +408,7 @@ static void pool_run(const struct benchmark *b, const struct variant *v)
 		}
 		struct bench_pool_result r;
 		if (bench_pool_measure(&c, 1000, target_ns() / 2, &r) < 0) {
-			fail(name, "an allocation failed or the threads could not start");
+			bench_fail(name, "an allocation failed or the threads could not start");
 			return;
 		}
 		double ops = (double)r.n * threads;

@@ -77,7 +77,7 @@ extern struct result_list final_results;
 /* Prints what failed and exits 1. */
 void die(const char *what);
 /* Reports a failure on stderr; the program goes on with the next variant and exits 1. */
-void fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bench_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True when the result name passes --filter. */
 int wanted(const char *name);
 /* Records one result of the running repetition. */
@@ -113,7 +113,7 @@ struct env {
 	struct hush_pool *pool;
 	int own_pool;
 	struct hush_loop *loop;
-	struct event *tick; /* bounds how long one pump() may block */
+	struct event *tick; /* bounds how long one env_pump() may block */
 };
 
 /* Sets up env; pool is shared (borrowed) when not NULL, else env makes its own. */
@@ -121,7 +121,7 @@ int env_init(struct env *env, struct hush_pool *pool);
 /* Frees env; every connection on it must have been freed. */
 void env_free(struct env *env);
 /* Runs one loop iteration, waiting at most block_ms for something to happen. */
-void pump(struct env *env, int block_ms);
+void env_pump(struct env *env, int block_ms);
 /* TCP_NODELAY (every variant sends small messages at once) and non-blocking. */
 int tune_socket(int fd);
 /* A listening socket on 127.0.0.1 with an ephemeral port, written to *addr. */

@@ -353,7 +353,7 @@ void hush__handshake_set_ephemeral(struct hush_handshake *hs, const uint8_t e_pr
 }
 
 /* Fails the handshake for good, dropping every secret it holds. */
-static int fail(struct hush_handshake *hs, int err)
+static int hs_fail(struct hush_handshake *hs, int err)
 {
 	hs->err = err;
 	hush__noise_wipe(&hs->noise);
@@ -629,7 +629,7 @@ static int read_message_3(struct hush_handshake *hs, const uint8_t *msg, size_t 
 /*
  * One kit of OpenSSL contexts serves every step of one call (noise-internal.h): its
  * HMAC is scrubbed once when the call gives it back, rather than after each Noise
- * function. finish() and fail() wipe the Noise state, the kit pointer with it, so the
+ * function. finish() and hs_fail() wipe the Noise state, the kit pointer with it, so the
  * caller keeps its own.
  */
 static int lend_kit(struct hush_handshake *hs, struct noise_kit **kit)
@@ -657,7 +657,7 @@ int hush_handshake_next(struct hush_handshake *hs, uint8_t *out, size_t cap, siz
 	struct noise_kit *kit;
 	int rc = lend_kit(hs, &kit);
 	if (rc != 0) {
-		return fail(hs, rc);
+		return hs_fail(hs, rc);
 	}
 	size_t len = 0;
 	switch (hs->noise.msg_index) {
@@ -676,7 +676,7 @@ int hush_handshake_next(struct hush_handshake *hs, uint8_t *out, size_t cap, siz
 		return rc; /* checked before anything changed */
 	}
 	if (rc != 0) {
-		return fail(hs, rc);
+		return hs_fail(hs, rc);
 	}
 	*out_len = len;
 	return 0;
@@ -765,12 +765,12 @@ int hush_handshake_read(struct hush_handshake *hs, const uint8_t *in, size_t len
 	HUSH_ENSURE(!hs->done, HUSH_ESTATE);
 	/* Bytes while it is our turn to write: the peer spoke out of turn. */
 	if (!hush_handshake_wants_read(hs)) {
-		return fail(hs, HUSH_EOUTOFTURN);
+		return hs_fail(hs, HUSH_EOUTOFTURN);
 	}
 	struct noise_kit *kit;
 	int rc = lend_kit(hs, &kit);
 	if (rc != 0) {
-		return fail(hs, rc);
+		return hs_fail(hs, rc);
 	}
 	size_t off = 0;
 	while (rc == 0 && off < len && hush_handshake_wants_read(hs)) {
@@ -780,7 +780,7 @@ int hush_handshake_read(struct hush_handshake *hs, const uint8_t *in, size_t len
 	}
 	return_kit(hs, kit);
 	if (rc != 0) {
-		return fail(hs, rc);
+		return hs_fail(hs, rc);
 	}
 	*consumed = off;
 	return 0;

@@ -253,7 +253,7 @@ static void direction_advance(struct hush_record *r, const struct proto *p, enum
 	}
 }
 
-static int fail(struct hush_record *r, int err)
+static int rec_fail(struct hush_record *r, int err)
 {
 	r->err = (int16_t)err;
 	return err;
@@ -410,7 +410,7 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 	HUSH_ENSURE(frame_cap >= payload_len + HUSH_RECORD_OVERHEAD, HUSH_ENOSPACE);
 	HUSH_ENSURE(r->dir[SEAL].ctx != NULL, HUSH_ESTATE);
 	if ((r->flags & F_EXHAUSTED(SEAL)) != 0) {
-		return fail(r, HUSH_ECOUNTER);
+		return rec_fail(r, HUSH_ECOUNTER);
 	}
 
 	const struct proto *p = proto_of((enum hush_record_protocol)r->rp);
@@ -446,7 +446,7 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 out:
 	/* The nonce reveals the mask to anyone who knows the frame index. */
 	OPENSSL_cleanse(nonce, sizeof(nonce));
-	return rc < 0 ? fail(r, rc) : 0;
+	return rc < 0 ? rec_fail(r, rc) : 0;
 }
 
 int hush_record_parse(struct hush_record *r, const uint8_t *buf, size_t len, size_t *need)
@@ -463,14 +463,14 @@ int hush_record_parse(struct hush_record *r, const uint8_t *buf, size_t len, siz
 	 * for the frame; TYPE once it is in, all 32 bits of it. */
 	uint32_t length = hush__load_le32(buf);
 	if (length < HUSH_RECORD_OVERHEAD - HUSH_RECORD_LENGTH_SIZE) {
-		return fail(r, HUSH_EFRAME_SHORT);
+		return rec_fail(r, HUSH_EFRAME_SHORT);
 	}
 	if (length > r->recv_limit) {
-		return fail(r, HUSH_EFRAME_LONG);
+		return rec_fail(r, HUSH_EFRAME_LONG);
 	}
 	if (len >= HUSH_RECORD_HEADER_SIZE &&
 	    hush__load_le32(buf + HUSH_RECORD_LENGTH_SIZE) != HUSH_RECORD_TYPE) {
-		return fail(r, HUSH_EFRAME_TYPE);
+		return rec_fail(r, HUSH_EFRAME_TYPE);
 	}
 	size_t total = (size_t)length + HUSH_RECORD_LENGTH_SIZE;
 	*need = total;
@@ -488,11 +488,11 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	size_t need = 0;
 	int rc = hush_record_parse(r, frame, frame_len, &need);
 	if (rc == HUSH_EAGAIN || (rc == 0 && need != frame_len)) {
-		return fail(r, HUSH_EFRAME_PARTIAL);
+		return rec_fail(r, HUSH_EFRAME_PARTIAL);
 	}
 	HUSH_GUARD(rc); /* a framing error, already stored by parse */
 	if ((r->flags & F_EXHAUSTED(OPEN)) != 0) {
-		return fail(r, HUSH_ECOUNTER);
+		return rec_fail(r, HUSH_ECOUNTER);
 	}
 
 	const struct proto *p = proto_of((enum hush_record_protocol)r->rp);
@@ -527,7 +527,7 @@ wipe:
 	OPENSSL_cleanse(payload, plen);
 out:
 	OPENSSL_cleanse(nonce, sizeof(nonce));
-	return rc < 0 ? fail(r, rc) : 0;
+	return rc < 0 ? rec_fail(r, rc) : 0;
 }
 
 /* ---- The AEAD alone, for known-answer vectors ---- */
