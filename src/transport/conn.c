@@ -313,16 +313,21 @@ static bool acquire_rbuf(struct hush_conn *c)
 /*
  * Receives into the read buffer's free room, at most max bytes, retrying on EINTR.
  * Returns the count (> 0), 0 at the peer's EOF, HUSH_EAGAIN when the socket has nothing
- * now, or the error that fails the connection (HUSH_ECONNRESET, HUSH_EIO).
+ * now, or the error that fails the connection (HUSH_ECONNRESET, HUSH_EIO). *short_read
+ * (if not NULL) says whether fewer bytes came than were asked for.
  */
-static ssize_t read_some(struct hush_conn *c, size_t max)
+static ssize_t read_some(struct hush_conn *c, size_t max, bool *short_read)
 {
 	size_t room;
 	uint8_t *at = hush__rbuf_tail(&c->rb, &room);
+	size_t ask = room < max ? room : max;
 	ssize_t n;
 	do {
-		n = recv(c->fd, at, room < max ? room : max, 0);
+		n = recv(c->fd, at, ask, 0);
 	} while (n < 0 && errno == EINTR);
+	if (short_read != NULL) {
+		*short_read = n > 0 && (size_t)n < ask;
+	}
 	if (n > 0) {
 		hush__rbuf_filled(&c->rb, (size_t)n);
 	} else if (n < 0) {
@@ -340,7 +345,7 @@ static void hs_on_readable(struct hush_conn *c)
 	if (!acquire_rbuf(c)) {
 		return;
 	}
-	ssize_t n = read_some(c, SIZE_MAX);
+	ssize_t n = read_some(c, SIZE_MAX, NULL);
 	if (n == 0) {
 		n = HUSH_ECLOSED; /* the peer went away mid-handshake */
 	}
@@ -482,7 +487,8 @@ static void on_readable(struct hush_conn *c)
 			return;
 		}
 		bool had_partial = c->rb.len > 0;
-		ssize_t n = read_some(c, budget);
+		bool short_read;
+		ssize_t n = read_some(c, budget, &short_read);
 		if (n == HUSH_EAGAIN) {
 			break;
 		}
@@ -508,6 +514,12 @@ static void on_readable(struct hush_conn *c)
 			return;
 		}
 		note_read_progress(c, had_partial, rs);
+		/* Fewer bytes than asked for: the socket had no more. Asking again would
+		 * only return EAGAIN, one system call per event for nothing; what arrives
+		 * later makes the socket readable again (the event is level-triggered). */
+		if (short_read) {
+			break;
+		}
 	}
 	rbuf_idle(c);
 }
