@@ -144,7 +144,47 @@ struct report {
 	int64_t rss_base;
 	int64_t pool_out;      /* pool buffers handed out now */
 	int64_t pool_retained; /* idle bytes the pool kept, given back by 'm' */
+	int64_t errs[4];       /* failures by kind: see err_kind() */
+	int32_t last_err;      /* the last failure's HUSH_E* code or ERRNO_CODE() */
+	int32_t pad;
 };
+
+/* A system error number among the HUSH_E* codes of the report, apart from them. */
+#define ERRNO_CODE(e) (-10000 - (e))
+
+static const char *err_text(int err)
+{
+	return err <= -10000 ? strerror(-10000 - err) : hush_err_name(err);
+}
+
+/* Failures by kind, for the report: timed out, evicted at the listener's cap, the peer
+ * went away, anything else. */
+static const char *const err_kinds[4] = {"timed out", "evicted", "peer gone", "other"};
+
+static int err_kind(int err)
+{
+	switch (err) {
+	case HUSH_ETIMEDOUT:
+		return 0;
+	case HUSH_EBUSY:
+		return 1;
+	case HUSH_ECONNRESET:
+	case HUSH_ECLOSED:
+	case HUSH_ETRUNCATED:
+	case HUSH_EPIPE:
+		return 2;
+	default:
+		return 3;
+	}
+}
+
+/* Counts one failed connection in r. */
+static void count_failure(struct report *r, int err)
+{
+	r->failed++;
+	r->errs[err_kind(err)]++;
+	r->last_err = err;
+}
 
 struct child {
 	pid_t pid;
@@ -366,14 +406,14 @@ static char srv_open_mark;
 static void srv_hush_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
 {
 	(void)arg;
-	if (hush_conn_write(c, data, len) < 0) {
-		me.r.failed++;
+	int rc = hush_conn_write(c, data, len);
+	if (rc < 0) {
+		count_failure(&me.r, rc);
 	}
 }
 
 static void srv_hush_event(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg)
 {
-	(void)err;
 	if (ev == HUSH_CONN_EV_OPEN) {
 		me.r.established++;
 		hush_conn_set_arg(c, &srv_open_mark);
@@ -383,7 +423,9 @@ static void srv_hush_event(struct hush_conn *c, enum hush_conn_event ev, int err
 		if (arg == &srv_open_mark) {
 			me.r.established--;
 		}
-		me.r.failed += ev == HUSH_CONN_EV_ERROR;
+		if (ev == HUSH_CONN_EV_ERROR) {
+			count_failure(&me.r, err);
+		}
 		hush_conn_free(c);
 	}
 }
@@ -404,7 +446,7 @@ static void srv_tls_read(struct bufferevent *bev, void *arg)
 {
 	(void)arg;
 	if (bufferevent_write_buffer(bev, bufferevent_get_input(bev)) < 0) {
-		me.r.failed++;
+		count_failure(&me.r, HUSH_ENOMEM);
 	}
 }
 
@@ -418,7 +460,9 @@ static void srv_tls_event(struct bufferevent *bev, short what, void *arg)
 	if (arg == &srv_open_mark) {
 		me.r.established--;
 	}
-	me.r.failed += (what & BEV_EVENT_ERROR) != 0;
+	if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		count_failure(&me.r, (what & BEV_EVENT_TIMEOUT) ? HUSH_ETIMEDOUT : HUSH_EIO);
+	}
 	bufferevent_free(bev);
 }
 
@@ -437,7 +481,7 @@ static void srv_tls_accept(struct evconnlistener *lev, evutil_socket_t fd, struc
 			: bufferevent_openssl_socket_new(me.base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
 							 BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
-		me.r.failed++;
+		count_failure(&me.r, HUSH_ENOMEM);
 		close(fd); /* libevent 2.1 leaves ssl's fate unsaid on failure: leaked */
 		return;
 	}
@@ -524,7 +568,7 @@ static void ping_of(const struct cconn *x, uint8_t out[PING_SIZE])
 static void open_more(void);
 static void verify_more(void);
 
-static void conn_failed(struct cconn *x)
+static void conn_failed(struct cconn *x, int err)
 {
 	if (x->state == C_CONNECTING) {
 		cl.inflight--;
@@ -534,7 +578,7 @@ static void conn_failed(struct cconn *x)
 	if (x->state == C_SENT) {
 		cl.sent--;
 	}
-	me.r.failed++;
+	count_failure(&me.r, err);
 	x->state = C_FAILED;
 	if (opt.variant == V_HUSH) {
 		hush_conn_free(x->h);
@@ -566,7 +610,7 @@ static void conn_data(struct cconn *x, const uint8_t *data, size_t len)
 	    memcmp(data, want + x->got, len) != 0) {
 		fprintf(stderr, "hush-scale: client %u: connection %u: a wrong echo\n", cl.index,
 			x->slot);
-		conn_failed(x);
+		conn_failed(x, HUSH_EAUTH);
 		return;
 	}
 	x->got = (uint8_t)(x->got + len);
@@ -587,11 +631,10 @@ static void cli_hush_data(struct hush_conn *c, const uint8_t *data, size_t len, 
 static void cli_hush_event(struct hush_conn *c, enum hush_conn_event ev, int err, void *arg)
 {
 	(void)c;
-	(void)err;
 	if (ev == HUSH_CONN_EV_OPEN) {
 		conn_opened(arg);
 	} else if (ev == HUSH_CONN_EV_ERROR || ev == HUSH_CONN_EV_EOF) {
-		conn_failed(arg);
+		conn_failed(arg, ev == HUSH_CONN_EV_EOF ? HUSH_ECLOSED : err);
 	}
 }
 
@@ -616,7 +659,9 @@ static void cli_tls_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		conn_opened(arg);
 	} else {
-		conn_failed(arg);
+		conn_failed(arg, (what & BEV_EVENT_TIMEOUT)	? HUSH_ETIMEDOUT
+				 : (what & BEV_EVENT_EOF) ? HUSH_ECLOSED
+							  : HUSH_EIO);
 	}
 }
 
@@ -628,20 +673,22 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 	socklen_t el = sizeof(err);
 	if ((what & EV_TIMEOUT) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
 		close(fd);
-		conn_failed(x);
+		conn_failed(x, (what & EV_TIMEOUT) ? HUSH_ETIMEDOUT : ERRNO_CODE(err));
 		return;
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (opt.variant == V_HUSH) {
 		struct hush_conn *c;
-		if (hush_conn_new(&c, me.loop, fd, NULL, &cli_hush_cb, x) < 0) {
-			conn_failed(x);
+		int rc = hush_conn_new(&c, me.loop, fd, NULL, &cli_hush_cb, x);
+		if (rc < 0) {
+			conn_failed(x, rc);
 			return;
 		}
 		x->h = c;
-		if (hush_conn_start_handshake(c, &client_hs, HUSH_SIDE_CLIENT) < 0) {
-			conn_failed(x);
+		rc = hush_conn_start_handshake(c, &client_hs, HUSH_SIDE_CLIENT);
+		if (rc < 0) {
+			conn_failed(x, rc);
 		}
 		return;
 	}
@@ -652,7 +699,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
 							 BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
-		conn_failed(x);
+		conn_failed(x, HUSH_ENOMEM);
 		return;
 	}
 	x->h = bev;
@@ -676,17 +723,18 @@ static void open_slot(uint32_t slot)
 	if (fd < 0 || setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
 	    bind(fd, (struct sockaddr *)&cl.src, sizeof(cl.src)) < 0 ||
 	    (connect(fd, (struct sockaddr *)&cl.dst, sizeof(cl.dst)) < 0 && errno != EINPROGRESS)) {
-		fprintf(stderr, "hush-scale: client %u: connect: %s\n", cl.index, strerror(errno));
+		int e = errno;
+		fprintf(stderr, "hush-scale: client %u: connect: %s\n", cl.index, strerror(e));
 		if (fd >= 0) {
 			close(fd);
 		}
-		conn_failed(x);
+		conn_failed(x, ERRNO_CODE(e));
 		return;
 	}
 	static const struct timeval limit = {10, 0};
 	if (event_base_once(me.base, fd, EV_WRITE, on_connected, x, &limit) < 0) {
 		close(fd);
-		conn_failed(x);
+		conn_failed(x, HUSH_ENOMEM);
 	}
 }
 
@@ -720,7 +768,7 @@ static void send_ping(struct cconn *x)
 	int rc = opt.variant == V_HUSH ? hush_conn_write(x->h, p, sizeof(p))
 				       : bufferevent_write(x->h, p, sizeof(p));
 	if (rc < 0) {
-		conn_failed(x);
+		conn_failed(x, opt.variant == V_HUSH ? rc : HUSH_ENOMEM);
 	}
 }
 
@@ -869,6 +917,12 @@ static void sum(const struct child *set, int n, struct report *out)
 		out->rss_base += r->rss_base;
 		out->pool_out += r->pool_out;
 		out->pool_retained += r->pool_retained;
+		for (int k = 0; k < 4; k++) {
+			out->errs[k] += r->errs[k];
+		}
+		if (r->last_err != 0) {
+			out->last_err = r->last_err;
+		}
 	}
 }
 
@@ -889,7 +943,17 @@ static double rss_per_conn(const struct report *s)
 struct kmem {
 	int64_t slab, sreclaimable, sunreclaim, page_tables, kernel_stack, tcp_mem, tcp_inuse;
 	int64_t mem_available;
+	int64_t sock_caches; /* objects in use in sock_caches[] (/proc/slabinfo; root only) */
 };
+
+/*
+ * The slab caches an open TCP socket on a descriptor watched by epoll takes objects
+ * from: the socket itself, its inode, its file and dentry, and epoll's entry and wait
+ * queue link. Their growth is the socket's own memory, without the noise the machine's
+ * other processes add to Slab as a whole.
+ */
+static const char *const sock_caches[] = {"TCP",   "sock_inode_cache", "filp",
+					  "dentry", "eventpoll_epi",	"eventpoll_pwq"};
 
 static void kmem_read(struct kmem *k)
 {
@@ -916,6 +980,22 @@ static void kmem_read(struct kmem *k)
 				k->kernel_stack = b;
 			} else if (strcmp(name, "MemAvailable") == 0) {
 				k->mem_available = b;
+			}
+		}
+		fclose(f);
+	}
+	f = fopen("/proc/slabinfo", "r");
+	if (f != NULL) {
+		while (fgets(line, sizeof(line), f) != NULL) {
+			char name[64];
+			long long active, num, size;
+			if (sscanf(line, "%63s %lld %lld %lld", name, &active, &num, &size) != 4) {
+				continue;
+			}
+			for (size_t i = 0; i < sizeof(sock_caches) / sizeof(sock_caches[0]); i++) {
+				if (strcmp(name, sock_caches[i]) == 0) {
+					k->sock_caches += (int64_t)active * size;
+				}
 			}
 		}
 		fclose(f);
@@ -1253,6 +1333,14 @@ int main(int argc, char **argv)
 	double n = (double)opt.conns;
 	double kslab = (double)(k1.slab - k0.slab);
 	double ktcp = (double)(k1.tcp_mem - k0.tcp_mem);
+	double ksock = (double)(k1.sock_caches - k0.sock_caches);
+	struct report fails;
+	memset(&fails, 0, sizeof(fails));
+	fails.failed = srv_after.failed + cli.failed;
+	for (int k = 0; k < 4; k++) {
+		fails.errs[k] = srv_after.errs[k] + cli.errs[k];
+	}
+	fails.last_err = cli.last_err != 0 ? cli.last_err : srv_after.last_err;
 	double kernel_per_conn = srv_idle.established > 0 ? (kslab + ktcp) / n : 0;
 	double hps = establish_s > 0 ? (double)srv_idle.established / establish_s : 0;
 	char date[64];
@@ -1265,7 +1353,13 @@ int main(int argc, char **argv)
 		json_kv("established", (double)srv_idle.established, 0);
 		json_kv("client_established", (double)cli_idle.established, 0);
 		json_kv("verified", (double)cli.verified, 0);
-		json_kv("failed", (double)(srv_after.failed + cli.failed), 0);
+		json_kv("failed", (double)fails.failed, 0);
+		printf("  \"failed_by_kind\": {\"server\": [%" PRId64 ", %" PRId64 ", %" PRId64
+		       ", %" PRId64 "], \"client\": [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+		       "], \"kinds\": [\"%s\", \"%s\", \"%s\", \"%s\"], \"last\": \"%s\"},\n",
+		       srv_after.errs[0], srv_after.errs[1], srv_after.errs[2], srv_after.errs[3],
+		       cli.errs[0], cli.errs[1], cli.errs[2], cli.errs[3], err_kinds[0], err_kinds[1],
+		       err_kinds[2], err_kinds[3], fails.last_err ? err_text(fails.last_err) : "");
 		json_kv("retried", (double)(cli.opened - opt.conns), 0);
 		json_kv("server_processes", nservers, 0);
 		json_kv("client_processes", nclients, 0);
@@ -1279,6 +1373,7 @@ int main(int argc, char **argv)
 		json_kv("kernel_per_conn_bytes", round(kernel_per_conn), 0);
 		json_kv("kernel_slab_delta_bytes", kslab, 0);
 		json_kv("kernel_tcp_mem_delta_bytes", ktcp, 0);
+		json_kv("kernel_socket_caches_per_conn_bytes", round(ksock / n), 0);
 		json_kv("kernel_page_tables_delta_bytes", (double)(k1.page_tables - k0.page_tables), 0);
 		json_kv("mem_available_delta_bytes", (double)(k1.mem_available - k0.mem_available), 0);
 		json_kv("pool_buffers_idle", (double)srv_idle.pool_out, 0);
@@ -1294,7 +1389,16 @@ int main(int argc, char **argv)
 		printf("  connections          %" PRId64 " established of %ld (client side %" PRId64
 		       "), %" PRId64 " verified, %" PRId64 " failed, %" PRId64 " opened again\n",
 		       srv_idle.established, opt.conns, cli_idle.established, cli.verified,
-		       srv_after.failed + cli.failed, cli.opened - opt.conns);
+		       fails.failed, cli.opened - opt.conns);
+		if (fails.failed > 0) {
+			printf("  failures             server: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
+			       ", %s %" PRId64 "; client: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
+			       ", %s %" PRId64 "; the last: %s\n",
+			       err_kinds[0], srv_after.errs[0], err_kinds[1], srv_after.errs[1],
+			       err_kinds[2], srv_after.errs[2], err_kinds[3], srv_after.errs[3],
+			       err_kinds[0], cli.errs[0], err_kinds[1], cli.errs[1], err_kinds[2],
+			       cli.errs[2], err_kinds[3], cli.errs[3], err_text(fails.last_err));
+		}
 		printf("  processes            %d server, %d client (open-files limit %ld)\n",
 		       nservers, nclients, nofile);
 		printf("  establish            %.1f s, %.0f handshakes/s\n", establish_s, hps);
@@ -1309,8 +1413,9 @@ int main(int argc, char **argv)
 		       " after the echo (%.1f MB retained, trimmed)\n",
 		       srv_idle.pool_out, srv_after.pool_out, (double)srv_idle.pool_retained / 1e6);
 		printf("  kernel               %.0f B/conn: Slab %+.1f MB, TCP buffers %+.1f MB "
-		       "(PageTables %+.1f MB, MemAvailable %+.1f MB, not counted)\n",
-		       kernel_per_conn, kslab / 1e6, ktcp / 1e6,
+		       "(both sockets; the socket caches alone %.0f B/conn; PageTables %+.1f MB, "
+		       "MemAvailable %+.1f MB, not counted)\n",
+		       kernel_per_conn, kslab / 1e6, ktcp / 1e6, ksock / n,
 		       (double)(k1.page_tables - k0.page_tables) / 1e6,
 		       (double)(k1.mem_available - k0.mem_available) / 1e6);
 	}
