@@ -17,7 +17,7 @@
  *   --window K     handshakes each client process keeps in flight (default 64)
  *   --hold S       seconds every connection is held idle before the heap is read
  *                  (default 2)
- *   --json         one JSON object on stdout instead of the text report
+ *   --json         one JSON object on stdout (the text report goes to stderr)
  *   --quiet        no progress lines
  *
  * The server is W worker processes, each with its own event base, pool, hush loop and
@@ -1161,7 +1161,7 @@ static int wait_for(const struct waiting *w, double t0, struct report *srv, stru
 				STALL_SECONDS, done);
 			return -1;
 		}
-		usleep(100 * 1000);
+		usleep(250 * 1000);
 	}
 }
 
@@ -1383,15 +1383,17 @@ int main(int argc, char **argv)
 		json_kv("handshakes_per_s", round(hps), 0);
 		json_kv("verify_seconds", round(verify_s * 100) / 100, 1);
 		printf("}\n");
-	} else {
-		printf("hush-scale %s, %s, load average at the idle hold %s\n", variant_name(), date,
+	}
+	{
+		FILE *out = opt.json ? stderr : stdout;
+		fprintf(out, "hush-scale %s, %s, load average at the idle hold %s\n", variant_name(), date,
 		       load_idle);
-		printf("  connections          %" PRId64 " established of %ld (client side %" PRId64
+		fprintf(out, "  connections          %" PRId64 " established of %ld (client side %" PRId64
 		       "), %" PRId64 " verified, %" PRId64 " failed, %" PRId64 " opened again\n",
 		       srv_idle.established, opt.conns, cli_idle.established, cli.verified,
 		       fails.failed, cli.opened - opt.conns);
 		if (fails.failed > 0) {
-			printf("  failures             server: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
+			fprintf(out, "  failures             server: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
 			       ", %s %" PRId64 "; client: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
 			       ", %s %" PRId64 "; the last: %s\n",
 			       err_kinds[0], srv_after.errs[0], err_kinds[1], srv_after.errs[1],
@@ -1399,20 +1401,20 @@ int main(int argc, char **argv)
 			       err_kinds[0], cli.errs[0], err_kinds[1], cli.errs[1], err_kinds[2],
 			       cli.errs[2], err_kinds[3], cli.errs[3], err_text(fails.last_err));
 		}
-		printf("  processes            %d server, %d client (open-files limit %ld)\n",
+		fprintf(out, "  processes            %d server, %d client (open-files limit %ld)\n",
 		       nservers, nclients, nofile);
-		printf("  establish            %.1f s, %.0f handshakes/s\n", establish_s, hps);
-		printf("  verify               %.1f s\n", verify_s);
-		printf("  server heap          %.0f B/conn idle, %.0f B/conn after the echo (%.1f MB "
+		fprintf(out, "  establish            %.1f s, %.0f handshakes/s\n", establish_s, hps);
+		fprintf(out, "  verify               %.1f s\n", verify_s);
+		fprintf(out, "  server heap          %.0f B/conn idle, %.0f B/conn after the echo (%.1f MB "
 		       "in all)\n",
 		       heap_per_conn(&srv_idle), heap_per_conn(&srv_after), (double)srv_idle.heap / 1e6);
-		printf("  client heap          %.0f B/conn\n", heap_per_conn(&cli_idle));
-		printf("  server RSS           %.0f B/conn (%.1f MB in all)\n", rss_per_conn(&srv_idle),
+		fprintf(out, "  client heap          %.0f B/conn\n", heap_per_conn(&cli_idle));
+		fprintf(out, "  server RSS           %.0f B/conn (%.1f MB in all)\n", rss_per_conn(&srv_idle),
 		       (double)srv_idle.rss / 1e6);
-		printf("  server pool buffers  %" PRId64 " out while idle, %" PRId64
+		fprintf(out, "  server pool buffers  %" PRId64 " out while idle, %" PRId64
 		       " after the echo (%.1f MB retained, trimmed)\n",
 		       srv_idle.pool_out, srv_after.pool_out, (double)srv_idle.pool_retained / 1e6);
-		printf("  kernel               %.0f B/conn: Slab %+.1f MB, TCP buffers %+.1f MB "
+		fprintf(out, "  kernel               %.0f B/conn: Slab %+.1f MB, TCP buffers %+.1f MB "
 		       "(both sockets; the socket caches alone %.0f B/conn; PageTables %+.1f MB, "
 		       "MemAvailable %+.1f MB, not counted)\n",
 		       kernel_per_conn, kslab / 1e6, ktcp / 1e6, ksock / n,
