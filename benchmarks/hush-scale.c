@@ -1161,7 +1161,9 @@ static int wait_for(const struct waiting *w, double t0, struct report *srv, stru
 				STALL_SECONDS, done);
 			return -1;
 		}
-		usleep(250 * 1000);
+		/* Asked every quarter second; woken in time for the next progress line. */
+		double next = last_print + 1.0 - now_s();
+		usleep(next > 0 && next < 0.25 ? (useconds_t)(next * 1e6) : 250 * 1000);
 	}
 }
 
