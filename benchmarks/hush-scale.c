@@ -944,6 +944,7 @@ struct kmem {
 	int64_t slab, sreclaimable, sunreclaim, page_tables, kernel_stack, tcp_mem, tcp_inuse;
 	int64_t mem_available;
 	int64_t sock_caches; /* objects in use in sock_caches[] (/proc/slabinfo; root only) */
+	int64_t cache[6];    /* each of them */
 };
 
 /*
@@ -995,6 +996,7 @@ static void kmem_read(struct kmem *k)
 			for (size_t i = 0; i < sizeof(sock_caches) / sizeof(sock_caches[0]); i++) {
 				if (strcmp(name, sock_caches[i]) == 0) {
 					k->sock_caches += (int64_t)active * size;
+					k->cache[i] += (int64_t)active * size;
 				}
 			}
 		}
@@ -1376,6 +1378,12 @@ int main(int argc, char **argv)
 		json_kv("kernel_slab_delta_bytes", kslab, 0);
 		json_kv("kernel_tcp_mem_delta_bytes", ktcp, 0);
 		json_kv("kernel_socket_caches_per_conn_bytes", round(ksock / n), 0);
+		printf("  \"kernel_socket_caches_per_conn\": {");
+		for (size_t i = 0; i < sizeof(sock_caches) / sizeof(sock_caches[0]); i++) {
+			printf("%s\"%s\": %.0f", i ? ", " : "", sock_caches[i],
+			       (double)(k1.cache[i] - k0.cache[i]) / n);
+		}
+		printf("},\n");
 		json_kv("kernel_page_tables_delta_bytes", (double)(k1.page_tables - k0.page_tables), 0);
 		json_kv("mem_available_delta_bytes", (double)(k1.mem_available - k0.mem_available), 0);
 		json_kv("pool_buffers_idle", (double)srv_idle.pool_out, 0);
