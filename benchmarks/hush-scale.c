@@ -884,11 +884,15 @@ static void run_client(int ctl, void *arg)
 	client_main(ctl, a->index, a->cap, a->addr);
 }
 
-/* Sends c to every child of the set and reads every report. Returns 0 or -1. */
-static int ask(struct child *set, int n, char op, int64_t arg)
+/*
+ * Sends op to every child of the set, with args[i] (or 0 when args is NULL), then reads
+ * every report: all the commands go out before the first answer is awaited, so the
+ * children, busy with their connections, answer side by side. Returns 0 or -1.
+ */
+static int ask_each(struct child *set, int n, char op, const int64_t *args)
 {
-	struct cmd c = {op, arg};
 	for (int i = 0; i < n; i++) {
+		struct cmd c = {op, args != NULL ? args[i] : 0};
 		if (write_full(set[i].ctl, &c, sizeof(c)) < 0) {
 			return -1;
 		}
@@ -899,6 +903,11 @@ static int ask(struct child *set, int n, char op, int64_t arg)
 		}
 	}
 	return 0;
+}
+
+static int ask(struct child *set, int n, char op)
+{
+	return ask_each(set, n, op, NULL);
 }
 
 static void sum(const struct child *set, int n, struct report *out)
@@ -1133,7 +1142,7 @@ static int wait_for(const struct waiting *w, double t0, struct report *srv, stru
 	int64_t last_done = -1, rate_done = 0;
 	double rate = 0;
 	for (;;) {
-		if (ask(servers, nservers, 'r', 0) < 0 || ask(clients, nclients, 'r', 0) < 0) {
+		if (ask(servers, nservers, 'r') < 0 || ask(clients, nclients, 'r') < 0) {
 			fprintf(stderr, "hush-scale: a child process died\n");
 			return -1;
 		}
@@ -1279,29 +1288,28 @@ int main(int argc, char **argv)
 	int rc = 0;
 	double t0 = now_s();
 	/* Warm-up, then the baseline of every process. */
-	int64_t opened = 0;
-	for (int i = 0; i < nclients; i++) {
-		int64_t share = warm / nclients + (i < warm % nclients);
-		if (ask(&clients[i], 1, 'o', share) < 0) {
-			rc = -1;
-		}
-		opened += share;
+	int64_t *share = calloc((size_t)nclients, sizeof(*share));
+	if (share == NULL) {
+		finish();
+		return 1;
 	}
-	struct waiting w_warm = {"warm-up", opened, both_established};
-	if (rc < 0 || wait_for(&w_warm, t0, &srv, &cli) < 0 || ask(servers, nservers, 'b', 0) < 0 ||
-	    ask(clients, nclients, 'b', 0) < 0) {
+	for (int i = 0; i < nclients; i++) {
+		share[i] = warm / nclients + (i < warm % nclients);
+	}
+	struct waiting w_warm = {"warm-up", warm, both_established};
+	if (ask_each(clients, nclients, 'o', share) < 0 || wait_for(&w_warm, t0, &srv, &cli) < 0 ||
+	    ask(servers, nservers, 'b') < 0 || ask(clients, nclients, 'b') < 0) {
 		finish();
 		return 1;
 	}
 	/* Every connection. */
 	for (int i = 0; i < nclients; i++) {
-		int64_t share = opt.conns / nclients + (i < opt.conns % nclients);
-		if (ask(&clients[i], 1, 'o', share) < 0) {
-			rc = -1;
-		}
+		share[i] = opt.conns / nclients + (i < opt.conns % nclients);
 	}
 	struct waiting w_all = {"established", opt.conns, both_established};
+	rc = ask_each(clients, nclients, 'o', share);
 	rc = rc < 0 ? rc : wait_for(&w_all, t0, &srv, &cli);
+	free(share);
 	double establish_s = now_s() - t0;
 	/* Idle: every connection open, nothing moving. */
 	struct timespec hold = {(time_t)opt.hold, (long)((opt.hold - (double)(time_t)opt.hold) * 1e9)};
@@ -1309,7 +1317,7 @@ int main(int argc, char **argv)
 	char load_idle[64];
 	loadavg(load_idle, sizeof(load_idle));
 	kmem_read(&k1);
-	if (ask(servers, nservers, 'm', 0) < 0 || ask(clients, nclients, 'm', 0) < 0) {
+	if (ask(servers, nservers, 'm') < 0 || ask(clients, nclients, 'm') < 0) {
 		finish();
 		return 1;
 	}
@@ -1318,7 +1326,7 @@ int main(int argc, char **argv)
 	/* One record each way on every connection, every echo checked. */
 	double t_v = now_s();
 	int64_t to_verify = cli_idle.established;
-	if (ask(clients, nclients, 'v', 0) < 0) {
+	if (ask(clients, nclients, 'v') < 0) {
 		finish();
 		return 1;
 	}
@@ -1326,7 +1334,7 @@ int main(int argc, char **argv)
 	int vrc = wait_for(&w_ver, t0, &srv, &cli);
 	double verify_s = now_s() - t_v;
 	nanosleep(&hold, NULL);
-	if (ask(servers, nservers, 'm', 0) < 0 || ask(clients, nclients, 'r', 0) < 0) {
+	if (ask(servers, nservers, 'm') < 0 || ask(clients, nclients, 'r') < 0) {
 		finish();
 		return 1;
 	}
