@@ -16,7 +16,7 @@ import math
 import sys
 
 COLORS = {"hush": "#1f77b4", "openssl-tls-release": "#d62728"}
-W, H = 760, 420
+W, H = 840, 420
 L, R, T, B = 90, 560, 40, 350
 
 
@@ -89,11 +89,14 @@ def draw(runs, out):
                 log_pos(r["heap_per_conn_bytes"], ylo, yhi, B, T)) for r in rs]
         s.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'
                  % (c, " ".join("%.1f,%.1f" % p for p in pts)))
-        for (x, y), r in zip(pts, rs):
+        for i, ((x, y), r) in enumerate(zip(pts, rs)):
             s.append('<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s: N=%d, %d B/conn'
                      '</title></circle>' % (x, y, c, name, r["conns"], r["heap_per_conn_bytes"]))
-            s.append('<text x="%.1f" y="%.1f" fill="%s">%d B</text>'
-                     % (x + 7, y - 7, c, r["heap_per_conn_bytes"]))
+            # Labels above and to the right, but left of the last point (the legend).
+            last_pt = i == len(pts) - 1 and i > 0
+            s.append('<text x="%.1f" y="%.1f" fill="%s" text-anchor="%s">%d B</text>'
+                     % (x - 7 if last_pt else x + 7, y - 8, c, "end" if last_pt else "start",
+                        r["heap_per_conn_bytes"]))
         ly = T + 14 + 40 * k
         s.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>'
                  % (R + 20, ly, R + 44, ly, c))
@@ -101,6 +104,16 @@ def draw(runs, out):
         last = rs[-1]
         s.append('<text x="%d" y="%d" fill="#555">%s B/conn at N=%s</text>'
                  % (R + 50, ly + 20, last["heap_per_conn_bytes"], fmt_n(last["conns"])))
+    # The ratio at the largest N both variants reached.
+    if "hush" in series and "openssl-tls-release" in series:
+        tls = {r["conns"]: r for r in series["openssl-tls-release"]}
+        both = [r for r in series["hush"] if r["conns"] in tls]
+        if both:
+            h = both[-1]
+            t = tls[h["conns"]]
+            s.append('<text x="%d" y="%d">TLS needs %.0fx hush\'s heap at N=%s</text>'
+                     % (R + 20, T + 110, t["heap_per_conn_bytes"] / h["heap_per_conn_bytes"],
+                        fmt_n(h["conns"])))
     dates = sorted(r.get("date", "") for r in runs)
     s.append('<text x="%d" y="%d" fill="#555">benchmarks/hush-scale --conns N [--variant '
              'openssl-tls-release] --json; %s</text>' % (L, H - 12, dates[-1][:10]))
