@@ -14,7 +14,10 @@
  *                  ECDSA P-256 certificate verified by the client, no tickets)
  *   --workers W    server processes (default: as many as the open-files limit needs)
  *   --clients C    client processes (default: likewise)
- *   --window K     handshakes each client process keeps in flight (default 64)
+ *   --window K     handshakes each client process keeps in flight (default: 768 over
+ *                  all client processes, between 4 and 64 each: the handshakes are
+ *                  CPU-bound, so more in flight only adds to each one's wait, and a
+ *                  wait past the listener's 3 s first-message deadline fails it)
  *   --hold S       seconds every connection is held idle before the heap is read
  *                  (default 2)
  *   --json         one JSON object on stdout (the text report goes to stderr)
@@ -98,8 +101,11 @@
 #define PING_SIZE 32
 /* Echoes each client process waits for at once while verifying. */
 #define VERIFY_WINDOW 256
-/* Connections a client process may see fail and open again, in all. */
-#define MAX_RETRIES 1000
+/* Connections a client process may see fail and open again, in all: a tenth of its
+ * own, at least 100. */
+#define MAX_RETRIES(cap) ((cap) / 10 > 100 ? (cap) / 10 : 100)
+/* Handshakes in flight over all client processes, by default. */
+#define WINDOW_TOTAL 768
 /* The run gives up when nothing moved for this long. */
 #define STALL_SECONDS 60
 
@@ -114,7 +120,7 @@ static struct {
 	double hold;
 	int json;
 	int quiet;
-} opt = {10000, V_HUSH, 0, 0, 64, 2.0, 0, 0};
+} opt = {10000, V_HUSH, 0, 0, 0, 2.0, 0, 0};
 
 static const char *variant_name(void)
 {
@@ -147,6 +153,7 @@ struct report {
 	int64_t errs[4];       /* failures by kind: see err_kind() */
 	int32_t last_err;      /* the last failure's HUSH_E* code or ERRNO_CODE() */
 	int32_t pad;
+	int64_t first_timeouts; /* server: the listener's first-message deadline passed */
 };
 
 /* A system error number among the HUSH_E* codes of the report, apart from them. */
@@ -258,6 +265,7 @@ static struct {
 } me;
 
 static void (*on_command)(const struct cmd *c); /* the role's own commands */
+static struct hush_listener *listener;	      /* server, hush variant */
 
 static void fill_report(int trim)
 {
@@ -268,6 +276,11 @@ static void fill_report(int trim)
 	if (trim) {
 		me.r.pool_retained = (int64_t)st.total.bytes_retained;
 		hush_pool_trim(me.pool);
+	}
+	if (listener != NULL) {
+		struct hush_listener_stats ls;
+		hush_listener_get_stats(listener, &ls);
+		me.r.first_timeouts = (int64_t)ls.first_timeouts;
 	}
 	bench_alloc_read(&a);
 	me.r.heap = a.live_bytes;
@@ -495,14 +508,13 @@ static void server_main(int ctl, const struct sockaddr_in *addr)
 	child_init(ctl);
 	if (opt.variant == V_HUSH) {
 		struct hush_listener_config lc;
-		struct hush_listener *l;
 		hush_listener_config_init(&lc);
 		lc.handshake = &server_hs;
 		lc.callbacks = &srv_hush_cb;
 		lc.on_accept = srv_hush_accept;
 		lc.reuseport = 1;
 		lc.backlog = 4096;
-		int rc = hush_listener_bind(&l, me.loop, (const struct sockaddr *)addr, sizeof(*addr),
+		int rc = hush_listener_bind(&listener, me.loop, (const struct sockaddr *)addr, sizeof(*addr),
 					    &lc);
 		if (rc < 0) {
 			fprintf(stderr, "hush-scale: server: hush_listener_bind: %s (%s)\n",
@@ -587,7 +599,7 @@ static void conn_failed(struct cconn *x, int err)
 	}
 	x->h = NULL;
 	/* Opened again, up to a bound, unless verification already began. */
-	if (!cl.verifying && cl.retries < MAX_RETRIES) {
+	if (!cl.verifying && cl.retries < MAX_RETRIES(cl.cap)) {
 		cl.retries++;
 		cl.retry[cl.nretry++] = x->slot;
 	}
@@ -812,7 +824,7 @@ static void client_main(int ctl, uint32_t index, int64_t cap, const struct socka
 	/* 127.0.0.2, 127.0.0.3, ...: 250 to a /24, then the next /24. */
 	cl.src.sin_addr.s_addr = htonl(0x7f000000u | ((index / 250) << 8) | (2 + index % 250));
 	cl.v = calloc((size_t)cap, sizeof(*cl.v));
-	cl.retry = calloc(MAX_RETRIES, sizeof(*cl.retry));
+	cl.retry = calloc((size_t)MAX_RETRIES(cap), sizeof(*cl.retry));
 	if (cl.v == NULL || cl.retry == NULL) {
 		_exit(1);
 	}
@@ -929,6 +941,7 @@ static void sum(const struct child *set, int n, struct report *out)
 		for (int k = 0; k < 4; k++) {
 			out->errs[k] += r->errs[k];
 		}
+		out->first_timeouts += r->first_timeouts;
 		if (r->last_err != 0) {
 			out->last_err = r->last_err;
 		}
@@ -1112,7 +1125,7 @@ static void parse(int argc, char **argv)
 			usage();
 		}
 	}
-	if (opt.conns < 1 || opt.workers < 0 || opt.clients < 0 || opt.window < 1 || opt.hold < 0) {
+	if (opt.conns < 1 || opt.workers < 0 || opt.clients < 0 || opt.window < 0 || opt.hold < 0) {
 		usage();
 	}
 }
@@ -1210,7 +1223,7 @@ int main(int argc, char **argv)
 	parse(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	long nofile = raise_nofile();
-	long per_proc = nofile - FD_RESERVE - opt.window;
+	long per_proc = nofile - FD_RESERVE - 64;
 	if (per_proc < 16) {
 		fprintf(stderr, "hush-scale: the open-files limit (%ld) is too low\n", nofile);
 		return 1;
@@ -1219,6 +1232,10 @@ int main(int argc, char **argv)
 	long cli_cap = (long)((double)per_proc * CLIENT_FILL);
 	nservers = opt.workers > 0 ? opt.workers : (int)((opt.conns + srv_cap - 1) / srv_cap);
 	nclients = opt.clients > 0 ? opt.clients : (int)((opt.conns + cli_cap - 1) / cli_cap);
+	if (opt.window == 0) {
+		opt.window = WINDOW_TOTAL / nclients;
+		opt.window = opt.window < 4 ? 4 : opt.window > 64 ? 64 : opt.window;
+	}
 	int64_t warm = (int64_t)nservers * WARM_PER_WORKER;
 	if (warm > opt.conns / 2) {
 		warm = opt.conns / 2;
@@ -1373,6 +1390,8 @@ int main(int argc, char **argv)
 		       cli.errs[0], cli.errs[1], cli.errs[2], cli.errs[3], err_kinds[0], err_kinds[1],
 		       err_kinds[2], err_kinds[3], fails.last_err ? err_text(fails.last_err) : "");
 		json_kv("retried", (double)(cli.opened - opt.conns), 0);
+		json_kv("server_first_message_timeouts", (double)srv_after.first_timeouts, 0);
+		json_kv("client_window", opt.window, 0);
 		json_kv("server_processes", nservers, 0);
 		json_kv("client_processes", nclients, 0);
 		json_kv("open_files_limit", (double)nofile, 0);
@@ -1413,14 +1432,16 @@ int main(int argc, char **argv)
 		if (fails.failed > 0) {
 			fprintf(out, "  failures             server: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
 			       ", %s %" PRId64 "; client: %s %" PRId64 ", %s %" PRId64 ", %s %" PRId64
-			       ", %s %" PRId64 "; the last: %s\n",
+			       ", %s %" PRId64 "; the last: %s; first-message deadlines %" PRId64 "\n",
 			       err_kinds[0], srv_after.errs[0], err_kinds[1], srv_after.errs[1],
 			       err_kinds[2], srv_after.errs[2], err_kinds[3], srv_after.errs[3],
 			       err_kinds[0], cli.errs[0], err_kinds[1], cli.errs[1], err_kinds[2],
-			       cli.errs[2], err_kinds[3], cli.errs[3], err_text(fails.last_err));
+			       cli.errs[2], err_kinds[3], cli.errs[3], err_text(fails.last_err),
+			       srv_after.first_timeouts);
 		}
-		fprintf(out, "  processes            %d server, %d client (open-files limit %ld)\n",
-		       nservers, nclients, nofile);
+		fprintf(out, "  processes            %d server, %d client (open-files limit %ld), %d "
+			     "handshakes in flight per client\n",
+		       nservers, nclients, nofile, opt.window);
 		fprintf(out, "  establish            %.1f s, %.0f handshakes/s\n", establish_s, hps);
 		fprintf(out, "  verify               %.1f s\n", verify_s);
 		fprintf(out, "  server heap          %.0f B/conn idle, %.0f B/conn after the echo (%.1f MB "
