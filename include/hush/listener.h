@@ -34,6 +34,38 @@
  * Threads: like a connection, a listener is used only from the thread running its
  * loop's event_base. For several threads, give each its own loop and listener (on a
  * socket of its own with SO_REUSEPORT, or on one shared socket).
+ *
+ * Scale-out: one process holds at most as many connections as its open-files limit
+ * allows. To go past it, run several processes (or threads), each with its own pool,
+ * loop and listener on the same address: with reuseport set, hush_listener_bind()
+ * makes each listener a socket of its own with SO_REUSEPORT, and the kernel (Linux
+ * 3.9 and later) spreads new connections among the listening sockets by a hash of the
+ * peer's address and port. The spread is even on average, not exactly: leave each
+ * process some headroom below its limit. Every socket sharing the address must set
+ * SO_REUSEPORT and belong to the same user. A listener that closes drops the
+ * connections still waiting in its own backlog. A complete server of four processes
+ * (error handling cut short; benchmarks/hush-scale.c runs a million connections so):
+ *
+ *     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(4433),
+ *                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+ *     for (int i = 1; i < 4; i++) {
+ *             if (fork() == 0) {
+ *                     break;                   (each process is a worker)
+ *             }
+ *     }
+ *     struct event_base *base = event_base_new();     (after the fork, never before)
+ *     struct hush_pool *pool;   hush_pool_new(&pool, NULL);
+ *     struct hush_loop *loop;   hush_loop_new(&loop, base, pool);
+ *     struct hush_listener_config lc;
+ *     hush_listener_config_init(&lc);
+ *     lc.handshake = &hs;                      (hush/handshake.h: keys, peers)
+ *     lc.callbacks = &callbacks;  lc.on_accept = on_accept;
+ *     lc.reuseport = 1;
+ *     struct hush_listener *l;
+ *     if (hush_listener_bind(&l, loop, (struct sockaddr *)&sin, sizeof(sin), &lc) < 0) {
+ *             exit(1);                         (HUSH_ESYS: errno says why)
+ *     }
+ *     event_base_dispatch(base);
  */
 #ifndef HUSH_LISTENER_H
 #define HUSH_LISTENER_H
@@ -90,6 +122,12 @@ struct hush_listener_config {
 	uint32_t min_stall_ms;
 	/* Backlog for listen() when the socket is not listening yet; default 1024. */
 	int backlog;
+	/* For hush_listener_bind(): nonzero sets SO_REUSEPORT on the socket before it is
+	 * bound, so that listeners in other processes or threads may bind the same address
+	 * (see Scale-out above); default 0, and a bound address is then this listener's
+	 * alone (EADDRINUSE for the next). hush_listener_new() takes a socket bound
+	 * already and ignores it: set SO_REUSEPORT yourself before bind(). */
+	int reuseport;
 };
 
 /* Fills cfg with the defaults above (the required fields NULL). Thread-safe. */
@@ -106,6 +144,27 @@ HUSH_EXTERN void hush_listener_config_init(struct hush_listener_config *cfg);
 HUSH_EXTERN HUSH_MUST_CHECK int hush_listener_new(struct hush_listener **out,
 						  struct hush_loop *loop, int fd,
 						  const struct hush_listener_config *cfg);
+
+/*
+ * Makes the listening socket and starts accepting on it: a stream socket of addr's
+ * family (TCP for AF_INET and AF_INET6, a Unix socket for AF_UNIX), non-blocking and
+ * close-on-exec, for TCP with SO_REUSEADDR and, when cfg->reuseport is set,
+ * SO_REUSEPORT (Unix sockets have no such sharing), bound to addr; then as
+ * hush_listener_new(). With port 0 the kernel picks the port:
+ * hush_listener_fd() and getsockname() tell which, and other listeners with reuseport
+ * may then bind that port.
+ * Returns 0; HUSH_EINVAL (NULL arguments, addrlen too short for its family, or as
+ * hush_listener_new()); HUSH_ESYS (socket, setsockopt, bind or listen failed: errno
+ * says why, EADDRINUSE when the address is taken); HUSH_ENOMEM. *out is untouched on
+ * failure and no socket is left open.
+ */
+HUSH_EXTERN HUSH_MUST_CHECK int hush_listener_bind(struct hush_listener **out,
+						   struct hush_loop *loop,
+						   const struct sockaddr *addr, socklen_t addrlen,
+						   const struct hush_listener_config *cfg);
+
+/* The listening socket (for getsockname()), owned by the listener; -1 for NULL. */
+HUSH_EXTERN int hush_listener_fd(const struct hush_listener *l);
 
 /*
  * Stops accepting and closes the listening socket. Connections already accepted are

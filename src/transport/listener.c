@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -585,4 +586,39 @@ unsigned hush_listener_handshakes(const struct hush_listener *l)
 void hush_listener_get_stats(const struct hush_listener *l, struct hush_listener_stats *out)
 {
 	*out = l->stats;
+}
+
+int hush_listener_bind(struct hush_listener **out, struct hush_loop *loop,
+		       const struct sockaddr *addr, socklen_t addrlen,
+		       const struct hush_listener_config *cfg)
+{
+	HUSH_ENSURE(out != NULL && addr != NULL && cfg != NULL, HUSH_EINVAL);
+	int family = addr->sa_family;
+	socklen_t need = family == AF_INET    ? (socklen_t)sizeof(struct sockaddr_in)
+			 : family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
+			 : family == AF_UNIX  ? (socklen_t)offsetof(struct sockaddr_un, sun_path) + 1
+					      : 0;
+	HUSH_ENSURE(need > 0 && addrlen >= need, HUSH_EINVAL);
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	HUSH_ENSURE(fd >= 0, HUSH_ESYS);
+	int one = 1;
+	/* SO_REUSEPORT only works when set before bind(): the kernel forms the group of
+	 * sockets sharing the address as each binds. */
+	if ((family != AF_UNIX &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
+	    (cfg->reuseport && family != AF_UNIX &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, addr, addrlen) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return HUSH_ESYS;
+	}
+	/* hush_listener_new() owns fd from here on, and closes it if it fails. */
+	return hush_listener_new(out, loop, fd, cfg);
+}
+
+int hush_listener_fd(const struct hush_listener *l)
+{
+	return l != NULL && l->lev != NULL ? evconnlistener_get_fd(l->lev) : -1;
 }

@@ -2,8 +2,9 @@
 # hushpipe end to end, with real programs on both sides of the tunnel: curl through
 # `hushpipe -e`, python3's http.server behind `hushpipe -d`. Downloads and uploads with
 # checksums, concurrency, addresses of every kind, PSK mode, thousands of idle
-# connections with the tunnel's heap per connection, the failure cases, SIGHUP and
-# SIGTERM, and throughput against a direct connection. Speaks TAP.
+# connections with the tunnel's heap per connection, two processes sharing one address
+# (--reuseport), the failure cases, SIGHUP and SIGTERM, and throughput against a direct
+# connection. Speaks TAP.
 #
 #   HUSH_BUILDDIR=... HUSH_SRCDIR=... test/e2e/run-hushpipe-e2e.sh
 #   E2E_IDLE_CONNS=N    idle connections (default: as many as the open-files limit allows,
@@ -134,14 +135,14 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 stat_is() { [ "$(field "$(snap "$1")" "$2")" = "$3" ]; }
 
 read -r PH PD PE PD6 PE6 PDP PEP PEQ DEAD PDX PEX PEY PEO PEW PECHO PDR PER PEN PDI PEI \
-	PBLAST PDB PEB PDD PED PTARPIT PDT PET PDH PDL PEL PDM PEM PR1 PR2 <<<"$("$PY" -c '
+	PBLAST PDB PEB PDD PED PTARPIT PDT PET PDH PDL PEL PDM PEM PR1 PR2 PRA PRE <<<"$("$PY" -c '
 # Listening ports below the kernel`s ephemeral range, free now: a port from that range
 # (bind to port 0) could be taken as the source port of any outgoing connection on the
 # machine between this choice and the listen() that uses it.
 import random, socket
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 ports = []
-while len(ports) < 35:
+while len(ports) < 37:
     p = random.randrange(1024, max(low, 4096))
     s = socket.socket()
     try:
@@ -390,6 +391,31 @@ check "--max-conns 2: accepting resumes once they close" \
 	'wait_until 10 "$PY" "$HELPER" ping --port "$PEM" --timeout 2 && log_has dm "accepting again"'
 stop em
 stop dm
+
+# ---- --reuseport: two hushpipe processes share one listening address ----
+start dra -d -s "127.0.0.1:$PRA" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 1 --reuseport &&
+	start drb -d -s "127.0.0.1:$PRA" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 1 --reuseport &&
+	start era -e -s "127.0.0.1:$PRE" -t "127.0.0.1:$PRA" "${CLI_ID[@]}" -j 1
+check "--reuseport: a second -d process starts on the same address" \
+	'alive ${PID_dra:-} && alive ${PID_drb:-} && log_has drb "shared with other processes"'
+"$HP" -d -s "127.0.0.1:$PRA" -t "127.0.0.1:$PECHO" "${SRV_ID[@]}" -j 1 2>"$W/drc.log"
+rc=$?
+check "without --reuseport a third refuses the address in use" \
+	'[ $rc -ne 0 ] && grep -q "Address already in use" "$W/drc.log"'
+background shared "$PY" "$HELPER" idle --port "$PRE" --n 64 --status "$W/echo.count" \
+	--ready "$W/shared.ready" --go "$W/shared.go"
+wait_until 30 test -f "$W/shared.ready"
+touch "$W/shared.go"
+wait "${PID_shared:-}"
+rc=$?
+acc_a=$(field "$(snap dra)" accepted)
+acc_b=$(field "$(snap drb)" accepted)
+# The kernel hashes each connection to one of the two: all 64 on one has odds 2^-63.
+check "--reuseport: 64 connections pushed through both processes, every echo intact ($acc_a and $acc_b accepted)" \
+	'[ $rc -eq 0 ] && [ "${acc_a:-0}" -gt 0 ] && [ "${acc_b:-0}" -gt 0 ] && [ $((acc_a + acc_b)) -eq 64 ]'
+stop era
+stop dra
+stop drb
 
 # ---- SIGHUP: the peers file is reloaded, established connections stay ----
 echo "$(cat "$W/client.pub")" >"$W/reload.peers"

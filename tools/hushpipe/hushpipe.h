@@ -6,7 +6,7 @@
  *   identity.c keys, peer verification, the peers file and its reload
  *   addr.c     address parsing and resolution, listening and connecting sockets
  *   relay.c    one tunnelled connection: a hush connection and a plaintext socket
- *   log.c      the log
+ *   log.c      the log and the clocks (the bottom layer: it calls no other file)
  *
  * Threads: the main thread parses options, creates the workers and then only handles
  * signals. Each worker thread owns an event_base, a hush_loop, its listener and every
@@ -69,6 +69,12 @@ void log_limited(struct log_limit *rl, enum log_level lvl, const char *fmt, ...)
 /* Reports what each limiter suppressed in a second that is over. */
 void log_limits_flush(void);
 
+/* Monotonic clock, milliseconds: the log's rate limits and the relay's durations. */
+uint64_t pipe_now_ms(void);
+
+/* A cheaper, coarser one (a few ms), modulo 2^32: for activity times. */
+uint32_t pipe_coarse_ms(void);
+
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */
 int log_level_from_name(const char *name);
 
@@ -95,7 +101,8 @@ int addr_resolve(const char *spec, bool passive, struct pipe_addr **out, size_t 
 
 /*
  * A listening stream socket bound to a, non-blocking and close-on-exec; with reuseport
- * (TCP only) SO_REUSEPORT is set so that each worker may have its own. A stale Unix
+ * (TCP only) SO_REUSEPORT is set so that each worker, and with --reuseport other
+ * processes, may have its own. A stale Unix
  * socket file is removed first (but never a file that is not a socket).
  * Returns the descriptor, or -1 with errno set.
  */
@@ -155,6 +162,7 @@ struct pipe_options {
 	uint32_t idle_timeout_ms; /* 0: none */
 	uint32_t drain_timeout_ms;
 	int backlog;
+	bool reuseport; /* --reuseport: other processes may listen on -s too */
 	uint64_t pool_budget; /* --pool-budget, bytes; 0: none */
 	bool pool_budget_set;
 	const char *pidfile;
@@ -235,12 +243,6 @@ bool pipe_conn_reserve(struct worker *w);
 void pipe_conn_release(void);
 /* A worker with no listener and no connection left: ends its loop. */
 void worker_finish(struct worker *w);
-
-/* Monotonic clock, milliseconds. */
-uint64_t pipe_now_ms(void);
-
-/* A cheaper, coarser one (a few ms), modulo 2^32: for activity times. */
-uint32_t pipe_coarse_ms(void);
 
 /* ---- relay.c ---- */
 

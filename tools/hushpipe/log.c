@@ -1,6 +1,8 @@
 /*
  * hushpipe's log: one line per message on stderr,
  *   2026-11-22T10:15:02.123Z hushpipe[4242] info: conn 17 open ...
+ * and the monotonic clocks that its rate limits and the relay read. The bottom layer:
+ * every other file calls it, and it calls none of them.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +14,20 @@
 #include "hushpipe.h"
 
 enum log_level log_threshold = LOG_INFO;
+
+uint64_t pipe_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint32_t pipe_coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 

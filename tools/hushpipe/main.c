@@ -36,20 +36,6 @@ struct pipe P;
 /* Descriptors kept aside from the connection limit: listeners, libevent's own, logs. */
 #define FD_RESERVE 64
 
-uint64_t pipe_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint32_t pipe_coarse_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-}
-
 /* ---- Heap accounting: hush's allocations, counted exactly ---- */
 
 static atomic_size_t hush_heap;
@@ -251,12 +237,52 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Port 0: the kernel picks a free port, which nobody else holds. */
+static bool port_is_zero(const struct pipe_addr *a)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	return sa->sa_family == AF_INET
+		   ? ((const struct sockaddr_in *)(const void *)sa)->sin_port == 0
+		   : ((const struct sockaddr_in6 *)(const void *)sa)->sin6_port == 0;
+}
+
+/*
+ * Without --reuseport the listening address is this process's alone. The workers' own
+ * sockets all carry SO_REUSEPORT, which would let a second hushpipe (a stale one, a
+ * mistyped port) share the address silently and take part of the connections: so a
+ * probe bound without SO_REUSEPORT must find it free first. Returns 0, or -1 with errno
+ * set (EADDRINUSE).
+ */
+static int check_address_free(const struct pipe_addr *a)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0) {
+		return -1;
+	}
+	/* SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count. */
+	int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+			 bind(fd, sa, a->len) < 0
+		     ? -1
+		     : 0;
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
 /* Makes the listening sockets: one per worker with SO_REUSEPORT for TCP, one shared
  * (duplicated) for a Unix socket. Returns 0 or -1. */
 static int make_listen_sockets(void)
 {
 	struct pipe_addr a = P.source[0];
 	bool tcp = a.ss.ss_family != AF_UNIX;
+	if (tcp && !P.opt.reuseport && !port_is_zero(&a) && check_address_free(&a) < 0) {
+		log_msg(LOG_ERROR, "listen on %s: %s%s", a.text, strerror(errno),
+			errno == EADDRINUSE ? " (--reuseport shares it with other processes)" : "");
+		return -1;
+	}
 	for (unsigned i = 0; i < P.nworkers; i++) {
 		struct worker *w = &P.workers[i];
 		if (tcp || i == 0) {
@@ -282,10 +308,11 @@ static int make_listen_sockets(void)
 			addr_format(sa, a.len, a.text, sizeof(a.text));
 		}
 	}
-	log_msg(LOG_INFO, "listening on %s (%s, %u worker%s), %s %s", a.text,
+	log_msg(LOG_INFO, "listening on %s (%s, %u worker%s%s), %s %s", a.text,
 		P.opt.encrypt ? "plaintext in, hush out" : "hush in, plaintext out", P.nworkers,
-		P.nworkers == 1 ? "" : "s", P.opt.encrypt ? "hush endpoint" : "target",
-		P.opt.target);
+		P.nworkers == 1 ? "" : "s",
+		tcp && P.opt.reuseport ? ", shared with other processes: --reuseport" : "",
+		P.opt.encrypt ? "hush endpoint" : "target", P.opt.target);
 	return 0;
 }
 

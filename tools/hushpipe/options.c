@@ -20,7 +20,8 @@ static void usage(FILE *f)
 	       "FILE}\n"
 	       "                [-j N] [--cipher aes-128-gcm | chacha20-poly1305]\n"
 	       "                [--max-conns N] [--max-handshakes N] [--max-per-source N]\n"
-	       "                [--backlog N] [--pool-budget MIB] [--handshake-timeout SEC]\n"
+	       "                [--backlog N] [--reuseport] [--pool-budget MIB]\n"
+	       "                [--handshake-timeout SEC]\n"
 	       "                [--first-message-timeout SEC] [--record-timeout SEC]\n"
 	       "                [--connect-timeout SEC]\n"
 	       "                [--idle-timeout SEC] [--drain-timeout SEC]\n"
@@ -66,6 +67,7 @@ enum {
 	OPT_FIRST_TIMEOUT,
 	OPT_RECORD_TIMEOUT,
 	OPT_BACKLOG,
+	OPT_REUSEPORT,
 	OPT_POOL_BUDGET,
 	OPT_HS_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
@@ -93,6 +95,7 @@ static const struct option long_opts[] = {
     {"first-message-timeout", required_argument, NULL, OPT_FIRST_TIMEOUT},
     {"record-timeout", required_argument, NULL, OPT_RECORD_TIMEOUT},
     {"backlog", required_argument, NULL, OPT_BACKLOG},
+    {"reuseport", no_argument, NULL, OPT_REUSEPORT},
     {"pool-budget", required_argument, NULL, OPT_POOL_BUDGET},
     {"handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT},
     {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
@@ -237,6 +240,9 @@ int pipe_parse_options(int argc, char **argv, struct pipe_options *o)
 				return 2;
 			}
 			o->backlog = (int)u;
+			break;
+		case OPT_REUSEPORT:
+			o->reuseport = true;
 			break;
 		case OPT_HS_TIMEOUT:
 		case OPT_FIRST_TIMEOUT:
