@@ -77,38 +77,6 @@ static void on_accept(struct hush_listener *l, struct hush_conn *c, const struct
 	hush_conn_set_arg(c, x);
 }
 
-struct ids {
-	struct hush_keypair *kc;
-	struct hush_keypair *ks;
-	uint8_t pub_c[HUSH_KEY_SIZE];
-	uint8_t pub_s[HUSH_KEY_SIZE];
-	struct hush_handshake_config cc;
-	struct hush_handshake_config sc;
-};
-
-/* Noise XX, each end allowing only the other's key. */
-static void ids_init(struct ids *d)
-{
-	memset(d, 0, sizeof(*d));
-	hush_handshake_config_init(&d->cc);
-	hush_handshake_config_init(&d->sc);
-	assert_int_equal(hush_keypair_generate(&d->kc), 0);
-	assert_int_equal(hush_keypair_generate(&d->ks), 0);
-	hush_keypair_public(d->kc, d->pub_c);
-	hush_keypair_public(d->ks, d->pub_s);
-	d->cc.keypair = d->kc;
-	d->sc.keypair = d->ks;
-	d->cc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_s;
-	d->sc.allowed_peers = (const uint8_t(*)[HUSH_KEY_SIZE])d->pub_c;
-	d->cc.n_allowed_peers = d->sc.n_allowed_peers = 1;
-}
-
-static void ids_done(struct ids *d)
-{
-	hush_keypair_free(d->kc);
-	hush_keypair_free(d->ks);
-}
-
 static void listener_config(struct hush_listener_config *lc, struct ids *d, struct side *s,
 			    int reuseport)
 {
@@ -166,7 +134,7 @@ static void listener_reuseport_two_listeners_on_one_port_both_accept(void **stat
 	struct hush_listener *l[2] = {NULL, NULL};
 	struct hush_listener_config lc;
 	env_init(&e, NULL);
-	ids_init(&d);
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	memset(sides, 0, sizeof(sides));
 	memset(clients, 0, sizeof(clients));
 
@@ -234,7 +202,7 @@ static void listener_bind_without_reuseport_is_exclusive(void **state)
 	struct hush_listener *l2 = (struct hush_listener *)&s; /* a sentinel, never used */
 	struct hush_listener_config lc;
 	env_init(&e, NULL);
-	ids_init(&d);
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	memset(&s, 0, sizeof(s));
 	listener_config(&lc, &d, &s, 0);
 	struct sockaddr_in sa = loopback(0);
@@ -265,7 +233,7 @@ static void listener_bind_bad_arguments_fail_with_einval(void **state)
 	struct hush_listener *l = NULL;
 	struct hush_listener_config lc;
 	env_init(&e, NULL);
-	ids_init(&d);
+	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	listener_config(&lc, &d, &s, 1);
 	struct sockaddr_in sa = loopback(0);
 	assert_int_equal(hush_listener_bind(NULL, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
