@@ -69,6 +69,7 @@ struct hush_conn {
 	uint32_t last_read;
 	uint32_t last_write;
 	uint32_t partial_since; /* first byte of the partial record in rb, if any */
+	uint32_t starved_slot;  /* index in the loop's starved list while F_STARVED */
 	struct event ev;
 };
 

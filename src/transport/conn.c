@@ -154,7 +154,7 @@ void hush__conn_destroy(struct hush_conn *c)
 {
 	event_del(&c->ev);
 	if (c->flags & (F_PENDING | F_STARVED)) {
-		hush__loop_forget(c->loop, c);
+		hush__loop_forget(c->loop, c, &c->starved_slot);
 	}
 	hush__rbuf_release(&c->rb);
 	hush__wq_clear(&c->wq);
@@ -429,7 +429,7 @@ static bool drain(struct hush_conn *c, size_t *need)
 
 static void starve(struct hush_conn *c)
 {
-	if (hush__loop_add_starved(c->loop, c) == 0) {
+	if (hush__loop_add_starved(c->loop, c, &c->starved_slot) == 0) {
 		c->flags |= F_STARVED;
 		hush__conn_update_interest(c);
 	}

@@ -29,11 +29,11 @@ static void pool_available(void *arg)
 	pthread_mutex_unlock(&registry_lock);
 }
 
-static int vec_push(struct conn_vec *vec, void *item)
+static int vec_push(struct conn_vec *vec, void *item, uint32_t *slot)
 {
 	if (vec->n == vec->cap) {
 		size_t cap = vec->cap ? vec->cap * 2 : 16;
-		void **v = hush__alloc(cap * sizeof(*v));
+		struct conn_vec_ent *v = hush__alloc(cap * sizeof(*v));
 		if (v == NULL) {
 			return HUSH_ENOMEM;
 		}
@@ -44,15 +44,26 @@ static int vec_push(struct conn_vec *vec, void *item)
 		vec->v = v;
 		vec->cap = cap;
 	}
-	vec->v[vec->n++] = item;
+	if (slot != NULL) {
+		*slot = (uint32_t)vec->n;
+	}
+	vec->v[vec->n++] = (struct conn_vec_ent){item, slot};
 	return 0;
 }
 
-static void vec_forget(struct conn_vec *vec, const void *item)
+/* An item is on a list at most once (its owner's flags say so). */
+static void vec_forget(struct conn_vec *vec, const void *item, const uint32_t *slot)
 {
+	if (slot != NULL) {
+		if (*slot < vec->n && vec->v[*slot].item == item) {
+			vec->v[*slot].item = NULL;
+		}
+		return;
+	}
 	for (size_t i = 0; i < vec->n; i++) {
-		if (vec->v[i] == item) {
-			vec->v[i] = NULL;
+		if (vec->v[i].item == item) {
+			vec->v[i].item = NULL;
+			return;
 		}
 	}
 }
@@ -70,9 +81,9 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	/* Items added while walking are appended and walked in this same pass. */
 	for (size_t i = 0; i < loop->pending.n; i++) {
-		void *item = loop->pending.v[i];
+		void *item = loop->pending.v[i].item;
 		if (item != NULL) {
-			loop->pending.v[i] = NULL;
+			loop->pending.v[i].item = NULL;
 			loop->ops->on_pending(item);
 		}
 	}
@@ -95,23 +106,31 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	 * waits for the next wake-up instead of spinning here. */
 	size_t n = loop->starved.n;
 	for (size_t i = 0; i < n; i++) {
-		void *item = loop->starved.v[i];
+		void *item = loop->starved.v[i].item;
 		if (item != NULL) {
-			loop->starved.v[i] = NULL;
+			loop->starved.v[i].item = NULL;
 			loop->ops->on_wake(item);
 		}
 	}
 	size_t kept = 0;
 	for (size_t i = 0; i < loop->starved.n; i++) {
-		if (loop->starved.v[i] != NULL) {
-			loop->starved.v[kept++] = loop->starved.v[i];
+		struct conn_vec_ent e = loop->starved.v[i];
+		if (e.item != NULL) {
+			if (e.slot != NULL) {
+				*e.slot = (uint32_t)kept;
+			}
+			loop->starved.v[kept++] = e;
 		}
 	}
 	loop->starved.n = kept;
 	if (kept > 0) {
 		atomic_store(&loop->has_starved, true);
-	} else {
-		event_del(loop->wake_ev);
+		return;
+	}
+	event_del(loop->wake_ev);
+	/* As for the pending list: a burst's memory goes back once it has passed. */
+	if (loop->starved.cap > 1024) {
+		vec_free(&loop->starved);
 	}
 }
 
@@ -212,14 +231,14 @@ void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg)
 
 int hush__loop_add_pending(struct hush_loop *loop, void *item)
 {
-	HUSH_GUARD(vec_push(&loop->pending, item));
+	HUSH_GUARD(vec_push(&loop->pending, item, NULL));
 	event_active(loop->pending_ev, 0, 0);
 	return 0;
 }
 
-int hush__loop_add_starved(struct hush_loop *loop, void *item)
+int hush__loop_add_starved(struct hush_loop *loop, void *item, uint32_t *slot)
 {
-	HUSH_GUARD(vec_push(&loop->starved, item));
+	HUSH_GUARD(vec_push(&loop->starved, item, slot));
 	atomic_store(&loop->has_starved, true);
 	/* The pool's callback wakes us as soon as buffers come back. Should its call race
 	 * with this one (another thread released in between), a slow timer retries, so a
@@ -229,10 +248,10 @@ int hush__loop_add_starved(struct hush_loop *loop, void *item)
 	return 0;
 }
 
-void hush__loop_forget(struct hush_loop *loop, void *item)
+void hush__loop_forget(struct hush_loop *loop, void *item, uint32_t *slot)
 {
-	vec_forget(&loop->pending, item);
-	vec_forget(&loop->starved, item);
+	vec_forget(&loop->pending, item, NULL);
+	vec_forget(&loop->starved, item, slot);
 }
 
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop)

@@ -13,11 +13,17 @@
 
 #include "common/common-internal.h"
 
-/* A growable array of the items (connections) a loop runs work for. Slots are NULLed,
- * never removed, while the loop walks it, so an item forgotten during the walk is
- * skipped. */
+/* A growable array of the items (connections) a loop runs work for. Entries are
+ * NULLed, never removed, while the loop walks it, so an item forgotten during the walk
+ * is skipped. An item may keep its index in *slot (kept right when the array is
+ * compacted), so that forgetting it costs one look, not a walk of the array. */
+struct conn_vec_ent {
+	void *item;
+	uint32_t *slot; /* NULL: the item keeps no index */
+};
+
 struct conn_vec {
-	void **v;
+	struct conn_vec_ent *v;
 	size_t n;
 	size_t cap;
 };
@@ -86,11 +92,14 @@ void hush__loop_cfg_put(struct hush_loop *loop, struct conn_cfg *cfg);
 /* Puts item on the pending list, for loop->ops->on_pending at the end of this loop
  * iteration; the caller keeps it from being added twice. Returns 0 or HUSH_ENOMEM. */
 HUSH_MUST_CHECK int hush__loop_add_pending(struct hush_loop *loop, void *item);
-/* Puts item on the starved list, for loop->ops->on_wake once pool buffers come back.
- * Returns 0 or HUSH_ENOMEM. */
-HUSH_MUST_CHECK int hush__loop_add_starved(struct hush_loop *loop, void *item);
-/* Forgets item in both lists (a connection being freed). */
-void hush__loop_forget(struct hush_loop *loop, void *item);
+/* Puts item on the starved list, for loop->ops->on_wake once pool buffers come back;
+ * the loop keeps item's index in the list in *slot until then. Returns 0 or
+ * HUSH_ENOMEM. */
+HUSH_MUST_CHECK int hush__loop_add_starved(struct hush_loop *loop, void *item, uint32_t *slot);
+/* Forgets item in both lists (a connection being freed); slot is the one it was
+ * starved with. Costs one look in the starved list, however long it is (a million
+ * starved connections freed one by one must not take a million squared steps). */
+void hush__loop_forget(struct hush_loop *loop, void *item, uint32_t *slot);
 
 /* Lends a cipher context (NULL when none can be made) and takes one back. */
 EVP_CIPHER_CTX *hush__loop_ctx_borrow(struct hush_loop *loop);
