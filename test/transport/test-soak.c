@@ -494,7 +494,7 @@ static uint64_t heap_now(struct worker *w, uint64_t *lists_out)
 	for (int t = 0; t < THREADS; t++) {
 		if (w[t].loop != NULL) {
 			lists += (w[t].loop->pending.cap + w[t].loop->starved.cap) *
-				 sizeof(struct hush_conn *);
+				 sizeof(struct conn_vec_ent);
 		}
 	}
 	*lists_out = lists;
