@@ -55,8 +55,11 @@
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), or sealed into the
  * underlying bufferevent's output (filter flavour), as a socket bufferevent's does when
- * its output is. Plaintext waits in the output evbuffer until the handshake has
- * finished.
+ * its output is. It runs from the loop, never inside the call that moved the bytes
+ * (bufferevent_write(), bufferevent_enable(EV_WRITE)), as with bufferevent_openssl, which
+ * defers it: a program that enables writing and then disables reading (libevent's
+ * regress_ssl ping-pong) sees its write callback after both. Plaintext waits in the
+ * output evbuffer until the handshake has finished, and while writing is disabled.
  *
  * Handshakes: one starts from the loop once a socket is set (socket flavour) or the
  * filter is made (filter flavour) and the bufferevent has reading or writing enabled.

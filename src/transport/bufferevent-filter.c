@@ -606,8 +606,12 @@ static void on_underlying_write(struct bufferevent *under, void *arg)
 	struct bufferevent *bev = hush__bev_bev(&f->b);
 	(void)under;
 	bufferevent_incref_and_lock_(bev);
+	/* An underlying bufferevent may call back inside our own pump, and so inside the
+	 * application's bufferevent_write() or bufferevent_enable(): the write callback
+	 * then waits for the loop. */
+	int defer = (f->b.flags & HUSH__BEV_PUMPING) ? BEV_OPT_DEFER_CALLBACKS : 0;
 	hfilt_pump(&f->b);
-	hush__bev_maybe_writecb(&f->b);
+	hush__bev_maybe_writecb(&f->b, defer);
 	tell_shutdown(f);
 	bufferevent_decref_and_unlock_(bev);
 }
