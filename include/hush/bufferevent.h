@@ -35,6 +35,10 @@
  *   NNpsk0 confirmation record as on a socket), or by raw keys, spent at once. Given
  *   cfg->loop it borrows that loop's pool and cipher contexts, so an idle one holds
  *   none; given only cfg->pool its record context keeps two cipher contexts of its own.
+ *   Its socket is the underlying bufferevent's: bufferevent_setfd() on the filter hands
+ *   a socket to the underlying bufferevent and ignores -1, as bufferevent_openssl's
+ *   filter does, so bufferevent_socket_connect() works on a filter over a socket
+ *   bufferevent made with fd -1.
  *
  * Copies: plaintext of a record of 1 KiB or more reaches the input evbuffer by
  * reference to its pool buffer (evbuffer_add_reference, whose cleanup gives the buffer
@@ -130,6 +134,9 @@
  *   (bufferevent_openssl_get_ssl()), and hush_bufferevent_peer_key() gives the peer's
  *   verified key instead.
  * - No renegotiation: Noise has none, and the ALTS record protocol rekeys itself.
+ *   Likewise bufferevent_setfd() on the filter flavour does not start its handshake
+ *   again, as bufferevent_openssl's filter does (SSL_clear()): a filter's handshake
+ *   keys it once, and a new connection takes a new filter.
  * - No dirty shutdown (bufferevent_openssl_set_allow_dirty_shutdown()): after a
  *   handshake an end without the peer's close record is always HUSH_ETRUNCATED, so a
  *   cut stream is never taken for a complete one. With raw keys, as in gRPC's ALTS, an

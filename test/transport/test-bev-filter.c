@@ -5,6 +5,7 @@
  * high watermark; freeing from inside callbacks; tampering, truncation and bad
  * configurations. Every test ends with every pool buffer back and no event left.
  */
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -794,6 +795,49 @@ static void filter_handshake_deadline_ends_a_silent_handshake(void **state)
 	bev_hs_done(&h);
 }
 
+/* ---- A socket set through the filter ---- */
+
+/*
+ * bufferevent_socket_connect() on a filter over a socket bufferevent with no socket yet
+ * (libevent's regress_ssl "bufferevent_wm_filter"): libevent makes the socket and sets
+ * it on the filter, which hands it to the underlying bufferevent, as
+ * bufferevent_openssl's filter does; the handshake then runs over it. Setting -1 later
+ * leaves the underlying bufferevent its socket.
+ */
+static void filter_socket_connect_hands_the_socket_to_the_underlying(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sin);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
+	struct bufferevent *u = bufferevent_socket_new(fx->e.base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, u, &h.c, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE));
+	assert_int_equal(bufferevent_getfd(fx->c.bev), -1);
+	assert_int_equal(bufferevent_socket_connect(fx->c.bev, (struct sockaddr *)&sin, slen), 0);
+	/* A loopback connection is queued at once: accepted here, no event needed. */
+	int cfd = accept(lfd, NULL, NULL);
+	assert_true(cfd >= 0);
+	close(lfd);
+	struct bufferevent *su = bufferevent_socket_new(fx->e.base, cfd, BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->s, filter_hs(&fx->e, su, &h.s, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE));
+	evutil_socket_t fd = bufferevent_getfd(u);
+	assert_true(fd >= 0);
+	assert_int_equal(bufferevent_getfd(fx->c.bev), fd);
+	echo_after_handshake(fx);
+	assert_int_equal(bufferevent_setfd(fx->c.bev, -1), 0);
+	assert_int_equal(bufferevent_getfd(fx->c.bev), fd);
+	assert_int_equal(bufferevent_getfd(u), fd);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
+	bev_hs_done(&h);
+}
+
 /* ---- A disabled filter holds its handshake ---- */
 
 /* Runs the loop until both applications connected, 10 s at most. */
@@ -1019,6 +1063,7 @@ int main(void)
 		BEV_FX_TEST(filter_handshake_over_pair_connects_and_echoes),
 		BEV_FX_TEST(filter_nnpsk0_handshake_over_sockets_connects_and_echoes),
 		BEV_FX_TEST(filter_handshake_interoperates_with_the_socket_flavour),
+		BEV_FX_TEST(filter_socket_connect_hands_the_socket_to_the_underlying),
 		BEV_FX_TEST(filter_handshake_shutdown_sends_the_close_record),
 		BEV_FX_TEST(filter_handshake_freed_says_goodbye_with_the_close_record),
 		BEV_FX_TEST(filter_handshake_stream_cut_without_close_record_is_truncated),
