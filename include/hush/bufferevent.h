@@ -74,9 +74,10 @@
  * connects with only EV_WRITE enabled and enables reading after CONNECTED. hush's own
  * handshake deadline runs on meanwhile. Its configuration is checked when the socket
  * is set, or by the filter's constructor. Over an underlying socket bufferevent still
- * connecting, the first message waits in its output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
- * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
- * yet, the timeouts run whenever enabled, as on libevent's socket type.
+ * connecting, the first message waits in its output. Until it ends, the bufferevent's
+ * read and write timeouts run whenever set, so the write timeout is the
+ * connect-and-handshake timeout evhttp expects. With no socket yet, the timeouts run
+ * whenever enabled, as on libevent's socket type.
  *
  * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
  * ended, on both sides, and none for a connection that raw keys start open (the filter
@@ -120,8 +121,9 @@
  * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
  * with BEV_OPT_CLOSE_ON_FREE, after the same goodbye: its close record goes to the
  * underlying output, and is written at once if the underlying bufferevent has a
- * socket (freeing a socket bufferevent drops what it has not sent). Key material is copied and wiped when spent or freed. If a
- * constructor fails it returns NULL and takes ownership of nothing.
+ * socket (freeing a socket bufferevent drops what it has not sent). Key material is
+ * copied and wiped when spent or freed. If a constructor fails it returns NULL and
+ * takes ownership of nothing.
  * bufferevent_free() on the loop's thread releases the hush connection at once, so
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
  * the bufferevent itself later, from the event_base, and closes the socket then); after

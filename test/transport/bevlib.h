@@ -78,8 +78,10 @@ struct bev_app {
 	short free_on_event; /* frees it in the event callback on any of these events */
 	int err_seen;        /* hush_bufferevent_get_error() in the event callback */
 	struct bufferevent *hold_at_connected; /* disabled when this one connects */
-	int writes;          /* write callbacks (bev_app_write) */
-	int writes_inside;   /* of which inside the test's own call (set in_call around it) */
+	/* Write callbacks (bev_app_write), and of them those run while in_call, which a
+	 * test sets around a call of its own. */
+	int writes;
+	int writes_inside;
 	int in_call;
 	struct bufferevent *bev; /* NULL once the application freed it */
 	struct event_base *base;

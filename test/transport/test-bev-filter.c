@@ -825,7 +825,8 @@ static void filter_socket_connect_hands_the_socket_to_the_underlying(void **stat
 	assert_true(cfd >= 0);
 	close(lfd);
 	struct bufferevent *su = bufferevent_socket_new(fx->e.base, cfd, BEV_OPT_CLOSE_ON_FREE);
-	bev_app_attach(&fx->s, filter_hs(&fx->e, su, &h.s, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE));
+	bev_app_attach(&fx->s,
+		       filter_hs(&fx->e, su, &h.s, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE));
 	evutil_socket_t fd = bufferevent_getfd(u);
 	assert_true(fd >= 0);
 	assert_int_equal(bufferevent_getfd(fx->c.bev), fd);
