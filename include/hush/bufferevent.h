@@ -35,6 +35,10 @@
  *   NNpsk0 confirmation record as on a socket), or by raw keys, spent at once. Given
  *   cfg->loop it borrows that loop's pool and cipher contexts, so an idle one holds
  *   none; given only cfg->pool its record context keeps two cipher contexts of its own.
+ *   Its socket is the underlying bufferevent's: bufferevent_setfd() on the filter hands
+ *   a socket to the underlying bufferevent and ignores -1, as bufferevent_openssl's
+ *   filter does, so bufferevent_socket_connect() works on a filter over a socket
+ *   bufferevent made with fd -1.
  *
  * Copies: plaintext of a record of 1 KiB or more reaches the input evbuffer by
  * reference to its pool buffer (evbuffer_add_reference, whose cleanup gives the buffer
@@ -55,8 +59,11 @@
  * Writing: the write callback runs when everything written has been handed to the
  * socket (the output evbuffer and hush's queue are empty), or sealed into the
  * underlying bufferevent's output (filter flavour), as a socket bufferevent's does when
- * its output is. Plaintext waits in the output evbuffer until the handshake has
- * finished.
+ * its output is. It runs from the loop, never inside the call that moved the bytes
+ * (bufferevent_write(), bufferevent_enable(EV_WRITE)), as with bufferevent_openssl, which
+ * defers it: a program that enables writing and then disables reading (libevent's
+ * regress_ssl ping-pong) sees its write callback after both. Plaintext waits in the
+ * output evbuffer until the handshake has finished, and while writing is disabled.
  *
  * Handshakes: one starts from the loop once a socket is set (socket flavour) or the
  * filter is made (filter flavour) and the bufferevent has reading or writing enabled.
@@ -67,9 +74,10 @@
  * connects with only EV_WRITE enabled and enables reading after CONNECTED. hush's own
  * handshake deadline runs on meanwhile. Its configuration is checked when the socket
  * is set, or by the filter's constructor. Over an underlying socket bufferevent still
- * connecting, the first message waits in its output. Until it ends, the bufferevent's read and write timeouts run whenever set, so
- * the write timeout is the connect-and-handshake timeout evhttp expects. With no socket
- * yet, the timeouts run whenever enabled, as on libevent's socket type.
+ * connecting, the first message waits in its output. Until it ends, the bufferevent's
+ * read and write timeouts run whenever set, so the write timeout is the
+ * connect-and-handshake timeout evhttp expects. With no socket yet, the timeouts run
+ * whenever enabled, as on libevent's socket type.
  *
  * Events, as bufferevent_openssl reports them: BEV_EVENT_CONNECTED once a handshake
  * ended, on both sides, and none for a connection that raw keys start open (the filter
@@ -113,8 +121,9 @@
  * (evhttp_connection_free() does). The filter flavour frees the underlying bufferevent
  * with BEV_OPT_CLOSE_ON_FREE, after the same goodbye: its close record goes to the
  * underlying output, and is written at once if the underlying bufferevent has a
- * socket (freeing a socket bufferevent drops what it has not sent). Key material is copied and wiped when spent or freed. If a
- * constructor fails it returns NULL and takes ownership of nothing.
+ * socket (freeing a socket bufferevent drops what it has not sent). Key material is
+ * copied and wiped when spent or freed. If a constructor fails it returns NULL and
+ * takes ownership of nothing.
  * bufferevent_free() on the loop's thread releases the hush connection at once, so
  * hush_loop_free() may follow it with no turn of the loop between (libevent finalizes
  * the bufferevent itself later, from the event_base, and closes the socket then); after
@@ -127,6 +136,9 @@
  *   (bufferevent_openssl_get_ssl()), and hush_bufferevent_peer_key() gives the peer's
  *   verified key instead.
  * - No renegotiation: Noise has none, and the ALTS record protocol rekeys itself.
+ *   Likewise bufferevent_setfd() on the filter flavour does not start its handshake
+ *   again, as bufferevent_openssl's filter does (SSL_clear()): a filter's handshake
+ *   keys it once, and a new connection takes a new filter.
  * - No dirty shutdown (bufferevent_openssl_set_allow_dirty_shutdown()): after a
  *   handshake an end without the peer's close record is always HUSH_ETRUNCATED, so a
  *   cut stream is never taken for a complete one. With raw keys, as in gRPC's ALTS, an

@@ -299,13 +299,13 @@ void hush__bev_fail(struct hush__bev *b, int err, short what)
 	bufferevent_run_eventcb_(hush__bev_bev(b), what, 0);
 }
 
-void hush__bev_maybe_writecb(struct hush__bev *b)
+void hush__bev_maybe_writecb(struct hush__bev *b, int options)
 {
 	struct bufferevent *bev = hush__bev_bev(b);
 	if ((b->flags & HUSH__BEV_WROTE) && hush__bev_fl(b)->link(b) == HUSH__BEV_LIVE &&
 	    hush__bev_fl(b)->queued(b) == 0 && evbuffer_get_length(bev->output) <= bev->wm_write.low) {
 		b->flags &= (uint16_t)~HUSH__BEV_WROTE;
-		bufferevent_run_writecb_(bev, 0);
+		bufferevent_run_writecb_(bev, options);
 	}
 }
 
@@ -423,7 +423,7 @@ static void on_write_timer(evutil_socket_t fd, short what, void *arg)
 			hush__bev_fl(b)->start(b);
 		}
 		hush__bev_fl(b)->pump(b);
-		hush__bev_maybe_writecb(b);
+		hush__bev_maybe_writecb(b, 0);
 		hush__bev_arm_write_timer(b);
 		bufferevent_decref_and_unlock_(bev);
 		return;
@@ -486,7 +486,8 @@ int hush__bev_enable(struct bufferevent *bev, short what)
 				apply_reading(b); /* a held handshake goes on */
 			}
 			hush__bev_fl(b)->pump(b);
-			hush__bev_maybe_writecb(b);
+			/* The application's call: its write callback comes from the loop. */
+			hush__bev_maybe_writecb(b, BEV_OPT_DEFER_CALLBACKS);
 			hush__bev_arm_write_timer(b);
 		}
 	}

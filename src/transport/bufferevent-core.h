@@ -188,8 +188,16 @@ bool hush__bev_holding(const struct hush__bev *b);
 void hush__bev_drop_held(struct hush__bev *b);
 void hush__bev_wipe_key(struct hush__bev *b);
 
-/* Runs the write callback once everything written has left hush. */
-void hush__bev_maybe_writecb(struct hush__bev *b);
+/*
+ * Runs the write callback once everything written has left hush: at once from the
+ * loop (options 0), or deferred to the loop (BEV_OPT_DEFER_CALLBACKS) from inside one
+ * of the application's calls, as bufferevent_openssl defers the write callback of the
+ * bytes bufferevent_enable() moved. A write callback run inside bufferevent_enable()
+ * would act before the caller's next line: libevent's regress_ssl ping-pong enables
+ * writing, then disables reading, and its write callback, run first, enabled reading
+ * that the caller then disabled for good.
+ */
+void hush__bev_maybe_writecb(struct hush__bev *b, int options);
 
 /* The peer's static key, kept at OPEN; and the public call's work. */
 int hush__bev_keep_peer_key(struct hush__bev *b, const uint8_t *key);

@@ -606,8 +606,12 @@ static void on_underlying_write(struct bufferevent *under, void *arg)
 	struct bufferevent *bev = hush__bev_bev(&f->b);
 	(void)under;
 	bufferevent_incref_and_lock_(bev);
+	/* An underlying bufferevent may call back inside our own pump, and so inside the
+	 * application's bufferevent_write() or bufferevent_enable(): the write callback
+	 * then waits for the loop. */
+	int defer = (f->b.flags & HUSH__BEV_PUMPING) ? BEV_OPT_DEFER_CALLBACKS : 0;
 	hfilt_pump(&f->b);
-	hush__bev_maybe_writecb(&f->b);
+	hush__bev_maybe_writecb(&f->b, defer);
 	tell_shutdown(f);
 	bufferevent_decref_and_unlock_(bev);
 }
@@ -758,9 +762,17 @@ static int hfilt_ctrl(struct bufferevent *bev, enum hush__bev_ctrl_op op,
 	case HUSH__BEV_CTRL_GET_FD:
 		data->fd = f->underlying != NULL ? bufferevent_getfd(f->underlying) : -1;
 		return 0;
+	case HUSH__BEV_CTRL_SET_FD:
+		/* The socket is the underlying bufferevent's, as with bufferevent_openssl's
+		 * filter: bufferevent_socket_connect() on the filter, which libevent runs
+		 * on any bufferevent, connects a new socket and sets it here. -1 (evhttp's
+		 * and libevent's regress_ssl's reset) leaves the underlying one its socket. */
+		if (f->underlying == NULL) {
+			return -1;
+		}
+		return data->fd < 0 ? 0 : bufferevent_setfd(f->underlying, data->fd);
 	case HUSH__BEV_CTRL_CANCEL_ALL:
 		return 0;
-	case HUSH__BEV_CTRL_SET_FD:
 	default:
 		return -1;
 	}

@@ -226,7 +226,7 @@ static void on_writable(struct hush_conn *c, void *arg)
 	}
 	bufferevent_incref_and_lock_(bev);
 	hsock_pump(&h->b);
-	hush__bev_maybe_writecb(&h->b);
+	hush__bev_maybe_writecb(&h->b, 0);
 	bufferevent_decref_and_unlock_(bev);
 }
 

@@ -3,8 +3,12 @@
  * bufferevents on a socketpair, reduced to what stalls it. Each side, on reading a
  * number, writes the next one with EV_WRITE disabled, then enables EV_WRITE and
  * disables EV_READ; once its output is empty, it disables EV_WRITE and enables EV_READ.
- * bufferevent_openssl_filter_new() sends the number on bufferevent_enable(EV_WRITE);
- * a filter that does not stops at the third number.
+ * bufferevent_openssl_filter_new() sends the number on bufferevent_enable(EV_WRITE)
+ * and defers the write callback to the loop, so the callback's enabling of EV_READ
+ * comes after the read callback's disabling. libevent's own filter sends nothing on
+ * bufferevent_enable(EV_WRITE) and stops at the third number. hush's filter stopped
+ * there too, for another reason: it sent the number but ran the write callback inside
+ * bufferevent_enable(), so the read callback then disabled reading for good.
  *
  * Usage: filter-enable-stall {hush|libevent} [defer]. "hush" wraps each end with
  * hush_bufferevent_filter_new() (raw keys), "libevent" with libevent's pass-through

@@ -401,9 +401,9 @@ struct bufferevent *hush_shim_openssl_filter_new(struct event_base *base,
 	enum hush_side side = state == BUFFEREVENT_SSL_CONNECTING ? HUSH_SIDE_CLIENT
 								  : HUSH_SIDE_SERVER;
 	if (state != BUFFEREVENT_SSL_OPEN) {
-		/* A handshake, where the filter flavour has one; without it (hush
-		 * refuses the configuration, leaving underlying untouched), raw keys as
-		 * for an open connection, which needs a socketpair underneath. */
+		/* A handshake, as for a socket; should hush refuse the configuration
+		 * (leaving underlying untouched), raw keys as for an open connection,
+		 * which needs a socketpair underneath. */
 		shim_config(&cfg, NULL, side, NULL);
 		bev = hush_bufferevent_filter_new(underlying, &cfg, options);
 	}
@@ -418,7 +418,7 @@ struct bufferevent *hush_shim_openssl_filter_new(struct event_base *base,
 		if (bev == NULL) {
 			fprintf(stderr, "hush-shim: hush_bufferevent_filter_new refused: %s\n",
 				raw != NULL ? hush_strerror(hush_bufferevent_config_check(&cfg))
-					    : "no handshake in the filter flavour, and no "
+					    : "the handshake configuration was refused, and no "
 					      "socketpair underneath to share a raw key");
 		}
 	}

@@ -201,10 +201,9 @@ if [ -z "${HUSH_LIBEVENT_CASES:-}" ]; then
 		echo
 		echo "**$summary.**"
 		echo
-		echo "Categories: *by design* is a difference include/hush/bufferevent.h lists; *filter"
-		echo "without handshake* is the filter flavour's documented limit (raw keys only);"
-		echo "*hush bug* is a difference the header does not list; *libevent with OpenSSL 3*"
-		echo "fails without hush too. The reasons come from test/libevent/regress-notes.txt, which"
+		echo "Categories: *by design* is a difference include/hush/bufferevent.h lists; *hush"
+		echo "bug* is a difference the header does not list; *libevent with OpenSSL 3* fails"
+		echo "without hush too. The reasons come from test/libevent/regress-notes.txt, which"
 		echo "the script checks against the results (a failure without a reason, or a reason for"
 		echo "a case that passes, fails \`make check-libevent\`)."
 		echo
@@ -214,9 +213,11 @@ if [ -z "${HUSH_LIBEVENT_CASES:-}" ]; then
 		echo "sender_errorcb), as include/hush/bufferevent.h asks of an accept-side callback; in"
 		echo "regress_ssl.c the two peer-certificate checks become \`hush_shim_peer_verified(bev)\`."
 		echo
-		echo "test/libevent/filter-enable-stall.c, the *hush bug* below reduced (the exchange of"
-		echo "regress_ssl.c's ping-pong, writing while EV_WRITE is disabled, then enabling it),"
-		echo "printed:"
+		echo "test/libevent/filter-enable-stall.c, regress_ssl.c's ping-pong reduced (writing while"
+		echo "EV_WRITE is disabled, then enabling it and disabling reading), over hush's filter"
+		echo "flavour and libevent's own filter type, printed (hush's filter stalled there until its"
+		echo "write callback stopped running inside bufferevent_enable(); libevent's filter sends"
+		echo "nothing on bufferevent_enable(EV_WRITE)):"
 		echo "$stall"
 		echo
 		echo "| case | libevent | hush | first failed check (hush) | why it differs |"

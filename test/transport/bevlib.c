@@ -188,6 +188,14 @@ void bev_app_read(struct bufferevent *bev, void *arg)
 	}
 }
 
+void bev_app_write(struct bufferevent *bev, void *arg)
+{
+	struct bev_app *a = arg;
+	(void)bev;
+	a->writes++;
+	a->writes_inside += a->in_call;
+}
+
 void bev_app_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct bev_app *a = arg;
@@ -244,4 +252,99 @@ int bev_fx_teardown(void **state)
 	env_done(&fx->e);
 	free(fx);
 	return 0;
+}
+
+static bool peer_has_all(void *arg)
+{
+	struct bev_app *peer = arg;
+	return peer->stop_at != 0 && evbuffer_get_length(peer->got) >= peer->stop_at;
+}
+
+static bool app_wrote(void *arg)
+{
+	return ((struct bev_app *)arg)->writes > 0;
+}
+
+void bev_check_write_enabled_later(struct env *e, struct bev_app *a, struct bev_app *peer,
+				   size_t len)
+{
+	uint8_t *msg = malloc(len);
+	assert_non_null(msg);
+	testlib_fill(msg, len, len);
+	struct evbuffer *out = bufferevent_get_output(a->bev);
+	bufferevent_setcb(a->bev, bev_app_read, bev_app_write, bev_app_event, a);
+	assert_int_equal(bufferevent_disable(a->bev, EV_WRITE), 0);
+	assert_int_equal(bufferevent_write(a->bev, msg, len), 0);
+	run_for_ms(e, 100);
+	assert_int_equal(evbuffer_get_length(out), len);
+	assert_int_equal(evbuffer_get_length(peer->got), 0);
+	assert_int_equal(a->writes, 0);
+	a->in_call = 1;
+	assert_int_equal(bufferevent_enable(a->bev, EV_WRITE), 0);
+	a->in_call = 0;
+	assert_int_equal(a->writes, 0); /* not inside bufferevent_enable() */
+	peer->stop_at = len;
+	run_until(e, 5000, peer_has_all, peer);
+	bev_app_got(peer, msg, len);
+	run_until(e, 5000, app_wrote, a);
+	assert_int_equal(a->writes_inside, 0);
+	assert_int_equal(a->writes, 1);
+	assert_int_equal(evbuffer_get_length(out), 0);
+	assert_int_equal(a->error + peer->error, 0);
+	free(msg);
+}
+
+/* The ping-pong's state: the last number read by either end. */
+struct ping_pong {
+	int last_read;
+	int last;
+};
+
+static void pp_read(struct bufferevent *bev, void *arg)
+{
+	struct ping_pong *pp = arg;
+	char *line = evbuffer_readln(bufferevent_get_input(bev), NULL, EVBUFFER_EOL_LF);
+	if (line == NULL) {
+		return;
+	}
+	int n = atoi(line);
+	free(line);
+	assert_int_equal(n, pp->last_read + 1); /* the ends take turns */
+	pp->last_read = n;
+	if (n >= pp->last) {
+		event_base_loopbreak(bufferevent_get_base(bev));
+		return;
+	}
+	evbuffer_add_printf(bufferevent_get_output(bev), "%d\n", n + 1);
+	bufferevent_enable(bev, EV_WRITE);
+	bufferevent_disable(bev, EV_READ);
+}
+
+static void pp_write(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		bufferevent_disable(bev, EV_WRITE);
+		bufferevent_enable(bev, EV_READ);
+	}
+}
+
+static bool pp_done(void *arg)
+{
+	struct ping_pong *pp = arg;
+	return pp->last_read >= pp->last;
+}
+
+int bev_ping_pong(struct env *e, struct bufferevent *x, struct bufferevent *y, int last)
+{
+	struct ping_pong pp = {0, last};
+	bufferevent_setcb(x, pp_read, pp_write, NULL, &pp);
+	bufferevent_setcb(y, pp_read, pp_write, NULL, &pp);
+	assert_int_equal(bufferevent_enable(x, EV_READ | EV_WRITE), 0);
+	assert_int_equal(bufferevent_enable(y, EV_READ | EV_WRITE), 0);
+	assert_int_equal(evbuffer_add_printf(bufferevent_get_output(x), "1\n"), 2);
+	run_until(e, 5000, pp_done, &pp);
+	bufferevent_setcb(x, NULL, NULL, NULL, NULL);
+	bufferevent_setcb(y, NULL, NULL, NULL, NULL);
+	return pp.last_read;
 }

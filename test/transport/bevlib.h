@@ -78,6 +78,11 @@ struct bev_app {
 	short free_on_event; /* frees it in the event callback on any of these events */
 	int err_seen;        /* hush_bufferevent_get_error() in the event callback */
 	struct bufferevent *hold_at_connected; /* disabled when this one connects */
+	/* Write callbacks (bev_app_write), and of them those run while in_call, which a
+	 * test sets around a call of its own. */
+	int writes;
+	int writes_inside;
+	int in_call;
 	struct bufferevent *bev; /* NULL once the application freed it */
 	struct event_base *base;
 };
@@ -91,9 +96,30 @@ void bev_app_attach(struct bev_app *a, struct bufferevent *bev);
  * returns bev. */
 struct bufferevent *bev_app_use(struct bev_app *a, struct bufferevent *bev);
 void bev_app_read(struct bufferevent *bev, void *arg);
+/* The write callback, counting (not set by bev_app_use()). */
+void bev_app_write(struct bufferevent *bev, void *arg);
 void bev_app_event(struct bufferevent *bev, short what, void *arg);
 /* Asserts that the application got exactly msg[0..n). */
 void bev_app_got(struct bev_app *a, const void *msg, size_t n);
+
+/*
+ * Writing enabled later, for both flavours (a's bufferevent, to peer's): len bytes
+ * written while a's writing is disabled stay in its output; bufferevent_enable(EV_WRITE)
+ * sends them, and a's write callback runs once they have left, from the loop and never
+ * inside bufferevent_enable(), as with bufferevent_openssl (which defers it) and
+ * libevent's socket type (whose write event runs it).
+ */
+void bev_check_write_enabled_later(struct env *e, struct bev_app *a, struct bev_app *peer,
+				   size_t len);
+
+/*
+ * libevent's regress_ssl ping-pong (its "bufferevent_filter" and socketpair cases) on
+ * two bufferevents, whose callbacks it replaces: each end, reading a number, writes the
+ * next with writing disabled, then enables writing and disables reading; its write
+ * callback, once the output is empty, disables writing and enables reading. x starts
+ * with 1. Returns the last number read, after at most 5 s; the exchange stops at last.
+ */
+int bev_ping_pong(struct env *e, struct bufferevent *x, struct bufferevent *y, int last);
 
 /*
  * The fixture of most bufferevent tests, as cmocka's setup and teardown

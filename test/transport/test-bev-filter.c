@@ -5,6 +5,7 @@
  * high watermark; freeing from inside callbacks; tampering, truncation and bad
  * configurations. Every test ends with every pool buffer back and no event left.
  */
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -174,6 +175,52 @@ static void filter_to_socket_flavour_one_mib_arrives_intact(void **state)
 static void socket_flavour_to_filter_one_mib_arrives_intact(void **state)
 {
 	filter_and_socket_flavour_carry(state, 0);
+}
+
+/* ---- Writing enabled later ---- */
+
+/* Two raw-keyed filters over socket bufferevents on a socketpair, for the fixture's
+ * applications. */
+static void two_over_sockets(struct bev_fx *fx)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	bev_app_attach(&fx->c, filter_on_fd(&fx->e, sv[0], HUSH_SIDE_CLIENT));
+	bev_app_attach(&fx->s, filter_on_fd(&fx->e, sv[1], HUSH_SIDE_SERVER));
+}
+
+static void filter_written_while_disabled_is_sent_when_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_over_sockets(fx);
+	bev_check_write_enabled_later(&fx->e, &fx->c, &fx->s, 5);
+}
+
+static void filter_written_while_disabled_over_pair_is_sent_when_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_over_pair(fx, 0);
+	bev_check_write_enabled_later(&fx->e, &fx->c, &fx->s, 100000);
+}
+
+/*
+ * libevent's regress_ssl ping-pong (ssl/bufferevent_filter): it stalled at the third
+ * number while the write callback ran inside bufferevent_enable(EV_WRITE), before the
+ * read callback that called it disabled reading, which the write callback had just
+ * enabled again.
+ */
+static void filter_ping_pong_switching_reading_and_writing_reaches_the_end(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_over_sockets(fx);
+	assert_int_equal(bev_ping_pong(&fx->e, fx->c.bev, fx->s.bev, 100), 100);
+}
+
+static void filter_deferred_ping_pong_over_pair_reaches_the_end(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_over_pair(fx, BEV_OPT_DEFER_CALLBACKS);
+	assert_int_equal(bev_ping_pong(&fx->e, fx->c.bev, fx->s.bev, 100), 100);
 }
 
 /* ---- The read high watermark ---- */
@@ -748,6 +795,50 @@ static void filter_handshake_deadline_ends_a_silent_handshake(void **state)
 	bev_hs_done(&h);
 }
 
+/* ---- A socket set through the filter ---- */
+
+/*
+ * bufferevent_socket_connect() on a filter over a socket bufferevent with no socket yet
+ * (libevent's regress_ssl "bufferevent_wm_filter"): libevent makes the socket and sets
+ * it on the filter, which hands it to the underlying bufferevent, as
+ * bufferevent_openssl's filter does; the handshake then runs over it. Setting -1 later
+ * leaves the underlying bufferevent its socket.
+ */
+static void filter_socket_connect_hands_the_socket_to_the_underlying(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct bev_hs h;
+	bev_hs_init(&h, true);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sin);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &slen), 0);
+	struct bufferevent *u = bufferevent_socket_new(fx->e.base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->c, filter_hs(&fx->e, u, &h.c, HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE));
+	assert_int_equal(bufferevent_getfd(fx->c.bev), -1);
+	assert_int_equal(bufferevent_socket_connect(fx->c.bev, (struct sockaddr *)&sin, slen), 0);
+	/* A loopback connection is queued at once: accepted here, no event needed. */
+	int cfd = accept(lfd, NULL, NULL);
+	assert_true(cfd >= 0);
+	close(lfd);
+	struct bufferevent *su = bufferevent_socket_new(fx->e.base, cfd, BEV_OPT_CLOSE_ON_FREE);
+	bev_app_attach(&fx->s,
+		       filter_hs(&fx->e, su, &h.s, HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE));
+	evutil_socket_t fd = bufferevent_getfd(u);
+	assert_true(fd >= 0);
+	assert_int_equal(bufferevent_getfd(fx->c.bev), fd);
+	echo_after_handshake(fx);
+	assert_int_equal(bufferevent_setfd(fx->c.bev, -1), 0);
+	assert_int_equal(bufferevent_getfd(fx->c.bev), fd);
+	assert_int_equal(bufferevent_getfd(u), fd);
+	bev_app_done(&fx->c);
+	bev_app_done(&fx->s);
+	bev_hs_done(&h);
+}
+
 /* ---- A disabled filter holds its handshake ---- */
 
 /* Runs the loop until both applications connected, 10 s at most. */
@@ -945,6 +1036,10 @@ int main(void)
 		BEV_FX_TEST(filter_pair_four_mib_arrive_byte_for_byte),
 		BEV_FX_TEST(filter_pair_eof_after_records_is_clean),
 		BEV_FX_TEST(filter_to_socket_flavour_one_mib_arrives_intact),
+		BEV_FX_TEST(filter_written_while_disabled_is_sent_when_enabled),
+		BEV_FX_TEST(filter_written_while_disabled_over_pair_is_sent_when_enabled),
+		BEV_FX_TEST(filter_ping_pong_switching_reading_and_writing_reaches_the_end),
+		BEV_FX_TEST(filter_deferred_ping_pong_over_pair_reaches_the_end),
 		BEV_FX_TEST(socket_flavour_to_filter_one_mib_arrives_intact),
 		BEV_FX_TEST(filter_drained_in_read_cb_below_watermark_gets_every_record),
 		BEV_FX_TEST(filter_drained_from_loop_below_watermark_gets_every_record),
@@ -969,6 +1064,7 @@ int main(void)
 		BEV_FX_TEST(filter_handshake_over_pair_connects_and_echoes),
 		BEV_FX_TEST(filter_nnpsk0_handshake_over_sockets_connects_and_echoes),
 		BEV_FX_TEST(filter_handshake_interoperates_with_the_socket_flavour),
+		BEV_FX_TEST(filter_socket_connect_hands_the_socket_to_the_underlying),
 		BEV_FX_TEST(filter_handshake_shutdown_sends_the_close_record),
 		BEV_FX_TEST(filter_handshake_freed_says_goodbye_with_the_close_record),
 		BEV_FX_TEST(filter_handshake_stream_cut_without_close_record_is_truncated),

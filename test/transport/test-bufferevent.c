@@ -57,6 +57,40 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 	bufferevent_free(s);
 }
 
+/* ---- Writing enabled later ---- */
+
+static void two_raw_sockets(struct bev_fx *fx)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	bev_app_attach(&fx->c, bev_raw_socket(&fx->e, sv[0], HUSH_SIDE_CLIENT, 0));
+	bev_app_attach(&fx->s, bev_raw_socket(&fx->e, sv[1], HUSH_SIDE_SERVER, 0));
+}
+
+static void bev_written_while_disabled_is_sent_when_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_raw_sockets(fx);
+	bev_check_write_enabled_later(&fx->e, &fx->c, &fx->s, 5);
+}
+
+/* 32 KiB, two of libevent's 16 KiB single writes, make the connection send at once,
+ * inside bufferevent_enable(): the write callback still waits for the loop. */
+static void bev_much_written_while_disabled_is_sent_when_enabled(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_raw_sockets(fx);
+	bev_check_write_enabled_later(&fx->e, &fx->c, &fx->s, 32768);
+}
+
+/* libevent's regress_ssl ping-pong (ssl/bufferevent_socketpair). */
+static void bev_ping_pong_switching_reading_and_writing_reaches_the_end(void **state)
+{
+	struct bev_fx *fx = *state;
+	two_raw_sockets(fx);
+	assert_int_equal(bev_ping_pong(&fx->e, fx->c.bev, fx->s.bev, 100), 100);
+}
+
 static void bev_speaks_alts_records_to_a_raw_peer(void **state)
 {
 	struct bev_fx *fx = *state;
@@ -857,6 +891,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		BEV_FX_TEST(bev_echo_between_two_hush_bufferevents),
 		BEV_FX_TEST(bev_speaks_alts_records_to_a_raw_peer),
+		BEV_FX_TEST(bev_written_while_disabled_is_sent_when_enabled),
+		BEV_FX_TEST(bev_much_written_while_disabled_is_sent_when_enabled),
+		BEV_FX_TEST(bev_ping_pong_switching_reading_and_writing_reaches_the_end),
 		BEV_FX_TEST(bev_eight_mib_round_trip),
 		BEV_FX_TEST(bev_stream_cut_inside_record_reports_truncated),
 		BEV_FX_TEST(bev_tampered_record_reports_eauth),
