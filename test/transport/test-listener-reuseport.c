@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -77,6 +78,31 @@ static void on_accept(struct hush_listener *l, struct hush_conn *c, const struct
 	hush_conn_set_arg(c, x);
 }
 
+/* Each test's loop and identities (Noise XX, each end allowing only the other). */
+struct fx {
+	struct env e;
+	struct ids d;
+};
+
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	env_init(&f->e, NULL);
+	ids_init(&f->d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+	ids_done(&f->d);
+	env_done(&f->e);
+	free(f);
+	return 0;
+}
+
 static void listener_config(struct hush_listener_config *lc, struct ids *d, struct side *s,
 			    int reuseport)
 {
@@ -90,7 +116,8 @@ static void listener_config(struct hush_listener_config *lc, struct ids *d, stru
 
 static struct sockaddr_in loopback(uint16_t port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	return sa;
 }
@@ -126,27 +153,23 @@ static bool echoed(void *arg)
  */
 static void listener_reuseport_two_listeners_on_one_port_both_accept(void **state)
 {
-	(void)state;
-	struct env e;
-	struct ids d;
+	struct fx *f = *state;
 	struct side sides[2];
 	struct end clients[MAX_TRIES];
 	struct hush_listener *l[2] = {NULL, NULL};
 	struct hush_listener_config lc;
-	env_init(&e, NULL);
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	memset(sides, 0, sizeof(sides));
 	memset(clients, 0, sizeof(clients));
 
 	struct sockaddr_in sa = loopback(0);
-	listener_config(&lc, &d, &sides[0], 1);
-	assert_int_equal(hush_listener_bind(&l[0], e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
-			 0);
+	listener_config(&lc, &f->d, &sides[0], 1);
+	assert_int_equal(
+	    hush_listener_bind(&l[0], f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc), 0);
 	uint16_t port = bound_port(l[0]);
 	sa = loopback(port);
-	listener_config(&lc, &d, &sides[1], 1);
-	assert_int_equal(hush_listener_bind(&l[1], e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
-			 0);
+	listener_config(&lc, &f->d, &sides[1], 1);
+	assert_int_equal(
+	    hush_listener_bind(&l[1], f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc), 0);
 	assert_int_equal(bound_port(l[1]), port);
 
 	int tries = 0;
@@ -155,17 +178,17 @@ static void listener_reuseport_two_listeners_on_one_port_both_accept(void **stat
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 		assert_true(fd >= 0);
 		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-		assert_int_equal(hush_conn_new(&x->conn, e.loop, fd, NULL, &end_cb, x), 0);
-		assert_int_equal(hush_conn_start_handshake(x->conn, &d.cc, HUSH_SIDE_CLIENT), 0);
+		assert_int_equal(hush_conn_new(&x->conn, f->e.loop, fd, NULL, &end_cb, x), 0);
+		assert_int_equal(hush_conn_start_handshake(x->conn, &f->d.cc, HUSH_SIDE_CLIENT), 0);
 		struct pair_wait w = {x, {&sides[0], &sides[1]}, sides[0].n + sides[1].n};
 		/* Written before OPEN: refused. Once open, the ping goes out and comes back. */
 		assert_int_equal(hush_conn_write(x->conn, ping, sizeof(ping)), HUSH_ESTATE);
 		while (!x->opened && x->err == 0) {
-			event_base_loop(e.base, EVLOOP_ONCE);
+			event_base_loop(f->e.base, EVLOOP_ONCE);
 		}
 		assert_int_equal(x->err, 0);
 		assert_int_equal(hush_conn_write(x->conn, ping, sizeof(ping)), 0);
-		run_until(&e, 5000, echoed, &w);
+		run_until(&f->e, 5000, echoed, &w);
 		assert_int_equal(x->err, 0);
 		assert_int_equal(x->got, sizeof(ping));
 	}
@@ -186,80 +209,73 @@ static void listener_reuseport_two_listeners_on_one_port_both_accept(void **stat
 	for (int i = 0; i < tries; i++) {
 		hush_conn_free(clients[i].conn);
 	}
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Without reuseport a bound address is one listener's: the second bind fails with
  * HUSH_ESYS and EADDRINUSE, and leaves *out untouched. */
 static void listener_bind_without_reuseport_is_exclusive(void **state)
 {
-	(void)state;
-	struct env e;
-	struct ids d;
+	struct fx *f = *state;
 	struct side s;
 	struct hush_listener *l = NULL;
 	struct hush_listener *l2 = (struct hush_listener *)&s; /* a sentinel, never used */
 	struct hush_listener_config lc;
-	env_init(&e, NULL);
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
 	memset(&s, 0, sizeof(s));
-	listener_config(&lc, &d, &s, 0);
+	listener_config(&lc, &f->d, &s, 0);
 	struct sockaddr_in sa = loopback(0);
-	assert_int_equal(hush_listener_bind(&l, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc), 0);
+	assert_int_equal(hush_listener_bind(&l, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
+			 0);
 	sa = loopback(bound_port(l));
 	errno = 0;
-	assert_int_equal(hush_listener_bind(&l2, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
-			 HUSH_ESYS);
+	assert_int_equal(
+	    hush_listener_bind(&l2, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc), HUSH_ESYS);
 	assert_int_equal(errno, EADDRINUSE);
 	assert_ptr_equal(l2, (struct hush_listener *)&s);
 	/* One side asking for sharing is not enough: every socket on the address must. */
 	lc.reuseport = 1;
-	assert_int_equal(hush_listener_bind(&l2, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
-			 HUSH_ESYS);
+	assert_int_equal(
+	    hush_listener_bind(&l2, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc), HUSH_ESYS);
 	assert_int_equal(errno, EADDRINUSE);
 	hush_listener_free(l);
-	ids_done(&d);
-	env_done(&e);
 }
 
 /* Bad arguments: HUSH_EINVAL, nothing made; hush_listener_fd(NULL) is -1. */
 static void listener_bind_bad_arguments_fail_with_einval(void **state)
 {
-	(void)state;
-	struct env e;
-	struct ids d;
+	struct fx *f = *state;
 	struct side s;
 	struct hush_listener *l = NULL;
 	struct hush_listener_config lc;
-	env_init(&e, NULL);
-	ids_init(&d, HUSH_NOISE_XX_25519_AESGCM_SHA256);
-	listener_config(&lc, &d, &s, 1);
+	listener_config(&lc, &f->d, &s, 1);
 	struct sockaddr_in sa = loopback(0);
-	assert_int_equal(hush_listener_bind(NULL, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
-			 HUSH_EINVAL);
-	assert_int_equal(hush_listener_bind(&l, e.loop, NULL, sizeof(sa), &lc), HUSH_EINVAL);
-	assert_int_equal(hush_listener_bind(&l, e.loop, (struct sockaddr *)&sa, sizeof(sa), NULL),
-			 HUSH_EINVAL);
-	assert_int_equal(hush_listener_bind(&l, e.loop, (struct sockaddr *)&sa, sizeof(sa) - 1, &lc),
-			 HUSH_EINVAL);
+	assert_int_equal(
+	    hush_listener_bind(NULL, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
+	    HUSH_EINVAL);
+	assert_int_equal(hush_listener_bind(&l, f->e.loop, NULL, sizeof(sa), &lc), HUSH_EINVAL);
+	assert_int_equal(
+	    hush_listener_bind(&l, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), NULL),
+	    HUSH_EINVAL);
+	assert_int_equal(
+	    hush_listener_bind(&l, f->e.loop, (struct sockaddr *)&sa, sizeof(sa) - 1, &lc),
+	    HUSH_EINVAL);
 	assert_int_equal(hush_listener_bind(&l, NULL, (struct sockaddr *)&sa, sizeof(sa), &lc),
 			 HUSH_EINVAL);
 	lc.on_accept = NULL;
-	assert_int_equal(hush_listener_bind(&l, e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
+	assert_int_equal(hush_listener_bind(&l, f->e.loop, (struct sockaddr *)&sa, sizeof(sa), &lc),
 			 HUSH_EINVAL);
 	assert_null(l);
 	assert_int_equal(hush_listener_fd(NULL), -1);
-	ids_done(&d);
-	env_done(&e);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(listener_reuseport_two_listeners_on_one_port_both_accept),
-		cmocka_unit_test(listener_bind_without_reuseport_is_exclusive),
-		cmocka_unit_test(listener_bind_bad_arguments_fail_with_einval),
+	    cmocka_unit_test_setup_teardown(
+		listener_reuseport_two_listeners_on_one_port_both_accept, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(listener_bind_without_reuseport_is_exclusive, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(listener_bind_bad_arguments_fail_with_einval, fx_setup,
+					    fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
