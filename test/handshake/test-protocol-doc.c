@@ -623,6 +623,18 @@ static void protocol_doc_record_examples_match_vectors_and_code(void **state)
 
 /* ---- Part II ---- */
 
+/* The hex block opening at line open shows exactly want; returns it, parsed. */
+static const struct block *expect_block(size_t open, const uint8_t *want, size_t want_len)
+{
+	static struct block b;
+	parse_block(open, &b);
+	uint8_t got[MAX_DATA];
+	size_t got_len = block_data(&b, got, sizeof(got));
+	assert_int_equal(got_len, want_len);
+	assert_memory_equal(got, want, want_len);
+	return &b;
+}
+
 /* Section 10: the prologue shown is hush's, and its stated length is the name's. */
 static void protocol_doc_prologue_example_matches_code(void **state)
 {
@@ -640,12 +652,7 @@ static void protocol_doc_prologue_example_matches_code(void **state)
 	assert_int_equal(hush_noise_protocol_from_name(name, &np), 0);
 	uint8_t want[HUSH_HS_PROLOGUE_MAX];
 	size_t want_len = hush__handshake_prologue(np, want);
-	static struct block b;
-	parse_block(next_block(h), &b);
-	uint8_t got[MAX_DATA];
-	size_t got_len = block_data(&b, got, sizeof(got));
-	assert_int_equal(got_len, want_len);
-	assert_memory_equal(got, want, want_len);
+	expect_block(next_block(h), want, want_len);
 }
 
 /* The rows of a parameter block shown one entry a line (section 12): the version, then
@@ -694,13 +701,7 @@ static void protocol_doc_parameter_block_example_matches_code(void **state)
 	uint8_t want[HUSH_PARAMS_MAX];
 	size_t want_len = hush__params_encode(&p, want);
 	assert_int_equal(stated, want_len);
-	static struct block b;
-	parse_block(next_block(h), &b);
-	uint8_t got[MAX_DATA];
-	size_t got_len = block_data(&b, got, sizeof(got));
-	assert_int_equal(got_len, want_len);
-	assert_memory_equal(got, want, want_len);
-	check_block_rows(&b);
+	check_block_rows(expect_block(next_block(h), want, want_len));
 }
 
 /* Section 13: the info's label length, and the example info for the default. */

@@ -3,10 +3,18 @@
 # there (never into hush's tree), since libevent's tests include internal headers whose
 # layout Debian's security updates change.
 #
-# In: HUSH_BUILDDIR; LE_WORK (the work directory); optionally HUSH_LIBEVENT_SRC, an
-# unpacked and patched source tree of the same version to copy instead of fetching.
-# Out: LE_VERSION (the installed version), LE_SRC (the source copy), LE_BUILD (its
-# configured build directory). Exits 77 (skip) when the source cannot be had.
+# In: HUSH_SRCDIR, HUSH_BUILDDIR; optionally HUSH_LIBEVENT_WORK (the work directory)
+# and HUSH_LIBEVENT_SRC, an unpacked and patched source tree of the same version to
+# copy instead of fetching. Out: HUSH_SRCDIR and HUSH_BUILDDIR made absolute, here
+# (test/libevent), LE_WORK, LE_VERSION (the installed version), LE_SRC (the source
+# copy), LE_BUILD (its configured build directory). Exits 77 (skip) when the source
+# cannot be had.
+
+: "${HUSH_SRCDIR:?}" "${HUSH_BUILDDIR:?}"
+HUSH_SRCDIR=$(cd "$HUSH_SRCDIR" && pwd)
+HUSH_BUILDDIR=$(cd "$HUSH_BUILDDIR" && pwd)
+here=$HUSH_SRCDIR/test/libevent
+LE_WORK=${HUSH_LIBEVENT_WORK:-$HUSH_BUILDDIR/libevent-work}
 
 skip() {
 	echo "SKIP: $*" >&2

@@ -18,14 +18,9 @@
 # then not written); HUSH_LIBEVENT_TIMEOUT (seconds per case, default 60);
 # HUSH_LIBEVENT_REUSE_RESULTS=1 (see below).
 set -eu
-: "${HUSH_SRCDIR:?}" "${HUSH_BUILDDIR:?}"
-HUSH_SRCDIR=$(cd "$HUSH_SRCDIR" && pwd)
-HUSH_BUILDDIR=$(cd "$HUSH_BUILDDIR" && pwd)
-here=$HUSH_SRCDIR/test/libevent
-LE_WORK=${HUSH_LIBEVENT_WORK:-$HUSH_BUILDDIR/libevent-work}
+. "${HUSH_SRCDIR:?}/test/libevent/libevent-source.sh"
 doc=${HUSH_LIBEVENT_DOC:-$HUSH_SRCDIR/docs/libevent-regress.md}
 per_case=${HUSH_LIBEVENT_TIMEOUT:-60}
-. "$here/libevent-source.sh"
 
 [ -f "$HUSH_BUILDDIR/libhush.la" ] || { echo "build hush first (make)" >&2; exit 1; }
 le_fetch

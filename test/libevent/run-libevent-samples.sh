@@ -16,12 +16,7 @@
 # Environment: as run-libevent-regress.sh (HUSH_SRCDIR, HUSH_BUILDDIR,
 # HUSH_LIBEVENT_WORK, HUSH_LIBEVENT_SRC).
 set -eu
-: "${HUSH_SRCDIR:?}" "${HUSH_BUILDDIR:?}"
-HUSH_SRCDIR=$(cd "$HUSH_SRCDIR" && pwd)
-HUSH_BUILDDIR=$(cd "$HUSH_BUILDDIR" && pwd)
-here=$HUSH_SRCDIR/test/libevent
-LE_WORK=${HUSH_LIBEVENT_WORK:-$HUSH_BUILDDIR/libevent-work}
-. "$here/libevent-source.sh"
+. "${HUSH_SRCDIR:?}/test/libevent/libevent-source.sh"
 for t in curl python3 sha256sum; do
 	command -v "$t" >/dev/null 2>&1 || skip "$t is needed"
 done
