@@ -1,8 +1,12 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "testlib.h"
 
@@ -197,4 +201,17 @@ int testlib_next_kv(FILE *f, char *line, size_t cap, const char **key, const cha
 		return 1;
 	}
 	return 0;
+}
+
+uint16_t testlib_closed_port(void)
+{
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(probe >= 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(probe, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	socklen_t sl = sizeof(sin);
+	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &sl), 0);
+	close(probe);
+	return ntohs(sin.sin_port);
 }

@@ -45,6 +45,9 @@ void testlib_alloc_watched(uint64_t *freed, uint64_t *zeroed);
  */
 int testlib_next_kv(FILE *f, char *line, size_t cap, const char **key, const char **value);
 
+/* A loopback TCP port nobody listens on (bound once, then closed). */
+uint16_t testlib_closed_port(void);
+
 /* Decodes hex into out (capacity cap). Returns the byte count, or -1 on bad input. */
 long testlib_unhex(const char *hex, uint8_t *out, size_t cap);
 

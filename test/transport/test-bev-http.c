@@ -332,19 +332,6 @@ static void evhttp_server_refuses_plaintext_http(void **state)
 	world_done(&w);
 }
 
-/* A loopback port nobody listens on. */
-static uint16_t closed_port(void)
-{
-	int probe = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin = {.sin_family = AF_INET};
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(probe, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	socklen_t sl = sizeof(sin);
-	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &sl), 0);
-	close(probe);
-	return ntohs(sin.sin_port);
-}
-
 /*
  * A connect that fails (libevent's https-client against a closed port): the request
  * fails at once, and nothing of the connection is left on the loop, so a program whose
@@ -358,7 +345,7 @@ static void evhttp_failed_connect_leaves_nothing_on_the_loop(void **state)
 	struct world w;
 	world_init(&w);
 	int before = event_base_get_num_events(w.base, EVENT_BASE_COUNT_ADDED);
-	w.port = closed_port();
+	w.port = testlib_closed_port();
 	struct evhttp_connection *evcon = client(&w);
 	evhttp_connection_set_timeout(evcon, 30);
 	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
@@ -412,7 +399,7 @@ static void evhttp_keeps_the_reason_for_a_failure(void **state)
 	struct world w;
 	world_init(&w);
 	uint16_t port = w.port;
-	w.port = closed_port();
+	w.port = testlib_closed_port();
 	struct evhttp_connection *evcon = client(&w);
 	fetch(&w, evcon, EVHTTP_REQ_GET, "/small", NULL, 0);
 	assert_true(w.status != HTTP_OK);
