@@ -113,40 +113,6 @@ static void srv_on_accept(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
-static int write_full(int fd, const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	while (n > 0) {
-		ssize_t k = write(fd, b, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		if (k <= 0) {
-			return -1;
-		}
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-static int read_full(int fd, void *p, size_t n)
-{
-	uint8_t *b = p;
-	while (n > 0) {
-		ssize_t k = read(fd, b, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		if (k <= 0) {
-			return -1;
-		}
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* Commands: 't' trim the pool and report, 's' report, 'q' exit. */
 static void srv_on_control(evutil_socket_t fd, short what, void *arg)
 {
@@ -160,7 +126,7 @@ static void srv_on_control(evutil_socket_t fd, short what, void *arg)
 	mem_report_fill(&r, &srv.env, cmd == 't');
 	r.conns = srv.conns;
 	r.failures = srv.failures;
-	if (write_full(fd, &r, sizeof(r)) < 0) {
+	if (bench_write_full(fd, &r, sizeof(r)) < 0) {
 		_exit(1);
 	}
 }
@@ -278,7 +244,7 @@ static int session_start(struct session *s, const char *name, ep_open_fn open, l
 
 static int session_ask(struct session *s, char cmd, struct mem_report *r)
 {
-	if (write_full(s->ctl, &cmd, 1) < 0 || read_full(s->ctl, r, sizeof(*r)) < 0) {
+	if (bench_write_full(s->ctl, &cmd, 1) < 0 || bench_read_full(s->ctl, r, sizeof(*r)) < 0) {
 		return -1;
 	}
 	return 0;
@@ -377,7 +343,7 @@ static void session_end(struct session *s)
 	if (s->pid > 0) {
 		char q = 'q';
 		int status;
-		if (write_full(s->ctl, &q, 1) < 0) {
+		if (bench_write_full(s->ctl, &q, 1) < 0) {
 			kill(s->pid, SIGKILL);
 		}
 		waitpid(s->pid, &status, 0);

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -5,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -436,4 +438,21 @@ int bench_pool_measure(const struct bench_pool_case *c, uint64_t start_n, uint64
 		grow = grow < 2.0 ? 2.0 : grow > 100.0 ? 100.0 : grow;
 		n = (uint64_t)((double)n * grow);
 	}
+}
+
+int bench_io_full(int fd, void *p, size_t n, bool writing)
+{
+	uint8_t *b = p;
+	while (n > 0) {
+		ssize_t k = writing ? write(fd, b, n) : read(fd, b, n);
+		if (k < 0 && errno == EINTR) {
+			continue;
+		}
+		if (k <= 0) {
+			return -1;
+		}
+		b += k;
+		n -= (size_t)k;
+	}
+	return 0;
 }

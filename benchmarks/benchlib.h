@@ -7,6 +7,7 @@
 #ifndef HUSH_BENCHLIB_H
 #define HUSH_BENCHLIB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,5 +100,19 @@ struct bench_pool_result {
  */
 int bench_pool_measure(const struct bench_pool_case *c, uint64_t start_n, uint64_t target,
 		       struct bench_pool_result *r);
+
+/* Reads (writing false) or writes n bytes at p in full, retrying on EINTR. Returns 0,
+ * or -1 at EOF or on an error. For the benchmarks' parent-child pipes. */
+int bench_io_full(int fd, void *p, size_t n, bool writing);
+
+static inline int bench_write_full(int fd, const void *p, size_t n)
+{
+	return bench_io_full(fd, (void *)p, n, true);
+}
+
+static inline int bench_read_full(int fd, void *p, size_t n)
+{
+	return bench_io_full(fd, p, n, false);
+}
 
 #endif /* HUSH_BENCHLIB_H */

@@ -85,6 +85,7 @@
 
 #include <hush.h>
 
+#include "bench-tls.h"
 #include "benchlib.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -205,40 +206,6 @@ struct child {
 	struct report r;
 };
 
-static int write_full(int fd, const void *p, size_t n)
-{
-	const char *b = p;
-	while (n > 0) {
-		ssize_t k = write(fd, b, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		if (k <= 0) {
-			return -1;
-		}
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-static int read_full(int fd, void *p, size_t n)
-{
-	char *b = p;
-	while (n > 0) {
-		ssize_t k = read(fd, b, n);
-		if (k < 0 && errno == EINTR) {
-			continue;
-		}
-		if (k <= 0) {
-			return -1;
-		}
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 static double now_s(void)
 {
 	return (double)bench_now_ns() / 1e9;
@@ -298,7 +265,7 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	struct cmd c;
-	if (read_full(fd, &c, sizeof(c)) < 0 || c.op == 'q') {
+	if (bench_read_full(fd, &c, sizeof(c)) < 0 || c.op == 'q') {
 		_exit(0);
 	}
 	if (c.op == 'b') {
@@ -312,7 +279,7 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
 	if (on_command != NULL) {
 		on_command(&c);
 	}
-	if (write_full(fd, &me.r, sizeof(me.r)) < 0) {
+	if (bench_write_full(fd, &me.r, sizeof(me.r)) < 0) {
 		_exit(1);
 	}
 }
@@ -335,7 +302,7 @@ static void child_init(int ctl)
 static void child_run(void)
 {
 	char ok = 'k';
-	if (write_full(me.ctl, &ok, 1) < 0) {
+	if (bench_write_full(me.ctl, &ok, 1) < 0) {
 		_exit(1);
 	}
 	event_base_dispatch(me.base);
@@ -369,50 +336,11 @@ static int hush_keys_init(void)
 	return 0;
 }
 
-/* TLS 1.3 only, TLS_AES_128_GCM_SHA256, X25519, a self-signed ECDSA P-256 certificate
- * the client trusts and verifies; no session cache, no tickets (hush has no
- * resumption, and a ticket kept by the client would be charged to the connection). */
+/* The benchmarks' TLS 1.3 contexts (bench-tls.c), with OpenSSL's record buffers
+ * released whenever they are empty. */
 static int tls_init(void)
 {
-	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-	X509 *cert = X509_new();
-	int ok = key != NULL && cert != NULL;
-	if (ok) {
-		X509_NAME *name = X509_get_subject_name(cert);
-		ok = X509_set_version(cert, 2) && ASN1_INTEGER_set(X509_get_serialNumber(cert), 1) &&
-		     X509_gmtime_adj(X509_getm_notBefore(cert), -3600) != NULL &&
-		     X509_gmtime_adj(X509_getm_notAfter(cert), 7 * 86400) != NULL &&
-		     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-						(const unsigned char *)"hush-scale", -1, -1, 0) &&
-		     X509_set_issuer_name(cert, name) && X509_set_pubkey(cert, key) &&
-		     X509_sign(cert, key, EVP_sha256()) > 0;
-	}
-	tls_server_ctx = SSL_CTX_new(TLS_server_method());
-	tls_client_ctx = SSL_CTX_new(TLS_client_method());
-	ok = ok && tls_server_ctx != NULL && tls_client_ctx != NULL;
-	SSL_CTX *both[] = {tls_server_ctx, tls_client_ctx};
-	for (int i = 0; ok && i < 2; i++) {
-		ok = SSL_CTX_set_min_proto_version(both[i], TLS1_3_VERSION) &&
-		     SSL_CTX_set_max_proto_version(both[i], TLS1_3_VERSION) &&
-		     SSL_CTX_set_ciphersuites(both[i], "TLS_AES_128_GCM_SHA256") &&
-		     SSL_CTX_set1_groups_list(both[i], "X25519");
-		SSL_CTX_set_session_cache_mode(both[i], SSL_SESS_CACHE_OFF);
-		SSL_CTX_set_mode(both[i], SSL_MODE_RELEASE_BUFFERS);
-	}
-	ok = ok && SSL_CTX_use_certificate(tls_server_ctx, cert) &&
-	     SSL_CTX_use_PrivateKey(tls_server_ctx, key) && SSL_CTX_check_private_key(tls_server_ctx) &&
-	     SSL_CTX_set_num_tickets(tls_server_ctx, 0) &&
-	     X509_STORE_add_cert(SSL_CTX_get_cert_store(tls_client_ctx), cert);
-	if (ok) {
-		SSL_CTX_set_verify(tls_client_ctx, SSL_VERIFY_PEER, NULL);
-	}
-	X509_free(cert);
-	EVP_PKEY_free(key);
-	if (!ok) {
-		ERR_print_errors_fp(stderr);
-		return -1;
-	}
-	return 0;
+	return bench_tls_init(&tls_server_ctx, &tls_client_ctx, SSL_MODE_RELEASE_BUFFERS);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -884,7 +812,7 @@ static int spawn(struct child *ch, void (*fn)(int ctl, void *arg), void *arg)
 	ch->pid = pid;
 	ch->ctl = sv[0];
 	char ok;
-	if (read_full(ch->ctl, &ok, 1) < 0 || ok != 'k') {
+	if (bench_read_full(ch->ctl, &ok, 1) < 0 || ok != 'k') {
 		return -1;
 	}
 	return 0;
@@ -917,12 +845,12 @@ static int ask_each(struct child *set, int n, char op, const int64_t *args)
 {
 	for (int i = 0; i < n; i++) {
 		struct cmd c = {op, args != NULL ? args[i] : 0};
-		if (write_full(set[i].ctl, &c, sizeof(c)) < 0) {
+		if (bench_write_full(set[i].ctl, &c, sizeof(c)) < 0) {
 			return -1;
 		}
 	}
 	for (int i = 0; i < n; i++) {
-		if (read_full(set[i].ctl, &set[i].r, sizeof(set[i].r)) < 0) {
+		if (bench_read_full(set[i].ctl, &set[i].r, sizeof(set[i].r)) < 0) {
 			return -1;
 		}
 	}
@@ -1207,11 +1135,11 @@ static void finish(void)
 {
 	for (int i = 0; i < nclients; i++) {
 		struct cmd c = {'q', 0};
-		(void)write_full(clients[i].ctl, &c, sizeof(c));
+		(void)bench_write_full(clients[i].ctl, &c, sizeof(c));
 	}
 	for (int i = 0; i < nservers; i++) {
 		struct cmd c = {'q', 0};
-		(void)write_full(servers[i].ctl, &c, sizeof(c));
+		(void)bench_write_full(servers[i].ctl, &c, sizeof(c));
 	}
 	while (wait(NULL) > 0 || errno == EINTR) {
 	}
