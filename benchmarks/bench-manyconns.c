@@ -363,21 +363,6 @@ static void session_end(struct session *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* Raises the open-files limit to the hard limit; returns the limit now in force. */
-long raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		return 1024;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-		getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return rl.rlim_cur == RLIM_INFINITY ? 1L << 20 : (long)rl.rlim_cur;
-}
-
 long nofile_limit;
 
 /* Most connections one process may hold next to its other descriptors. */

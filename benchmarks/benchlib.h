@@ -115,4 +115,8 @@ static inline int bench_read_full(int fd, void *p, size_t n)
 	return bench_io_full(fd, p, n, false);
 }
 
+/* Raises the open-files soft limit to the hard limit; returns the limit now in force
+ * (at most 2^20). */
+long bench_raise_nofile(void);
+
 #endif /* HUSH_BENCHLIB_H */

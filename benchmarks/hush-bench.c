@@ -502,7 +502,7 @@ int main(int argc, char **argv)
 		die("evthread_use_pthreads failed");
 	}
 	signal(SIGPIPE, SIG_IGN);
-	nofile_limit = raise_nofile();
+	nofile_limit = bench_raise_nofile();
 	large_msg = malloc(LARGE_SIZE);
 	if (large_msg == NULL || RAND_bytes(hush_key, sizeof(hush_key)) != 1 ||
 	    RAND_bytes(large_msg, LARGE_SIZE) != 1) {

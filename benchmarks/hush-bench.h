@@ -228,7 +228,6 @@ extern const struct benchmark bench_pool;      /* hush-bench.c */
 
 /* ManyConns and IdleConnMemory: the open-files limit, raised by main. */
 extern long nofile_limit;
-long raise_nofile(void);
 
 /* --- One connection, each end on its own thread (bench-pingpong.c) --- */
 

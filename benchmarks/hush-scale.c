@@ -1007,21 +1007,6 @@ static void progress(const char *phase, double t0, int64_t done, int64_t total, 
 		(double)srv->heap / 1e6, heap_per_conn(srv), srv->failed, la);
 }
 
-static long raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		return 1024;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-		getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 20) ? 1L << 20
-									 : (long)rl.rlim_cur;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: hush-scale [--conns N] [--variant hush|openssl-tls-release] "
@@ -1162,7 +1147,7 @@ int main(int argc, char **argv)
 	}
 	parse(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
-	long nofile = raise_nofile();
+	long nofile = bench_raise_nofile();
 	long per_proc = nofile - FD_RESERVE - 64;
 	if (per_proc < 16) {
 		fprintf(stderr, "hush-scale: the open-files limit (%ld) is too low\n", nofile);
