@@ -103,7 +103,7 @@ int hush__noise_kit_take(struct noise_kit **out);
 
 /* Gives a kit back: the key material it last held is overwritten first, so an idle kit
  * holds no secret. NULL is a no-op. Thread-safe. */
-void hush__noise_kit_give(struct noise_kit *kit);
+void hush__noise_kit_give(struct noise_kit *k);
 
 /* A context ready to derive X25519 secrets with priv, and its public key; for
  * hush__noise_init() (a key pair keeps one, made once: see hush__keypair_dh()). Returns
@@ -115,7 +115,7 @@ int hush__noise_dh_ctx(const uint8_t priv[NOISE_DHLEN], EVP_PKEY_CTX **ctx,
  * RFC 5869 HKDF-SHA256 with the kit's HMAC: out_len (at most 255 * 32) bytes from salt,
  * ikm and info. Returns 0 or HUSH_ECRYPTO.
  */
-int hush__noise_hkdf_sha256(struct noise_kit *kit, const uint8_t *salt, size_t salt_len,
+int hush__noise_hkdf_sha256(struct noise_kit *k, const uint8_t *salt, size_t salt_len,
 			    const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
 			    size_t info_len, uint8_t *out, size_t out_len);
 

@@ -447,8 +447,11 @@ static bool open_records(struct hfilt *f)
 	while (reading(f) && !hush__bev_holding(b) && b->err == 0) {
 		uint8_t hdr[HUSH_RECORD_HEADER_SIZE];
 		size_t have = evbuffer_get_length(src);
+		if (have == 0) {
+			break;
+		}
 		size_t peek = have < sizeof(hdr) ? have : sizeof(hdr);
-		if (peek == 0 || evbuffer_copyout(src, hdr, peek) != (ev_ssize_t)peek) {
+		if (evbuffer_copyout(src, hdr, peek) != (ev_ssize_t)peek) {
 			break;
 		}
 		size_t need = 0;
