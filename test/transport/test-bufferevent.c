@@ -27,20 +27,28 @@
 #include "common/common-internal.h"
 
 
+/* A client and an echoing server over a socketpair with raw keys, each with the
+ * fixture's application as its callbacks, both enabled. */
+static void echo_pair(struct bev_fx *fx, struct bufferevent **c, struct bufferevent **s)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	fx->s.echo = 1;
+	*c = bev_raw_socket(&fx->e, sv[0], HUSH_SIDE_CLIENT, 0);
+	*s = bev_raw_socket(&fx->e, sv[1], HUSH_SIDE_SERVER, 0);
+	bufferevent_setcb(*c, bev_app_read, NULL, bev_app_event, &fx->c);
+	bufferevent_setcb(*s, bev_app_read, NULL, bev_app_event, &fx->s);
+	bufferevent_enable(*c, EV_READ | EV_WRITE);
+	bufferevent_enable(*s, EV_READ | EV_WRITE);
+}
+
 static void bev_echo_between_two_hush_bufferevents(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct bev_app *ca = &fx->c, *sa = &fx->s;
-	sa->echo = 1;
-	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
-	struct bufferevent *s = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
-	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
-	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
-	bufferevent_enable(s, EV_READ | EV_WRITE);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c, *s;
+	echo_pair(fx, &c, &s);
 	assert_int_equal(bufferevent_write(c, "hello, hush", 11), 0);
 	ca->stop_at = 11;
 	run(e);
@@ -48,7 +56,7 @@ static void bev_echo_between_two_hush_bufferevents(void **state)
 	assert_memory_equal(evbuffer_pullup(ca->got, -1), "hello, hush", 11);
 	/* Raw keys start the connection open: no CONNECTED, as with bufferevent_openssl. */
 	assert_int_equal(ca->connected, 0);
-	assert_int_equal(sa->connected, 0);
+	assert_int_equal(fx->s.connected, 0);
 	assert_int_equal(hush_bufferevent_get_error(c), 0);
 	uint8_t peer[HUSH_KEY_SIZE];
 	assert_int_equal(hush_bufferevent_peer_key(c, peer), HUSH_ESTATE); /* raw keys */
@@ -123,16 +131,9 @@ static void bev_eight_mib_round_trip(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct bev_app *ca = &fx->c, *sa = &fx->s;
-	sa->echo = 1;
-	struct bufferevent *c = bev_raw_socket(e, sv[0], HUSH_SIDE_CLIENT, 0);
-	struct bufferevent *s = bev_raw_socket(e, sv[1], HUSH_SIDE_SERVER, 0);
-	bufferevent_setcb(c, bev_app_read, NULL, bev_app_event, ca);
-	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
-	bufferevent_enable(s, EV_READ | EV_WRITE);
+	struct bev_app *ca = &fx->c;
+	struct bufferevent *c, *s;
+	echo_pair(fx, &c, &s);
 	size_t n = 8u << 20;
 	uint8_t *msg = malloc(n);
 	testlib_fill(msg, n, 21);
