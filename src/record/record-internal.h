@@ -39,6 +39,18 @@ HUSH_MUST_CHECK int hush__record_new_bare(struct hush_record **out, enum hush_re
 void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal, EVP_CIPHER_CTX *open);
 void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal, EVP_CIPHER_CTX **open);
 
+/*
+ * hush_record_seal() with the plaintext read from src instead of from the frame: the
+ * payload_len bytes at src are encrypted into frame + HUSH_RECORD_HEADER_SIZE in the
+ * same pass, so a writer seals straight from its caller's bytes without copying them
+ * first. src must not overlap the frame unless it is exactly
+ * frame + HUSH_RECORD_HEADER_SIZE (that is hush_record_seal()). Returns what
+ * hush_record_seal() returns, and HUSH_EINVAL when src is NULL with payload_len > 0.
+ */
+HUSH_MUST_CHECK int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_cap,
+					   const uint8_t *src, size_t payload_len,
+					   size_t *frame_len);
+
 /* sizeof(struct hush_record): everything an idle record context holds. */
 size_t hush__record_size(void);
 

@@ -208,9 +208,38 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 	if (len == 0) {
 		return 0;
 	}
-	/* All or nothing: a failure part-way leaves the queue as it was. */
-	HUSH_GUARD(hush__wq_write(&c->wq, c->loop->pool, hush_record_max_payload(c->rec), data,
-				  len));
+	/*
+	 * A write of a record's payload or more seals the records it completes now, straight
+	 * from data (wq.c: one pass, no copy), so it borrows the cipher contexts unless the
+	 * connection holds them. Inside one of this connection's entries (where the read
+	 * path may be using them) the entry gives them back at its end; outside, they go
+	 * back before this call returns, so writes from outside never hold contexts across
+	 * the loop iteration. Without contexts (none to borrow) the write copies and the
+	 * records are sealed late, as smaller writes are.
+	 */
+	size_t max_payload = hush_record_max_payload(c->rec);
+	bool lent = false;
+	struct hush_record *seal = NULL;
+	if (len >= max_payload) {
+		lent = !(c->flags & F_CIPHERS) && !pinned(c);
+		if (hush__conn_ciphers_attach(c) == 0) {
+			seal = c->rec;
+		} else {
+			lent = false;
+		}
+	}
+	/* All or nothing: the pool's failure part-way leaves the queue as it was. */
+	int wrc = hush__wq_write(&c->wq, c->loop->pool, seal, max_payload, data, len);
+	if (lent && c->depth == 0) {
+		hush__conn_ciphers_detach(c);
+	}
+	if (wrc < 0) {
+		/* A seal failed: the record context is failed for good, and so is c. */
+		if (hush_record_error(c->rec) != 0) {
+			hush__conn_fail(c, wrc);
+		}
+		return wrc;
+	}
 	c->stats.bytes_out += len;
 
 	/*

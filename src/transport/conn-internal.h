@@ -109,6 +109,9 @@ HUSH_MUST_CHECK int hush__conn_schedule(struct hush_conn *c);
 /* Pinned mode: borrows the connection's read and write buffers for its life. Returns 0
  * or the pool's error, nothing borrowed. */
 HUSH_MUST_CHECK int hush__conn_pin_buffers(struct hush_conn *c);
+/* Borrows cipher contexts from the loop for c's record context unless it holds them
+ * (or owns its own: pinned mode). Returns 0 or HUSH_ENOMEM, nothing borrowed. */
+HUSH_MUST_CHECK int hush__conn_ciphers_attach(struct hush_conn *c);
 /* Gives the lent cipher contexts back to the loop, if the record context holds them. */
 void hush__conn_ciphers_detach(struct hush_conn *c);
 /* Frees c and everything it holds (closing the socket if configured to). */

@@ -60,7 +60,7 @@ static void emit(struct hush_conn *c, enum hush_conn_event ev, int err)
 }
 
 /* Cipher contexts: borrowed from the loop while the connection moves bytes. */
-static int ciphers_attach(struct hush_conn *c)
+int hush__conn_ciphers_attach(struct hush_conn *c)
 {
 	if ((c->flags & F_CIPHERS) || pinned(c)) {
 		return 0;
@@ -581,7 +581,7 @@ int hush__conn_flush_queue(struct hush_conn *c)
 	if (c->state != ST_OPEN) {
 		return c->err;
 	}
-	int rc = ciphers_attach(c);
+	int rc = hush__conn_ciphers_attach(c);
 	if (rc == 0) {
 		rc = hush__wq_seal(&c->wq, c->rec);
 	}
@@ -713,7 +713,7 @@ static void on_socket_guarded(struct hush_conn *c, short what)
 	}
 	c->flags |= F_IN_ENTRY;
 	if (!dead(c) && (what & EV_READ)) {
-		int rc = ciphers_attach(c);
+		int rc = hush__conn_ciphers_attach(c);
 		if (rc < 0) {
 			hush__conn_fail(c, rc);
 		} else {
@@ -736,7 +736,7 @@ static void replay(struct hush_conn *c)
 	if (c->rb.buf == NULL || (c->flags & F_PAUSED)) {
 		return;
 	}
-	int rc = ciphers_attach(c);
+	int rc = hush__conn_ciphers_attach(c);
 	if (rc < 0) {
 		hush__conn_fail(c, rc);
 		return;

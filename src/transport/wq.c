@@ -1,12 +1,15 @@
 /*
- * The write queue: plaintext is copied into pool buffers already laid out as records and
- * sealed only when it is about to be sent. Sealing late is what makes a write all or
- * nothing: no counter has advanced when a write is undone. See docs/DESIGN.md, "Write
- * path".
+ * The write queue: pool buffers laid out as records. A write first borrows every buffer
+ * it needs and lays its records out; only then, when nothing can fail but the cipher,
+ * does it fill them: records it completes are sealed straight from the caller's bytes
+ * (one pass, no copy), and the last, still open to more small writes, is copied and
+ * sealed late, when it is about to be sent. No counter advances before every buffer is
+ * in hand, which is what makes a write all or nothing. See docs/DESIGN.md, "Write path".
  */
 #include <string.h>
 
 #include "common/common-internal.h"
+#include "record/record-internal.h"
 #include "transport/wq.h"
 
 /*
@@ -101,11 +104,8 @@ int hush__wq_add_sealed(struct hush__wq *q, struct hush_pool *pool, struct hush_
 	HUSH_GUARD(room(q, pool, frame, &b));
 	struct wq_hdr *h = wq_hdr(b);
 	uint8_t *d = hush_buf_data(b) + h->end;
-	if (n > 0) {
-		memcpy(d + HUSH_RECORD_HEADER_SIZE, p, n);
-	}
 	size_t flen = 0;
-	HUSH_GUARD(hush_record_seal(rec, d, frame, n, &flen));
+	HUSH_GUARD(hush__record_seal_from(rec, d, frame, p, n, &flen));
 	h->end += (uint32_t)flen;
 	h->sealed = h->last = h->end;
 	q->queued += flen;
@@ -134,7 +134,8 @@ int hush__wq_add_close(struct hush__wq *q, struct hush_pool *pool)
 }
 
 /* Appends up to left bytes of src to b's open record, within max_payload and b's
- * room. Returns how many were taken (0: the record or the buffer is full). */
+ * room; with src NULL the record only grows, its payload filled later (fill()).
+ * Returns how many were taken (0: the record or the buffer is full). */
 static size_t extend_open(struct hush_buf *b, size_t max_payload, const uint8_t *src, size_t left)
 {
 	struct wq_hdr *h = wq_hdr(b);
@@ -150,7 +151,9 @@ static size_t extend_open(struct hush_buf *b, size_t max_payload, const uint8_t 
 	}
 	if (n > 0) {
 		/* The payload ends where the tag room began. */
-		memcpy(d + h->end - HUSH_RECORD_TAG_SIZE, src, n);
+		if (src != NULL) {
+			memcpy(d + h->end - HUSH_RECORD_TAG_SIZE, src, n);
+		}
 		h->end += (uint32_t)n;
 		hush__store_le32(d + h->last, (uint32_t)(plen + n + HUSH_RECORD_TAG_SIZE + 4));
 	}
@@ -180,8 +183,81 @@ static void undo(struct hush__wq *q, struct hush_buf *tail0, const struct wq_hdr
 	q->tail = tail0;
 }
 
-int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, size_t max_payload,
-		   const uint8_t *data, size_t len)
+/* Seals, in place and in queue order, the unsealed records that begin before offset
+ * stop of buffer sb (every one when sb is NULL). */
+static int seal_before(struct hush__wq *q, struct hush_record *rec, const struct hush_buf *sb,
+		       uint32_t stop)
+{
+	for (struct hush_buf *b = q->head; b != NULL; b = wq_hdr(b)->next) {
+		struct wq_hdr *h = wq_hdr(b);
+		uint8_t *d = hush_buf_data(b);
+		size_t cap = hush_buf_capacity(b);
+		uint32_t end = b == sb ? stop : h->end;
+		while (h->sealed < end) {
+			uint32_t len = hush__load_le32(d + h->sealed);
+			size_t plen = len - (HUSH_RECORD_TAG_SIZE + 4);
+			size_t flen;
+			HUSH_GUARD(
+			    hush_record_seal(rec, d + h->sealed, cap - h->sealed, plen, &flen));
+			h->sealed += (uint32_t)flen;
+		}
+		if (b == sb) {
+			break;
+		}
+		h->open = 0;
+	}
+	return 0;
+}
+
+/*
+ * Fills the records a write laid out, from offset at of buffer b to the queue's end,
+ * with the bytes at src. With rec, every record but an open last one is sealed straight
+ * from src into its place (out of place: the plaintext is read once and never copied),
+ * after the older unsealed records, so that counters follow queue order; without rec,
+ * or for that open last record, the bytes are copied and sealed late.
+ */
+static int fill(struct hush__wq *q, struct hush_record *rec, size_t max_payload,
+		struct hush_buf *b, uint32_t at, const uint8_t *src)
+{
+	bool early = false;
+	if (rec != NULL) {
+		/* Sealing early is worth it only when the write completes a record. */
+		struct wq_hdr *t = wq_hdr(q->tail);
+		size_t tail_plen =
+		    hush__load_le32(hush_buf_data(q->tail) + t->last) - (HUSH_RECORD_TAG_SIZE + 4);
+		early = b != q->tail || at != t->last || tail_plen == max_payload;
+	}
+	if (early) {
+		HUSH_GUARD(seal_before(q, rec, b, at));
+	}
+	for (; b != NULL; b = wq_hdr(b)->next, at = WQ_HDR_SIZE) {
+		struct wq_hdr *h = wq_hdr(b);
+		uint8_t *d = hush_buf_data(b);
+		size_t cap = hush_buf_capacity(b);
+		while (at < h->end) {
+			size_t plen = hush__load_le32(d + at) - (HUSH_RECORD_TAG_SIZE + 4);
+			bool last = b == q->tail && at == h->last;
+			if (!early || (last && plen < max_payload)) {
+				memcpy(d + at + HUSH_RECORD_HEADER_SIZE, src, plen);
+				at += (uint32_t)(plen + HUSH_RECORD_OVERHEAD);
+			} else {
+				size_t flen;
+				HUSH_GUARD(hush__record_seal_from(rec, d + at, cap - at, src, plen,
+								  &flen));
+				at += (uint32_t)flen;
+				h->sealed = at;
+				if (last) {
+					h->open = 0; /* full: it takes no more bytes */
+				}
+			}
+			src += plen;
+		}
+	}
+	return 0;
+}
+
+int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, struct hush_record *rec,
+		   size_t max_payload, const uint8_t *data, size_t len)
 {
 	const uint8_t *src = data;
 	/* Remember the tail so that a failure part-way undoes everything. */
@@ -194,21 +270,30 @@ int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, size_t max_payloa
 			len0 = hush__load_le32(hush_buf_data(tail0) + save.last);
 		}
 	}
+	/* The first record this write begins: its bytes are filled once every buffer is
+	 * in hand. Bytes that extend the open record before it are copied at once. */
+	struct hush_buf *first = NULL;
+	uint32_t first_at = 0;
 	size_t left = len;
 	while (left > 0) {
 		struct hush_buf *b = q->tail;
 		if (b != NULL) {
 			struct wq_hdr *h = wq_hdr(b);
 			if (h->open) {
-				size_t k = extend_open(b, max_payload, src, left);
+				size_t k = extend_open(b, max_payload, first == NULL ? src : NULL,
+						       left);
 				if (k > 0) {
-					src += k;
+					src += first == NULL ? k : 0;
 					left -= k;
 					continue;
 				}
 				h->open = 0;
 			}
 			if (hush_buf_capacity(b) - h->end > HUSH_RECORD_OVERHEAD) {
+				if (first == NULL) {
+					first = b;
+					first_at = h->end;
+				}
 				record_begin(h, hush_buf_data(b));
 				continue;
 			}
@@ -234,26 +319,12 @@ int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, size_t max_payloa
 	for (struct hush_buf *b = q->head; b != NULL; b = wq_hdr(b)->next) {
 		q->queued += wq_hdr(b)->end - wq_hdr(b)->sent;
 	}
-	return 0;
+	return first != NULL ? fill(q, rec, max_payload, first, first_at, src) : 0;
 }
 
 int hush__wq_seal(struct hush__wq *q, struct hush_record *rec)
 {
-	for (struct hush_buf *b = q->head; b != NULL; b = wq_hdr(b)->next) {
-		struct wq_hdr *h = wq_hdr(b);
-		uint8_t *d = hush_buf_data(b);
-		size_t cap = hush_buf_capacity(b);
-		while (h->sealed < h->end) {
-			uint32_t len = hush__load_le32(d + h->sealed);
-			size_t plen = len - (HUSH_RECORD_TAG_SIZE + 4);
-			size_t flen;
-			HUSH_GUARD(
-			    hush_record_seal(rec, d + h->sealed, cap - h->sealed, plen, &flen));
-			h->sealed += (uint32_t)flen;
-		}
-		h->open = 0;
-	}
-	return 0;
+	return seal_before(q, rec, NULL, 0);
 }
 
 int hush__wq_sealed(const struct hush__wq *q, struct iovec *iov, int max)

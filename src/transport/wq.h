@@ -1,6 +1,6 @@
 /*
- * A connection's write queue: records laid out in pool buffers, sealed late and handed
- * out as gather lists. It knows pool buffers and a hush_record only: no socket, no
+ * A connection's write queue: records laid out in pool buffers, sealed as they are
+ * written (whole records) or late (the open last one), and handed out as gather lists. It knows pool buffers and a hush_record only: no socket, no
  * event. Never installed.
  */
 #ifndef HUSH_TRANSPORT_WQ_H
@@ -63,13 +63,24 @@ HUSH_MUST_CHECK int hush__wq_add_sealed(struct hush__wq *q, struct hush_pool *po
 HUSH_MUST_CHECK int hush__wq_add_close(struct hush__wq *q, struct hush_pool *pool);
 
 /*
- * Copies len bytes of plaintext into unsealed records of at most max_payload bytes each,
- * extending the last record while it is open. All or nothing: on failure (the pool's
- * error) the queue is byte for byte what it was. Buffers it borrows are at most the
- * 64 KiB tier, so with larger frames a record ends where its buffer does.
+ * Writes len bytes of plaintext as records of at most max_payload bytes each, extending
+ * the last record while it is open. Buffers it borrows are at most the 64 KiB tier, so
+ * with larger frames a record ends where its buffer does.
+ *
+ * With rec (which must hold cipher contexts), a write that completes a record seals
+ * every record it completes straight from data into the queue (out of place, no copy),
+ * after sealing the older unsealed records, so that counters follow queue order; the
+ * last record, while it can still grow, is copied and sealed late (hush__wq_seal()), so
+ * that small writes share records. With rec NULL everything is copied and sealed late.
+ *
+ * All or nothing: every buffer is borrowed before any byte is sealed, so on the pool's
+ * error the queue is byte for byte what it was and no counter advanced. rec's error
+ * (sticky: rec seals nothing more) leaves records in the queue that are neither sent
+ * nor sendable; the caller fails the connection, which clears the queue.
  */
-HUSH_MUST_CHECK int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, size_t max_payload,
-				   const uint8_t *data, size_t len);
+HUSH_MUST_CHECK int hush__wq_write(struct hush__wq *q, struct hush_pool *pool,
+				   struct hush_record *rec, size_t max_payload, const uint8_t *data,
+				   size_t len);
 
 /* Seals every unsealed record with rec, in queue order, and closes the last one to
  * further writes. Returns 0 or rec's error (the records before the failing one stay

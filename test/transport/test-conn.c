@@ -426,6 +426,157 @@ static void conn_small_writes_in_one_callback_share_one_record(void **state)
 	free(s.data);
 }
 
+static void conn_large_small_large_writes_arrive_in_order(void **state)
+{
+	struct one *f = *state;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, NULL, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
+	size_t sizes[] = {100000, 7, 50001, 16360, 1, 40000};
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		n += sizes[i];
+	}
+	uint8_t *msg = malloc(n);
+	uint8_t *got = malloc(n);
+	assert_true(msg != NULL && got != NULL);
+	testlib_fill(msg, n, 5);
+	unsigned idle_ctx = f->e.loop->nctx;
+	size_t off = 0;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		int rc = hush_conn_write(c, msg + off, sizes[i]);
+		assert_true(rc == 0 || rc == 1);
+		off += sizes[i];
+	}
+	peer_recv(&f->e, &f->p, got, n);
+	assert_memory_equal(got, msg, n);
+	/* Everything sent: the cipher contexts the writes sealed with are back in the
+	 * loop's cache, and the buffers in the pool. */
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(f->e.loop->nctx, idle_ctx);
+	assert_int_equal(hush_conn_buffers_held(c), 0);
+	free(msg);
+	free(got);
+}
+
+/* Writes in on_data, once: a small write, a large one, a small one, a large one. */
+struct mixed {
+	const uint8_t *msg;
+	size_t n;
+	int calls;
+	int rc;
+};
+
+static void mixed_on_data(struct hush_conn *c, const uint8_t *data, size_t len, void *arg)
+{
+	struct mixed *m = arg;
+	(void)data;
+	(void)len;
+	if (m->calls++ > 0) {
+		return;
+	}
+	size_t sizes[] = {5, 70000, 3, m->n - 70008};
+	size_t off = 0;
+	for (size_t i = 0; i < 4 && m->rc >= 0; i++) {
+		m->rc = hush_conn_write(c, m->msg + off, sizes[i]);
+		off += sizes[i];
+	}
+}
+
+static void conn_large_writes_from_on_data_arrive_in_order(void **state)
+{
+	struct one *f = *state;
+	size_t n = 200000;
+	uint8_t *msg = malloc(n);
+	uint8_t *got = malloc(n);
+	assert_true(msg != NULL && got != NULL);
+	testlib_fill(msg, n, 6);
+	struct mixed m = {msg, n, 0, 0};
+	static const struct hush_conn_callbacks cb = {mixed_on_data, NULL, NULL};
+	struct hush_conn *c;
+	assert_int_equal(hush_conn_new(&c, f->e.loop, f->sv[0], NULL, &cb, &m), 0);
+	assert_int_equal(hush_conn_start_raw(c, HUSH_RP_ALTS_AES128_GCM_REKEY, KEY44,
+					     sizeof(KEY44), HUSH_SIDE_CLIENT),
+			 0);
+	f->s.conn = c;
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
+	size_t wl;
+	uint8_t *w = peer_seal(&f->p, (const uint8_t *)"go", 2, &wl);
+	write_all(f->p.fd, w, wl);
+	free(w);
+	peer_recv(&f->e, &f->p, got, n);
+	assert_int_equal(m.calls, 1);
+	assert_true(m.rc == 0 || m.rc == 1);
+	assert_memory_equal(got, msg, n);
+	free(msg);
+	free(got);
+}
+
+static void conn_large_write_over_the_budget_leaves_the_queue(void **state)
+{
+	(void)state;
+	struct hush_pool_config pc;
+	hush_pool_config_init(&pc);
+	/* Room for one write buffer of a record's size, not for the 64 KiB ones. */
+	pc.budget = 40000;
+	struct env e;
+	env_init(&e, &pc);
+	int sv[2];
+	pair(sv);
+	struct sink s = {0};
+	struct peer p;
+	struct hush_conn *c = open_conn(&e, sv[0], &s, NULL, HUSH_SIDE_CLIENT);
+	peer_init(&p, sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&e, 1);
+	size_t n = 100000;
+	uint8_t *msg = malloc(n);
+	assert_non_null(msg);
+	testlib_fill(msg, n, 9);
+	assert_int_equal(hush_conn_write(c, msg, 1000), 0);
+	size_t queued = hush_conn_queued(c);
+	unsigned held = hush_conn_buffers_held(c);
+	assert_int_equal(hush_conn_write(c, msg + 1000, n - 1000), HUSH_ENOBUFS);
+	assert_int_equal(hush_conn_queued(c), queued);
+	assert_int_equal(hush_conn_buffers_held(c), held);
+	assert_int_equal(hush_conn_error(c), 0);
+	/* The peer opens what follows with the next counter: none was spent. */
+	assert_int_equal(hush_conn_write(c, msg + 1000, 10), 0);
+	uint8_t got[1010];
+	peer_recv(&e, &p, got, sizeof(got));
+	assert_memory_equal(got, msg, sizeof(got));
+	hush_conn_free(c);
+	peer_done(&p);
+	free(msg);
+	free(s.data);
+	env_done(&e);
+}
+
+static void conn_pinned_mode_large_write_round_trips(void **state)
+{
+	struct one *f = *state;
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	cfg.flags |= HUSH_CONN_PINNED;
+	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
+	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
+	run_for_ms(&f->e, 1);
+	size_t n = 150000;
+	uint8_t *msg = malloc(n);
+	uint8_t *got = malloc(n);
+	assert_true(msg != NULL && got != NULL);
+	testlib_fill(msg, n, 10);
+	assert_int_equal(hush_conn_write(c, msg, 3), 0);
+	int rc = hush_conn_write(c, msg + 3, n - 3);
+	assert_true(rc == 0 || rc == 1);
+	peer_recv(&f->e, &f->p, got, n);
+	assert_memory_equal(got, msg, n);
+	event_base_loop(f->e.base, EVLOOP_NONBLOCK);
+	assert_int_equal(hush_conn_buffers_held(c), 2);
+	free(msg);
+	free(got);
+}
+
 /*
  * Replies written from on_data: what each of two connections, readable in the same loop
  * iteration, saw of the other when its own on_data ran.
@@ -1549,6 +1700,10 @@ int main(void)
 		ONE(conn_random_split_points_deliver_exact_bytes),
 		ONE(conn_large_records_from_peer_are_accepted),
 		ONE(conn_eight_mib_message_round_trips),
+		ONE(conn_large_small_large_writes_arrive_in_order),
+		ONE(conn_large_writes_from_on_data_arrive_in_order),
+		cmocka_unit_test(conn_large_write_over_the_budget_leaves_the_queue),
+		ONE(conn_pinned_mode_large_write_round_trips),
 		cmocka_unit_test(conn_small_writes_in_one_callback_share_one_record),
 		cmocka_unit_test(conn_reply_from_on_data_is_sent_before_the_next_event),
 		ONE(conn_large_frames_small_write_borrows_at_most_64k),

@@ -143,7 +143,7 @@ static void expect_stream(struct fx *f, size_t recs, size_t len)
 static void wq_small_write_seals_to_one_record_that_opens(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 5), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 5), 0);
 	assert_int_equal(f->q.queued, 5 + HUSH_RECORD_OVERHEAD);
 	assert_int_equal(hush__wq_buffers(&f->q), 1);
 	expect_stream(f, 1, 5);
@@ -153,7 +153,7 @@ static void wq_writes_before_sealing_share_one_record(void **state)
 {
 	struct fx *f = *state;
 	for (size_t i = 0; i < 10; i++) {
-		assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + i, 1), 0);
+		assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + i, 1), 0);
 	}
 	assert_int_equal(f->q.queued, 10 + HUSH_RECORD_OVERHEAD);
 	expect_stream(f, 1, 10);
@@ -162,9 +162,9 @@ static void wq_writes_before_sealing_share_one_record(void **state)
 static void wq_write_after_sealing_starts_a_new_record(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 3), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 3), 0);
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 3, 4), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + 3, 4), 0);
 	assert_int_equal(f->q.queued, 7 + 2 * HUSH_RECORD_OVERHEAD);
 	expect_stream(f, 2, 7);
 }
@@ -172,7 +172,7 @@ static void wq_write_after_sealing_starts_a_new_record(void **state)
 static void wq_write_beyond_max_payload_splits_into_full_records(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 100, f->data, 250), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 100, f->data, 250), 0);
 	assert_int_equal(f->q.queued, 250 + 3 * HUSH_RECORD_OVERHEAD);
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
 	size_t len = gather(f);
@@ -188,7 +188,7 @@ static void wq_many_writes_fill_buffers_in_order(void **state)
 	struct fx *f = *state;
 	size_t total = 0;
 	for (size_t n = 1; total + n <= 300000; n += 997) {
-		assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + total, n), 0);
+		assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + total, n), 0);
 		total += n;
 	}
 	assert_true(hush__wq_buffers(&f->q) > 1);
@@ -199,7 +199,7 @@ static void wq_write_failing_part_way_leaves_queue_byte_for_byte(void **state)
 {
 	struct fx *f = *state;
 	/* An open record in the one buffer the budget allows. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 1000), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 1000), 0);
 	struct hush__wq before = f->q;
 	assert_non_null(f->q.head);
 	assert_ptr_equal(f->q.head, f->q.tail);
@@ -211,13 +211,13 @@ static void wq_write_failing_part_way_leaves_queue_byte_for_byte(void **state)
 	memcpy(snap, hush_buf_data(f->q.head), n);
 	uint64_t in_use = pool_in_use(f->pool);
 	/* It fills this buffer, then needs another the budget refuses. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 1000, 40000),
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + 1000, 40000),
 			 HUSH_ENOBUFS);
 	assert_memory_equal(&f->q, &before, sizeof(before));
 	assert_memory_equal(hush_buf_data(f->q.head), snap, n);
 	assert_int_equal(pool_in_use(f->pool), in_use);
 	/* And it goes on as if the failed write never happened. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data + 1000, 10), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + 1000, 10), 0);
 	expect_stream(f, 1, 1010);
 	free(snap);
 }
@@ -225,7 +225,7 @@ static void wq_write_failing_part_way_leaves_queue_byte_for_byte(void **state)
 static void wq_write_failing_on_empty_queue_leaves_it_empty(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 40000), HUSH_ENOBUFS);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 40000), HUSH_ENOBUFS);
 	assert_null(f->q.head);
 	assert_null(f->q.tail);
 	assert_int_equal(f->q.queued, 0);
@@ -236,7 +236,7 @@ static void wq_sent_at_every_offset_keeps_the_rest_in_order(void **state)
 {
 	struct fx *f = *state;
 	/* Two buffers' worth, so that offsets cross a buffer's end. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 70000), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 70000), 0);
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
 	size_t total = gather(f);
 	uint8_t *all = malloc(total);
@@ -250,7 +250,7 @@ static void wq_sent_at_every_offset_keeps_the_rest_in_order(void **state)
 		assert_int_equal(hush_record_new(&tx, HUSH_RP_ALTS_AES128_GCM_REKEY, key,
 						 sizeof(key), HUSH_SIDE_CLIENT),
 				 0);
-		assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 70000), 0);
+		assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 70000), 0);
 		assert_int_equal(hush__wq_seal(&f->q, tx), 0);
 		hush__wq_sent(&f->q, k, false);
 		assert_int_equal(f->q.queued, total - k);
@@ -265,7 +265,7 @@ static void wq_sent_at_every_offset_keeps_the_rest_in_order(void **state)
 static void wq_sent_gives_each_buffer_back_after_its_last_byte(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 70000), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 70000), 0);
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
 	unsigned bufs = hush__wq_buffers(&f->q);
 	assert_true(bufs >= 2);
@@ -287,7 +287,7 @@ static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
 	struct fx *f = *state;
 	assert_int_equal(hush__wq_reserve(&f->q, f->pool, 16384), 0);
 	struct hush_buf *pinned = f->q.head;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 100), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 100), 0);
 	expect_stream(f, 1, 100);
 	hush__wq_sent(&f->q, f->q.queued, true);
 	assert_ptr_equal(f->q.head, pinned);
@@ -295,7 +295,7 @@ static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
 	assert_int_equal(f->q.queued, 0);
 	assert_int_equal(hush__wq_sealed(&f->q, (struct iovec[1]){{0}}, 1), 0);
 	/* The next write reuses it from its start. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 20), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 20), 0);
 	assert_int_equal(hush__wq_buffers(&f->q), 1);
 	expect_stream(f, 1, 20);
 }
@@ -303,7 +303,7 @@ static void wq_sent_with_keep_last_keeps_one_empty_buffer(void **state)
 static void wq_reserve_on_a_queue_with_a_buffer_borrows_nothing(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 1), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 1), 0);
 	struct hush_buf *head = f->q.head;
 	assert_int_equal(hush__wq_reserve(&f->q, f->pool, 16384), 0);
 	assert_ptr_equal(f->q.head, head);
@@ -315,7 +315,7 @@ static void wq_sealed_stops_at_the_first_unsealed_record(void **state)
 	struct fx *f = *state;
 	static const uint8_t msg[] = "handshake message";
 	assert_int_equal(hush__wq_add_plain(&f->q, f->pool, msg, sizeof(msg)), 0);
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 9), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 9), 0);
 	assert_int_equal(f->q.queued, sizeof(msg) + 9 + HUSH_RECORD_OVERHEAD);
 	/* Only the plain bytes may leave: the record after them is not sealed yet. */
 	assert_int_equal(gather(f), sizeof(msg));
@@ -343,7 +343,7 @@ static void wq_add_sealed_is_ready_to_send_at_once(void **state)
 static void wq_add_close_queues_an_empty_record_after_the_data(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 30), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 30), 0);
 	assert_int_equal(hush__wq_add_close(&f->q, f->pool), 0);
 	assert_int_equal(f->q.queued, 30 + 2 * HUSH_RECORD_OVERHEAD);
 	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
@@ -360,9 +360,9 @@ static void wq_large_frames_borrow_buffers_of_at_most_64k(void **state)
 	size_t maxp = hush_record_max_payload(f->tx);
 	assert_true(maxp > HUSH__WQ_MAX_BUF);
 	/* A one-byte write must not borrow a 1 MiB buffer. */
-	assert_int_equal(hush__wq_write(&f->q, f->pool, maxp, f->data, 1), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, maxp, f->data, 1), 0);
 	assert_true(hush_buf_capacity(f->q.head) <= HUSH__WQ_MAX_BUF);
-	assert_int_equal(hush__wq_write(&f->q, f->pool, maxp, f->data + 1, 200000), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, maxp, f->data + 1, 200000), 0);
 	/* Each buffer holds at most a tier's worth of records: the stream is at least
 	 * four buffers long. */
 	assert_true(hush__wq_buffers(&f->q) >= 4);
@@ -377,11 +377,194 @@ static void wq_large_frames_borrow_buffers_of_at_most_64k(void **state)
 	expect_stream(f, 0, 200001);
 }
 
+/* A record context like f->tx, from the first counter: for comparing wire bytes. */
+static struct hush_record *fresh_tx(size_t max_send_frame)
+{
+	uint8_t key[KEY_LEN];
+	testlib_fill(key, sizeof(key), 7);
+	struct hush_record *tx;
+	assert_int_equal(hush_record_new(&tx, HUSH_RP_ALTS_AES128_GCM_REKEY, key, sizeof(key),
+					 HUSH_SIDE_CLIENT),
+			 0);
+	assert_int_equal(hush_record_set_limits(tx, max_send_frame, 0), 0);
+	return tx;
+}
+
+static void wq_write_with_rec_seals_whole_records_before_returning(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data, 40000), 0);
+	/* Two whole records are ready to send; the last (7280 bytes) waits, open. */
+	size_t len = gather(f);
+	assert_int_equal(len, 2 * (16360 + HUSH_RECORD_OVERHEAD));
+	expect_wire(f, f->wire, len, 2, 2 * 16360);
+	assert_int_equal(f->q.queued, 40000 + 3 * HUSH_RECORD_OVERHEAD);
+	/* The open record still takes a small write. */
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 40000, 5), 0);
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	hush__wq_sent(&f->q, len, false);
+	size_t rest = gather(f);
+	assert_int_equal(rest, 7285 + HUSH_RECORD_OVERHEAD);
+	size_t plen;
+	assert_int_equal(open_all(f, f->wire, rest, &plen), 1);
+	assert_int_equal(plen, 7285);
+	assert_memory_equal(f->plain, f->data + 2 * 16360, 7285);
+}
+
+static void wq_write_with_rec_below_a_record_seals_nothing(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data, 100), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 100, 16000), 0);
+	/* Nothing was sealed: both writes still share one open record. */
+	assert_int_equal(gather(f), 0);
+	expect_stream(f, 1, 16100);
+}
+
+static void wq_write_with_rec_seals_the_older_open_record_first(void **state)
+{
+	struct fx *f = *state;
+	/* An open record of 100 bytes, then a write that completes it and two more. */
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 100), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 100, 3 * 16360),
+			 0);
+	/* The peer opens them in queue order, so the counters followed it: the older
+	 * record first, then those sealed from the caller's bytes (where records end
+	 * depends on the buffers' sizes: at least two whole ones). */
+	size_t len = gather(f);
+	size_t sealed_plen;
+	open_all(f, f->wire, len, &sealed_plen);
+	assert_true(sealed_plen >= 2 * 16360 && sealed_plen < 3 * 16360 + 100);
+	assert_memory_equal(f->plain, f->data, sealed_plen);
+	hush__wq_sent(&f->q, len, false);
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	size_t rest = gather(f);
+	size_t plen;
+	assert_int_equal(open_all(f, f->wire, rest, &plen), 1);
+	assert_int_equal(sealed_plen + plen, 3 * 16360 + 100);
+	assert_memory_equal(f->plain, f->data + sealed_plen, plen);
+}
+
+static void wq_large_small_large_writes_open_in_order(void **state)
+{
+	struct fx *f = *state;
+	size_t sizes[] = {50000, 7, 70001, 1, 16360, 33000};
+	size_t total = 0;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		assert_int_equal(
+		    hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + total, sizes[i]), 0);
+		total += sizes[i];
+	}
+	expect_stream(f, 0, total);
+}
+
+static void wq_write_sealing_early_puts_the_same_bytes_on_the_wire(void **state)
+{
+	struct fx *f = *state;
+	size_t sizes[] = {100, 40000, 3, 65536, 16360};
+	struct hush__wq late = {0};
+	struct hush_record *tx = fresh_tx(HUSH_RECORD_DEFAULT_SEND_FRAME);
+	size_t total = 0;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		assert_int_equal(
+		    hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + total, sizes[i]), 0);
+		assert_int_equal(hush__wq_write(&late, f->pool, NULL, 16360, f->data + total,
+						sizes[i]),
+				 0);
+		total += sizes[i];
+	}
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	assert_int_equal(hush__wq_seal(&late, tx), 0);
+	size_t len = gather(f);
+	struct hush__wq mine = f->q;
+	f->q = late;
+	uint8_t *copy = malloc(len);
+	assert_non_null(copy);
+	memcpy(copy, f->wire, len);
+	/* Sealed late from copies or early from the caller's bytes: the same records. */
+	assert_int_equal(gather(f), len);
+	assert_memory_equal(f->wire, copy, len);
+	hush__wq_clear(&f->q);
+	f->q = mine;
+	free(copy);
+	hush_record_free(tx);
+	expect_wire(f, f->wire, len, 0, total);
+}
+
+static void wq_write_with_rec_failing_part_way_advances_no_counter(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 1000), 0);
+	struct hush__wq before = f->q;
+	size_t n = hush__wq_header_size() + HUSH_RECORD_HEADER_SIZE + 1000;
+	uint8_t *snap = malloc(n);
+	assert_non_null(snap);
+	memcpy(snap, hush_buf_data(f->q.head), n);
+	uint64_t in_use = pool_in_use(f->pool);
+	/* Whole records to seal, but the second buffer is refused before any is. */
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 1000, 40000),
+			 HUSH_ENOBUFS);
+	assert_memory_equal(&f->q, &before, sizeof(before));
+	assert_memory_equal(hush_buf_data(f->q.head), snap, n);
+	assert_int_equal(pool_in_use(f->pool), in_use);
+	assert_int_equal(hush_record_error(f->tx), 0);
+	/* The peer opens what follows with the first counter: none was used. */
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 1000, 10), 0);
+	expect_stream(f, 1, 1010);
+	free(snap);
+}
+
+static void wq_write_with_rec_in_a_pinned_buffer_opens(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_reserve(&f->q, f->pool, 16384), 0);
+	struct hush_buf *pinned = f->q.head;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data, 16360), 0);
+	/* A full record is sealed at once, in the pinned buffer. */
+	assert_ptr_equal(f->q.head, pinned);
+	size_t len = gather(f);
+	assert_int_equal(len, 16360 + HUSH_RECORD_OVERHEAD);
+	expect_wire(f, f->wire, len, 1, 16360);
+	hush__wq_sent(&f->q, len, true);
+	assert_ptr_equal(f->q.head, pinned);
+	assert_int_equal(f->q.queued, 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 16360, 20000), 0);
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	size_t rest = gather(f);
+	size_t plen;
+	assert_true(open_all(f, f->wire, rest, &plen) >= 2);
+	assert_int_equal(plen, 20000);
+	assert_memory_equal(f->plain, f->data + 16360, 20000);
+}
+
+static void wq_write_with_rec_then_close_ends_with_the_close_record(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data, 20000), 0);
+	assert_int_equal(hush__wq_add_close(&f->q, f->pool), 0);
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	size_t len = gather(f);
+	assert_int_equal(len, 20000 + 3 * HUSH_RECORD_OVERHEAD);
+	assert_int_equal(hush__load_le32(f->wire + len - HUSH_RECORD_OVERHEAD), 20);
+	expect_wire(f, f->wire, len, 3, 20000);
+}
+
+static void wq_write_with_rec_and_large_frames_opens(void **state)
+{
+	struct fx *f = *state;
+	size_t maxp = hush_record_max_payload(f->tx);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, maxp, f->data, 1), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, maxp, f->data + 1, 200000), 0);
+	/* Records end where their 64 KiB buffers do; all but the last are sealed. */
+	assert_true(gather(f) > 0);
+	expect_stream(f, 0, 200001);
+}
+
 static void wq_clear_gives_every_buffer_back(void **state)
 {
 	struct fx *f = *state;
 	assert_int_equal(hush__wq_add_plain(&f->q, f->pool, f->data, 10), 0);
-	assert_int_equal(hush__wq_write(&f->q, f->pool, 16360, f->data, 100000), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 100000), 0);
 	assert_true(pool_in_use(f->pool) >= 2);
 	hush__wq_clear(&f->q);
 	assert_null(f->q.head);
@@ -414,6 +597,15 @@ int main(void)
 	    T(wq_add_close_queues_an_empty_record_after_the_data),
 	    T_BIG(wq_large_frames_borrow_buffers_of_at_most_64k),
 	    T(wq_clear_gives_every_buffer_back),
+	    T(wq_write_with_rec_seals_whole_records_before_returning),
+	    T(wq_write_with_rec_below_a_record_seals_nothing),
+	    T(wq_write_with_rec_seals_the_older_open_record_first),
+	    T(wq_large_small_large_writes_open_in_order),
+	    T(wq_write_sealing_early_puts_the_same_bytes_on_the_wire),
+	    T_BUDGET(wq_write_with_rec_failing_part_way_advances_no_counter),
+	    T(wq_write_with_rec_in_a_pinned_buffer_opens),
+	    T(wq_write_with_rec_then_close_ends_with_the_close_record),
+	    T_BIG(wq_write_with_rec_and_large_frames_opens),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
