@@ -85,7 +85,13 @@ int hush__rbuf_settle(struct hush__rbuf *rb, struct hush_pool *pool, size_t need
 	/* Much larger than what it is for: a smaller tier would hold it. */
 	bool oversized = final && !(how & HUSH__RBUF_PINNED) && cap > 2 * want + HUSH_POOL_HEADROOM;
 	if (!*kept && want <= cap && !oversized) {
-		to_front(rb);
+		/* A record whose size is known and whose rest fits after it stays where it
+		 * is: moving it on every read that ends inside a record copied half of all
+		 * bulk bytes received once more. Once the buffer's end is near, the bytes
+		 * left there are few. */
+		if (need <= rb->len || (size_t)rb->start + need > cap) {
+			to_front(rb);
+		}
 		return 0;
 	}
 	if (*kept && !final && rb->start + want <= cap) {

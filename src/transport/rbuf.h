@@ -59,7 +59,9 @@ enum {
  * Decides where the partial record at the start of the unused bytes lives, once the
  * complete records before it were used. need is its total size when known (its 4-byte
  * length is in), else 0 or 4. The record must fit its buffer from start on, so the
- * next receive has room; a buffer the application kept (*kept) is never written over
+ * next receive has room: it moves to the front only when it would not (or its size is
+ * unknown), so bytes are not copied again on every read; a buffer the application kept
+ * (*kept) is never written over
  * below start; with HUSH__RBUF_FINAL a record waiting for more bytes sits in a buffer
  * sized for it (twice what arrived, at least HUSH__RBUF_IDLE_ROOM, at most need), else
  * at least read_size. No bytes left: the offsets reset and a kept buffer is given up.

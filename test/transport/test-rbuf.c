@@ -181,6 +181,35 @@ static void rbuf_settle_moves_a_partial_record_to_the_front(void **state)
 	}
 }
 
+static void rbuf_settle_leaves_a_record_that_fits_where_it_is(void **state)
+{
+	struct fx *f = *state;
+	/* 16408-byte records: one whole and 4000 bytes of the next arrived. */
+	receive(f, 16408 + 4000, 16408);
+	struct hush_buf *b = f->rb.buf;
+	bool kept = false;
+	assert_int_equal(settle(f, 16408, 0, &kept), 0);
+	assert_ptr_equal(f->rb.buf, b);
+	assert_int_equal(f->rb.start, 16408);
+	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 16408, 4000);
+	/* The rest of the record fits after it. */
+	size_t room;
+	hush__rbuf_tail(&f->rb, &room);
+	assert_true(room >= 16408 - 4000);
+}
+
+static void rbuf_settle_moves_a_record_that_would_not_fit_to_the_front(void **state)
+{
+	struct fx *f = *state;
+	receive(f, 2 * 16408 + 100, 2 * 16408);
+	assert_true(2 * 16408 + 16408 > hush_buf_capacity(f->rb.buf));
+	bool kept = false;
+	assert_int_equal(settle(f, 16408, 0, &kept), 0);
+	assert_int_equal(f->rb.start, 0);
+	assert_int_equal(f->rb.len, 100);
+	assert_memory_equal(hush__rbuf_bytes(&f->rb), f->data + 2 * 16408, 100);
+}
+
 static void rbuf_settle_final_moves_a_small_partial_into_a_small_buffer(void **state)
 {
 	struct fx *f = *state;
@@ -292,6 +321,8 @@ int main(void)
 	    T(rbuf_settle_with_no_bytes_left_resets_and_keeps_the_buffer),
 	    T(rbuf_settle_with_no_bytes_left_gives_up_a_kept_buffer),
 	    T(rbuf_settle_moves_a_partial_record_to_the_front),
+	    T(rbuf_settle_leaves_a_record_that_fits_where_it_is),
+	    T(rbuf_settle_moves_a_record_that_would_not_fit_to_the_front),
 	    T(rbuf_settle_final_moves_a_small_partial_into_a_small_buffer),
 	    T(rbuf_settle_final_pinned_keeps_the_large_buffer),
 	    T(rbuf_settle_final_sizes_for_bytes_come_not_for_length_announced),
