@@ -40,15 +40,16 @@ void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal, EVP_
 void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal, EVP_CIPHER_CTX **open);
 
 /*
- * hush_record_seal() with the plaintext read from src instead of from the frame: the
- * payload_len bytes at src are encrypted into frame + HUSH_RECORD_HEADER_SIZE in the
- * same pass, so a writer seals straight from its caller's bytes without copying them
- * first. src must not overlap the frame unless it is exactly
- * frame + HUSH_RECORD_HEADER_SIZE (that is hush_record_seal()). Returns what
- * hush_record_seal() returns, and HUSH_EINVAL when src is NULL with payload_len > 0.
+ * hush_record_seal() with the plaintext in two parts: the first head_len bytes are in
+ * place at frame + HUSH_RECORD_HEADER_SIZE, the other payload_len - head_len are read
+ * from src and encrypted into the frame after them in the same pass, so a writer seals
+ * straight from its caller's bytes, even a record it began with bytes of an earlier
+ * write, without copying them first. src must not overlap the frame (it may be NULL when
+ * head_len == payload_len: that is hush_record_seal()). Returns what hush_record_seal()
+ * returns, and HUSH_EINVAL when head_len > payload_len or src is NULL with bytes to read.
  */
 HUSH_MUST_CHECK int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_cap,
-					   const uint8_t *src, size_t payload_len,
+					   size_t head_len, const uint8_t *src, size_t payload_len,
 					   size_t *frame_len);
 
 /* sizeof(struct hush_record): everything an idle record context holds. */

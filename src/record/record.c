@@ -401,16 +401,16 @@ int hush_record_error(const struct hush_record *r)
 int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, size_t payload_len,
 		     size_t *frame_len)
 {
-	return hush__record_seal_from(r, frame, frame_cap,
-				      frame != NULL ? frame + HUSH_RECORD_HEADER_SIZE : NULL,
-				      payload_len, frame_len);
+	return hush__record_seal_from(r, frame, frame_cap, payload_len, NULL, payload_len,
+				      frame_len);
 }
 
 int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_cap,
-			   const uint8_t *src, size_t payload_len, size_t *frame_len)
+			   size_t head_len, const uint8_t *src, size_t payload_len,
+			   size_t *frame_len)
 {
-	HUSH_ENSURE(r != NULL && frame != NULL && frame_len != NULL &&
-			(src != NULL || payload_len == 0),
+	HUSH_ENSURE(r != NULL && frame != NULL && frame_len != NULL && head_len <= payload_len &&
+			(src != NULL || head_len == payload_len),
 		    HUSH_EINVAL);
 	if (r->err != 0) {
 		return r->err;
@@ -439,9 +439,11 @@ int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_c
 	 * again, and a failed context never seals another frame.
 	 */
 	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1 ||
-	    (payload_len > 0 &&
-	     EVP_CipherUpdate(ctx, payload, &n, src, (int)payload_len) != 1) ||
-	    EVP_CipherFinal_ex(ctx, payload + n, &n) != 1 ||
+	    (head_len > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)head_len) != 1) ||
+	    (payload_len > head_len &&
+	     EVP_CipherUpdate(ctx, payload + head_len, &n, src, (int)(payload_len - head_len)) !=
+		 1) ||
+	    EVP_CipherFinal_ex(ctx, payload + payload_len, &n) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
 				payload + payload_len) != 1) {
 		rc = HUSH_ECRYPTO;

@@ -105,7 +105,7 @@ int hush__wq_add_sealed(struct hush__wq *q, struct hush_pool *pool, struct hush_
 	struct wq_hdr *h = wq_hdr(b);
 	uint8_t *d = hush_buf_data(b) + h->end;
 	size_t flen = 0;
-	HUSH_GUARD(hush__record_seal_from(rec, d, frame, p, n, &flen));
+	HUSH_GUARD(hush__record_seal_from(rec, d, frame, 0, p, n, &flen));
 	h->end += (uint32_t)flen;
 	h->sealed = h->last = h->end;
 	q->queued += flen;
@@ -133,13 +133,12 @@ int hush__wq_add_close(struct hush__wq *q, struct hush_pool *pool)
 	return 0;
 }
 
-/* Appends up to left bytes of src to b's open record, within max_payload and b's
- * room; with src NULL the record only grows, its payload filled later (fill()).
- * Returns how many were taken (0: the record or the buffer is full). */
-static size_t extend_open(struct hush_buf *b, size_t max_payload, const uint8_t *src, size_t left)
+/* Grows b's open record by up to left bytes, within max_payload and b's room; the
+ * caller puts the bytes there (at once, or in fill()). Returns how many it took (0: the
+ * record or the buffer is full). */
+static size_t extend_open(struct hush_buf *b, size_t max_payload, size_t left)
 {
 	struct wq_hdr *h = wq_hdr(b);
-	uint8_t *d = hush_buf_data(b);
 	size_t cap = hush_buf_capacity(b);
 	size_t plen = h->end - h->last - HUSH_RECORD_OVERHEAD;
 	size_t n = max_payload - plen;
@@ -150,12 +149,9 @@ static size_t extend_open(struct hush_buf *b, size_t max_payload, const uint8_t 
 		n = left;
 	}
 	if (n > 0) {
-		/* The payload ends where the tag room began. */
-		if (src != NULL) {
-			memcpy(d + h->end - HUSH_RECORD_TAG_SIZE, src, n);
-		}
 		h->end += (uint32_t)n;
-		hush__store_le32(d + h->last, (uint32_t)(plen + n + HUSH_RECORD_TAG_SIZE + 4));
+		hush__store_le32(hush_buf_data(b) + h->last,
+				 (uint32_t)(plen + n + HUSH_RECORD_TAG_SIZE + 4));
 	}
 	return n;
 }
@@ -211,13 +207,14 @@ static int seal_before(struct hush__wq *q, struct hush_record *rec, const struct
 
 /*
  * Fills the records a write laid out, from offset at of buffer b to the queue's end,
- * with the bytes at src. With rec, every record but an open last one is sealed straight
- * from src into its place (out of place: the plaintext is read once and never copied),
- * after the older unsealed records, so that counters follow queue order; without rec,
- * or for that open last record, the bytes are copied and sealed late.
+ * with the bytes at src; the first record's first head bytes are already in place (the
+ * open record this write completes). With rec, every record but an open last one is
+ * sealed straight from src into its place (out of place: the plaintext is read once and
+ * never copied), after the older unsealed records, so that counters follow queue order;
+ * without rec, or for that open last record, the bytes are copied and sealed late.
  */
 static int fill(struct hush__wq *q, struct hush_record *rec, size_t max_payload,
-		struct hush_buf *b, uint32_t at, const uint8_t *src)
+		struct hush_buf *b, uint32_t at, size_t head, const uint8_t *src)
 {
 	bool early = false;
 	if (rec != NULL) {
@@ -238,19 +235,20 @@ static int fill(struct hush__wq *q, struct hush_record *rec, size_t max_payload,
 			size_t plen = hush__load_le32(d + at) - (HUSH_RECORD_TAG_SIZE + 4);
 			bool last = b == q->tail && at == h->last;
 			if (!early || (last && plen < max_payload)) {
-				memcpy(d + at + HUSH_RECORD_HEADER_SIZE, src, plen);
+				memcpy(d + at + HUSH_RECORD_HEADER_SIZE + head, src, plen - head);
 				at += (uint32_t)(plen + HUSH_RECORD_OVERHEAD);
 			} else {
 				size_t flen;
-				HUSH_GUARD(hush__record_seal_from(rec, d + at, cap - at, src, plen,
-								  &flen));
+				HUSH_GUARD(hush__record_seal_from(rec, d + at, cap - at, head, src,
+								  plen, &flen));
 				at += (uint32_t)flen;
 				h->sealed = at;
 				if (last) {
 					h->open = 0; /* full: it takes no more bytes */
 				}
 			}
-			src += plen;
+			src += plen - head;
+			head = 0;
 		}
 	}
 	return 0;
@@ -270,20 +268,38 @@ int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, struct hush_recor
 			len0 = hush__load_le32(hush_buf_data(tail0) + save.last);
 		}
 	}
-	/* The first record this write begins: its bytes are filled once every buffer is
-	 * in hand. Bytes that extend the open record before it are copied at once. */
+	/*
+	 * The first record whose bytes are filled once every buffer is in hand (fill()):
+	 * the first this write begins, or, when the write completes the open record and
+	 * will seal, that record, its head (the bytes it held) already in place. Bytes
+	 * that only extend the open record are copied at once.
+	 */
 	struct hush_buf *first = NULL;
 	uint32_t first_at = 0;
+	size_t head = 0;
 	size_t left = len;
 	while (left > 0) {
 		struct hush_buf *b = q->tail;
 		if (b != NULL) {
 			struct wq_hdr *h = wq_hdr(b);
 			if (h->open) {
-				size_t k = extend_open(b, max_payload, first == NULL ? src : NULL,
-						       left);
+				size_t k = extend_open(b, max_payload, left);
+				if (first == NULL && k > 0) {
+					size_t plen = h->end - h->last - HUSH_RECORD_OVERHEAD;
+					if (rec != NULL && k < left) {
+						first = b;
+						first_at = h->last;
+						head = plen - k;
+					} else {
+						/* The payload ends where the tag room
+						 * begins. */
+						uint8_t *at = hush_buf_data(b) + h->end -
+							      HUSH_RECORD_TAG_SIZE - k;
+						memcpy(at, src, k);
+						src += k;
+					}
+				}
 				if (k > 0) {
-					src += first == NULL ? k : 0;
 					left -= k;
 					continue;
 				}
@@ -319,7 +335,7 @@ int hush__wq_write(struct hush__wq *q, struct hush_pool *pool, struct hush_recor
 	for (struct hush_buf *b = q->head; b != NULL; b = wq_hdr(b)->next) {
 		q->queued += wq_hdr(b)->end - wq_hdr(b)->sent;
 	}
-	return first != NULL ? fill(q, rec, max_payload, first, first_at, src) : 0;
+	return first != NULL ? fill(q, rec, max_payload, first, first_at, head, src) : 0;
 }
 
 int hush__wq_seal(struct hush__wq *q, struct hush_record *rec)

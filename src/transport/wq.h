@@ -68,10 +68,12 @@ HUSH_MUST_CHECK int hush__wq_add_close(struct hush__wq *q, struct hush_pool *poo
  * with larger frames a record ends where its buffer does.
  *
  * With rec (which must hold cipher contexts), a write that completes a record seals
- * every record it completes straight from data into the queue (out of place, no copy),
- * after sealing the older unsealed records, so that counters follow queue order; the
- * last record, while it can still grow, is copied and sealed late (hush__wq_seal()), so
- * that small writes share records. With rec NULL everything is copied and sealed late.
+ * every record it completes straight from data into the queue (out of place, no copy;
+ * an open record it completes is sealed from the bytes it held, in place, and the rest
+ * from data), after sealing the older unsealed records, so that counters follow queue
+ * order; the last record, while it can still grow, is copied and sealed late
+ * (hush__wq_seal()), so that small writes share records. Record boundaries are the same
+ * either way. With rec NULL everything is copied and sealed late.
  *
  * All or nothing: every buffer is borrowed before any byte is sealed, so on the pool's
  * error the queue is byte for byte what it was and no counter advanced. rec's error

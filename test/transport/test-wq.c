@@ -377,16 +377,16 @@ static void wq_large_frames_borrow_buffers_of_at_most_64k(void **state)
 	expect_stream(f, 0, 200001);
 }
 
-/* A record context like f->tx, from the first counter: for comparing wire bytes. */
-static struct hush_record *fresh_tx(size_t max_send_frame)
+/* A client record context of protocol rp from the first counter, keyed as the
+ * fixture's: for comparing wire bytes. */
+static struct hush_record *fresh_tx(enum hush_record_protocol rp)
 {
 	uint8_t key[KEY_LEN];
 	testlib_fill(key, sizeof(key), 7);
 	struct hush_record *tx;
-	assert_int_equal(hush_record_new(&tx, HUSH_RP_ALTS_AES128_GCM_REKEY, key, sizeof(key),
-					 HUSH_SIDE_CLIENT),
+	assert_int_equal(hush_record_new(&tx, rp, key, hush_record_key_size(rp), HUSH_SIDE_CLIENT),
 			 0);
-	assert_int_equal(hush_record_set_limits(tx, max_send_frame, 0), 0);
+	assert_int_equal(hush_record_set_limits(tx, HUSH_RECORD_DEFAULT_SEND_FRAME, 0), 0);
 	return tx;
 }
 
@@ -458,37 +458,110 @@ static void wq_large_small_large_writes_open_in_order(void **state)
 	expect_stream(f, 0, total);
 }
 
-static void wq_write_sealing_early_puts_the_same_bytes_on_the_wire(void **state)
+/* Writes the same sizes to a queue that seals early (with rp's cipher) and to one that
+ * copies and seals late, and checks that both put the same bytes on the wire. */
+static void expect_early_equals_late(struct fx *f, enum hush_record_protocol rp)
 {
-	struct fx *f = *state;
-	size_t sizes[] = {100, 40000, 3, 65536, 16360};
+	size_t sizes[] = {100, 40000, 3, 65536, 7, 16360, 1, 16359, 50000};
+	struct hush__wq early = {0};
 	struct hush__wq late = {0};
-	struct hush_record *tx = fresh_tx(HUSH_RECORD_DEFAULT_SEND_FRAME);
+	struct hush_record *tx_early = fresh_tx(rp);
+	struct hush_record *tx_late = fresh_tx(rp);
 	size_t total = 0;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		assert_int_equal(
-		    hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + total, sizes[i]), 0);
+		assert_int_equal(hush__wq_write(&early, f->pool, tx_early, 16360, f->data + total,
+						sizes[i]),
+				 0);
 		assert_int_equal(hush__wq_write(&late, f->pool, NULL, 16360, f->data + total,
 						sizes[i]),
 				 0);
 		total += sizes[i];
 	}
-	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
-	assert_int_equal(hush__wq_seal(&late, tx), 0);
+	assert_int_equal(hush__wq_seal(&early, tx_early), 0);
+	assert_int_equal(hush__wq_seal(&late, tx_late), 0);
+	f->q = early;
 	size_t len = gather(f);
-	struct hush__wq mine = f->q;
-	f->q = late;
+	assert_int_equal(len, early.queued);
 	uint8_t *copy = malloc(len);
 	assert_non_null(copy);
 	memcpy(copy, f->wire, len);
-	/* Sealed late from copies or early from the caller's bytes: the same records. */
+	f->q = late;
 	assert_int_equal(gather(f), len);
 	assert_memory_equal(f->wire, copy, len);
-	hush__wq_clear(&f->q);
-	f->q = mine;
+	hush__wq_clear(&early);
+	hush__wq_clear(&late);
+	f->q = (struct hush__wq){0};
 	free(copy);
-	hush_record_free(tx);
-	expect_wire(f, f->wire, len, 0, total);
+	hush_record_free(tx_early);
+	hush_record_free(tx_late);
+}
+
+static void wq_write_sealing_early_puts_the_same_bytes_on_the_wire(void **state)
+{
+	struct fx *f = *state;
+	expect_early_equals_late(f, HUSH_RP_ALTS_AES128_GCM_REKEY);
+	/* And the peer opens them to what was written. */
+	size_t sizes_total = 100 + 40000 + 3 + 65536 + 7 + 16360 + 1 + 16359 + 50000;
+	size_t total = 0;
+	while (total < sizes_total) {
+		size_t n = sizes_total - total < 40000 ? sizes_total - total : 40000;
+		assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + total, n),
+				 0);
+		total += n;
+	}
+	expect_stream(f, 0, sizes_total);
+}
+
+static void wq_write_sealing_early_with_chacha_puts_the_same_bytes_on_the_wire(void **state)
+{
+	expect_early_equals_late(*state, HUSH_RP_CHACHA20_POLY1305_REKEY);
+}
+
+static void wq_write_sealing_early_without_rekey_puts_the_same_bytes_on_the_wire(void **state)
+{
+	expect_early_equals_late(*state, HUSH_RP_ALTS_AES128_GCM);
+}
+
+static void wq_large_write_after_a_small_one_completes_its_record(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data, 100), 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 100, 16360), 0);
+	/* The small write's record was completed with the large write's bytes and sealed
+	 * at once: a whole record, 100 bytes in place and 16260 from the caller. */
+	size_t len = gather(f);
+	assert_true(len >= 16360 + HUSH_RECORD_OVERHEAD);
+	assert_int_equal(hush__load_le32(f->wire), 16360 + 20);
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	len = gather(f);
+	assert_int_equal(len, f->q.queued);
+	expect_wire(f, f->wire, len, 0, 16460);
+}
+
+static void wq_writes_of_a_record_and_more_keep_records_whole(void **state)
+{
+	struct fx *f = *state;
+	/* 16 KiB at a time (libevent's default single write): every record but the
+	 * last is a whole one, as when the bytes were copied. */
+	for (size_t i = 0; i < 8; i++) {
+		assert_int_equal(
+		    hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + i * 16384, 16384), 0);
+	}
+	assert_int_equal(hush__wq_seal(&f->q, f->tx), 0);
+	size_t len = gather(f);
+	size_t off = 0;
+	size_t recs = 0;
+	size_t short_recs = 0;
+	while (off < len) {
+		size_t flen = hush__load_le32(f->wire + off) + 4;
+		short_recs += flen < 16384;
+		off += flen;
+		recs++;
+	}
+	/* Records end where a 64 KiB buffer does, too: at most one short one per buffer,
+	 * and the last. */
+	assert_true(short_recs <= hush__wq_buffers(&f->q) + 1);
+	expect_wire(f, f->wire, len, recs, 8 * 16384);
 }
 
 static void wq_write_with_rec_failing_part_way_advances_no_counter(void **state)
@@ -602,6 +675,10 @@ int main(void)
 	    T(wq_write_with_rec_seals_the_older_open_record_first),
 	    T(wq_large_small_large_writes_open_in_order),
 	    T(wq_write_sealing_early_puts_the_same_bytes_on_the_wire),
+	    T(wq_write_sealing_early_with_chacha_puts_the_same_bytes_on_the_wire),
+	    T(wq_write_sealing_early_without_rekey_puts_the_same_bytes_on_the_wire),
+	    T(wq_large_write_after_a_small_one_completes_its_record),
+	    T(wq_writes_of_a_record_and_more_keep_records_whole),
 	    T_BUDGET(wq_write_with_rec_failing_part_way_advances_no_counter),
 	    T(wq_write_with_rec_in_a_pinned_buffer_opens),
 	    T(wq_write_with_rec_then_close_ends_with_the_close_record),

@@ -9,12 +9,15 @@
  * hush_conn_write() would refuse the bytes) and the target is connected. Target
  * addresses are tried in the order they resolved to, each within the connect timeout.
  *
- * Memory: an idle session holds this struct (one struct event included) and its hush
- * connection, and no buffer. Plaintext read from the socket goes through the worker's
- * scratch buffer straight into hush_conn_write(), which copies it into hush's write
- * queue. Plaintext from hush is sent to the socket from the view on_data gives; what the
- * socket does not take at once stays in hush's pool buffer (hush_conn_keep_data()), and
- * hush reading is paused until it is sent.
+ * Memory and copies: an idle session holds this struct (one struct event included) and
+ * its hush connection, and no buffer. Plaintext read from the socket goes into the
+ * worker's scratch buffer and from there straight into hush_conn_write(), which seals
+ * the whole records of it from the scratch buffer into hush's write queue in one pass
+ * (only the last, partial record of a read is copied, to be sealed when it is sent).
+ * Plaintext from hush is sent to the socket from the view on_data gives, in hush's read
+ * buffer, where it was decrypted; what the socket does not take at once stays there
+ * (hush_conn_keep_data()), and hush reading is paused until it is sent. Neither
+ * direction copies the bytes beyond the kernel's copies and the cipher's pass.
  *
  * Backpressure, both ways: hush reading stops while bytes wait for the plaintext
  * socket; plaintext reading stops while hush's write queue is above its high watermark
