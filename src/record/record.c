@@ -405,9 +405,8 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 				      frame_len);
 }
 
-int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_cap,
-			   size_t head_len, const uint8_t *src, size_t payload_len,
-			   size_t *frame_len)
+int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_cap, size_t head_len,
+			   const uint8_t *src, size_t payload_len, size_t *frame_len)
 {
 	HUSH_ENSURE(r != NULL && frame != NULL && frame_len != NULL && head_len <= payload_len &&
 			(src != NULL || head_len == payload_len),
@@ -440,9 +439,8 @@ int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_c
 	 */
 	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1 ||
 	    (head_len > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)head_len) != 1) ||
-	    (payload_len > head_len &&
-	     EVP_CipherUpdate(ctx, payload + head_len, &n, src, (int)(payload_len - head_len)) !=
-		 1) ||
+	    (payload_len > head_len && EVP_CipherUpdate(ctx, payload + head_len, &n, src,
+							(int)(payload_len - head_len)) != 1) ||
 	    EVP_CipherFinal_ex(ctx, payload + payload_len, &n) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
 				payload + payload_len) != 1) {

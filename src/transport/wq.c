@@ -213,8 +213,8 @@ static int seal_before(struct hush__wq *q, struct hush_record *rec, const struct
  * never copied), after the older unsealed records, so that counters follow queue order;
  * without rec, or for that open last record, the bytes are copied and sealed late.
  */
-static int fill(struct hush__wq *q, struct hush_record *rec, size_t max_payload,
-		struct hush_buf *b, uint32_t at, size_t head, const uint8_t *src)
+static int fill(struct hush__wq *q, struct hush_record *rec, size_t max_payload, struct hush_buf *b,
+		uint32_t at, size_t head, const uint8_t *src)
 {
 	bool early = false;
 	if (rec != NULL) {

@@ -1,7 +1,7 @@
 /*
  * A connection's write queue: records laid out in pool buffers, sealed as they are
- * written (whole records) or late (the open last one), and handed out as gather lists. It knows pool buffers and a hush_record only: no socket, no
- * event. Never installed.
+ * written (whole records) or late (the open last one), and handed out as gather lists. It knows
+ * pool buffers and a hush_record only: no socket, no event. Never installed.
  */
 #ifndef HUSH_TRANSPORT_WQ_H
 #define HUSH_TRANSPORT_WQ_H

@@ -188,7 +188,8 @@ static void wq_many_writes_fill_buffers_in_order(void **state)
 	struct fx *f = *state;
 	size_t total = 0;
 	for (size_t n = 1; total + n <= 300000; n += 997) {
-		assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + total, n), 0);
+		assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data + total, n),
+				 0);
 		total += n;
 	}
 	assert_true(hush__wq_buffers(&f->q) > 1);
@@ -426,8 +427,7 @@ static void wq_write_with_rec_seals_the_older_open_record_first(void **state)
 	struct fx *f = *state;
 	/* An open record of 100 bytes, then a write that completes it and two more. */
 	assert_int_equal(hush__wq_write(&f->q, f->pool, NULL, 16360, f->data, 100), 0);
-	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 100, 3 * 16360),
-			 0);
+	assert_int_equal(hush__wq_write(&f->q, f->pool, f->tx, 16360, f->data + 100, 3 * 16360), 0);
 	/* The peer opens them in queue order, so the counters followed it: the older
 	 * record first, then those sealed from the caller's bytes (where records end
 	 * depends on the buffers' sizes: at least two whole ones). */
@@ -469,12 +469,10 @@ static void expect_early_equals_late(struct fx *f, enum hush_record_protocol rp)
 	struct hush_record *tx_late = fresh_tx(rp);
 	size_t total = 0;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		assert_int_equal(hush__wq_write(&early, f->pool, tx_early, 16360, f->data + total,
-						sizes[i]),
-				 0);
-		assert_int_equal(hush__wq_write(&late, f->pool, NULL, 16360, f->data + total,
-						sizes[i]),
-				 0);
+		assert_int_equal(
+		    hush__wq_write(&early, f->pool, tx_early, 16360, f->data + total, sizes[i]), 0);
+		assert_int_equal(
+		    hush__wq_write(&late, f->pool, NULL, 16360, f->data + total, sizes[i]), 0);
 		total += sizes[i];
 	}
 	assert_int_equal(hush__wq_seal(&early, tx_early), 0);
