@@ -211,11 +211,13 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 	/*
 	 * A write of a record's payload or more seals the records it completes now, straight
 	 * from data (wq.c: one pass, no copy), so it borrows the cipher contexts unless the
-	 * connection holds them. Inside one of this connection's entries (where the read
-	 * path may be using them) the entry gives them back at its end; outside, they go
-	 * back before this call returns, so writes from outside never hold contexts across
-	 * the loop iteration. Without contexts (none to borrow) the write copies and the
-	 * records are sealed late, as smaller writes are.
+	 * connection holds them. They go back as hush_conn_flush() gives its own: inside
+	 * one of this connection's entries (where the read path may be using them) the
+	 * entry gives them back at its end; outside, the end-of-iteration work this write
+	 * schedules does, which seals and sends the rest with them (so the flush below and
+	 * that work do not key contexts again), and this call only when nothing is
+	 * scheduled. Without contexts (none to borrow) the write copies and the records are
+	 * sealed late, as smaller writes are.
 	 */
 	size_t max_payload = hush_record_max_payload(c->rec);
 	bool lent = false;
@@ -229,16 +231,13 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 		}
 	}
 	/* All or nothing: the pool's failure part-way leaves the queue as it was. */
-	int wrc = hush__wq_write(&c->wq, c->loop->pool, seal, max_payload, data, len);
-	if (lent && c->depth == 0) {
-		hush__conn_ciphers_detach(c);
-	}
-	if (wrc < 0) {
+	int rc = hush__wq_write(&c->wq, c->loop->pool, seal, max_payload, data, len);
+	if (rc < 0) {
 		/* A seal failed: the record context is failed for good, and so is c. */
 		if (hush_record_error(c->rec) != 0) {
-			hush__conn_fail(c, wrc);
+			hush__conn_fail(c, rc);
 		}
-		return wrc;
+		goto out;
 	}
 	c->stats.bytes_out += len;
 
@@ -252,7 +251,6 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 	 * pool's retained buffers cover them. Other writes wait for the end of the loop
 	 * iteration.
 	 */
-	int rc = 0;
 	if (c->flags & F_IN_ENTRY) {
 		c->flags |= F_FLUSH_END;
 	} else {
@@ -261,14 +259,15 @@ int hush_conn_write(struct hush_conn *c, const void *data, size_t len)
 	if (rc == 0 && c->wq.queued >= HUSH__WQ_MAX_BUF / 2 && !(c->flags & F_WANT_WRITE)) {
 		rc = hush_conn_flush(c);
 	}
-	if (rc < 0) {
-		return rc;
-	}
-	if (c->wq.queued > c->cfg->c.write_high_water) {
+	if (rc == 0 && c->wq.queued > c->cfg->c.write_high_water) {
 		c->flags |= F_OVER_HIGH;
-		return 1;
+		rc = 1;
 	}
-	return 0;
+out:
+	if (lent && c->depth == 0 && !(c->flags & F_PENDING)) {
+		hush__conn_ciphers_detach(c);
+	}
+	return rc;
 }
 
 int hush_conn_flush(struct hush_conn *c)
