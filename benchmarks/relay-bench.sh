@@ -142,7 +142,7 @@ row median "$mr" "$mt" "$cr" "$ct" "$ar" "$at"
 # The ceiling: the relays' whole-machine CPU per GiB plus nothing but the AEAD, sealing
 # once and opening once (hush-bench's aes-gcm-limit row: one core, 16 KiB records).
 aes=$("$BENCH" --quick --filter 'LargeMessage/aes-gcm-limit$' 2>/dev/null |
-	awk '/^BenchmarkLargeMessage\/aes-gcm-limit/ { print $3 }' 2>/dev/null)
+	awk '/^BenchmarkLargeMessage\/aes-gcm-limit/ { print $3 }')
 awk -v r="$mr" -v t="$mt" -v cr="$cr" -v ct="$ct" -v ar="$ar" -v at="$at" -v aes="${aes:-0}" 'BEGIN {
 	printf "hushpipe/relays: %.2fx the speed; CPU per GiB %.2fx in the middle (+%.3f s),", t / r, ct / cr, ct - cr
 	printf " %.2fx on the whole machine (+%.3f s)\n", at / ar, at - ar
