@@ -31,12 +31,25 @@ enum dir { SEAL = 0, OPEN = 1 };
 #define F_SERVER	   0x01u
 #define F_KEYED(which)	   (0x02u << (which)) /* dir[which].ctx holds dir[which].key */
 #define F_EXHAUSTED(which) (0x08u << (which)) /* the last counter value was used */
+#define F_HOLDS(which)	   (0x20u << (which)) /* dir[which].ctx is ours now */
 
-/* One direction: the next frame's index and the AEAD key of its epoch. 56 bytes. */
+/*
+ * One direction: the next frame's index and the AEAD key of its epoch. 56 bytes.
+ *
+ * ctx is the cipher context the direction holds (F_HOLDS) or, once taken back, the one
+ * it held last, kept only to be recognised (never used) when it comes back: a
+ * connection alone on its loop gets the same contexts at every readiness event, and a
+ * context that still holds this direction's key schedule is not keyed again (key
+ * expansion and GCM's table, several hundred nanoseconds a record). A context comes
+ * back keyed only if, besides being the same one, its application data still names
+ * this direction: every keying here writes it (direction_ready), so a context keyed by
+ * any other record context since, or freed and made anew at the same address, is not
+ * taken for keyed. While this record context lives no other can own that address.
+ */
 struct direction {
 	uint64_t index;			/* counter of the next frame, without the side bit */
 	uint64_t key_epoch;		/* index >> 16 that key[] belongs to; NO_EPOCH before any */
-	EVP_CIPHER_CTX *ctx;		/* NULL while none is lent */
+	EVP_CIPHER_CTX *ctx;		/* see above; NULL before any was given */
 	uint8_t key[MAX_AEAD_KEY_SIZE]; /* 16 bytes used for AES-128, 32 for ChaCha20 */
 };
 
@@ -229,13 +242,16 @@ static int direction_ready(struct hush_record *r, const struct proto *p, enum di
 	if ((r->flags & F_KEYED(which)) == 0) {
 		/* OpenSSL 3 frees and re-creates a context's provider state whenever a cipher
 		 * is passed, even the one it already has: pass it only when the (possibly
-		 * lent) context holds another, so that re-keying allocates nothing. */
+		 * lent) context holds another, so that re-keying allocates nothing. The mark
+		 * of struct direction goes first: a context that failed half-way is nobody's. */
 		const EVP_CIPHER *want = cipher_of(p);
 		const EVP_CIPHER *have = EVP_CIPHER_CTX_get0_cipher(d->ctx);
+		EVP_CIPHER_CTX_set_app_data(d->ctx, NULL);
 		if (EVP_CipherInit_ex(d->ctx, have == want ? NULL : want, NULL, d->key, NULL,
 				      which == SEAL) != 1) {
 			return HUSH_ECRYPTO;
 		}
+		EVP_CIPHER_CTX_set_app_data(d->ctx, d);
 		r->flags |= F_KEYED(which);
 	}
 	return 0;
@@ -292,6 +308,7 @@ static int record_create(struct hush_record **out, enum hush_record_protocol rp,
 	if (ciphers) {
 		r->dir[SEAL].ctx = EVP_CIPHER_CTX_new();
 		r->dir[OPEN].ctx = EVP_CIPHER_CTX_new();
+		r->flags |= F_HOLDS(SEAL) | F_HOLDS(OPEN);
 		if (r->dir[SEAL].ctx == NULL || r->dir[OPEN].ctx == NULL) {
 			hush_record_free(r);
 			return HUSH_ENOMEM;
@@ -319,25 +336,52 @@ void hush_record_free(struct hush_record *r)
 		return;
 	}
 	/* EVP_CIPHER_CTX_free wipes the key schedule; hush__free_secret wipes the keys. */
-	EVP_CIPHER_CTX_free(r->dir[SEAL].ctx);
-	EVP_CIPHER_CTX_free(r->dir[OPEN].ctx);
+	if (r->flags & F_HOLDS(SEAL)) {
+		EVP_CIPHER_CTX_free(r->dir[SEAL].ctx);
+	}
+	if (r->flags & F_HOLDS(OPEN)) {
+		EVP_CIPHER_CTX_free(r->dir[OPEN].ctx);
+	}
 	hush__free_secret(r, sizeof(*r));
+}
+
+/* Whether ctx, given back to direction which, still holds its key (struct direction). */
+static bool still_keyed(const struct hush_record *r, enum dir which, const EVP_CIPHER_CTX *ctx)
+{
+	const struct direction *d = &r->dir[which];
+	return (r->flags & F_KEYED(which)) && ctx == d->ctx &&
+	       EVP_CIPHER_CTX_get_app_data(ctx) == d;
 }
 
 void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal, EVP_CIPHER_CTX *open)
 {
+	/* A cache handing contexts out last in, first out returns the pair swapped: each
+	 * goes back to the direction that held it (both run the same cipher, and
+	 * EVP_CipherInit_ex sets the direction per record anyway). */
+	if (seal == r->dir[OPEN].ctx || open == r->dir[SEAL].ctx) {
+		EVP_CIPHER_CTX *t = seal;
+		seal = open;
+		open = t;
+	}
+	uint8_t keep = 0;
+	if (still_keyed(r, SEAL, seal)) {
+		keep |= F_KEYED(SEAL);
+	}
+	if (still_keyed(r, OPEN, open)) {
+		keep |= F_KEYED(OPEN);
+	}
 	r->dir[SEAL].ctx = seal;
 	r->dir[OPEN].ctx = open;
 	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
+	r->flags |= (uint8_t)(keep | F_HOLDS(SEAL) | F_HOLDS(OPEN));
 }
 
 void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal, EVP_CIPHER_CTX **open)
 {
-	*seal = r->dir[SEAL].ctx;
-	*open = r->dir[OPEN].ctx;
-	r->dir[SEAL].ctx = NULL;
-	r->dir[OPEN].ctx = NULL;
-	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
+	/* The pointers and F_KEYED stay, to recognise the contexts if they come back. */
+	*seal = (r->flags & F_HOLDS(SEAL)) ? r->dir[SEAL].ctx : NULL;
+	*open = (r->flags & F_HOLDS(OPEN)) ? r->dir[OPEN].ctx : NULL;
+	r->flags &= (uint8_t) ~(F_HOLDS(SEAL) | F_HOLDS(OPEN));
 }
 
 size_t hush__record_size(void)
@@ -408,7 +452,7 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 	/* Caller errors: nothing is touched and the context stays usable. */
 	HUSH_ENSURE(payload_len <= hush_record_max_payload(r), HUSH_EMSGSIZE);
 	HUSH_ENSURE(frame_cap >= payload_len + HUSH_RECORD_OVERHEAD, HUSH_ENOSPACE);
-	HUSH_ENSURE(r->dir[SEAL].ctx != NULL, HUSH_ESTATE);
+	HUSH_ENSURE(r->flags & F_HOLDS(SEAL), HUSH_ESTATE);
 	if ((r->flags & F_EXHAUSTED(SEAL)) != 0) {
 		return rec_fail(r, HUSH_ECOUNTER);
 	}
@@ -484,7 +528,7 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	if (r->err != 0) {
 		return r->err;
 	}
-	HUSH_ENSURE(r->dir[OPEN].ctx != NULL, HUSH_ESTATE);
+	HUSH_ENSURE(r->flags & F_HOLDS(OPEN), HUSH_ESTATE);
 	size_t need = 0;
 	int rc = hush_record_parse(r, frame, frame_len, &need);
 	if (rc == HUSH_EAGAIN || (rc == 0 && need != frame_len)) {
