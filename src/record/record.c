@@ -215,15 +215,29 @@ static uint8_t side_bit_of(const struct hush_record *r, enum dir which)
  * ALTSRP_GCM_AES128 (section 3.1). The exhaustion check keeps an ALTSRP_GCM_AES128 index
  * below 2^40, so bytes 5..10 are zero there as the 5-byte counter requires.
  */
+static uint64_t load_le64(const uint8_t *p)
+{
+	return (uint64_t)hush__load_le32(p) | ((uint64_t)hush__load_le32(p + 4) << 32);
+}
+
+static void store_le64(uint8_t *p, uint64_t v)
+{
+	hush__store_le32(p, (uint32_t)v);
+	hush__store_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* As build_counter() and the mask byte by byte, in two words: this runs per record. */
 static void build_nonce(const struct hush_record *r, const struct proto *p, enum dir which,
 			uint8_t nonce[NONCE_SIZE])
 {
-	build_counter(r->dir[which].index, side_bit_of(r, which), nonce);
+	uint64_t lo = r->dir[which].index;		   /* counter bytes 0..7 */
+	uint32_t hi = (uint32_t)side_bit_of(r, which) << 24; /* bytes 8..11 */
 	if (p->rekey) {
-		for (unsigned i = 0; i < NONCE_SIZE; i++) {
-			nonce[i] ^= r->mask[i];
-		}
+		lo ^= load_le64(r->mask);
+		hi ^= hush__load_le32(r->mask + 8);
 	}
+	store_le64(nonce, lo);
+	hush__store_le32(nonce + 8, hi);
 }
 
 /* Makes dir[which].ctx ready for the next frame: derives the epoch's key when the
@@ -549,12 +563,17 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	if (rc < 0) {
 		goto out;
 	}
-	/* The peer sealed with its own side bit (section 2). */
+	/* The peer sealed with its own side bit (section 2). The tag goes in with the nonce,
+	 * one call instead of an EVP_CIPHER_CTX_ctrl() whose parameters OpenSSL would look
+	 * up by name a second time. */
 	build_nonce(r, p, OPEN, nonce);
-	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1 ||
-	    (plen > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)plen) != 1) ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE, payload + plen) !=
-		1) {
+	OSSL_PARAM tag[] = {
+	    OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, payload + plen,
+					      HUSH_RECORD_TAG_SIZE),
+	    OSSL_PARAM_construct_end(),
+	};
+	if (EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, 0, tag) != 1 ||
+	    (plen > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)plen) != 1)) {
 		rc = HUSH_ECRYPTO;
 		goto wipe;
 	}
