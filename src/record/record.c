@@ -230,7 +230,7 @@ static void store_le64(uint8_t *p, uint64_t v)
 static void build_nonce(const struct hush_record *r, const struct proto *p, enum dir which,
 			uint8_t nonce[NONCE_SIZE])
 {
-	uint64_t lo = r->dir[which].index;		   /* counter bytes 0..7 */
+	uint64_t lo = r->dir[which].index;		     /* counter bytes 0..7 */
 	uint32_t hi = (uint32_t)side_bit_of(r, which) << 24; /* bytes 8..11 */
 	if (p->rekey) {
 		lo ^= load_le64(r->mask);
@@ -481,6 +481,15 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 		goto out;
 	}
 	build_nonce(r, p, SEAL, nonce);
+	/* The tag is read as a parameter, what EVP_CIPHER_CTX_ctrl() would build and pass
+	 * on, without the round through it (as open passes the tag with the nonce). Not
+	 * OSSL_PARAM_modified(): OpenSSL 3.0's ChaCha20-Poly1305 copies the tag without
+	 * marking the parameter. */
+	OSSL_PARAM tag[] = {
+	    OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, payload + payload_len,
+					      HUSH_RECORD_TAG_SIZE),
+	    OSSL_PARAM_construct_end(),
+	};
 	/*
 	 * Section 1: no associated data. Any failure past this point is sticky: the payload
 	 * may already be encrypted under this nonce, which therefore must never be used
@@ -490,8 +499,7 @@ int hush_record_seal(struct hush_record *r, uint8_t *frame, size_t frame_cap, si
 	    (payload_len > 0 &&
 	     EVP_CipherUpdate(ctx, payload, &n, payload, (int)payload_len) != 1) ||
 	    EVP_CipherFinal_ex(ctx, payload + n, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
-				payload + payload_len) != 1) {
+	    EVP_CIPHER_CTX_get_params(ctx, tag) != 1) {
 		rc = HUSH_ECRYPTO;
 		goto out;
 	}
