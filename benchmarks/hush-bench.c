@@ -34,7 +34,10 @@
  *  - PingPong: round trips of 64-byte messages, each end on its own thread.
  *  - Handshake: full handshakes per second, both ends on one thread, with the allocations
  *    of both ends per handshake; x25519-limit is X25519's own speed divided by the 8
- *    operations of an XX handshake (and by 4 for NNpsk0, as nnpsk0-handshakes/s).
+ *    operations of an XX handshake (and by 4 for NNpsk0, as nnpsk0-handshakes/s);
+ *    evp-floor is every OpenSSL call an XX handshake needs (hashes, HMACs, new key, DH,
+ *    AEAD) on contexts made once, whose allocs/op is the fewest any XX on this OpenSSL
+ *    can make.
  *  - Pool: one 16 KiB acquire and release, against malloc and free, on 1, 2 and 4
  *    threads.
  *  - ManyConns: 1,000 to 9,000 connections with 5% of them echoing 16 KiB messages: peak

@@ -24,13 +24,18 @@
  *
  * hush__record_give_ciphers() hands r two contexts, r then owns them. They may be in any
  * state (fresh, or keyed for another connection, another direction or another cipher):
- * r treats them as unkeyed and keys each on its next use. A context that already holds
- * r's cipher is re-keyed in place, without allocating; any other is initialised afresh
- * with the cipher. r must hold none when called.
+ * r keys each on its next use, unless it is one r itself held last and keyed, in either
+ * position (r puts each back in the direction that held it), and no record context has
+ * keyed it since: each keying by a record context marks the context as the keyer's
+ * (EVP_CIPHER_CTX_set_app_data), so a context is not keyed again when it comes back
+ * still marked as r's. Whoever keys a lent context otherwise must clear that mark. A
+ * context that already holds r's cipher is re-keyed in place, without allocating; any
+ * other is initialised afresh with the cipher. r must hold none when called.
  *
  * hush__record_take_ciphers() moves r's contexts out to *seal and *open (NULL when r holds
- * none); r keeps its keys, counters and error. The contexts still hold r's key schedule:
- * the next borrower keys them again before use, as give says.
+ * none); r keeps its keys, counters and error, and remembers which contexts it held,
+ * only to compare them with those given next. The contexts still hold r's key schedule:
+ * another borrower keys them again before use, as give says.
  *
  * hush_record_free() frees any context r holds at the time.
  */

@@ -31,12 +31,25 @@ enum dir { SEAL = 0, OPEN = 1 };
 #define F_SERVER	   0x01u
 #define F_KEYED(which)	   (0x02u << (which)) /* dir[which].ctx holds dir[which].key */
 #define F_EXHAUSTED(which) (0x08u << (which)) /* the last counter value was used */
+#define F_HOLDS(which)	   (0x20u << (which)) /* dir[which].ctx is ours now */
 
-/* One direction: the next frame's index and the AEAD key of its epoch. 56 bytes. */
+/*
+ * One direction: the next frame's index and the AEAD key of its epoch. 56 bytes.
+ *
+ * ctx is the cipher context the direction holds (F_HOLDS) or, once taken back, the one
+ * it held last, kept only to be recognised (never used) when it comes back: a
+ * connection alone on its loop gets the same contexts at every readiness event, and a
+ * context that still holds this direction's key schedule is not keyed again (key
+ * expansion and GCM's table, several hundred nanoseconds a record). A context comes
+ * back keyed only if, besides being the same one, its application data still names
+ * this direction: every keying here writes it (direction_ready), so a context keyed by
+ * any other record context since, or freed and made anew at the same address, is not
+ * taken for keyed. While this record context lives no other can own that address.
+ */
 struct direction {
 	uint64_t index;			/* counter of the next frame, without the side bit */
 	uint64_t key_epoch;		/* index >> 16 that key[] belongs to; NO_EPOCH before any */
-	EVP_CIPHER_CTX *ctx;		/* NULL while none is lent */
+	EVP_CIPHER_CTX *ctx;		/* see above; NULL before any was given */
 	uint8_t key[MAX_AEAD_KEY_SIZE]; /* 16 bytes used for AES-128, 32 for ChaCha20 */
 };
 
@@ -202,15 +215,29 @@ static uint8_t side_bit_of(const struct hush_record *r, enum dir which)
  * ALTSRP_GCM_AES128 (section 3.1). The exhaustion check keeps an ALTSRP_GCM_AES128 index
  * below 2^40, so bytes 5..10 are zero there as the 5-byte counter requires.
  */
+static uint64_t load_le64(const uint8_t *p)
+{
+	return (uint64_t)hush__load_le32(p) | ((uint64_t)hush__load_le32(p + 4) << 32);
+}
+
+static void store_le64(uint8_t *p, uint64_t v)
+{
+	hush__store_le32(p, (uint32_t)v);
+	hush__store_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* As build_counter() and the mask byte by byte, in two words: this runs per record. */
 static void build_nonce(const struct hush_record *r, const struct proto *p, enum dir which,
 			uint8_t nonce[NONCE_SIZE])
 {
-	build_counter(r->dir[which].index, side_bit_of(r, which), nonce);
+	uint64_t lo = r->dir[which].index;		     /* counter bytes 0..7 */
+	uint32_t hi = (uint32_t)side_bit_of(r, which) << 24; /* bytes 8..11 */
 	if (p->rekey) {
-		for (unsigned i = 0; i < NONCE_SIZE; i++) {
-			nonce[i] ^= r->mask[i];
-		}
+		lo ^= load_le64(r->mask);
+		hi ^= hush__load_le32(r->mask + 8);
 	}
+	store_le64(nonce, lo);
+	hush__store_le32(nonce + 8, hi);
 }
 
 /* Makes dir[which].ctx ready for the next frame: derives the epoch's key when the
@@ -229,13 +256,16 @@ static int direction_ready(struct hush_record *r, const struct proto *p, enum di
 	if ((r->flags & F_KEYED(which)) == 0) {
 		/* OpenSSL 3 frees and re-creates a context's provider state whenever a cipher
 		 * is passed, even the one it already has: pass it only when the (possibly
-		 * lent) context holds another, so that re-keying allocates nothing. */
+		 * lent) context holds another, so that re-keying allocates nothing. The mark
+		 * of struct direction goes first: a context that failed half-way is nobody's. */
 		const EVP_CIPHER *want = cipher_of(p);
 		const EVP_CIPHER *have = EVP_CIPHER_CTX_get0_cipher(d->ctx);
+		EVP_CIPHER_CTX_set_app_data(d->ctx, NULL);
 		if (EVP_CipherInit_ex(d->ctx, have == want ? NULL : want, NULL, d->key, NULL,
 				      which == SEAL) != 1) {
 			return HUSH_ECRYPTO;
 		}
+		EVP_CIPHER_CTX_set_app_data(d->ctx, d);
 		r->flags |= F_KEYED(which);
 	}
 	return 0;
@@ -292,6 +322,7 @@ static int record_create(struct hush_record **out, enum hush_record_protocol rp,
 	if (ciphers) {
 		r->dir[SEAL].ctx = EVP_CIPHER_CTX_new();
 		r->dir[OPEN].ctx = EVP_CIPHER_CTX_new();
+		r->flags |= F_HOLDS(SEAL) | F_HOLDS(OPEN);
 		if (r->dir[SEAL].ctx == NULL || r->dir[OPEN].ctx == NULL) {
 			hush_record_free(r);
 			return HUSH_ENOMEM;
@@ -319,25 +350,52 @@ void hush_record_free(struct hush_record *r)
 		return;
 	}
 	/* EVP_CIPHER_CTX_free wipes the key schedule; hush__free_secret wipes the keys. */
-	EVP_CIPHER_CTX_free(r->dir[SEAL].ctx);
-	EVP_CIPHER_CTX_free(r->dir[OPEN].ctx);
+	if (r->flags & F_HOLDS(SEAL)) {
+		EVP_CIPHER_CTX_free(r->dir[SEAL].ctx);
+	}
+	if (r->flags & F_HOLDS(OPEN)) {
+		EVP_CIPHER_CTX_free(r->dir[OPEN].ctx);
+	}
 	hush__free_secret(r, sizeof(*r));
+}
+
+/* Whether ctx, given back to direction which, still holds its key (struct direction). */
+static bool still_keyed(const struct hush_record *r, enum dir which, const EVP_CIPHER_CTX *ctx)
+{
+	const struct direction *d = &r->dir[which];
+	return (r->flags & F_KEYED(which)) && ctx == d->ctx &&
+	       EVP_CIPHER_CTX_get_app_data(ctx) == d;
 }
 
 void hush__record_give_ciphers(struct hush_record *r, EVP_CIPHER_CTX *seal, EVP_CIPHER_CTX *open)
 {
+	/* A cache handing contexts out last in, first out returns the pair swapped: each
+	 * goes back to the direction that held it (both run the same cipher, and
+	 * EVP_CipherInit_ex sets the direction per record anyway). */
+	if (seal == r->dir[OPEN].ctx || open == r->dir[SEAL].ctx) {
+		EVP_CIPHER_CTX *t = seal;
+		seal = open;
+		open = t;
+	}
+	uint8_t keep = 0;
+	if (still_keyed(r, SEAL, seal)) {
+		keep |= F_KEYED(SEAL);
+	}
+	if (still_keyed(r, OPEN, open)) {
+		keep |= F_KEYED(OPEN);
+	}
 	r->dir[SEAL].ctx = seal;
 	r->dir[OPEN].ctx = open;
 	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
+	r->flags |= (uint8_t)(keep | F_HOLDS(SEAL) | F_HOLDS(OPEN));
 }
 
 void hush__record_take_ciphers(struct hush_record *r, EVP_CIPHER_CTX **seal, EVP_CIPHER_CTX **open)
 {
-	*seal = r->dir[SEAL].ctx;
-	*open = r->dir[OPEN].ctx;
-	r->dir[SEAL].ctx = NULL;
-	r->dir[OPEN].ctx = NULL;
-	r->flags &= (uint8_t) ~(F_KEYED(SEAL) | F_KEYED(OPEN));
+	/* The pointers and F_KEYED stay, to recognise the contexts if they come back. */
+	*seal = (r->flags & F_HOLDS(SEAL)) ? r->dir[SEAL].ctx : NULL;
+	*open = (r->flags & F_HOLDS(OPEN)) ? r->dir[OPEN].ctx : NULL;
+	r->flags &= (uint8_t) ~(F_HOLDS(SEAL) | F_HOLDS(OPEN));
 }
 
 size_t hush__record_size(void)
@@ -417,7 +475,7 @@ int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_c
 	/* Caller errors: nothing is touched and the context stays usable. */
 	HUSH_ENSURE(payload_len <= hush_record_max_payload(r), HUSH_EMSGSIZE);
 	HUSH_ENSURE(frame_cap >= payload_len + HUSH_RECORD_OVERHEAD, HUSH_ENOSPACE);
-	HUSH_ENSURE(r->dir[SEAL].ctx != NULL, HUSH_ESTATE);
+	HUSH_ENSURE(r->flags & F_HOLDS(SEAL), HUSH_ESTATE);
 	if ((r->flags & F_EXHAUSTED(SEAL)) != 0) {
 		return rec_fail(r, HUSH_ECOUNTER);
 	}
@@ -432,6 +490,15 @@ int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_c
 		goto out;
 	}
 	build_nonce(r, p, SEAL, nonce);
+	/* The tag is read as a parameter, what EVP_CIPHER_CTX_ctrl() would build and pass
+	 * on, without the round through it (as open passes the tag with the nonce). Not
+	 * OSSL_PARAM_modified(): OpenSSL 3.0's ChaCha20-Poly1305 copies the tag without
+	 * marking the parameter. */
+	OSSL_PARAM tag[] = {
+	    OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, payload + payload_len,
+					      HUSH_RECORD_TAG_SIZE),
+	    OSSL_PARAM_construct_end(),
+	};
 	/*
 	 * Section 1: no associated data. Any failure past this point is sticky: the payload
 	 * may already be encrypted under this nonce, which therefore must never be used
@@ -442,8 +509,7 @@ int hush__record_seal_from(struct hush_record *r, uint8_t *frame, size_t frame_c
 	    (payload_len > head_len && EVP_CipherUpdate(ctx, payload + head_len, &n, src,
 							(int)(payload_len - head_len)) != 1) ||
 	    EVP_CipherFinal_ex(ctx, payload + payload_len, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, HUSH_RECORD_TAG_SIZE,
-				payload + payload_len) != 1) {
+	    EVP_CIPHER_CTX_get_params(ctx, tag) != 1) {
 		rc = HUSH_ECRYPTO;
 		goto out;
 	}
@@ -494,7 +560,7 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	if (r->err != 0) {
 		return r->err;
 	}
-	HUSH_ENSURE(r->dir[OPEN].ctx != NULL, HUSH_ESTATE);
+	HUSH_ENSURE(r->flags & F_HOLDS(OPEN), HUSH_ESTATE);
 	size_t need = 0;
 	int rc = hush_record_parse(r, frame, frame_len, &need);
 	if (rc == HUSH_EAGAIN || (rc == 0 && need != frame_len)) {
@@ -515,12 +581,17 @@ int hush_record_open(struct hush_record *r, uint8_t *frame, size_t frame_len,
 	if (rc < 0) {
 		goto out;
 	}
-	/* The peer sealed with its own side bit (section 2). */
+	/* The peer sealed with its own side bit (section 2). The tag goes in with the nonce:
+	 * the provider takes it the same way, without a separate EVP_CIPHER_CTX_ctrl()
+	 * round through OpenSSL's dispatch (about 150 instructions a record). */
 	build_nonce(r, p, OPEN, nonce);
-	if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1 ||
-	    (plen > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)plen) != 1) ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, HUSH_RECORD_TAG_SIZE, payload + plen) !=
-		1) {
+	OSSL_PARAM tag[] = {
+	    OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, payload + plen,
+					      HUSH_RECORD_TAG_SIZE),
+	    OSSL_PARAM_construct_end(),
+	};
+	if (EVP_CipherInit_ex2(ctx, NULL, NULL, nonce, 0, tag) != 1 ||
+	    (plen > 0 && EVP_CipherUpdate(ctx, payload, &n, payload, (int)plen) != 1)) {
 		rc = HUSH_ECRYPTO;
 		goto wipe;
 	}

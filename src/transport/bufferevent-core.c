@@ -57,6 +57,19 @@ static bool timer_armed(struct event *ev)
 }
 
 /*
+ * Whether the timer may be armed although its timeout is not set: never, so the timers
+ * cost nothing per record without timeouts (event_pending() takes the base's lock).
+ * Only a set timeout arms one (here, or in libevent's bufferevent_socket_connect(),
+ * whose event_add() of a timer without a timeout adds nothing), and a timeout is
+ * cleared only through bufferevent_set_timeouts(), which calls hush__bev_adj_timeouts():
+ * both timers are deleted there.
+ */
+static bool timer_maybe_armed(struct event *ev, const struct timeval *timeout)
+{
+	return evutil_timerisset(timeout) && timer_armed(ev);
+}
+
+/*
  * Armed while reading is enabled and not suspended (by the read high watermark or a
  * rate limit), as libevent's socket type arms its read event. With no socket yet both
  * timers run as libevent's socket type runs them then: whenever enabled.
@@ -67,7 +80,7 @@ void hush__bev_arm_read_timer(struct hush__bev *b)
 	if (evutil_timerisset(&bev->timeout_read) && (b->flags & HUSH__BEV_WANT_READ) &&
 	    hush__bev_fl(b)->link(b) != HUSH__BEV_DEAD) {
 		event_add(&bev->ev_read, &bev->timeout_read);
-	} else if (timer_armed(&bev->ev_read)) {
+	} else if (timer_maybe_armed(&bev->ev_read, &bev->timeout_read)) {
 		event_del(&bev->ev_read);
 	}
 }
@@ -86,6 +99,9 @@ size_t hush__bev_pending_out(struct hush__bev *b)
 void hush__bev_arm_write_timer(struct hush__bev *b)
 {
 	struct bufferevent *bev = hush__bev_bev(b);
+	if (!evutil_timerisset(&bev->timeout_write)) {
+		return; /* nothing to arm, nothing armed (timer_maybe_armed) */
+	}
 	enum hush__bev_link link = hush__bev_fl(b)->link(b);
 	size_t waiting = hush__bev_pending_out(b);
 	bool armed = timer_armed(&bev->ev_write);

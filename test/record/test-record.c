@@ -1722,6 +1722,121 @@ static void lend_same_cipher_rekeys_without_allocating(void **state)
 	hush_record_free(b);
 }
 
+/*
+ * The transport lends a connection alone on its loop the same two contexts at every
+ * readiness event, in either order (the loop's cache is last in, first out). Given
+ * back, they are not keyed again: a context keyed meanwhile behind the record
+ * context's back, without clearing its application data, is still taken for keyed, so
+ * the peer cannot open what it seals. Once the application data is cleared, as any
+ * other keying by a record context does, the record context keys it again.
+ */
+static void lend_same_contexts_back_are_not_keyed_again(void **state)
+{
+	(void)state;
+	uint8_t key[44], other[44], frame[64];
+	size_t klen;
+	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
+	memset(other, 0x5a, sizeof(other));
+	struct hush_record *c = NULL;
+	assert_int_equal(
+	    hush__record_new_bare(&c, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT),
+	    0);
+	struct hush_record *s = make(HUSH_RP_ALTS_AES128_GCM_REKEY, HUSH_SIDE_SERVER);
+	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
+	assert_non_null(x);
+	assert_non_null(y);
+	for (int round = 0; round < 4; round++) {
+		/* Swapped every other round: each goes back to its direction. */
+		hush__record_give_ciphers(c, round % 2 ? y : x, round % 2 ? x : y);
+		size_t flen = seal(c, frame, sizeof(frame), "same", 4);
+		open_expect(s, frame, flen, "same", 4);
+		flen = seal(s, frame, sizeof(frame), "back", 4);
+		open_expect(c, frame, flen, "back", 4);
+		EVP_CIPHER_CTX *so, *oo;
+		hush__record_take_ciphers(c, &so, &oo);
+		assert_ptr_equal(so, x);
+		assert_ptr_equal(oo, y);
+	}
+	/* x keyed with another key behind the record context's back. */
+	assert_int_equal(EVP_CipherInit_ex(x, NULL, NULL, other, NULL, 1), 1);
+	hush__record_give_ciphers(c, x, y);
+	size_t flen = 0;
+	memcpy(frame + HUSH_RECORD_HEADER_SIZE, "lost", 4);
+	assert_int_equal(hush_record_seal(c, frame, sizeof(frame), 4, &flen), 0);
+	struct hush_iovec pt = {NULL, 0};
+	assert_int_equal(hush_record_open(s, frame, flen, &pt), HUSH_EAUTH);
+	hush_record_free(s);
+	/* The same with the mark cleared: keyed again, the next frame opens. */
+	s = make(HUSH_RP_ALTS_AES128_GCM_REKEY, HUSH_SIDE_SERVER);
+	hush__record_set_counters(s, 0, 5);
+	hush__record_take_ciphers(c, &x, &y);
+	assert_int_equal(EVP_CipherInit_ex(x, NULL, NULL, other, NULL, 1), 1);
+	EVP_CIPHER_CTX_set_app_data(x, NULL);
+	hush__record_give_ciphers(c, x, y);
+	flen = seal(c, frame, sizeof(frame), "kept", 4);
+	open_expect(s, frame, flen, "kept", 4);
+	hush__record_take_ciphers(c, &x, &y);
+	EVP_CIPHER_CTX_free(x);
+	EVP_CIPHER_CTX_free(y);
+	hush_record_free(c);
+	hush_record_free(s);
+}
+
+/*
+ * Contexts keyed by one record context, then lent to a second one (another key), then
+ * back to the first, across its rekey boundary, and finally to a record context made
+ * after the first was freed (possibly at its address): every frame opens at its peer.
+ */
+static void lend_between_record_contexts_always_seals_with_own_key(void **state)
+{
+	(void)state;
+	uint8_t ka[44], kb[44], frame[64];
+	size_t klen;
+	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, ka, &klen);
+	memset(kb, 0xa5, sizeof(kb));
+	struct hush_record *a = NULL, *b = NULL;
+	assert_int_equal(
+	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, ka, klen, HUSH_SIDE_CLIENT),
+	    0);
+	assert_int_equal(
+	    hush__record_new_bare(&b, HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_CLIENT),
+	    0);
+	struct hush_record *pa = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, ka, HUSH_SIDE_SERVER);
+	struct hush_record *pb = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, HUSH_SIDE_SERVER);
+	hush__record_set_counters(a, 65534, 0);
+	hush__record_set_counters(pa, 0, 65534);
+	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
+	assert_non_null(x);
+	assert_non_null(y);
+	for (int round = 0; round < 8; round++) {
+		bool is_a = round % 4 != 3;
+		struct hush_record *me = is_a ? a : b;
+		struct hush_record *peer = is_a ? pa : pb;
+		hush__record_give_ciphers(me, round % 2 ? y : x, round % 2 ? x : y);
+		size_t flen = seal(me, frame, sizeof(frame), "mine", 4);
+		open_expect(peer, frame, flen, "mine", 4);
+		hush__record_take_ciphers(me, &x, &y);
+	}
+	hush_record_free(a);
+	hush_record_free(pa);
+	/* A new record context with another key, given the contexts a keyed last. */
+	a = NULL;
+	assert_int_equal(
+	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_SERVER),
+	    0);
+	hush_record_free(pb);
+	pb = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, HUSH_SIDE_CLIENT);
+	hush__record_give_ciphers(a, x, y);
+	size_t flen = seal(a, frame, sizeof(frame), "anew", 4);
+	open_expect(pb, frame, flen, "anew", 4);
+	hush__record_take_ciphers(a, &x, &y);
+	EVP_CIPHER_CTX_free(x);
+	EVP_CIPHER_CTX_free(y);
+	hush_record_free(a);
+	hush_record_free(b);
+	hush_record_free(pb);
+}
+
 static void record_size_idle_context_fits_168_bytes(void **state)
 {
 	(void)state;
@@ -1992,6 +2107,8 @@ int main(void)
 	    cmocka_unit_test(lend_ciphers_across_protocols_and_roles_interoperate),
 	    cmocka_unit_test(lend_take_and_give_keeps_counters_across_rekey),
 	    cmocka_unit_test(lend_same_cipher_rekeys_without_allocating),
+	    cmocka_unit_test(lend_same_contexts_back_are_not_keyed_again),
+	    cmocka_unit_test(lend_between_record_contexts_always_seals_with_own_key),
 	    cmocka_unit_test(record_size_idle_context_fits_168_bytes),
 	    cmocka_unit_test(new_hush_allocation_fails_at_every_k_returns_enomem_without_leak),
 	    cmocka_unit_test(new_openssl_allocation_fails_at_every_k_returns_enomem_without_leak),

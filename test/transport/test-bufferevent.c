@@ -14,6 +14,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 
@@ -755,6 +756,53 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 	bev_hs_done(&h);
 }
 
+/*
+ * Timeouts cleared while the write timer is armed (bytes stuck behind a peer that does
+ * not read) leave no timer behind: neither timer is pending, no timeout comes for
+ * longer than the old timeout, and writing stays enabled; more bytes written then arm
+ * nothing either, since without a timeout nothing is armed or asked per record.
+ */
+static void bev_timeouts_cleared_while_armed_leave_no_timer(void **state)
+{
+	struct bev_fx *fx = *state;
+	struct env *e = &fx->e;
+	struct bev_hs h;
+	bev_hs_init(&h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	struct timeout_app ta = {0, e->base};
+	struct bev_app *sa = &fx->c;
+	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
+	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
+	struct timeval tv = {0, 150000};
+	bufferevent_set_timeouts(c, &tv, &tv);
+	bufferevent_enable(c, EV_READ | EV_WRITE);
+	size_t n = 8u << 20;
+	uint8_t *msg = calloc(1, n);
+	assert_non_null(msg);
+	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	run_for_ms(e, 50);
+	assert_true(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
+	bufferevent_set_timeouts(c, NULL, NULL);
+	assert_false(event_pending(&c->ev_read, EV_TIMEOUT, NULL));
+	assert_false(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
+	run_for_ms(e, 400);
+	assert_int_equal(ta.what, 0);
+	assert_int_equal(bufferevent_write(c, msg, 1000), 0);
+	run_for_ms(e, 50);
+	assert_false(event_pending(&c->ev_read, EV_TIMEOUT, NULL));
+	assert_false(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
+	assert_int_equal(ta.what, 0);
+	assert_true(bufferevent_get_enabled(c) & EV_WRITE);
+	assert_true(bufferevent_get_enabled(c) & EV_READ);
+	free(msg);
+	bufferevent_free(c);
+	bufferevent_free(s);
+	bev_hs_done(&h);
+}
+
 /* BEV_OPT_THREADSAFE: another thread writes while the loop runs here, then frees the
  * bufferevent; the loop's thread carries both out. */
 struct writer {
@@ -904,6 +952,7 @@ int main(void)
 		BEV_FX_TEST(bev_raw_keys_refuse_a_second_socket),
 		BEV_FX_TEST(bev_read_timeout_fires_when_the_peer_is_silent),
 		BEV_FX_TEST(bev_write_timeout_fires_when_the_peer_stops_reading),
+		BEV_FX_TEST(bev_timeouts_cleared_while_armed_leave_no_timer),
 		BEV_FX_TEST(bev_threadsafe_writes_and_free_from_another_thread),
 		BEV_FX_TEST(bev_refused_connect_reports_an_error),
 		BEV_FX_TEST(bev_read_rate_limit_applies),
