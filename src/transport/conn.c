@@ -473,6 +473,26 @@ static void rbuf_idle(struct hush_conn *c)
 	}
 }
 
+/*
+ * How much the next read may take. A buffer smaller than read_size holds a partial
+ * record that waited between readiness events in a buffer sized for it: reading only
+ * the rest of that record lets the buffer go back once the record is used
+ * (hush__rbuf_settle), so the reads after it get read_size bytes each, with nothing
+ * copied, instead of a whole event of reads the size of the small buffer.
+ */
+static size_t read_limit(struct hush_conn *c, size_t budget)
+{
+	if (c->rb.len == 0 || pinned(c) || hush_buf_capacity(c->rb.buf) >= c->cfg->c.read_size) {
+		return budget;
+	}
+	size_t need = 0;
+	if (hush_record_parse(c->rec, hush__rbuf_bytes(&c->rb), c->rb.len, &need) != HUSH_EAGAIN ||
+	    need <= c->rb.len || need < HUSH_RECORD_OVERHEAD) {
+		return budget; /* the length is not in yet, or drain reports what is wrong */
+	}
+	return need - c->rb.len < budget ? need - c->rb.len : budget;
+}
+
 static void on_readable(struct hush_conn *c)
 {
 	size_t budget = c->cfg->c.max_read_per_event;
@@ -488,7 +508,7 @@ static void on_readable(struct hush_conn *c)
 		}
 		bool had_partial = c->rb.len > 0;
 		bool short_read;
-		ssize_t n = read_some(c, budget, &short_read);
+		ssize_t n = read_some(c, read_limit(c, budget), &short_read);
 		if (n == HUSH_EAGAIN) {
 			break;
 		}

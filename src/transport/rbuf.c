@@ -62,15 +62,19 @@ int hush__rbuf_settle(struct hush__rbuf *rb, struct hush_pool *pool, size_t need
 		      unsigned how, bool *kept)
 {
 	bool final = (how & HUSH__RBUF_FINAL) != 0;
+	size_t cap = hush_buf_capacity(rb->buf);
 	if (rb->len == 0) {
 		rb->start = 0;
-		if (*kept) {
+		/* A buffer sized for the partial record that waited between events is given
+		 * back once that record is used, while reading goes on: the next read then
+		 * borrows read_size bytes, not the rest of a small buffer, at no copy. */
+		bool small = !final && !(how & HUSH__RBUF_PINNED) && cap < read_size;
+		if (*kept || small) {
 			hush__rbuf_release(rb);
 			*kept = false;
 		}
 		return 0;
 	}
-	size_t cap = hush_buf_capacity(rb->buf);
 	size_t total = need > rb->len ? need : rb->len;
 	/*
 	 * The room a partial record gets grows with the bytes that actually arrived, not

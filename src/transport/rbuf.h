@@ -64,8 +64,10 @@ enum {
  * (*kept) is never written over
  * below start; with HUSH__RBUF_FINAL a record waiting for more bytes sits in a buffer
  * sized for it (twice what arrived, at least HUSH__RBUF_IDLE_ROOM, at most need), else
- * at least read_size. No bytes left: the offsets reset and a kept buffer is given up.
- * *kept turns false when rb gives up the kept buffer. Returns 0, or the pool's error
+ * at least read_size. No bytes left: the offsets reset, and a kept buffer is given up,
+ * as is (without HUSH__RBUF_FINAL or HUSH__RBUF_PINNED) one smaller than read_size, so
+ * that reading on borrows read_size bytes (rb then holds no buffer). *kept turns false
+ * when rb gives up the kept buffer. Returns 0, or the pool's error
  * when rb needs a new buffer it cannot get, with nothing changed.
  */
 HUSH_MUST_CHECK int hush__rbuf_settle(struct hush__rbuf *rb, struct hush_pool *pool, size_t need,

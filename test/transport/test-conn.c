@@ -1416,6 +1416,68 @@ static void conn_stalled_partial_record_fails_estalled_at_deadline(void **state)
  * trickles one record fails with HUSH_ETIMEDOUT at read_timeout_ms (the record deadline
  * off), while a peer that completes records keeps its connection.
  */
+/* Acquisitions so far of the pool's smallest tier holding size bytes. */
+static uint64_t tier_acquisitions(struct hush_pool *pool, size_t size)
+{
+	struct hush_pool_stats st;
+	hush_pool_stats(pool, &st);
+	for (unsigned i = 0; i < st.ntiers; i++) {
+		if (st.tier[i].size >= size) {
+			return st.tier[i].acquisitions;
+		}
+	}
+	fail_msg("no tier holds %zu bytes", size);
+	return 0;
+}
+
+/*
+ * A partial record waited between events in a buffer sized for it. When its rest comes
+ * with three more records behind it, the connection reads only that rest into the
+ * small buffer, gives it back once the record is used, and reads the others into a
+ * buffer of read_size (its tier is acquired during the event): without that, the whole
+ * event read 16 KiB at a time into the small one. Every byte arrives, in order.
+ */
+static void conn_partial_waiting_in_a_small_buffer_then_reads_read_size(void **state)
+{
+	(void)state;
+	struct env e;
+	env_init(&e, NULL);
+	struct hush_conn_config cfg;
+	hush_conn_config_init(&cfg);
+	int sv[2];
+	struct sink s;
+	memset(&s, 0, sizeof(s));
+	pair(sv);
+	struct hush_conn *c = open_conn(&e, sv[0], &s, &cfg, HUSH_SIDE_SERVER);
+	struct peer p;
+	peer_init(&p, sv[1], HUSH_SIDE_CLIENT, 0);
+	size_t n = 4 * 16384;
+	uint8_t *msg = malloc(n);
+	assert_non_null(msg);
+	testlib_fill(msg, n, 7);
+	size_t wl;
+	uint8_t *w = peer_seal(&p, msg, n, &wl);
+	write_all(sv[1], w, 100);
+	run_for_ms(&e, 20);
+	assert_int_equal(s.len, 0);
+	assert_int_equal(s.err, 0);
+	uint64_t before = tier_acquisitions(e.pool, cfg.read_size);
+	write_all(sv[1], w + 100, wl - 100);
+	for (int i = 0; i < 200 && s.len < n && s.err == 0; i++) {
+		run_for_ms(&e, 5);
+	}
+	assert_int_equal(s.err, 0);
+	assert_int_equal(s.len, n);
+	assert_memory_equal(s.data, msg, n);
+	assert_true(tier_acquisitions(e.pool, cfg.read_size) > before);
+	hush_conn_free(c);
+	peer_done(&p);
+	free(s.data);
+	free(w);
+	free(msg);
+	env_done(&e);
+}
+
 static void conn_partial_record_bytes_do_not_reset_the_idle_timeout(void **state)
 {
 	(void)state;
@@ -1727,6 +1789,7 @@ int main(void)
 		cmocka_unit_test(conn_unfinished_record_holds_room_for_what_arrived),
 		cmocka_unit_test(conn_stalled_partial_record_fails_estalled_at_deadline),
 		cmocka_unit_test(conn_partial_record_bytes_do_not_reset_the_idle_timeout),
+		cmocka_unit_test(conn_partial_waiting_in_a_small_buffer_then_reads_read_size),
 		cmocka_unit_test(conn_two_threads_share_one_pool),
 		cmocka_unit_test(conn_allocation_failure_at_every_step_is_contained),
 		cmocka_unit_test(conn_churn_returns_heap_to_its_start),

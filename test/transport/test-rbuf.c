@@ -157,6 +157,30 @@ static void rbuf_settle_with_no_bytes_left_resets_and_keeps_the_buffer(void **st
 	assert_int_equal(f->rb.len, 0);
 }
 
+/* A partial record waited between events in a buffer sized for it (FINAL), then its rest
+ * came and it was used: reading on gives that small buffer back, so the next acquire
+ * borrows read_size bytes; at the end of an event, or pinned, the buffer stays. */
+static void rbuf_settle_with_no_bytes_left_gives_up_a_small_buffer_while_reading(void **state)
+{
+	struct fx *f = *state;
+	receive(f, 130, 30);
+	bool kept = false;
+	assert_int_equal(settle(f, 0, HUSH__RBUF_FINAL, &kept), 0);
+	size_t room;
+	(void)hush__rbuf_tail(&f->rb, &room);
+	assert_true(room < READ_SIZE);
+	hush__rbuf_consume(&f->rb, f->rb.len);
+	settle_in_place(f, HUSH__RBUF_FINAL, false);
+	settle_in_place(f, HUSH__RBUF_PINNED, false);
+	assert_int_equal(settle(f, 0, 0, &kept), 0);
+	assert_null(f->rb.buf);
+	assert_false(kept);
+	assert_int_equal(pool_in_use(f->pool), 0);
+	assert_int_equal(hush__rbuf_acquire(&f->rb, f->pool, READ_SIZE), 0);
+	(void)hush__rbuf_tail(&f->rb, &room);
+	assert_true(room >= READ_SIZE);
+}
+
 static void rbuf_settle_with_no_bytes_left_gives_up_a_kept_buffer(void **state)
 {
 	struct fx *f = *state;
@@ -320,6 +344,7 @@ int main(void)
 	    T(rbuf_filled_and_consumed_bytes_are_tracked_byte_by_byte),
 	    T(rbuf_settle_with_no_bytes_left_resets_and_keeps_the_buffer),
 	    T(rbuf_settle_with_no_bytes_left_gives_up_a_kept_buffer),
+	    T(rbuf_settle_with_no_bytes_left_gives_up_a_small_buffer_while_reading),
 	    T(rbuf_settle_moves_a_partial_record_to_the_front),
 	    T(rbuf_settle_leaves_a_record_that_fits_where_it_is),
 	    T(rbuf_settle_moves_a_record_that_would_not_fit_to_the_front),
