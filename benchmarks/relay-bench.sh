@@ -36,23 +36,8 @@ die() {
 	exit 1
 }
 
-# Five listening ports below the ephemeral range, free now (as the e2e suite picks them).
-read -r PSRC PR1 PR2 PD PE <<<"$("$PY" -c '
-import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-ports = []
-while len(ports) < 5:
-    p = random.randrange(1024, max(low, 4096))
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    if p not in ports:
-        ports.append(p)
-print(" ".join(map(str, ports)))')"
+# Five listening ports below the ephemeral range, free now (helper.py ports).
+read -r PSRC PR1 PR2 PD PE <<<"$("$PY" "$HELPER" ports --n 5)"
 
 listening() {
 	awk -v p="$(printf '%04X' "$1")" '$2 == "0100007F:" p && $4 == "0A" { f = 1 }

@@ -21,10 +21,12 @@
       a listening socket whose backlog is full: connects to it hang.
   helper.py blast-server --port P --ready FILE     sends MiB-sized chunks forever
   helper.py blast-client --port P --bytes N        reads N bytes, prints MB/s
+  helper.py ports --n N                            prints N free listening ports
 """
 import argparse
 import http.server
 import os
+import random
 import select
 import socket
 import socketserver
@@ -298,6 +300,26 @@ def blast_client(a):
     print("%.1f" % (a.bytes / dt / 1e6))
 
 
+def ports(a):
+    # Listening ports below the kernel's ephemeral range, free now: a port from that
+    # range (bind to port 0) could be taken as the source port of any outgoing
+    # connection on the machine between this choice and the listen() that uses it.
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    found = []
+    while len(found) < a.n:
+        p = random.randrange(1024, max(low, 4096))
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        if p not in found:
+            found.append(p)
+    print(" ".join(map(str, found)))
+
+
 # Each command: its function and its options (name, type, default; no default means
 # required).
 COMMANDS = {
@@ -311,6 +333,7 @@ COMMANDS = {
     "tarpit": (tarpit, [("port", int), ("ready", str)]),
     "blast-server": (blast_server, [("port", int), ("ready", str)]),
     "blast-client": (blast_client, [("port", int), ("bytes", int)]),
+    "ports": (ports, [("n", int)]),
 }
 
 

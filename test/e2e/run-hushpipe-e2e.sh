@@ -135,25 +135,7 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 stat_is() { [ "$(field "$(snap "$1")" "$2")" = "$3" ]; }
 
 read -r PH PD PE PD6 PE6 PDP PEP PEQ DEAD PDX PEX PEY PEO PEW PECHO PDR PER PEN PDI PEI \
-	PBLAST PDB PEB PDD PED PTARPIT PDT PET PDH PDL PEL PDM PEM PR1 PR2 PRA PRE <<<"$("$PY" -c '
-# Listening ports below the kernel`s ephemeral range, free now: a port from that range
-# (bind to port 0) could be taken as the source port of any outgoing connection on the
-# machine between this choice and the listen() that uses it.
-import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-ports = []
-while len(ports) < 37:
-    p = random.randrange(1024, max(low, 4096))
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    if p not in ports:
-        ports.append(p)
-print(" ".join(map(str, ports)))')"
+	PBLAST PDB PEB PDD PED PTARPIT PDT PET PDH PDL PEL PDM PEM PR1 PR2 PRA PRE <<<"$("$PY" "$HELPER" ports --n 37)"
 
 # ---- Identities and files ----
 "$KG" "$W/server.key" >"$W/server.pub" && "$KG" "$W/client.key" >"$W/client.pub" &&

@@ -1573,6 +1573,22 @@ static void set_limits_send_frame_bounds_seal_payload(void **state)
 	hush_record_free(c);
 }
 
+/* A record context without cipher contexts, as the transport makes them (they are lent). */
+static struct hush_record *bare(enum hush_record_protocol rp, const uint8_t *key, size_t klen,
+				enum hush_side side)
+{
+	struct hush_record *r = NULL;
+	assert_int_equal(hush__record_new_bare(&r, rp, key, klen, side), 0);
+	return r;
+}
+
+static EVP_CIPHER_CTX *new_ctx(void)
+{
+	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+	assert_non_null(x);
+	return x;
+}
+
 /* ---- Cipher lending ---- */
 
 static void lend_without_ciphers_seal_and_open_fail_estate_not_sticky(void **state)
@@ -1581,10 +1597,7 @@ static void lend_without_ciphers_seal_and_open_fail_estate_not_sticky(void **sta
 	uint8_t key[44], frame[64], copy[64];
 	size_t klen;
 	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
-	struct hush_record *b = NULL;
-	assert_int_equal(
-	    hush__record_new_bare(&b, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_SERVER),
-	    0);
+	struct hush_record *b = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_SERVER);
 	struct hush_record *c = make(HUSH_RP_ALTS_AES128_GCM_REKEY, HUSH_SIDE_CLIENT);
 	size_t flen = seal(c, frame, sizeof(frame), "lend", 4);
 	memcpy(copy, frame, flen);
@@ -1615,17 +1628,11 @@ static void lend_ciphers_across_protocols_and_roles_interoperate(void **state)
 	uint8_t key[44];
 	size_t klen;
 	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
-	assert_int_equal(
-	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT),
-	    0);
-	assert_int_equal(
-	    hush__record_new_bare(&b, HUSH_RP_CHACHA20_POLY1305_REKEY, key, klen, HUSH_SIDE_CLIENT),
-	    0);
+	a = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT);
+	b = bare(HUSH_RP_CHACHA20_POLY1305_REKEY, key, klen, HUSH_SIDE_CLIENT);
 	struct hush_record *sa = make(HUSH_RP_ALTS_AES128_GCM_REKEY, HUSH_SIDE_SERVER);
 	struct hush_record *sb = make(HUSH_RP_CHACHA20_POLY1305_REKEY, HUSH_SIDE_SERVER);
-	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
-	assert_non_null(x);
-	assert_non_null(y);
+	EVP_CIPHER_CTX *x = new_ctx(), *y = new_ctx();
 	for (int round = 0; round < 6; round++) {
 		struct hush_record *me = round % 2 ? b : a;
 		struct hush_record *peer = round % 2 ? sb : sa;
@@ -1694,16 +1701,9 @@ static void lend_same_cipher_rekeys_without_allocating(void **state)
 	uint8_t key[44], frame[64];
 	size_t klen;
 	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
-	struct hush_record *a = NULL, *b = NULL;
-	assert_int_equal(
-	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT),
-	    0);
-	assert_int_equal(
-	    hush__record_new_bare(&b, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_SERVER),
-	    0);
-	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
-	assert_non_null(x);
-	assert_non_null(y);
+	struct hush_record *a = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT);
+	struct hush_record *b = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_SERVER);
+	EVP_CIPHER_CTX *x = new_ctx(), *y = new_ctx();
 	uint64_t before = 0;
 	for (int round = 0; round < 100; round++) {
 		/* Rounds 0 and 1 derive each context's first key: not counted. */
@@ -1737,14 +1737,9 @@ static void lend_same_contexts_back_are_not_keyed_again(void **state)
 	size_t klen;
 	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, key, &klen);
 	memset(other, 0x5a, sizeof(other));
-	struct hush_record *c = NULL;
-	assert_int_equal(
-	    hush__record_new_bare(&c, HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT),
-	    0);
+	struct hush_record *c = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, key, klen, HUSH_SIDE_CLIENT);
 	struct hush_record *s = make(HUSH_RP_ALTS_AES128_GCM_REKEY, HUSH_SIDE_SERVER);
-	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
-	assert_non_null(x);
-	assert_non_null(y);
+	EVP_CIPHER_CTX *x = new_ctx(), *y = new_ctx();
 	for (int round = 0; round < 4; round++) {
 		/* Swapped every other round: each goes back to its direction. */
 		hush__record_give_ciphers(c, round % 2 ? y : x, round % 2 ? x : y);
@@ -1794,20 +1789,13 @@ static void lend_between_record_contexts_always_seals_with_own_key(void **state)
 	size_t klen;
 	key_for(HUSH_RP_ALTS_AES128_GCM_REKEY, ka, &klen);
 	memset(kb, 0xa5, sizeof(kb));
-	struct hush_record *a = NULL, *b = NULL;
-	assert_int_equal(
-	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, ka, klen, HUSH_SIDE_CLIENT),
-	    0);
-	assert_int_equal(
-	    hush__record_new_bare(&b, HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_CLIENT),
-	    0);
+	struct hush_record *a = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, ka, klen, HUSH_SIDE_CLIENT);
+	struct hush_record *b = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_CLIENT);
 	struct hush_record *pa = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, ka, HUSH_SIDE_SERVER);
 	struct hush_record *pb = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, HUSH_SIDE_SERVER);
 	hush__record_set_counters(a, 65534, 0);
 	hush__record_set_counters(pa, 0, 65534);
-	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new(), *y = EVP_CIPHER_CTX_new();
-	assert_non_null(x);
-	assert_non_null(y);
+	EVP_CIPHER_CTX *x = new_ctx(), *y = new_ctx();
 	for (int round = 0; round < 8; round++) {
 		bool is_a = round % 4 != 3;
 		struct hush_record *me = is_a ? a : b;
@@ -1821,9 +1809,7 @@ static void lend_between_record_contexts_always_seals_with_own_key(void **state)
 	hush_record_free(pa);
 	/* A new record context with another key, given the contexts a keyed last. */
 	a = NULL;
-	assert_int_equal(
-	    hush__record_new_bare(&a, HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_SERVER),
-	    0);
+	a = bare(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, klen, HUSH_SIDE_SERVER);
 	hush_record_free(pb);
 	pb = make_with_key(HUSH_RP_ALTS_AES128_GCM_REKEY, kb, HUSH_SIDE_CLIENT);
 	hush__record_give_ciphers(a, x, y);

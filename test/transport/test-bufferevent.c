@@ -695,20 +695,30 @@ static void timeout_event(struct bufferevent *bev, short what, void *arg)
 	event_base_loopbreak(a->base);
 }
 
+/* The timeout tests' pair, handshaking over a socketpair: c reports its events to ta,
+ * s is fx's application. */
+static void timeout_pair(struct bev_fx *fx, struct bev_hs *h, struct timeout_app *ta,
+			 struct bufferevent **c, struct bufferevent **s)
+{
+	struct env *e = &fx->e;
+	bev_hs_init(h, false);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	*ta = (struct timeout_app){0, e->base};
+	*c = hs_bev(e, h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	*s = hs_bev(e, h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(*c, NULL, NULL, timeout_event, ta);
+	bufferevent_setcb(*s, bev_app_read, NULL, bev_app_event, &fx->c);
+}
+
 static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
 	struct bev_hs h;
-	bev_hs_init(&h, false);
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeout_app ta = {0, e->base};
-	struct bev_app *sa = &fx->c;
-	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
-	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
+	struct timeout_app ta;
+	struct bufferevent *c, *s;
+	timeout_pair(fx, &h, &ta, &c, &s);
 	struct timeval tv = {0, 150000};
 	bufferevent_set_timeouts(c, &tv, NULL);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
@@ -730,15 +740,9 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
 	struct bev_hs h;
-	bev_hs_init(&h, false);
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeout_app ta = {0, e->base};
-	struct bev_app *sa = &fx->c;
-	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
-	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
+	struct timeout_app ta;
+	struct bufferevent *c, *s;
+	timeout_pair(fx, &h, &ta, &c, &s);
 	struct timeval tv = {0, 200000};
 	bufferevent_set_timeouts(c, NULL, &tv);
 	bufferevent_enable(c, EV_READ | EV_WRITE);
@@ -767,15 +771,9 @@ static void bev_timeouts_cleared_while_armed_leave_no_timer(void **state)
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
 	struct bev_hs h;
-	bev_hs_init(&h, false);
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	struct timeout_app ta = {0, e->base};
-	struct bev_app *sa = &fx->c;
-	struct bufferevent *c = hs_bev(e, &h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	struct bufferevent *s = hs_bev(e, &h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c, NULL, NULL, timeout_event, &ta);
-	bufferevent_setcb(s, bev_app_read, NULL, bev_app_event, sa);
+	struct timeout_app ta;
+	struct bufferevent *c, *s;
+	timeout_pair(fx, &h, &ta, &c, &s);
 	struct timeval tv = {0, 150000};
 	bufferevent_set_timeouts(c, &tv, &tv);
 	bufferevent_enable(c, EV_READ | EV_WRITE);

@@ -552,15 +552,22 @@ static void conn_large_write_over_the_budget_leaves_the_queue(void **state)
 	env_done(&e);
 }
 
-static void conn_pinned_mode_large_write_round_trips(void **state)
+/* f's connection in pinned mode, client side, with its raw peer, both ready. */
+static struct hush_conn *open_pinned(struct one *f)
 {
-	struct one *f = *state;
 	struct hush_conn_config cfg;
 	hush_conn_config_init(&cfg);
 	cfg.flags |= HUSH_CONN_PINNED;
 	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
 	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
 	run_for_ms(&f->e, 1);
+	return c;
+}
+
+static void conn_pinned_mode_large_write_round_trips(void **state)
+{
+	struct one *f = *state;
+	struct hush_conn *c = open_pinned(f);
 	size_t n = 150000;
 	uint8_t *msg = malloc(n);
 	uint8_t *got = malloc(n);
@@ -1015,12 +1022,7 @@ static void conn_thousands_idle_hold_zero_pool_buffers(void **state)
 static void conn_pinned_mode_keeps_its_buffers(void **state)
 {
 	struct one *f = *state;
-	struct hush_conn_config cfg;
-	hush_conn_config_init(&cfg);
-	cfg.flags |= HUSH_CONN_PINNED;
-	struct hush_conn *c = open_conn(&f->e, f->sv[0], &f->s, &cfg, HUSH_SIDE_CLIENT);
-	peer_init(&f->p, f->sv[1], HUSH_SIDE_SERVER, 0);
-	run_for_ms(&f->e, 1);
+	struct hush_conn *c = open_pinned(f);
 	assert_int_equal(hush_conn_write(c, "hello", 5), 0);
 	uint8_t got[5];
 	peer_recv(&f->e, &f->p, got, 5);
