@@ -1723,6 +1723,53 @@ static void lend_same_cipher_rekeys_without_allocating(void **state)
 }
 
 /*
+ * hush__record_seal_from() with the payload in two parts (head_len bytes in place, the
+ * rest read from src) puts on the wire exactly what hush_record_seal() does with the
+ * whole payload in place, for every protocol and split, records in sequence; refused
+ * arguments spend no counter.
+ */
+static void seal_from_two_parts_equals_sealing_the_whole(void **state)
+{
+	(void)state;
+	enum { LEN = 3000 };
+	static const size_t heads[] = {0, 1, 15, 16, 17, 1000, LEN - 1, LEN};
+	uint8_t payload[LEN];
+	testlib_fill(payload, sizeof(payload), 21);
+	static uint8_t whole[LEN + HUSH_RECORD_OVERHEAD], parts[LEN + HUSH_RECORD_OVERHEAD];
+	for (size_t i = 0; i < HUSH_ARRAY_SIZE(ALL_RP); i++) {
+		struct hush_record *a = make(ALL_RP[i], HUSH_SIDE_CLIENT);
+		struct hush_record *b = make(ALL_RP[i], HUSH_SIDE_CLIENT);
+		for (size_t k = 0; k < HUSH_ARRAY_SIZE(heads); k++) {
+			size_t head = heads[k], flen_a = 0, flen_b = 0;
+			size_t len = LEN - k; /* a different length each record */
+			memcpy(whole + HUSH_RECORD_HEADER_SIZE, payload, len);
+			assert_int_equal(hush_record_seal(a, whole, sizeof(whole), len, &flen_a), 0);
+			if (head > len) {
+				head = len;
+			}
+			memset(parts, 0xee, sizeof(parts));
+			memcpy(parts + HUSH_RECORD_HEADER_SIZE, payload, head);
+			/* Refused: nothing sealed, no counter spent. */
+			assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts), len + 1,
+								payload + head, len, &flen_b),
+					 HUSH_EINVAL);
+			if (head < len) {
+				assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts), head,
+									NULL, len, &flen_b),
+						 HUSH_EINVAL);
+			}
+			assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts), head,
+								payload + head, len, &flen_b),
+					 0);
+			assert_int_equal(flen_b, flen_a);
+			assert_memory_equal(parts, whole, flen_a);
+		}
+		hush_record_free(a);
+		hush_record_free(b);
+	}
+}
+
+/*
  * The transport lends a connection alone on its loop the same two contexts at every
  * readiness event, in either order (the loop's cache is last in, first out). Given
  * back, they are not keyed again: a context keyed meanwhile behind the record
@@ -2094,6 +2141,7 @@ int main(void)
 	    cmocka_unit_test(lend_take_and_give_keeps_counters_across_rekey),
 	    cmocka_unit_test(lend_same_cipher_rekeys_without_allocating),
 	    cmocka_unit_test(lend_same_contexts_back_are_not_keyed_again),
+	    cmocka_unit_test(seal_from_two_parts_equals_sealing_the_whole),
 	    cmocka_unit_test(lend_between_record_contexts_always_seals_with_own_key),
 	    cmocka_unit_test(record_size_idle_context_fits_168_bytes),
 	    cmocka_unit_test(new_hush_allocation_fails_at_every_k_returns_enomem_without_leak),
