@@ -1743,7 +1743,8 @@ static void seal_from_two_parts_equals_sealing_the_whole(void **state)
 			size_t head = heads[k], flen_a = 0, flen_b = 0;
 			size_t len = LEN - k; /* a different length each record */
 			memcpy(whole + HUSH_RECORD_HEADER_SIZE, payload, len);
-			assert_int_equal(hush_record_seal(a, whole, sizeof(whole), len, &flen_a), 0);
+			assert_int_equal(hush_record_seal(a, whole, sizeof(whole), len, &flen_a),
+					 0);
 			if (head > len) {
 				head = len;
 			}
@@ -1754,8 +1755,8 @@ static void seal_from_two_parts_equals_sealing_the_whole(void **state)
 								payload + head, len, &flen_b),
 					 HUSH_EINVAL);
 			if (head < len) {
-				assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts), head,
-									NULL, len, &flen_b),
+				assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts),
+									head, NULL, len, &flen_b),
 						 HUSH_EINVAL);
 			}
 			assert_int_equal(hush__record_seal_from(b, parts, sizeof(parts), head,
