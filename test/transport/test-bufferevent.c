@@ -696,40 +696,50 @@ static void timeout_event(struct bufferevent *bev, short what, void *arg)
 }
 
 /* The timeout tests' pair, handshaking over a socketpair: c reports its events to ta,
- * s is fx's application. */
-static void timeout_pair(struct bev_fx *fx, struct bev_hs *h, struct timeout_app *ta,
-			 struct bufferevent **c, struct bufferevent **s)
+ * s is the fixture's application. */
+struct timeout_pair {
+	struct bev_hs h;
+	struct timeout_app ta;
+	struct bufferevent *c, *s;
+};
+
+/* Opens t with c's read and write timeouts (NULL: none) set and c enabled both ways. */
+static void timeout_pair_open(struct bev_fx *fx, struct timeout_pair *t, const struct timeval *rd,
+			      const struct timeval *wr)
 {
 	struct env *e = &fx->e;
-	bev_hs_init(h, false);
+	bev_hs_init(&t->h, false);
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	*ta = (struct timeout_app){0, e->base};
-	*c = hs_bev(e, h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
-	*s = hs_bev(e, h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(*c, NULL, NULL, timeout_event, ta);
-	bufferevent_setcb(*s, bev_app_read, NULL, bev_app_event, &fx->c);
+	t->ta = (struct timeout_app){0, e->base};
+	t->c = hs_bev(e, &t->h, sv[0], HUSH_SIDE_CLIENT, BEV_OPT_CLOSE_ON_FREE);
+	t->s = hs_bev(e, &t->h, sv[1], HUSH_SIDE_SERVER, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(t->c, NULL, NULL, timeout_event, &t->ta);
+	bufferevent_setcb(t->s, bev_app_read, NULL, bev_app_event, &fx->c);
+	bufferevent_set_timeouts(t->c, rd, wr);
+	bufferevent_enable(t->c, EV_READ | EV_WRITE);
+}
+
+static void timeout_pair_close(struct timeout_pair *t)
+{
+	bufferevent_free(t->c);
+	bufferevent_free(t->s);
+	bev_hs_done(&t->h);
 }
 
 static void bev_read_timeout_fires_when_the_peer_is_silent(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct bev_hs h;
-	struct timeout_app ta;
-	struct bufferevent *c, *s;
-	timeout_pair(fx, &h, &ta, &c, &s);
+	struct timeout_pair t;
 	struct timeval tv = {0, 150000};
-	bufferevent_set_timeouts(c, &tv, NULL);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
-	bufferevent_enable(s, EV_READ | EV_WRITE);
+	timeout_pair_open(fx, &t, &tv, NULL);
+	bufferevent_enable(t.s, EV_READ | EV_WRITE);
 	run(e);
-	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
-	assert_false(bufferevent_get_enabled(c) & EV_READ);
-	assert_int_equal(hush_bufferevent_get_error(c), 0);
-	bufferevent_free(c);
-	bufferevent_free(s);
-	bev_hs_done(&h);
+	assert_int_equal(t.ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_READING);
+	assert_false(bufferevent_get_enabled(t.c) & EV_READ);
+	assert_int_equal(hush_bufferevent_get_error(t.c), 0);
+	timeout_pair_close(&t);
 }
 
 /* The write timeout: the peer stops reading, the bytes stop moving, and after a whole
@@ -739,25 +749,19 @@ static void bev_write_timeout_fires_when_the_peer_stops_reading(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct bev_hs h;
-	struct timeout_app ta;
-	struct bufferevent *c, *s;
-	timeout_pair(fx, &h, &ta, &c, &s);
+	struct timeout_pair t;
 	struct timeval tv = {0, 200000};
-	bufferevent_set_timeouts(c, NULL, &tv);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
+	timeout_pair_open(fx, &t, NULL, &tv);
 	/* The server never enables reading: after its handshake, nothing is read. */
 	size_t n = 8u << 20;
 	uint8_t *msg = calloc(1, n);
-	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	assert_int_equal(bufferevent_write(t.c, msg, n), 0);
 	run(e);
-	assert_int_equal(ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
-	assert_false(bufferevent_get_enabled(c) & EV_WRITE);
-	assert_true(evbuffer_get_length(bufferevent_get_output(c)) > 0);
+	assert_int_equal(t.ta.what, BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING);
+	assert_false(bufferevent_get_enabled(t.c) & EV_WRITE);
+	assert_true(evbuffer_get_length(bufferevent_get_output(t.c)) > 0);
 	free(msg);
-	bufferevent_free(c);
-	bufferevent_free(s);
-	bev_hs_done(&h);
+	timeout_pair_close(&t);
 }
 
 /*
@@ -770,35 +774,29 @@ static void bev_timeouts_cleared_while_armed_leave_no_timer(void **state)
 {
 	struct bev_fx *fx = *state;
 	struct env *e = &fx->e;
-	struct bev_hs h;
-	struct timeout_app ta;
-	struct bufferevent *c, *s;
-	timeout_pair(fx, &h, &ta, &c, &s);
+	struct timeout_pair t;
 	struct timeval tv = {0, 150000};
-	bufferevent_set_timeouts(c, &tv, &tv);
-	bufferevent_enable(c, EV_READ | EV_WRITE);
+	timeout_pair_open(fx, &t, &tv, &tv);
 	size_t n = 8u << 20;
 	uint8_t *msg = calloc(1, n);
 	assert_non_null(msg);
-	assert_int_equal(bufferevent_write(c, msg, n), 0);
+	assert_int_equal(bufferevent_write(t.c, msg, n), 0);
 	run_for_ms(e, 50);
-	assert_true(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
-	bufferevent_set_timeouts(c, NULL, NULL);
-	assert_false(event_pending(&c->ev_read, EV_TIMEOUT, NULL));
-	assert_false(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
+	assert_true(event_pending(&t.c->ev_write, EV_TIMEOUT, NULL));
+	bufferevent_set_timeouts(t.c, NULL, NULL);
+	assert_false(event_pending(&t.c->ev_read, EV_TIMEOUT, NULL));
+	assert_false(event_pending(&t.c->ev_write, EV_TIMEOUT, NULL));
 	run_for_ms(e, 400);
-	assert_int_equal(ta.what, 0);
-	assert_int_equal(bufferevent_write(c, msg, 1000), 0);
+	assert_int_equal(t.ta.what, 0);
+	assert_int_equal(bufferevent_write(t.c, msg, 1000), 0);
 	run_for_ms(e, 50);
-	assert_false(event_pending(&c->ev_read, EV_TIMEOUT, NULL));
-	assert_false(event_pending(&c->ev_write, EV_TIMEOUT, NULL));
-	assert_int_equal(ta.what, 0);
-	assert_true(bufferevent_get_enabled(c) & EV_WRITE);
-	assert_true(bufferevent_get_enabled(c) & EV_READ);
+	assert_false(event_pending(&t.c->ev_read, EV_TIMEOUT, NULL));
+	assert_false(event_pending(&t.c->ev_write, EV_TIMEOUT, NULL));
+	assert_int_equal(t.ta.what, 0);
+	assert_true(bufferevent_get_enabled(t.c) & EV_WRITE);
+	assert_true(bufferevent_get_enabled(t.c) & EV_READ);
 	free(msg);
-	bufferevent_free(c);
-	bufferevent_free(s);
-	bev_hs_done(&h);
+	timeout_pair_close(&t);
 }
 
 /* BEV_OPT_THREADSAFE: another thread writes while the loop runs here, then frees the
